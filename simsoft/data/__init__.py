@@ -1,0 +1,69 @@
+"""Where data comes from: in-memory datasets and deterministic batch iterators.
+
+The only simsoft package that touches TensorFlow / TFDS / scikit-learn, and
+only lazily, inside the loaders that need them ('digits' needs
+scikit-learn, the TFDS datasets TensorFlow; 'fashion_mnist_local' needs
+neither).
+
+    ds = get_dataset('digits', validation_fraction=0.1, split_seed=0)
+    for batch in train_batches(ds.splits['train'], global_batch_size=128, seed=0):
+        ...  # batch['image'] float32 [128, 8, 8, 1] in [0, 1], batch['label'] int32 [128]
+
+Loaders (name -> Dataset) are kept apart from iterators (ArraySplit ->
+batches) so a streaming source can be added later beside them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from simsoft.data import digits, fashion_mnist_local, tfds_sources
+from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats
+from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches
+from simsoft.data.splits import stratified_holdout
+from simsoft.data.tfds_sources import (
+    CIFAR10_C_CORRUPTIONS,
+    CIFAR10_C_EXTRA_CORRUPTIONS,
+    CIFAR10_C_SEVERITIES,
+    load_cifar10_corrupted,
+)
+
+Loader = Callable[..., Dataset]
+
+# name -> loader(*, data_dir, validation_fraction, split_seed) -> Dataset
+DATASETS: dict[str, Loader] = {
+    "digits": digits.load,
+    "fashion_mnist_local": fashion_mnist_local.load,
+    **{name: functools.partial(tfds_sources.load, name) for name in tfds_sources.SOURCES},
+}
+
+
+def get_dataset(name: str, *, data_dir: str | None = None, validation_fraction: float = 0.1,
+                split_seed: int = 0) -> Dataset:
+    """Load dataset `name` (a key of DATASETS) into memory.
+
+    Args:
+      name: registry name.
+      data_dir: where the source lives (TFDS data_dir, local or gs://; the IDX
+        directory for 'fashion_mnist_local'); None for each source's default.
+      validation_fraction: share of the source's train split held out, per
+        class, as 'validation' (0 <= f < 1).
+      split_seed: seed of that hold-out.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction must satisfy 0 <= validation_fraction < 1, got "
+            f"{validation_fraction}")
+    return DATASETS[name](data_dir=data_dir, validation_fraction=validation_fraction,
+                          split_seed=split_seed)
+
+
+__all__ = [
+    "ArraySplit", "CIFAR10_C_CORRUPTIONS", "CIFAR10_C_EXTRA_CORRUPTIONS",
+    "CIFAR10_C_SEVERITIES", "DATASETS", "Dataset", "SPLITS", "channel_stats",
+    "eval_batches", "get_dataset", "load_cifar10_corrupted", "steps_per_epoch",
+    "stratified_holdout", "train_batches",
+]
