@@ -1,0 +1,66 @@
+"""Data-driven class-similarity estimation: statistics, sources, post-processing, I/O.
+
+Typical estimate phase::
+
+  stats = init_stats(C, feature_dim=D)
+  for batch in held_out:                         # inside the jitted eval step
+    logits, feats = model(batch["image"])
+    stats = update_stats(stats, logits, batch["label"], feats, batch["mask"])
+  S = build_similarity("confusion", num_classes=C, stats=stats)
+  save_record(workdir / "similarity", make_record(S, source="confusion", ...))
+
+Modules: :mod:`.stats` (accumulators), :mod:`.sources` (the name -> builder
+registry), :mod:`.postprocess` (shared options), :mod:`.online` (Online Label
+Smoothing), :mod:`.io` (files and checkpoints). No TensorFlow anywhere.
+"""
+
+from simsoft.similarity.io import (
+    SimilarityRecord,
+    export_plain,
+    from_pytree,
+    from_restored,
+    load_record,
+    make_record,
+    orbax_restore_args,
+    orbax_save_args,
+    read_similarity_file,
+    save_record,
+    to_pytree,
+)
+from simsoft.similarity.online import online_initial, online_update
+from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
+from simsoft.similarity.sources import (
+    SOURCES,
+    build_similarity,
+    source_needs_data,
+    source_needs_features,
+    source_options,
+)
+from simsoft.similarity.stats import SimilarityStats, init_stats, merge_stats, update_stats
+
+__all__ = [
+    "POSTPROCESS_DEFAULTS",
+    "SOURCES",
+    "SimilarityRecord",
+    "SimilarityStats",
+    "build_similarity",
+    "export_plain",
+    "from_pytree",
+    "from_restored",
+    "init_stats",
+    "load_record",
+    "make_record",
+    "merge_stats",
+    "online_initial",
+    "online_update",
+    "orbax_restore_args",
+    "orbax_save_args",
+    "postprocess",
+    "read_similarity_file",
+    "save_record",
+    "source_needs_data",
+    "source_needs_features",
+    "source_options",
+    "to_pytree",
+    "update_stats",
+]

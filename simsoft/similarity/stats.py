@@ -1,0 +1,172 @@
+r"""Sufficient statistics for class-similarity estimation, accumulated batch by batch.
+
+One pass over a held-out split adds every batch into a :class:`SimilarityStats`
+with :func:`update_stats` inside the jitted evaluation step. All sums are
+one-hot contractions over the batch axis, so under ``jax.jit`` with the batch
+sharded over a ``('data',)`` mesh (``Auto`` or ``Explicit`` axes, one host or
+many) XLA adds the per-device partial sums with an all-reduce and the totals
+come back replicated; the caller writes nothing extra.
+
+For a batch with logits :math:`z_i`, labels :math:`y_i`, predictions
+:math:`\hat y_i = \arg\max_j z_{ij}`, probabilities
+:math:`p_i = \mathrm{softmax}(z_i)`, features :math:`h_i` and mask
+:math:`m_i \in \{0, 1\}`:
+
+.. math::
+
+  \mathrm{confusion}_{yk} &= \textstyle\sum_i m_i [y_i = y][\hat y_i = k] \\
+  \mathrm{prob\_sum}_{y} &= \textstyle\sum_i m_i [y_i = y]\, p_i \\
+  \mathrm{prob\_sum\_correct}_{y} &= \textstyle\sum_i m_i [y_i = y][\hat y_i = y]\, p_i \\
+  \mathrm{count}_y &= \textstyle\sum_i m_i [y_i = y], \quad
+  \mathrm{count\_correct}_y = \textstyle\sum_i m_i [y_i = y][\hat y_i = y] \\
+  \mathrm{feature\_sum}_y &= \textstyle\sum_i m_i [y_i = y]\, h_i
+
+Labels outside ``[0, C)`` contribute nothing (their one-hot row is zero).
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+__all__ = ["SimilarityStats", "init_stats", "update_stats", "merge_stats"]
+
+
+@flax.struct.dataclass
+class SimilarityStats:
+  """Per-class sums over the samples seen so far; all float32.
+
+  Attributes:
+    confusion: [C, C]; row = true class y, column = argmax prediction.
+    prob_sum: [C, C]; row y = sum of softmax probabilities over class-y samples.
+    prob_sum_correct: [C, C]; as ``prob_sum``, correctly classified samples only.
+    count: [C]; number of class-y samples.
+    count_correct: [C]; number of correctly classified class-y samples.
+    feature_sum: [C, D]; row y = sum of penultimate features of class-y
+      samples (D = 0 when features are not collected).
+  """
+
+  confusion: jax.Array
+  prob_sum: jax.Array
+  prob_sum_correct: jax.Array
+  count: jax.Array
+  count_correct: jax.Array
+  feature_sum: jax.Array
+
+  @property
+  def num_classes(self) -> int:
+    return self.count.shape[0]
+
+  @property
+  def feature_dim(self) -> int:
+    return self.feature_sum.shape[1]
+
+
+def init_stats(num_classes: int, feature_dim: int = 0) -> SimilarityStats:
+  """Zero statistics for `num_classes` classes and `feature_dim`-wide features."""
+  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
+  if not isinstance(feature_dim, int) or isinstance(feature_dim, bool) or feature_dim < 0:
+    raise ValueError(f"`feature_dim` must be a non-negative int, got {feature_dim!r}.")
+  c, d = num_classes, feature_dim
+  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+  return SimilarityStats(
+      confusion=zeros(c, c),
+      prob_sum=zeros(c, c),
+      prob_sum_correct=zeros(c, c),
+      count=zeros(c),
+      count_correct=zeros(c),
+      feature_sum=zeros(c, d),
+  )
+
+
+def _batch_sum(onehot: jax.Array, values: jax.Array) -> jax.Array:
+  """:math:`\\sum_i \\mathrm{onehot}_{iy} v_{ik}` -> [C, K], replicated.
+
+  With ``Explicit`` mesh axes a contraction over the sharded batch axis needs
+  its output sharding spelled out; ``Auto`` axes and single devices do not.
+  """
+  out_sharding = None
+  sharding = jax.typeof(onehot).sharding
+  if isinstance(sharding, NamedSharding) and AxisType.Explicit in sharding.mesh.axis_types:
+    out_sharding = NamedSharding(sharding.mesh, PartitionSpec())
+  # HIGHEST: accelerators would otherwise round probabilities/features to bf16.
+  return jnp.einsum(
+      "bc,bk->ck", onehot, values,
+      precision=jax.lax.Precision.HIGHEST, out_sharding=out_sharding,
+  )
+
+
+def update_stats(
+    stats: SimilarityStats,
+    logits: jax.Array,
+    labels: jax.Array,
+    features: jax.Array | None = None,
+    mask: jax.Array | None = None,
+) -> SimilarityStats:
+  """Adds one batch to `stats`; pure and jit-able.
+
+  Args:
+    stats: running statistics for C classes and D-wide features.
+    logits: float [B, C].
+    labels: int [B].
+    features: float [B, D] penultimate features; required when D > 0 and
+      not allowed when D = 0.
+    mask: [B] of 0/1 (bool, int or float), or None for all ones. Samples with
+      mask 0 (padding) change nothing, even if their logits are not finite.
+
+  Returns:
+    The updated statistics (same shapes, float32).
+  """
+  c, d = stats.num_classes, stats.feature_dim
+  if jnp.ndim(logits) != 2 or jnp.shape(logits)[1] != c:
+    raise ValueError(f"`logits` must be [B, {c}], got shape {jnp.shape(logits)}.")
+  if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+    raise TypeError(f"`logits` must be floating point, got {jnp.result_type(logits)}.")
+  b = jnp.shape(logits)[0]
+  if jnp.shape(labels) != (b,):
+    raise ValueError(f"`labels` must be [B] = [{b}], got shape {jnp.shape(labels)}.")
+  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+    raise TypeError(f"`labels` must be integer class indices, got {jnp.result_type(labels)}.")
+  if features is None and d > 0:
+    raise ValueError(f"`features` is None but the stats collect D = {d} features.")
+  if features is not None and jnp.shape(features) != (b, d):
+    raise ValueError(
+        f"`features` must be [B, D] = [{b}, {d}] (D from init_stats), got shape "
+        f"{jnp.shape(features)}."
+    )
+  if mask is not None and jnp.shape(mask) != (b,):
+    raise ValueError(f"`mask` must be [B] = [{b}], got shape {jnp.shape(mask)}.")
+
+  valid = jnp.ones((b,), bool) if mask is None else jnp.asarray(mask) != 0
+  logits = logits.astype(jnp.float32)
+  probs = jnp.where(valid[:, None], jax.nn.softmax(logits, axis=-1), 0.0)
+  pred = jnp.argmax(logits, axis=-1)
+  true_1h = jax.nn.one_hot(labels, c, dtype=jnp.float32) * valid[:, None]
+  correct_1h = true_1h * (pred == labels)[:, None]
+  pred_1h = jax.nn.one_hot(pred, c, dtype=jnp.float32)
+
+  feature_sum = stats.feature_sum
+  if d > 0:
+    feats = jnp.where(valid[:, None], features.astype(jnp.float32), 0.0)
+    feature_sum = feature_sum + _batch_sum(true_1h, feats)
+  return SimilarityStats(
+      confusion=stats.confusion + _batch_sum(true_1h, pred_1h),
+      prob_sum=stats.prob_sum + _batch_sum(true_1h, probs),
+      prob_sum_correct=stats.prob_sum_correct + _batch_sum(correct_1h, probs),
+      count=stats.count + jnp.sum(true_1h, axis=0),
+      count_correct=stats.count_correct + jnp.sum(correct_1h, axis=0),
+      feature_sum=feature_sum,
+  )
+
+
+def merge_stats(a: SimilarityStats, b: SimilarityStats) -> SimilarityStats:
+  """Elementwise sum of two statistics of the same shapes (e.g. two splits)."""
+  if jax.tree.map(jnp.shape, a) != jax.tree.map(jnp.shape, b):
+    raise ValueError(
+        f"cannot merge stats of different shapes: C={a.num_classes}, D={a.feature_dim} "
+        f"vs C={b.num_classes}, D={b.feature_dim}."
+    )
+  return jax.tree.map(jnp.add, a, b)
