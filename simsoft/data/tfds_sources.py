@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import numpy as np
 
@@ -78,7 +79,10 @@ def _tfds():
     """tensorflow_datasets, with TensorFlow kept off every GPU."""
     import tensorflow as tf
 
-    tf.config.set_visible_devices([], "GPU")
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError as e:  # TF initialised its devices before simsoft.data did
+        logging.warning("could not hide GPUs from TensorFlow: %s", e)
     import tensorflow_datasets as tfds
 
     return tfds
