@@ -432,15 +432,14 @@ def test_eval_batches_empty_split():
 def test_iterator_bad_arguments():
     split = _id_split(20)
     with pytest.raises(ValueError, match="global_batch_size=6.*process_count=4"):
-        next(data.train_batches(split, global_batch_size=6, seed=0, process_count=4))
+        data.train_batches(split, global_batch_size=6, seed=0, process_count=4)
     with pytest.raises(ValueError, match="global_batch_size=6.*process_count=4"):
-        next(data.eval_batches(split, global_batch_size=6, process_count=4))
+        data.eval_batches(split, global_batch_size=6, process_count=4)
     with pytest.raises(ValueError, match="process_index"):
-        next(data.train_batches(split, global_batch_size=4, seed=0, process_index=2,
-                                process_count=2))
+        data.train_batches(split, global_batch_size=4, seed=0, process_index=2, process_count=2)
     with pytest.raises(ValueError, match="exceeds"):
-        next(data.train_batches(split, global_batch_size=32, seed=0))
+        data.train_batches(split, global_batch_size=32, seed=0)
     with pytest.raises(ValueError, match="global_batch_size"):
         data.steps_per_epoch(split, 0)
     with pytest.raises(ValueError, match="start_step"):
-        next(data.train_batches(split, global_batch_size=4, seed=0, start_step=-1))
+        data.train_batches(split, global_batch_size=4, seed=0, start_step=-1)

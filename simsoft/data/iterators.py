@@ -60,6 +60,7 @@ def train_batches(
     Each epoch visits N - (N mod B) distinct examples once. Starting at
     `start_step` yields exactly what an iterator started at 0 yields from
     its step `start_step` on, so a resumed run sees the same batches.
+    Arguments are checked at the call, before the first batch.
 
     Yields:
       {'image': float32 [B/P, H, W, C] in [0, 1], 'label': int32 [B/P]}.
@@ -71,8 +72,11 @@ def train_batches(
     if steps == 0:
         raise ValueError(
             f"global_batch_size={global_batch_size} exceeds the split's {len(split)} examples")
-    offset = process_index * local
-    step = start_step
+    return _train_batches(split, global_batch_size, seed, start_step, process_index * local,
+                          local, steps)
+
+
+def _train_batches(split, global_batch_size, seed, step, offset, local, steps):
     epoch, perm = None, None
     while True:
         if step // steps != epoch:
@@ -96,16 +100,20 @@ def eval_batches(
     The last global batch is padded to B rows with zero images and label 0;
     'mask' is 1.0 for real rows and 0.0 for padding, so sums weighted by
     mask count each example exactly once. Every process yields the same
-    number of batches.
+    number of batches. Arguments are checked at the call.
 
     Yields:
       {'image': float32 [B/P, H, W, C] in [0, 1], 'label': int32 [B/P],
        'mask': float32 [B/P]}.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
+    return _eval_batches(split, global_batch_size, process_index * local, local)
+
+
+def _eval_batches(split, global_batch_size, offset, local):
     n = len(split)
     for batch in range(-(-n // global_batch_size)):
-        start = batch * global_batch_size + process_index * local
+        start = batch * global_batch_size + offset
         real = max(0, min(local, n - start))
         image = np.zeros((local,) + split.image_shape, np.float32)
         label = np.zeros((local,), np.int32)
