@@ -296,10 +296,18 @@ def test_postprocess_hand_computed():
     ({"identity_mix": 1.5}, "identity_mix"),
     ({"symmetrize": "yes"}, "symmetrize"),
     ({"smoothing": -1.0}, "smoothing"),
+    ({"correct_only": "no"}, "correct_only"),
+    ({"initial_smoothing": 2.0}, "initial_smoothing"),
+    ({"temperature": -1.0}, "temperature"),
 ])
 def test_bad_options_raise(options, match, random_stats):
+  source = {"correct_only": "online", "initial_smoothing": "online"}.get(
+      next(iter(options)), "confusion")
   with pytest.raises(ValueError, match=match):
-    sim.build_similarity("confusion", num_classes=C, stats=random_stats, options=options)
+    sim.build_similarity(source, num_classes=C, stats=random_stats, options=options)
+  with pytest.raises(ValueError, match="temprature|temperature|smoothing|correct_only|top_k"
+                     "|diagonal|identity_mix|symmetrize"):
+    sim.build_similarity("centroid", num_classes=C, stats=random_stats, options=options)
 
 
 def test_registry_errors_and_flags(random_stats):

@@ -98,9 +98,15 @@ def _confusion(*, num_classes, stats, options, **_):
   return _mean_rows(counts, counts.sum(axis=1))  # rows with no mass become e_y
 
 
+def _check_bool(options, name):
+  if not isinstance(options[name], (bool, np.bool_)):
+    raise ValueError(f"option `{name}` must be a bool, got {options[name]!r}.")
+  return bool(options[name])
+
+
 def _softmax(*, num_classes, stats, options, **_):
   st = _stats_np(stats)
-  if options["correct_only"]:
+  if _check_bool(options, "correct_only"):
     return _mean_rows(st["prob_sum_correct"], st["count_correct"])
   return _mean_rows(st["prob_sum"], st["count"])
 
@@ -143,10 +149,14 @@ def _file(*, num_classes, path, **_):
 
 
 def _online(*, num_classes, stats, options, **_):
-  s0 = online_initial(num_classes, smoothing=options["initial_smoothing"])
+  eps = options["initial_smoothing"]
+  if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps <= 1:
+    raise ValueError(f"option `initial_smoothing` must be a number in [0, 1], got {eps!r}.")
+  correct_only = _check_bool(options, "correct_only")
+  s0 = online_initial(num_classes, smoothing=float(eps))
   if stats is None:
     return np.asarray(s0, np.float64)
-  return np.asarray(online_update(s0, stats, correct_only=bool(options["correct_only"])), np.float64)
+  return np.asarray(online_update(s0, stats, correct_only=correct_only), np.float64)
 
 
 SOURCES: dict[str, Source] = {
