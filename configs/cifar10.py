@@ -1,0 +1,33 @@
+r"""CIFAR-10, ResNet-20 (He et al. 2016); evaluated also on CIFAR-10-C.
+
+The recipe the field uses for CIFAR ResNets: SGD momentum 0.9, lr 0.1, cosine
+schedule, weight decay 5e-4, batch 128, 200 epochs per phase, random crop
+(4-pixel padding) and horizontal flip. Data through TFDS: needs network or a
+prepared data_dir (a gs:// bucket on Cloud TPU VMs).
+
+  python -m simsoft.main --config configs/cifar10.py --workdir /tmp/simsoft/cifar10 \
+      --config.dataset.data_dir=gs://YOUR_BUCKET/tensorflow_datasets
+  python -m simsoft.main --config configs/cifar10.py:model=wrn,similarity=centroid --workdir ...
+  python -m simsoft.main --config configs/cifar10.py:runlocal --workdir /tmp/simsoft/cifar10_local
+
+Expected results: added once measured (see RESULTS.md).
+"""
+
+from simsoft import config as config_lib
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.dataset.name = "cifar10"
+  c.dataset.validation_fraction = 0.1
+  c.model.name = "resnet20"
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.warmup_epochs = 0.0
+  c.estimate.epochs = c.retrain.epochs = 200
+  c.checkpoint.every_steps = 1000
+  c.log_every_steps = 100
+  c.evaluate.evaluators = "clean,corruptions,cifar10_c"
+  return config_lib.apply_args(c, arg)

@@ -1,0 +1,21 @@
+r"""Default: the whole pipeline on the embedded digits data (sklearn's 1,797 real 8x8 digits).
+
+An MLP trained with cross-entropy (model A) gives the confusion-based class
+similarity S on the held-out validation split; a fresh MLP (model B) retrains
+with the soft-target similarity loss; both are evaluated on the clean and
+corrupted test split. About a minute on 2 CPU cores.
+
+  python -m simsoft.main --config configs/default.py --workdir /tmp/simsoft/default
+  python -m simsoft.main --config configs/default.py:similarity=centroid,form=log_sum,seed=1 \
+      --workdir /tmp/simsoft/default_centroid
+
+Expected results: added once measured (see RESULTS.md).
+"""
+
+from simsoft import config as config_lib
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.model.kwargs.hidden = (256, 256)
+  return config_lib.apply_args(c, arg)

@@ -1,0 +1,105 @@
+"""Orbax checkpoints of the train state, and the guard that keeps one run per workdir.
+
+Layout of a workdir:
+
+  config.json                   the run's config (a restart must match it)
+  estimate/checkpoints/<step>/  model A's train state (Orbax, async, last K kept)
+  estimate/similarity/          S with its metadata (Orbax), similarity.npy/.json
+  estimate/done.json            written last: the phase finished
+  retrain/checkpoints/<step>/   model B's train state
+  retrain/done.json
+  results.json, report.md       the evaluate phase
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+# Fields a restart may change without mixing two runs.
+RESTART_MAY_CHANGE = ("phases",)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """Dotted names of the fields that differ between two config dicts."""
+  a, b = _flatten(saved), _flatten(current)
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k, "<missing>") != b.get(k, "<missing>")
+                and k not in RESTART_MAY_CHANGE)
+
+
+def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Saves config.json in a new workdir; in an existing one, checks it matches.
+
+  Raises:
+    ValueError: the workdir holds another run's config; the message names the
+      differing fields and both values.
+  """
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    diffs = config_differences(saved, current)
+    if diffs:
+      a, b = _flatten(saved), _flatten(current)
+      lines = [f"  {k}: saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r}" for k in diffs]
+      raise ValueError(
+          f"workdir {workdir} holds another run's config ({path}); differing fields:\n"
+          + "\n".join(lines) + "\nUse a new --workdir, or the same config to resume.")
+    return
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      f.write(config.to_json(indent=2))
+
+
+def make_manager(directory: str, *, every_steps: int, keep: int) -> ocp.CheckpointManager:
+  """Async Orbax manager saving every `every_steps` steps, keeping the last `keep`."""
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=every_steps, max_to_keep=keep, create=True,
+      enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save_state(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> bool:
+  """Starts an async save of `state` at `step` (skipped off-interval unless forced)."""
+  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
+  """Restores the latest (or given) step into `abstract_state`'s structure and shardings."""
+  step = manager.latest_step() if step is None else step
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+def write_json(path: str, payload: dict) -> None:
+  """Writes JSON atomically (tmp + rename) from process 0 only."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

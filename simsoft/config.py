@@ -1,0 +1,163 @@
+"""The one config schema every experiment shares, and the `:key=value` arg parser.
+
+Config files in configs/ call `base_config()` and change only what differs,
+then `apply_args(config, arg)` for the text after the colon in
+`--config configs/X.py:model=resnet20,similarity=confusion,seed=1`.
+
+Fields (defaults below):
+  dataset.name, dataset.data_dir, dataset.validation_fraction, dataset.split_seed
+  model.name, model.dtype ('float32' | 'bfloat16'), model.kwargs (per model)
+  similarity.source, similarity.path (file source), similarity.from_workdir
+    (reuse another run's estimated S), similarity.options (post-processing)
+  loss.form ('soft_target' | 'log_sum'), loss.alpha
+  optimizer.name ('sgd' | 'adamw'), learning_rate, momentum, nesterov,
+    weight_decay, warmup_epochs, schedule ('cosine' | 'constant'), grad_clip_norm
+  batch_size (global), eval_batch_size, estimate.epochs, retrain.epochs
+  checkpoint.every_steps, checkpoint.keep, log_every_steps
+  evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
+    evaluate.severities, evaluate.reference_similarity_path (mistake severity)
+  phases ('estimate,retrain,evaluate'), seed
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PHASES = ("estimate", "retrain", "evaluate")
+LOSS_FORMS = ("soft_target", "log_sum")
+
+# Short names accepted after the colon, mapped to the field they set.
+ARG_ALIASES = {
+    "dataset": "dataset.name",
+    "model": "model.name",
+    "similarity": "similarity.source",
+    "source": "similarity.source",
+    "form": "loss.form",
+    "alpha": "loss.alpha",
+    "lr": "optimizer.learning_rate",
+    "epochs": None,  # sets both estimate.epochs and retrain.epochs
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "phases": "phases",
+    "dtype": "model.dtype",
+    "runlocal": None,
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the shared schema with its defaults (digits + mlp, about a minute on CPU)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.phases = ",".join(PHASES)
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name="digits", data_dir="", validation_fraction=0.2, split_seed=0))
+
+  c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
+  c.model.kwargs = ml_collections.ConfigDict()
+
+  c.similarity = ml_collections.ConfigDict(dict(
+      source="confusion", path="", from_workdir=""))
+  # Post-processing (every source) and source options; each source takes the
+  # ones it knows (simsoft.similarity.source_options), the rest are ignored.
+  c.similarity.options = ml_collections.ConfigDict(dict(
+      temperature=1.0, symmetrize=False, diagonal="keep", top_k=0,
+      identity_mix=0.0, normalize=True, smoothing=1.0, correct_only=True,
+      initial_smoothing=0.1))
+
+  c.loss = ml_collections.ConfigDict(dict(form="soft_target", alpha=0.5))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False,
+      weight_decay=5e-4, warmup_epochs=1.0, schedule="cosine",
+      grad_clip_norm=0.0, b1=0.9, b2=0.999))
+
+  c.batch_size = 64
+  c.eval_batch_size = 256
+  c.estimate = ml_collections.ConfigDict(dict(epochs=30))
+  c.retrain = ml_collections.ConfigDict(dict(epochs=30))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))
+  c.log_every_steps = 50
+
+  c.evaluate = ml_collections.ConfigDict(dict(
+      evaluators="clean,corruptions", corruptions="all", severities="1,2,3,4,5",
+      reference_similarity_path=""))
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a quick local smoke run (minutes on 2 CPU cores)."""
+  c.estimate.epochs = min(c.estimate.epochs, 2)
+  c.retrain.epochs = min(c.retrain.epochs, 2)
+  c.batch_size = min(c.batch_size, 64)
+  c.checkpoint.every_steps = min(c.checkpoint.every_steps, 100)
+  c.log_every_steps = min(c.log_every_steps, 20)
+  c.evaluate.severities = "1,3,5"
+  return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'a=1,b=x,runlocal' -> {'a': '1', 'b': 'x', 'runlocal': 'True'}."""
+  out = {}
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    out[key.strip()] = value.strip() if sep else "True"
+  return out
+
+
+def _set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  *parents, leaf = dotted.split(".")
+  node = c
+  for name in parents:
+    node = node[name]
+  if leaf not in node:
+    raise KeyError(f"config has no field {dotted!r}")
+  current = node[leaf]
+  if isinstance(current, bool):
+    value = text.lower() in ("1", "true", "yes")
+  elif isinstance(current, int):
+    value = int(text)
+  elif isinstance(current, float):
+    value = float(text)
+  else:
+    value = text
+  node[leaf] = value
+
+
+def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies the `:key=value,...` text to a config; unknown keys raise ValueError.
+
+  Keys are the aliases in ARG_ALIASES or any dotted field ('optimizer.momentum=0.8').
+  `runlocal` (a flag) shrinks the run with `runlocal()`; `epochs=N` sets both phases.
+  """
+  args = parse_arg(arg)
+  for key, text in args.items():
+    if key == "runlocal":
+      continue
+    if key == "epochs":
+      c.estimate.epochs = c.retrain.epochs = int(text)
+      continue
+    dotted = ARG_ALIASES.get(key, key)
+    try:
+      _set_field(c, dotted, text)
+    except (KeyError, AttributeError):
+      known = sorted(k for k in ARG_ALIASES)
+      raise ValueError(
+          f"unknown config argument {key!r}; use one of {known} or a dotted "
+          "field such as optimizer.momentum") from None
+  if "runlocal" in args and args["runlocal"].lower() in ("1", "true", "yes"):
+    runlocal(c)
+  return c
+
+
+def phases_of(c: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The phases to run, validated: ValueError naming an unknown one."""
+  names = tuple(p.strip() for p in c.phases.split(",") if p.strip())
+  for name in names:
+    if name not in PHASES:
+      raise ValueError(f"unknown phase {name!r} in config.phases; known phases: {list(PHASES)}")
+  return names

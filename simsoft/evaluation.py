@@ -1,0 +1,159 @@
+"""The evaluation side of the pipeline: the similarity data pass and the evaluator suite.
+
+Evaluators (config.evaluate.evaluators, comma-separated):
+  clean        test-split accuracy, NLL, ECE (always computed)
+  corruptions  simsoft.corruptions applied on device, config.evaluate.corruptions
+               ('all' or names) x config.evaluate.severities
+  cifar10_c    the real CIFAR-10-C through TFDS (cifar10 runs)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+
+from simsoft import data as data_lib
+from simsoft import metrics as metrics_lib
+from simsoft import robustness
+from simsoft import similarity as sim_lib
+from simsoft import train_step as step_lib
+
+if TYPE_CHECKING:
+  from simsoft.train import Run
+
+EVALUATORS = ("clean", "corruptions", "cifar10_c")
+MODEL_LABELS = {"A": "A: cross-entropy", "B": "B: similarity loss"}
+
+
+def similarity_stats(run: "Run", graphdef, state, split: data_lib.ArraySplit, *,
+                     with_features: bool):
+  """One forward pass over `split` accumulating SimilarityStats; returns (stats, N)."""
+  ds = run.dataset
+  feature_dim = 0
+  predict = step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std,
+                                     return_features=with_features)
+
+  def update(stats, params, model_state, batch):
+    out = predict(params, model_state, batch["image"])
+    logits, features = out if with_features else (out, None)
+    return sim_lib.update_stats(stats, logits, batch["label"], features, batch["mask"])
+
+  if with_features:
+    probe = jax.eval_shape(predict, state["params"], state["model_state"],
+                           jax.ShapeDtypeStruct((1,) + ds.image_shape, np.float32))
+    feature_dim = probe[1].shape[-1]
+  stats = jax.device_put(sim_lib.init_stats(ds.num_classes, feature_dim), run.replicated)
+  update = jax.jit(update, in_shardings=(run.replicated, run.replicated, run.replicated,
+                                         run.batch_sharding),
+                   out_shardings=run.replicated, donate_argnums=0)
+  for batch in data_lib.eval_batches(split, global_batch_size=run.config.eval_batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    stats = update(stats, state["params"], state["model_state"], run.global_batch(batch))
+  return stats, len(split)
+
+
+def _class_to_group(ds: data_lib.Dataset):
+  """Super-classes where the dataset has a documented grouping, else None."""
+  if ds.coarse_labels is not None:
+    fine, coarse = ds.split("train").labels, ds.coarse_labels["train"]
+    groups = np.zeros(ds.num_classes, np.int64)
+    groups[fine] = coarse
+    return groups
+  if ds.name in ("fashion_mnist", "fashion_mnist_local"):
+    return np.asarray(metrics_lib.FASHION_MNIST_GROUPS)
+  return None
+
+
+def _reference_similarity(run: "Run", groups):
+  path = run.config.evaluate.reference_similarity_path
+  if path:
+    matrix, _ = sim_lib.read_similarity_file(path, num_classes=run.dataset.num_classes)
+    return matrix
+  return None if groups is None else metrics_lib.similarity_from_groups(groups)
+
+
+def evaluators_of(config) -> tuple[str, ...]:
+  names = tuple(n.strip() for n in config.evaluate.evaluators.split(",") if n.strip())
+  for name in names:
+    if name not in EVALUATORS:
+      raise ValueError(f"unknown evaluator {name!r} in config.evaluate.evaluators; "
+                       f"known: {list(EVALUATORS)}")
+  return names
+
+
+def _cifar10_c_sets(run: "Run") -> dict:
+  sets = {}
+  for name in data_lib.CIFAR10_C_CORRUPTIONS:
+    for severity in data_lib.CIFAR10_C_SEVERITIES:
+      split = data_lib.load_cifar10_corrupted(name, severity,
+                                              data_dir=run.config.dataset.data_dir or None)
+      images = split.images.astype(np.float32) / 255.0 if split.images.dtype == np.uint8 else split.images
+      sets[f"{name}_{severity}"] = (images, split.labels)
+  return sets
+
+
+def evaluate_models(run: "Run", models: dict) -> dict:
+  """Runs the configured evaluators on each model; returns the results.json payload."""
+  config, ds = run.config, run.dataset
+  names = evaluators_of(config)
+  test = ds.split("test")
+  images = test.images.astype(np.float32) / 255.0 if test.images.dtype == np.uint8 else test.images
+  groups = _class_to_group(ds)
+  reference = _reference_similarity(run, groups)
+  if "corruptions" in names:
+    suite = "all" if config.evaluate.corruptions == "all" else [
+        n.strip() for n in config.evaluate.corruptions.split(",") if n.strip()]
+    severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
+  else:
+    suite, severities = [], []
+  extra = _cifar10_c_sets(run) if "cifar10_c" in names else None
+  results = {"config": config.to_dict(), "dataset": ds.name, "class_names": list(ds.class_names),
+             "models": {}}
+  for key, (graphdef, state) in models.items():
+    predict = step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
+    params, model_state = state["params"], state["model_state"]
+    predict_fn = jax.jit(lambda x: predict(params, model_state, x))
+    results["models"][key] = robustness.run_suite(
+        predict_fn, images, test.labels, suite=suite, severities=severities,
+        key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
+        num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
+        extra_sets=extra, mesh=run.mesh)
+    results["models"][key]["label"] = MODEL_LABELS[key]
+  if "A" in results["models"] and "B" in results["models"]:
+    results["comparison"] = robustness.compare_to_baseline(
+        results["models"]["B"], results["models"]["A"])
+  return results
+
+
+_ROWS = (
+    ("clean accuracy", lambda r: r["clean"]["accuracy"]),
+    ("clean NLL", lambda r: r["clean"]["nll"]),
+    ("clean ECE", lambda r: r["clean"]["ece"]),
+    ("mistake severity", lambda r: r["clean"].get("mistake_severity")),
+    ("super-class accuracy", lambda r: r["clean"].get("superclass_accuracy")),
+    ("mean corrupted accuracy", lambda r: r.get("summary", {}).get("mean_corrupted_accuracy")),
+    ("mean corruption error", lambda r: r.get("summary", {}).get("mce")),
+    ("CIFAR-10-C accuracy", lambda r: r.get("extra_summary", {}).get("mean_corrupted_accuracy")),
+)
+
+
+def format_table(results: dict) -> str:
+  """A small fixed-width table: one row per metric, columns A, B and B - A."""
+  models = results["models"]
+  keys = [k for k in ("A", "B") if k in models]
+  header = f"{'metric':<26}" + "".join(f"{MODEL_LABELS[k]:>22}" for k in keys)
+  if len(keys) == 2:
+    header += f"{'B - A':>10}"
+  lines = [header, "-" * len(header)]
+  for name, get in _ROWS:
+    values = [get(models[k]) for k in keys]
+    if all(v is None for v in values):
+      continue
+    line = f"{name:<26}" + "".join(f"{v:>22.4f}" if v is not None else f"{'-':>22}" for v in values)
+    if len(keys) == 2 and None not in values:
+      line += f"{values[1] - values[0]:>+10.4f}"
+    lines.append(line)
+  return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""The two-phase pipeline: estimate S with model A, retrain model B with it, evaluate both.
+
+Reads top to bottom: mesh and input, model and optimizer, sharded state,
+update step, checkpoint load, loop; then the phases that use it.
+
+  train_and_evaluate(config, workdir)
+    estimate: train A (plain cross-entropy) -> similarity source on the
+              validation split -> S saved with Orbax next to A's final state
+    retrain:  restore S -> train a fresh B with the similarity loss
+    evaluate: clean (and corrupted) test metrics of A and B -> results.json
+
+Every phase resumes from its latest checkpoint; a finished phase (done.json)
+is skipped. Data order and per-step randomness are functions of (seed, step),
+so a resumed run reproduces the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from simsoft import checkpoint as ckpt
+from simsoft import config as config_lib
+from simsoft import data as data_lib
+from simsoft import evaluation
+from simsoft import losses
+from simsoft import models as models_lib
+from simsoft import similarity as sim_lib
+from simsoft import train_step as step_lib
+from simsoft.progress import Progress
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or inf loss."""
+
+
+@dataclasses.dataclass
+class Run:
+  """What every phase shares: config, workdir, mesh, data."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  dataset: data_lib.Dataset
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Per-process numpy batch -> global jax.Arrays sharded over 'data'."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local.items()}
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D ('data',) mesh over every device of every process."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _model(run: Run, rngs: nnx.Rngs) -> nnx.Module:
+  cfg = run.config.model
+  return models_lib.create_model(
+      cfg.name, num_classes=run.dataset.num_classes, input_shape=run.dataset.image_shape,
+      rngs=rngs, dtype=jnp.dtype(cfg.dtype), **cfg.kwargs.to_dict())
+
+
+def _similarity_options(config: ml_collections.ConfigDict, source: str) -> dict[str, Any]:
+  allowed = sim_lib.source_options(source)
+  return {k: v for k, v in config.similarity.options.to_dict().items() if k in allowed}
+
+
+# ----------------------------------------------------------------------------
+# Training one model: the loop both phases share.
+# ----------------------------------------------------------------------------
+
+def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
+                similarity: np.ndarray, online: bool = False):
+  """Trains one model for `config.<phase>.epochs`, resuming from checkpoints.
+
+  Returns:
+    (graphdef, state) with state as in simsoft.train_step (replicated arrays).
+  """
+  config, ds = run.config, run.dataset
+  train_split = ds.split("train")
+  batch_size = config.batch_size
+  if batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={batch_size} must be divisible by the "
+                     f"{jax.device_count()} devices")
+  steps_per_epoch = data_lib.steps_per_epoch(train_split, batch_size)
+  total_steps = config[phase].epochs * steps_per_epoch
+
+  # Model, optimizer and the sharded state, created already replicated.
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: _model(run, nnx.Rngs(0))))
+  tx = step_lib.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
+                               total_steps=total_steps)
+
+  def init_state():
+    model = _model(run, nnx.Rngs(config.seed))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": model_state,
+             "opt_state": tx.init(params),
+             "similarity": jnp.asarray(similarity, jnp.float32),
+             "nonfinite_step": jnp.full((), -1, jnp.int32)}
+    if online:
+      state["epoch_stats"] = sim_lib.init_stats(ds.num_classes)
+    return state
+
+  abstract = jax.eval_shape(init_state)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run.replicated), abstract)
+
+  # Update step: state replicated and donated, batch sharded over 'data'.
+  loss_fn = step_lib.make_loss_fn(loss_form, alpha)
+  step_fn = jax.jit(
+      step_lib.make_train_step(graphdef, tx, loss_fn, mean=ds.mean, std=ds.std,
+                               augmentation=ds.augmentation, track_epoch_stats=online),
+      in_shardings=(run.replicated, run.batch_sharding, run.replicated),
+      out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  end_epoch = jax.jit(_online_end_epoch, out_shardings=run.replicated, donate_argnums=0)
+
+  # Checkpoint load.
+  manager = ckpt.make_manager(os.path.join(run.workdir, phase, "checkpoints"),
+                              every_steps=config.checkpoint.every_steps,
+                              keep=config.checkpoint.keep)
+  if manager.latest_step() is not None:
+    state = ckpt.restore_state(manager, abstract)
+    logging.info("%s: resumed from step %d", phase, int(state["step"]))
+  else:
+    state = jax.jit(init_state, out_shardings=run.replicated)()
+  start = int(state["step"])
+
+  # Loop.
+  batches = data_lib.train_batches(
+      train_split, global_batch_size=batch_size, seed=config.seed, start_step=start,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  base_key = jax.random.key(config.seed)
+  progress = Progress(phase, total_steps, start_step=start, batch_size=batch_size,
+                      steps_per_epoch=steps_per_epoch, logdir=os.path.join(run.workdir, phase))
+  metrics = None
+  for step in range(start, total_steps):
+    batch = run.global_batch(next(batches))
+    state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step))
+    done = step + 1
+    if online and done % steps_per_epoch == 0:
+      state = end_epoch(state)
+    if done % config.log_every_steps == 0 or done == total_steps:
+      _check_finite(state, phase, manager)
+      progress.update(done, {k: float(v) for k, v in metrics.items()})
+    if done % config.checkpoint.every_steps == 0 or done == total_steps:
+      _check_finite(state, phase, manager)
+      ckpt.save_state(manager, done, state, force=done == total_steps)
+  manager.wait_until_finished()
+  progress.close()
+  return graphdef, state
+
+
+def _online_end_epoch(state):
+  """Online Label Smoothing: S <- that epoch's class-mean correct softmax; reset stats."""
+  stats = state["epoch_stats"]
+  return dict(state, similarity=sim_lib.online_update(state["similarity"], stats),
+              epoch_stats=jax.tree.map(jnp.zeros_like, stats))
+
+
+def _check_finite(state, phase: str, manager) -> None:
+  bad = int(state["nonfinite_step"])
+  if bad >= 0:
+    manager.wait_until_finished()
+    raise NonFiniteLossError(
+        f"phase {phase!r}: the loss became NaN or inf at step {bad}; training stopped. "
+        f"The last good checkpoint (step {manager.latest_step()}) is intact. Lower "
+        "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm.")
+
+
+# ----------------------------------------------------------------------------
+# Phases.
+# ----------------------------------------------------------------------------
+
+def _phase_done(run: Run, phase: str) -> dict | None:
+  return ckpt.read_json(os.path.join(run.workdir, phase, "done.json"))
+
+
+def _mark_done(run: Run, phase: str, state) -> None:
+  ckpt.write_json(os.path.join(run.workdir, phase, "done.json"),
+                  {"step": int(state["step"]), "time": time.time()})
+
+
+def run_estimate(run: Run) -> None:
+  """Trains model A with plain cross-entropy, then estimates S on the validation split."""
+  config, ds = run.config, run.dataset
+  identity = np.eye(ds.num_classes, dtype=np.float32)
+  graphdef, state = train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+                                similarity=identity)
+  source = config.similarity.source
+  stats, num_samples = None, 0
+  if sim_lib.source_needs_data(source) and source != "online":
+    stats, num_samples = evaluation.similarity_stats(
+        run, graphdef, state, ds.split("validation"),
+        with_features=sim_lib.source_needs_features(source))
+  kernel = None
+  if source == "weights":
+    kernel = np.asarray(nnx.merge(graphdef, state["params"], state["model_state"]).head.kernel[...])
+  similarity = sim_lib.build_similarity(
+      source, num_classes=ds.num_classes, stats=stats, classifier_kernel=kernel,
+      path=config.similarity.path or None, options=_similarity_options(config, source))
+  similarity = losses.validate_similarity(similarity, ds.num_classes)
+  record = sim_lib.make_record(
+      similarity, source=source, dataset=ds.name, class_names=list(ds.class_names),
+      num_samples=int(num_samples), model_step=int(state["step"]),
+      options=_similarity_options(config, source))
+  directory = os.path.join(run.workdir, "estimate", "similarity")
+  sim_lib.save_record(directory, record, force=True)
+  if jax.process_index() == 0:
+    sim_lib.export_plain(record, os.path.join(run.workdir, "estimate"))
+  _mark_done(run, "estimate", state)
+  print(f"[estimate] similarity source {source!r}: S saved to {directory}", flush=True)
+
+
+def load_similarity(run: Run) -> np.ndarray:
+  """The S the retrain phase uses: this run's estimate, or config.similarity.from_workdir's."""
+  source_dir = run.config.similarity.from_workdir or run.workdir
+  directory = os.path.join(source_dir, "estimate", "similarity")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"no estimated similarity at {directory}: run the 'estimate' phase first"
+        + (" in that workdir" if run.config.similarity.from_workdir else ""))
+  record = sim_lib.load_record(directory)
+  try:
+    return losses.validate_similarity(record.similarity, run.dataset.num_classes)
+  except ValueError as e:
+    raise ValueError(f"similarity from {directory} is unusable for dataset "
+                     f"{run.dataset.name!r}: {e}") from None
+
+
+def run_retrain(run: Run) -> None:
+  """Trains a fresh model B with the configured similarity loss."""
+  config = run.config
+  online = config.similarity.source == "online"
+  if online:
+    similarity = sim_lib.build_similarity(
+        "online", num_classes=run.dataset.num_classes,
+        options=_similarity_options(config, "online"))
+  else:
+    similarity = load_similarity(run)
+  _, state = train_model(run, "retrain", loss_form=config.loss.form, alpha=config.loss.alpha,
+                         similarity=similarity, online=online)
+  if online and jax.process_index() == 0:
+    np.save(os.path.join(run.workdir, "retrain", "online_similarity.npy"),
+            np.asarray(state["similarity"]))
+  _mark_done(run, "retrain", state)
+
+
+def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = False):
+  """(graphdef, state) of a finished phase, for evaluation."""
+  config = run.config
+  return train_model(run, phase, loss_form="soft_target", alpha=0.0,
+                     similarity=similarity, online=online)
+
+
+def run_evaluate(run: Run) -> dict:
+  """Test metrics of models A and B -> workdir/results.json (+ table on stdout)."""
+  ds, config = run.dataset, run.config
+  identity = np.eye(ds.num_classes, dtype=np.float32)
+  models = {}
+  for key, phase in (("A", "estimate"), ("B", "retrain")):
+    if _phase_done(run, phase) is None:
+      raise RuntimeError(f"evaluate needs the finished {phase!r} phase (model {key}); "
+                         f"run it first (config.phases)")
+    online = phase == "retrain" and config.similarity.source == "online"
+    models[key] = _restore_final(run, phase, identity, online)
+  results = evaluation.evaluate_models(run, models)
+  ckpt.write_json(os.path.join(run.workdir, "results.json"), results)
+  if jax.process_index() == 0:
+    print(evaluation.format_table(results), flush=True)
+  return results
+
+
+PHASE_RUNNERS = {"estimate": run_estimate, "retrain": run_retrain, "evaluate": run_evaluate}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Runs the configured phases in order, skipping finished ones."""
+  phases = config_lib.phases_of(config)
+  ckpt.guard_workdir(workdir, config)
+  ds = data_lib.get_dataset(
+      config.dataset.name, data_dir=config.dataset.data_dir or None,
+      validation_fraction=config.dataset.validation_fraction,
+      split_seed=config.dataset.split_seed)
+  run = Run(config=config, workdir=workdir, mesh=make_mesh(), dataset=ds)
+  if "retrain" in phases and config.similarity.from_workdir:
+    load_similarity(run)  # fail before any training if it is missing or mismatched
+  for phase in phases:
+    if phase != "evaluate" and _phase_done(run, phase) is not None:
+      print(f"[{phase}] already finished in {workdir}; skipping", flush=True)
+      continue
+    start = time.time()
+    PHASE_RUNNERS[phase](run)
+    print(f"[{phase}] finished in {time.time() - start:.1f}s", flush=True)

@@ -1,0 +1,151 @@
+r"""The jitted train and eval steps: pure functions of pytrees, no TensorFlow.
+
+The train state is a plain dict (Orbax saves and restores it as is):
+
+  step           int32 []      optimizer steps taken
+  params         nnx.State     the model's nnx.Param variables
+  model_state    nnx.State     everything else (BatchNorm running statistics)
+  opt_state      optax state
+  similarity     float32 [C,C] the S the loss uses (updated per epoch by `online`)
+  epoch_stats    SimilarityStats of the running epoch's train predictions (online)
+  nonfinite_step int32 []      first step whose loss was NaN/inf, -1 if none
+
+`make_train_step` returns `step(state, batch, rng) -> (state, metrics)` with
+the batch {'image': float32 [B,H,W,C] in [0,1], 'label': int32 [B]} sharded
+over the mesh's 'data' axis and the state replicated; XLA inserts the gradient
+all-reduce. Images are augmented and normalised inside the step, so the input
+pipeline only moves raw pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from simsoft import augment as augment_lib
+from simsoft import losses
+from simsoft import similarity as sim_lib
+
+State = dict[str, Any]
+LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def log_sum_weights(similarity: jax.Array, alpha) -> jax.Array:
+  r"""SimLoss weights from a row-stochastic S: diagonal 1, off-diagonal at most alpha.
+
+  .. math::
+    W_{yy} = 1, \qquad W_{yj} = \alpha\, \frac{S_{yj}}{\max_{k \ne y} S_{yk}} \quad (j \ne y)
+
+  SimLoss (:func:`simsoft.losses.similarity_log_loss`) needs the true class to
+  weigh most, else it rewards predicting a more "similar" class; this keeps the
+  order of the off-diagonal similarities and caps them at alpha < 1.
+  """
+  c = similarity.shape[0]
+  eye = jnp.eye(c, dtype=jnp.float32)
+  off = jnp.asarray(similarity, jnp.float32) * (1.0 - eye)
+  row_max = jnp.max(off, axis=-1, keepdims=True)
+  scaled = off / jnp.where(row_max > 0, row_max, 1.0)
+  return eye + alpha * scaled
+
+
+def make_loss_fn(form: str, alpha: float) -> LossFn:
+  """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form."""
+  if form == "soft_target":
+    return lambda logits, labels, s: losses.similarity_cross_entropy(logits, labels, s, alpha=alpha)
+  if form == "log_sum":
+    return lambda logits, labels, s: losses.similarity_log_loss(
+        logits, labels, log_sum_weights(s, alpha))
+  raise ValueError(f"unknown loss form {form!r} (config.loss.form); known: ['soft_target', 'log_sum']")
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                   total_steps: int) -> optax.GradientTransformation:
+  """SGD (momentum, L2 weight decay on kernels) or AdamW, warmup + cosine schedule."""
+  warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+  if cfg.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup_steps=min(warmup, total_steps - 1) if warmup else 0,
+        decay_steps=max(total_steps, 1), end_value=0.0)
+  elif cfg.schedule == "constant":
+    lr = optax.constant_schedule(cfg.learning_rate)
+  else:
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); known: ['cosine', 'constant']")
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  if cfg.name == "sgd":
+    core = [optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+            optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)]
+  elif cfg.name == "adamw":
+    core = [optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)]
+  else:
+    raise ValueError(f"unknown optimizer {cfg.name!r} (config.optimizer.name); known: ['sgd', 'adamw']")
+  clip = [optax.clip_by_global_norm(cfg.grad_clip_norm)] if cfg.grad_clip_norm > 0 else []
+  return optax.chain(*clip, *core)
+
+
+def normalise(images: jax.Array, mean, std) -> jax.Array:
+  """(x - mean) / std per channel; images [B,H,W,C] in [0,1]."""
+  return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+
+
+def apply_model(graphdef: nnx.GraphDef, params: nnx.State, model_state: nnx.State,
+                images: jax.Array, *, train: bool, return_features: bool = False):
+  """Runs the model; returns (output, new model_state). Output as the model's __call__."""
+  model = nnx.merge(graphdef, params, model_state)
+  if not train:
+    model = nnx.view(model, use_running_average=True, deterministic=True,
+                     raise_if_not_found=False)
+  out = model(images, return_features=return_features)
+  _, _, new_state = nnx.split(model, nnx.Param, ...)
+  return out, new_state
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn: LossFn,
+                    *, mean, std, augmentation: str, track_epoch_stats: bool):
+  """Builds the pure train step (jit it with the shardings of the caller's mesh).
+
+  step(state, batch, rng) -> (state, metrics) where metrics = {'loss', 'accuracy'}
+  (global batch means, float32 scalars).
+  """
+
+  def step(state: State, batch: dict[str, jax.Array], rng: jax.Array):
+    images = augment_lib.augment(rng, batch["image"], augmentation)
+    images = normalise(images, mean, std)
+    labels = batch["label"]
+
+    def objective(params):
+      logits, model_state = apply_model(graphdef, params, state["model_state"], images, train=True)
+      loss = loss_fn(logits, labels, state["similarity"]).mean()
+      return loss, (logits, model_state)
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss)
+    first_bad = jnp.where((state["nonfinite_step"] < 0) & ~finite,
+                          state["step"], state["nonfinite_step"])
+    new_state = dict(state, step=state["step"] + 1, params=params, model_state=model_state,
+                     opt_state=opt_state, nonfinite_step=first_bad)
+    if track_epoch_stats:
+      new_state["epoch_stats"] = sim_lib.update_stats(
+          state["epoch_stats"], jax.lax.stop_gradient(logits), labels)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return new_state, {"loss": loss, "accuracy": accuracy}
+
+  return step
+
+
+def make_predict_fn(graphdef: nnx.GraphDef, *, mean, std, return_features: bool = False):
+  """predict(params, model_state, images in [0,1]) -> logits (, features); eval mode."""
+
+  def predict(params, model_state, images):
+    out, _ = apply_model(graphdef, params, model_state, normalise(images, mean, std),
+                         train=False, return_features=return_features)
+    return out
+
+  return predict
