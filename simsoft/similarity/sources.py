@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -225,8 +226,9 @@ def build_similarity(
     ``normalize=False``.
   """
   spec = _source(source)
-  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+  if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
     raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
+  num_classes = int(num_classes)
   if options is None:
     options = {}
   elif hasattr(options, "to_dict"):  # ml_collections.ConfigDict

@@ -26,6 +26,8 @@ Labels outside ``[0, C)`` contribute nothing (their one-hot row is zero).
 
 from __future__ import annotations
 
+import numbers
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -66,11 +68,11 @@ class SimilarityStats:
 
 def init_stats(num_classes: int, feature_dim: int = 0) -> SimilarityStats:
   """Zero statistics for `num_classes` classes and `feature_dim`-wide features."""
-  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+  if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
     raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
-  if not isinstance(feature_dim, int) or isinstance(feature_dim, bool) or feature_dim < 0:
+  if not isinstance(feature_dim, numbers.Integral) or isinstance(feature_dim, bool) or feature_dim < 0:
     raise ValueError(f"`feature_dim` must be a non-negative int, got {feature_dim!r}.")
-  c, d = num_classes, feature_dim
+  c, d = int(num_classes), int(feature_dim)
   zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
   return SimilarityStats(
       confusion=zeros(c, c),
