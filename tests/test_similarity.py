@@ -533,3 +533,13 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
     if name not in ("uniform",):  # data-driven rows put most mass on the true class
       assert np.all(np.argmax(s, axis=1) == np.arange(c)), name
   np.testing.assert_allclose(built["file"], built["confusion"], rtol=1e-6)
+
+
+def test_import_does_not_pull_tensorflow():
+  import subprocess
+  import sys
+
+  code = "import sys, simsoft.similarity; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
