@@ -1,0 +1,197 @@
+"""Merges runs into one table: mean and std over seeds, as Markdown, CSV and a figure.
+
+    python -m simsoft.compare RUN_DIR [RUN_DIR ...] [--out DIR]
+
+Each RUN_DIR holds results.json (``{'models': {'A': suite, 'B': suite}}``,
+see :mod:`simsoft.report`) and optionally config.json with the run's config.
+Runs are grouped by dataset.name, model.name, similarity.source, loss.form,
+loss.alpha and the trained model (A or B), i.e. by everything but ``seed``;
+missing fields show as ``-``. std is the sample standard deviation (ddof=1),
+blank for a single seed. Writes DIR/comparison.md, comparison.csv and
+comparison.png (DIR defaults to the current directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+GROUP_FIELDS = ("dataset.name", "model.name", "similarity.source", "loss.form", "loss.alpha")
+METRICS = (
+    ("clean_accuracy", "clean accuracy"),
+    ("clean_nll", "NLL"),
+    ("clean_ece", "ECE"),
+    ("mean_corrupted_accuracy", "mean corrupted accuracy"),
+    ("mistake_severity", "mistake severity"),
+)
+MISSING = "-"
+
+
+def _field(config: Mapping, dotted: str):
+    """config['a']['b'] for 'a.b', or config['a.b'], or None."""
+    if dotted in config:
+        return config[dotted]
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _read_json(path: str, required: bool):
+    if not os.path.exists(path):
+        if required:
+            raise FileNotFoundError(f"{path}: missing (each RUN_DIR needs a results.json)")
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_run(run_dir: str) -> list[dict]:
+    """One record per trained model of a run: group fields, seed, metrics."""
+    results = _read_json(os.path.join(run_dir, "results.json"), required=True)
+    config = _read_json(os.path.join(run_dir, "config.json"), required=False)
+    if config is None:
+        config = results.get("config") or {}
+    models = results.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ValueError(f"{run_dir}/results.json: no 'models' mapping")
+    records = []
+    for model, suite in sorted(models.items()):
+        clean = suite.get("clean") or {}
+        summary = suite.get("summary") or suite.get("extra_summary") or {}
+        rec = {f: _field(config, f) for f in GROUP_FIELDS}
+        rec.update(trained=model, seed=_field(config, "seed"), run_dir=run_dir)
+        rec.update(
+            clean_accuracy=clean.get("accuracy"),
+            clean_nll=clean.get("nll"),
+            clean_ece=clean.get("ece"),
+            mean_corrupted_accuracy=summary.get("mean_corrupted_accuracy"),
+            mistake_severity=clean.get("mistake_severity"),
+        )
+        records.append(rec)
+    return records
+
+
+def _key_str(v) -> str:
+    return MISSING if v is None else str(v)
+
+
+def aggregate(records: Sequence[Mapping]) -> list[dict]:
+    """Groups records by GROUP_FIELDS + trained model; mean/std/n over seeds per metric."""
+    groups: dict[tuple, list] = {}
+    for rec in records:
+        key = tuple(_key_str(rec[f]) for f in GROUP_FIELDS) + (rec["trained"],)
+        groups.setdefault(key, []).append(rec)
+    rows = []
+    for key in sorted(groups):
+        recs = groups[key]
+        row = dict(zip(GROUP_FIELDS + ("trained",), key))
+        row["seeds"] = ",".join(sorted(_key_str(r["seed"]) for r in recs))
+        row["n"] = len(recs)
+        for metric, _ in METRICS:
+            vals = [r[metric] for r in recs if r[metric] is not None and math.isfinite(r[metric])]
+            row[f"{metric}_mean"] = float(np.mean(vals)) if vals else None
+            row[f"{metric}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        rows.append(row)
+    return rows
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def to_markdown(rows: Sequence[Mapping]) -> str:
+    header = ["dataset", "model", "similarity", "loss", "alpha", "trained", "seeds"]
+    header += [label for _, label in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r[f] for f in GROUP_FIELDS] + [r["trained"], f"{r['n']} ({r['seeds']})"]
+        cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str, rows: Sequence[Mapping]) -> None:
+    fields = list(GROUP_FIELDS) + ["trained", "n", "seeds"]
+    fields += [f"{m}_{s}" for m, _ in METRICS for s in ("mean", "std")]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else r[k]) for k in fields})
+
+
+def _row_label(r: Mapping) -> str:
+    parts = [r[f] for f in GROUP_FIELDS if r[f] != MISSING]
+    return f"{r['trained']}: " + " / ".join(parts)
+
+
+def plot_summary(path: str, rows: Sequence[Mapping]) -> None:
+    """Clean and mean corrupted accuracy per group, mean ± std over seeds."""
+    labels = [_row_label(r) for r in rows]
+    y = np.arange(len(rows))
+    fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)))
+    for k, (metric, title) in enumerate((("clean_accuracy", "clean accuracy"),
+                                         ("mean_corrupted_accuracy", "mean corrupted accuracy"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        mean = np.array([np.nan if r[f"{metric}_mean"] is None else r[f"{metric}_mean"] for r in rows])
+        std = np.array([0.0 if r[f"{metric}_std"] is None else r[f"{metric}_std"] for r in rows])
+        colors = ["tab:blue" if r["trained"] == "A" else "tab:orange" for r in rows]
+        ax.barh(y, np.nan_to_num(mean), xerr=std, color=colors, capsize=3)
+        ax.set_yticks(y, labels if k == 0 else [""] * len(rows), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Runs grouped over seeds (A: cross-entropy, B: similarity loss); bars: mean, whiskers: std")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def compare(run_dirs: Sequence[str], out_dir: str) -> dict[str, str]:
+    """Loads, aggregates and writes the comparison; returns {'md', 'csv', 'png'} paths."""
+    if not run_dirs:
+        raise ValueError("compare needs at least one RUN_DIR")
+    records = [rec for d in run_dirs for rec in load_run(d)]
+    rows = aggregate(records)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"comparison.{k}") for k in ("md", "csv", "png")}
+    with open(paths["md"], "w") as f:
+        f.write(to_markdown(rows))
+    write_csv(paths["csv"], rows)
+    plot_summary(paths["png"], rows)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simsoft.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", default=".", help="output directory (default: current directory)")
+    args = parser.parse_args(argv)
+    paths = compare(args.run_dirs, args.out)
+    with open(paths["md"]) as f:
+        sys.stdout.write(f.read())
+    print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Per-run report: workdir/report.md with tables and PNG figures (headless).
+
+Input layout: ``{'config': {...}, 'models': {'A': suite, 'B': suite},
+'comparison': optional}`` where each suite is the output of
+:func:`simsoft.robustness.run_suite` (possibly read back from results.json).
+Model B is compared with model A via :func:`robustness.compare_to_baseline`.
+Figures use matplotlib's object API (``Figure``), never pyplot, so no display
+or global backend state is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from simsoft import robustness
+
+MODEL_LABELS = {"A": "A: cross-entropy", "B": "B: similarity loss"}
+
+_INTRO = """\
+Two classifiers with the same architecture and data were trained in this run.
+**Model A** is trained with plain cross-entropy against one-hot labels, where
+every mistake costs the same. A class-similarity matrix S is then built, by
+the similarity source named in the configuration (for example from model A's
+confusions or features on held-out data, or from a file); in the heatmap below,
+row *i* says how similar each class is to class *i*. **Model B** is trained
+from scratch with a loss whose
+target uses S, so that confusing two similar classes costs less than confusing
+two unrelated ones. Both models are evaluated on the clean test set and on
+corrupted copies of it (noise, blur, contrast, ... at severities 1 to 5, after
+Hendrycks and Dietterich 2019, CIFAR-10-C).
+"""
+
+_GLOSSARY = """\
+- **accuracy**: fraction of test images classified correctly (higher is better).
+- **NLL**: mean negative log-likelihood of the true class, -log p(y|x) (lower is better).
+- **ECE**: expected calibration error: predictions are put in 15 equal-width
+  bins of confidence (the top softmax probability); ECE is the average, weighted
+  by bin size, of |accuracy - mean confidence| per bin (0 = perfectly calibrated).
+- **mistake severity**: over misclassified images only, the mean of
+  1 - R[true, predicted] for a reference similarity R scaled so R[y, y] = 1
+  (0 = every mistake is between "similar" classes, 1 = between unrelated ones).
+- **super-class accuracy**: fraction of images whose predicted class is in the
+  same group (e.g. footwear) as the true class.
+- **mCA**: mean corrupted accuracy, averaged over every corruption and severity.
+  **mCE** = 1 - mCA, the unnormalised mean corruption error.
+- **normalized mCE (B vs A)**: mean over corruptions of B's summed error over
+  severities divided by A's (below 1: B makes fewer errors on corrupted data).
+  **relative mCE** does the same with each model's clean error subtracted first,
+  i.e. it compares how much accuracy each model *loses* under corruption.
+"""
+
+
+def _label(name: str) -> str:
+    return MODEL_LABELS.get(name, name)
+
+
+def _fmt(x, pct: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.2f}%" if pct else f"{x:.4f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _grids(suite: Mapping) -> dict[str, Mapping]:
+    """{'title': {name: {severity: metrics}}} for the synthetic and extra grids."""
+    out = {}
+    if suite.get("corruptions"):
+        out["corruptions"] = suite["corruptions"]
+    if suite.get("extra_sets"):
+        out["extra_sets"] = suite["extra_sets"]
+    return out
+
+
+def _save(fig: Figure, path: str) -> str:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return os.path.basename(path)
+
+
+def plot_similarity(path: str, similarity, class_names: Sequence[str] | None = None) -> str:
+    """Heatmap of S [C, C] with class names on both axes; returns the file name."""
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similarity must be [C, C], got shape {s.shape}")
+    c = s.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"class_names has {len(names)} names for a {c}x{c} similarity")
+    size = min(4 + 0.35 * c, 16)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.add_subplot()
+    im = ax.imshow(s, cmap="viridis")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fontsize = 8 if c <= 20 else max(3, 160 // c)
+    ax.set_xticks(range(c), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(c), names, fontsize=fontsize)
+    ax.set_xlabel("class j")
+    ax.set_ylabel("class i (row)")
+    ax.set_title("Class similarity S[i, j]")
+    if c <= 12:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: str = "corruptions") -> str:
+    """One panel per corruption: accuracy against severity (0 = clean), per model."""
+    names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
+    if not names:
+        raise ValueError(f"no model has a {grid!r} grid to plot")
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for model, suite in models.items():
+            cells = suite.get(grid, {}).get(name)
+            if not cells:
+                continue
+            sev = sorted(cells, key=int)
+            x = [0] + [int(s) for s in sev]
+            y = [suite["clean"]["accuracy"]] + [cells[s]["accuracy"] for s in sev]
+            ax.plot(x, y, marker="o", label=_label(model))
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(0, 6))
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel("accuracy")
+        if k >= len(names) - cols:
+            ax.set_xlabel("severity (0 = clean)")
+    fig.axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Accuracy against corruption severity")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pooled_reliability(cells: Sequence[Mapping]) -> dict:
+    """Sums the per-bin statistics of several metric dicts into one reliability dict."""
+    count = np.zeros(len(cells[0]["reliability"]["count"]))
+    correct, conf = np.zeros_like(count), np.zeros_like(count)
+    for m in cells:
+        r = m["reliability"]
+        n = np.asarray(r["count"], np.float64)
+        count += n
+        correct += n * np.asarray(r["accuracy"], np.float64)
+        conf += n * np.asarray(r["confidence"], np.float64)
+    safe = np.maximum(count, 1.0)
+    return {
+        "bin_edges": cells[0]["reliability"]["bin_edges"],
+        "count": count.tolist(),
+        "accuracy": (correct / safe).tolist(),
+        "confidence": (conf / safe).tolist(),
+        "ece": float(np.sum(np.abs(correct - conf)) / max(count.sum(), 1.0)),
+    }
+
+
+def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
+    """Reliability diagrams: rows = clean / all corrupted cells pooled, columns = models."""
+    panels = []
+    for model, suite in models.items():
+        clean = dict(suite["clean"]["reliability"], ece=suite["clean"]["ece"])
+        panels.append((model, "clean test set", clean))
+        cells = [m for g in _grids(suite).values() for by in g.values() for m in by.values()]
+        if cells:
+            panels.append((model, "corrupted (all cells pooled)", pooled_reliability(cells)))
+    cols = len(models)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols, 3.4 * rows))
+    order = sorted(range(len(panels)), key=lambda i: (panels[i][1] != "clean test set", i))
+    for k, i in enumerate(order):
+        model, title, r = panels[i]
+        ax = fig.add_subplot(rows, cols, k + 1)
+        edges = np.asarray(r["bin_edges"])
+        width = np.diff(edges)
+        n = np.asarray(r["count"])
+        acc = np.where(n > 0, r["accuracy"], 0.0)
+        ax.bar(edges[:-1], acc, width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top softmax probability)")
+        ax.set_ylabel("accuracy in bin")
+        ax.set_title(f"{_label(model)}\n{title}, ECE {r['ece']:.3f}", fontsize=9)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _clean_table(models: Mapping[str, Mapping]) -> str:
+    rows = []
+    for model, suite in models.items():
+        c = suite["clean"]
+        rows.append([_label(model), _fmt(c["accuracy"], True), _fmt(c["nll"]), _fmt(c["ece"]),
+                     _fmt(c.get("mistake_severity")), _fmt(c.get("superclass_accuracy"), True)])
+    return _table(["model", "accuracy", "NLL", "ECE", "mistake severity", "super-class accuracy"], rows)
+
+
+def _corrupted_table(models, summary_key: str, comparison_key: str | None) -> str:
+    rows = []
+    for model, suite in models.items():
+        s = suite.get(summary_key)
+        if not s:
+            continue
+        cmp = {}
+        if model != "A" and "A" in models:
+            cmp = robustness.compare_to_baseline(suite, models["A"])
+            cmp = cmp.get(comparison_key, {}) if comparison_key else cmp
+        rows.append([_label(model), _fmt(s["mean_corrupted_accuracy"], True), _fmt(s["mce"], True),
+                     _fmt(s.get("mean_corrupted_nll")), _fmt(s.get("mean_corrupted_ece")),
+                     _fmt(s.get("mean_corrupted_mistake_severity")),
+                     _fmt(cmp.get("normalized_mce")) if cmp else "(baseline)",
+                     _fmt(cmp.get("relative_mce")) if cmp else "(baseline)"])
+    header = ["model", "mCA", "mCE", "mean NLL", "mean ECE", "mean mistake severity",
+              "normalized mCE vs A", "relative mCE vs A"]
+    return _table(header, rows)
+
+
+def _per_corruption_table(models, grid: str) -> str:
+    names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
+    keys = list(models)
+    rows = []
+    for name in names:
+        accs = []
+        for m in keys:
+            cells = models[m].get(grid, {}).get(name)
+            accs.append(float(np.mean([c["accuracy"] for c in cells.values()])) if cells else None)
+        row = [name] + [_fmt(a, True) for a in accs]
+        if keys[:2] == ["A", "B"] and None not in accs[:2]:
+            row.append(f"{100 * (accs[1] - accs[0]):+.2f}")
+        rows.append(row)
+    header = ["corruption"] + [_label(m) for m in keys]
+    if keys[:2] == ["A", "B"]:
+        header.append("B - A (points)")
+    return _table(header, rows)
+
+
+def _severity_table(models, summary_key: str) -> str:
+    sevs = sorted({s for suite in models.values()
+                   for s in suite.get(summary_key, {}).get("accuracy_by_severity", {})}, key=int)
+    rows = []
+    for model, suite in models.items():
+        by = suite.get(summary_key, {}).get("accuracy_by_severity", {})
+        rows.append([_label(model), _fmt(suite["clean"]["accuracy"], True)]
+                    + [_fmt(by.get(s), True) for s in sevs])
+    return _table(["model", "clean"] + [f"severity {s}" for s in sevs], rows)
+
+
+def write_report(workdir: str, results: Mapping, *, similarity=None,
+                 class_names: Sequence[str] | None = None) -> str:
+    """Writes ``workdir/report.md`` and its PNG figures; returns the report's path.
+
+    Args:
+      workdir: run directory (created if missing); figures go next to report.md.
+      results: ``{'config': {...}, 'models': {'A': suite, 'B': suite}}``.
+      similarity: optional S [C, C] to draw as a heatmap.
+      class_names: optional C names for the heatmap axes.
+    """
+    models = results.get("models") if isinstance(results, Mapping) else None
+    if not models:
+        raise ValueError("results must contain a non-empty 'models' mapping, e.g. {'A': ..., 'B': ...}")
+    for model, suite in models.items():
+        if "clean" not in suite:
+            raise ValueError(f"results['models'][{model!r}] has no 'clean' metrics")
+    os.makedirs(workdir, exist_ok=True)
+    fig = lambda name: os.path.join(workdir, name)
+    parts = ["# simsoft run report", "", _INTRO]
+
+    if similarity is not None:
+        png = plot_similarity(fig("similarity.png"), similarity, class_names)
+        parts += ["## Class similarity S", "",
+                  "Estimated from model A; brighter = more similar. Model B's loss uses it.", "",
+                  f"![similarity heatmap]({png})", ""]
+
+    parts += ["## Clean test set", "", _clean_table(models), ""]
+
+    titles = {"corruptions": ("Synthetic corruptions", "summary", None),
+              "extra_sets": ("Pre-corrupted test sets (e.g. CIFAR-10-C)", "extra_summary", "extra_sets")}
+    for grid in ("corruptions", "extra_sets"):
+        if not any(suite.get(grid) for suite in models.values()):
+            continue
+        title, summary_key, cmp_key = titles[grid]
+        png = plot_accuracy_vs_severity(fig(f"accuracy_vs_severity_{grid}.png"), models, grid)
+        parts += [f"## {title}", "",
+                  "Averages over every corruption and severity:", "",
+                  _corrupted_table(models, summary_key, cmp_key), "",
+                  "Accuracy by severity (mean over corruptions):", "",
+                  _severity_table(models, summary_key), "",
+                  "Accuracy per corruption (mean over severities):", "",
+                  _per_corruption_table(models, grid), "",
+                  f"![accuracy against severity]({png})", ""]
+
+    png = plot_reliability(fig("reliability.png"), models)
+    parts += ["## Calibration", "",
+              "Bars show the accuracy of the predictions in each confidence bin; a "
+              "calibrated model's bars follow the dashed diagonal. Bars below it mean "
+              "over-confidence.", "", f"![reliability diagram]({png})", ""]
+    parts += ["## What the numbers mean", "", _GLOSSARY]
+    if results.get("config"):
+        parts += ["## Configuration", "", "```json",
+                  json.dumps(results["config"], indent=2, sort_keys=True, default=str), "```", ""]
+    path = os.path.join(workdir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+    return path

@@ -1,0 +1,291 @@
+"""The robustness evaluation suite: clean + corrupted test sets -> metrics.
+
+Decoupled from models and data loading: the caller passes ``predict_fn``
+(images in [0, 1], float32 [B, H, W, C] -> logits [B, C], normally jitted; it
+normalises internally) and the clean test split as numpy arrays.
+
+For each (corruption, severity) cell one small jitted function corrupts a
+batch on device (``name`` and ``severity`` static); ``predict_fn`` is traced
+once per batch shape, and one jitted :func:`~simsoft.metrics.update_metric_stats`
+accumulates. The whole split is padded to a multiple of ``batch_size`` (padding
+masked out) and put on device once, sharded ``P(None, 'data')`` over ``mesh``
+when one is given.
+
+Result layout (plain JSON: severities are string keys, undefined numbers
+such as a mistake severity without mistakes are None)::
+
+    {'clean': metrics,
+     'corruptions': {name: {'1': metrics, ..., '5': metrics}},
+     'extra_sets': {name: {'<severity>': metrics}},        # when given
+     'summary': {...}, 'extra_summary': {...}}             # when non-empty
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from simsoft import corruptions as corruptions_lib
+from simsoft import metrics as metrics_lib
+
+PredictFn = Callable[[jax.Array], jax.Array]
+_EXTRA_KEY = re.compile(r"^(?P<name>.+)_(?P<severity>\d+)$")
+
+
+def _json_clean(x):
+    """Recursively: numpy scalars -> Python, non-finite floats -> None."""
+    if isinstance(x, Mapping):
+        return {str(k): _json_clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _check_split(images, labels, num_classes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"{what} images must be [N, H, W, 1|3], got shape {images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"{what} labels must be [{images.shape[0]}], got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what} labels must be integers, got {labels.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{what} is empty")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"{what} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+    if np.issubdtype(images.dtype, np.integer):
+        raise ValueError(f"{what} images must be float in [0, 1], got {images.dtype}")
+    return images.astype(np.float32), labels.astype(np.int32)
+
+
+class _Batches:
+    """A split padded to [num_batches, batch_size, ...] on device, with its mask."""
+
+    def __init__(self, images, labels, batch_size, mask_padding, mesh):
+        n = images.shape[0]
+        if not mask_padding:
+            n = (n // batch_size) * batch_size
+            if n == 0:
+                raise ValueError(f"mask_padding=False drops every sample: {images.shape[0]} < batch_size {batch_size}")
+            images, labels = images[:n], labels[:n]
+        nb = -(-n // batch_size)
+        pad = nb * batch_size - n
+        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
+        labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+        shape = lambda a: a.reshape((nb, batch_size) + a.shape[1:])
+        if mesh is None:
+            put = jax.device_put
+        else:
+            put = lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "data")))
+        self.num_batches = nb
+        self.images, self.labels, self.mask = put(shape(images)), put(shape(labels)), put(shape(mask))
+
+
+def _stable_id(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+class _Evaluator:
+    """Holds the compiled per-cell functions for one predict_fn."""
+
+    def __init__(self, predict_fn, num_classes, class_to_group, reference_similarity):
+        self.predict_fn = predict_fn
+        self.num_classes = num_classes
+        self.finalize_kw = {"class_to_group": class_to_group, "reference_similarity": reference_similarity}
+        self._corrupters = {}
+        self._select = jax.jit(lambda images, i: images[i])
+
+        @jax.jit
+        def update(stats, logits, labels, mask, i):
+            return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
+
+        self._update = update
+
+    def _corrupter(self, name: str, severity: int):
+        if (name, severity) not in self._corrupters:
+
+            @jax.jit
+            def fn(images, i, key):
+                return corruptions_lib.corrupt(name, images[i], severity, jax.random.fold_in(key, i))
+
+            self._corrupters[(name, severity)] = fn
+        return self._corrupters[(name, severity)]
+
+    def evaluate(self, batches: _Batches, name: str | None = None, severity: int = 0, key=None) -> dict:
+        stats = metrics_lib.init_metric_stats(self.num_classes)
+        for i in range(batches.num_batches):
+            if name is None:
+                x = self._select(batches.images, i)
+            else:
+                x = self._corrupter(name, severity)(batches.images, i, key)
+            logits = self.predict_fn(x)
+            stats = self._update(stats, logits, batches.labels, batches.mask, i)
+        return metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+
+
+_SUMMARY_METRICS = ("accuracy", "nll", "ece", "mistake_severity", "superclass_accuracy")
+
+
+def summarize(cells: Mapping[str, Mapping[str, Mapping]]) -> dict:
+    """Aggregates a {name: {severity: metrics}} grid.
+
+    Returns ``mean_corrupted_accuracy``, ``mce`` (unnormalised, = 1 - mCA), the
+    mean over all cells of each other scalar metric (``mean_corrupted_nll``,
+    ``..._ece``, ``..._mistake_severity``, ``..._superclass_accuracy``, cells
+    with an undefined value skipped), ``accuracy_by_corruption`` (mean over
+    severities) and ``accuracy_by_severity`` (mean over corruptions).
+    """
+    acc = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()}
+    out = {
+        "mean_corrupted_accuracy": metrics_lib.mean_corrupted_accuracy(acc),
+        "mce": metrics_lib.mean_corruption_error(acc),
+    }
+    for metric in _SUMMARY_METRICS[1:]:
+        vals = [m.get(metric) for by in cells.values() for m in by.values()]
+        if any(v is not None for v in vals):
+            finite = [v for v in vals if v is not None and math.isfinite(v)]
+            out[f"mean_corrupted_{metric}"] = float(np.mean(finite)) if finite else math.nan
+    out["accuracy_by_corruption"] = {n: float(np.mean(list(by.values()))) for n, by in acc.items()}
+    sevs = sorted({s for by in acc.values() for s in by}, key=int)
+    out["accuracy_by_severity"] = {
+        s: float(np.mean([by[s] for by in acc.values() if s in by])) for s in sevs
+    }
+    return _json_clean(out)
+
+
+def _resolve_suite(suite) -> list[str]:
+    if isinstance(suite, str):
+        if suite == "all":
+            return list(corruptions_lib.CORRUPTIONS)
+        suite = [suite]
+    names = list(suite)
+    for name in names:
+        corruptions_lib.get_corruption(name)
+    return names
+
+
+def run_suite(
+    predict_fn: PredictFn,
+    images,
+    labels,
+    *,
+    suite: Sequence[str] | str = "all",
+    severities: Sequence[int] = corruptions_lib.SEVERITIES,
+    key: jax.Array,
+    batch_size: int,
+    num_classes: int,
+    mask_padding: bool = True,
+    class_to_group=None,
+    reference_similarity=None,
+    extra_sets: Mapping[str, tuple] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict:
+    """Evaluates ``predict_fn`` on the clean split and every corruption cell.
+
+    Args:
+      predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
+      images: clean test images, float [N, H, W, C] in [0, 1] (numpy).
+      labels: int [N].
+      suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
+      severities: subset of 1..5.
+      key: PRNG key; cell (name, s) batch i uses
+        ``fold_in(fold_in(fold_in(key, crc32(name)), s), i)``.
+      batch_size: evaluation batch size (a multiple of the mesh size).
+      num_classes: C.
+      mask_padding: True pads the last batch and masks the padding, so every
+        sample counts; False drops the last partial batch.
+      class_to_group: int [C], adds ``superclass_accuracy``.
+      reference_similarity: [C, C], adds ``mistake_severity``.
+      extra_sets: pre-corrupted sets such as CIFAR-10-C,
+        ``{'<name>_<severity>': (images, labels)}``; reported under
+        ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
+      mesh: optional 1-D ('data',) mesh: batches are sharded over it.
+
+    Returns:
+      JSON-able dict, see the module docstring.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}")
+    names = _resolve_suite(suite)
+    severities = [corruptions_lib.check_severity(s) for s in severities]
+    if class_to_group is not None:
+        class_to_group = np.asarray(class_to_group)
+    if reference_similarity is not None:
+        reference_similarity = np.asarray(reference_similarity)
+    evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity)
+
+    images, labels = _check_split(images, labels, num_classes, "clean test split")
+    clean = _Batches(images, labels, batch_size, mask_padding, mesh)
+    results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
+    for name in names:
+        name_key = jax.random.fold_in(key, _stable_id(name))
+        results["corruptions"][name] = {
+            str(s): evaluator.evaluate(clean, name, s, jax.random.fold_in(name_key, s))
+            for s in severities
+        }
+    del clean
+
+    if extra_sets:
+        results["extra_sets"] = {}
+        for set_key in sorted(extra_sets):
+            match = _EXTRA_KEY.match(set_key)
+            if match is None:
+                raise ValueError(f"extra_sets key {set_key!r} must look like '<name>_<severity>'")
+            x, y = _check_split(*extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]")
+            cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
+            results["extra_sets"].setdefault(match["name"], {})[str(int(match["severity"]))] = cell
+    results = _json_clean(results)
+    if results["corruptions"]:
+        results["summary"] = summarize(results["corruptions"])
+    if results.get("extra_sets"):
+        results["extra_summary"] = summarize(results["extra_sets"])
+    return results
+
+
+def _compare_grid(cells, base_cells, clean, base_clean) -> dict:
+    acc = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()}
+    base = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in base_cells.items()}
+    out = {
+        "normalized_mce": metrics_lib.normalized_mce(acc, base),
+        "relative_mce": metrics_lib.relative_mce(acc, clean["accuracy"], base, base_clean["accuracy"]),
+        "corruption_error_ratio": {
+            n: metrics_lib.normalized_mce({n: acc[n]}, {n: base[n]}) for n in acc
+        },
+        "mean_corrupted_accuracy_delta": metrics_lib.mean_corrupted_accuracy(acc)
+        - metrics_lib.mean_corrupted_accuracy(base),
+    }
+    return out
+
+
+def compare_to_baseline(results: Mapping, baseline_results: Mapping) -> dict:
+    """Robustness of ``results`` relative to a baseline (the run's CE model A).
+
+    Returns ``clean_accuracy_delta`` and, for ``corruptions`` (and
+    ``extra_sets`` under key ``extra_sets``) present in both:
+    ``normalized_mce`` (:func:`metrics.normalized_mce`, < 1 is better than the
+    baseline), ``relative_mce`` (:func:`metrics.relative_mce`),
+    ``corruption_error_ratio`` per corruption and
+    ``mean_corrupted_accuracy_delta``. JSON-able; undefined ratios are None.
+    """
+    clean, base_clean = results["clean"], baseline_results["clean"]
+    out = {"clean_accuracy_delta": clean["accuracy"] - base_clean["accuracy"]}
+    if results.get("corruptions") and baseline_results.get("corruptions"):
+        out.update(_compare_grid(results["corruptions"], baseline_results["corruptions"], clean, base_clean))
+    if results.get("extra_sets") and baseline_results.get("extra_sets"):
+        out["extra_sets"] = _compare_grid(results["extra_sets"], baseline_results["extra_sets"], clean, base_clean)
+    return _json_clean(out)
