@@ -71,7 +71,7 @@ def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 def make_manager(directory: str, *, every_steps: int, keep: int) -> ocp.CheckpointManager:
   """Async Orbax manager saving every `every_steps` steps, keeping the last `keep`."""
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=every_steps, max_to_keep=keep, create=True,
+      save_interval_steps=every_steps, max_to_keep=keep, create=True, cleanup_tmp_directories=True,
       enable_async_checkpointing=True)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 

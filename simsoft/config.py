@@ -60,10 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
       source="confusion", path="", from_workdir=""))
   # Post-processing (every source) and source options; each source takes the
   # ones it knows (simsoft.similarity.source_options), the rest are ignored.
+  # temperature 0 = the source's default (0.1 for centroid and weights, else 1).
   c.similarity.options = ml_collections.ConfigDict(dict(
-      temperature=1.0, symmetrize=False, diagonal="keep", top_k=0,
+      temperature=0.0, symmetrize=False, diagonal="keep", top_k=0,
       identity_mix=0.0, normalize=True, smoothing=1.0, correct_only=True,
-      initial_smoothing=0.1))
+      initial_smoothing=0.1, center=True))
 
   c.loss = ml_collections.ConfigDict(dict(form="soft_target", alpha=0.5))
 

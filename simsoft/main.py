@@ -26,6 +26,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax and CLU log every save at INFO.
   import jax
 
   if FLAGS.distributed or FLAGS.coordinator_address:

@@ -28,8 +28,7 @@ every mistake costs the same. A class-similarity matrix S is then built, by
 the similarity source named in the configuration (for example from model A's
 confusions or features on held-out data, or from a file); in the heatmap below,
 row *i* says how similar each class is to class *i*. **Model B** is trained
-from scratch with a loss whose
-target uses S, so that confusing two similar classes costs less than confusing
+from scratch with a loss whose target uses S, so that confusing two similar classes costs less than confusing
 two unrelated ones. Both models are evaluated on the clean test set and on
 corrupted copies of it (noise, blur, contrast, ... at severities 1 to 5, after
 Hendrycks and Dietterich 2019, CIFAR-10-C).
@@ -107,9 +106,11 @@ def plot_similarity(path: str, similarity, class_names: Sequence[str] | None = N
     ax.set_ylabel("class i (row)")
     ax.set_title("Class similarity S[i, j]")
     if c <= 12:
+        mid = 0.5 * (s.min() + s.max())
         for i in range(c):
             for j in range(c):
-                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                color = "k" if s[i, j] > mid else "w"
+                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
     return _save(fig, path)
 
 
@@ -120,7 +121,7 @@ def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: st
         raise ValueError(f"no model has a {grid!r} grid to plot")
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
     for k, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, k + 1)
         for model, suite in models.items():
@@ -139,9 +140,9 @@ def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: st
             ax.set_ylabel("accuracy")
         if k >= len(names) - cols:
             ax.set_xlabel("severity (0 = clean)")
-    fig.axes[0].legend(fontsize=8, loc="lower left")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
     fig.suptitle("Accuracy against corruption severity")
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -280,7 +281,7 @@ def write_report(workdir: str, results: Mapping, *, similarity=None,
     if similarity is not None:
         png = plot_similarity(fig("similarity.png"), similarity, class_names)
         parts += ["## Class similarity S", "",
-                  "Estimated from model A; brighter = more similar. Model B's loss uses it.", "",
+                  "Brighter = more similar. Model B's loss uses this matrix.", "",
                   f"![similarity heatmap]({png})", ""]
 
     parts += ["## Clean test set", "", _clean_table(models), ""]

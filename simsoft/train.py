@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -66,9 +65,10 @@ class Run:
             for k, v in local.items()}
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D ('data',) mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D ('data',) mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), ("data",), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
@@ -81,7 +81,10 @@ def _model(run: Run, rngs: nnx.Rngs) -> nnx.Module:
 
 def _similarity_options(config: ml_collections.ConfigDict, source: str) -> dict[str, Any]:
   allowed = sim_lib.source_options(source)
-  return {k: v for k, v in config.similarity.options.to_dict().items() if k in allowed}
+  options = {k: v for k, v in config.similarity.options.to_dict().items() if k in allowed}
+  if not options.get("temperature"):
+    options.pop("temperature", None)
+  return options
 
 
 # ----------------------------------------------------------------------------
@@ -98,9 +101,9 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
   config, ds = run.config, run.dataset
   train_split = ds.split("train")
   batch_size = config.batch_size
-  if batch_size % jax.device_count():
+  if batch_size % run.mesh.size:
     raise ValueError(f"config.batch_size={batch_size} must be divisible by the "
-                     f"{jax.device_count()} devices")
+                     f"{run.mesh.size} devices of the mesh")
   steps_per_epoch = data_lib.steps_per_epoch(train_split, batch_size)
   total_steps = config[phase].epochs * steps_per_epoch
 
@@ -117,7 +120,7 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
              "similarity": jnp.asarray(similarity, jnp.float32),
              "nonfinite_step": jnp.full((), -1, jnp.int32)}
     if online:
-      state["epoch_stats"] = sim_lib.init_stats(ds.num_classes)
+      state["epoch_stats"] = step_lib.stats_to_state(sim_lib.init_stats(ds.num_classes))
     return state
 
   abstract = jax.eval_shape(init_state)
@@ -139,7 +142,8 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
                               keep=config.checkpoint.keep)
   if manager.latest_step() is not None:
     state = ckpt.restore_state(manager, abstract)
-    logging.info("%s: resumed from step %d", phase, int(state["step"]))
+    if int(state["step"]) < total_steps and jax.process_index() == 0:
+      print(f"[{phase}] resumed from step {int(state['step'])}", flush=True)
   else:
     state = jax.jit(init_state, out_shardings=run.replicated)()
   start = int(state["step"])
@@ -171,9 +175,9 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
 
 def _online_end_epoch(state):
   """Online Label Smoothing: S <- that epoch's class-mean correct softmax; reset stats."""
-  stats = state["epoch_stats"]
+  stats = step_lib.stats_from_state(state["epoch_stats"])
   return dict(state, similarity=sim_lib.online_update(state["similarity"], stats),
-              epoch_stats=jax.tree.map(jnp.zeros_like, stats))
+              epoch_stats=jax.tree.map(jnp.zeros_like, state["epoch_stats"]))
 
 
 def _check_finite(state, phase: str, manager) -> None:
@@ -265,8 +269,7 @@ def run_retrain(run: Run) -> None:
 
 
 def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = False):
-  """(graphdef, state) of a finished phase, for evaluation."""
-  config = run.config
+  """(graphdef, state) of a finished phase: train_model restores and has nothing left to do."""
   return train_model(run, phase, loss_form="soft_target", alpha=0.0,
                      similarity=similarity, online=online)
 
@@ -292,17 +295,47 @@ def run_evaluate(run: Run) -> dict:
 PHASE_RUNNERS = {"estimate": run_estimate, "retrain": run_retrain, "evaluate": run_evaluate}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Runs the configured phases in order, skipping finished ones."""
+def check_config(run: Run, phases: tuple[str, ...]) -> None:
+  """Fails on bad names and unusable inputs before any training starts."""
+  config, ds = run.config, run.dataset
+  if config.model.name not in models_lib.MODELS:
+    raise ValueError(f"unknown model {config.model.name!r} (config.model.name); "
+                     f"known: {sorted(models_lib.MODELS)}")
+  source = config.similarity.source
+  if source not in sim_lib.SOURCES:
+    raise ValueError(f"unknown similarity source {source!r} (config.similarity.source); "
+                     f"known: {sorted(sim_lib.SOURCES)}")
+  step_lib.make_loss_fn(config.loss.form, config.loss.alpha)
+  evaluation.evaluators_of(config)
+  if source == "file" and "estimate" in phases:
+    if not config.similarity.path:
+      raise ValueError("similarity source 'file' needs config.similarity.path")
+    sim_lib.read_similarity_file(config.similarity.path, num_classes=ds.num_classes)
+  if ("retrain" in phases and source != "online"
+      and (config.similarity.from_workdir or "estimate" not in phases)):
+    load_similarity(run)  # missing or mismatched S fails now, not after training
+  if config.evaluate.reference_similarity_path:
+    sim_lib.read_similarity_file(config.evaluate.reference_similarity_path,
+                                 num_classes=ds.num_classes)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices=None) -> None:
+  """Runs the configured phases in order, skipping finished ones.
+
+  Args:
+    config: see simsoft.config.
+    workdir: local path or gs:// bucket; one run per workdir.
+    devices: the devices of the data-parallel mesh (default: all).
+  """
   phases = config_lib.phases_of(config)
   ckpt.guard_workdir(workdir, config)
   ds = data_lib.get_dataset(
       config.dataset.name, data_dir=config.dataset.data_dir or None,
       validation_fraction=config.dataset.validation_fraction,
       split_seed=config.dataset.split_seed)
-  run = Run(config=config, workdir=workdir, mesh=make_mesh(), dataset=ds)
-  if "retrain" in phases and config.similarity.from_workdir:
-    load_similarity(run)  # fail before any training if it is missing or mismatched
+  run = Run(config=config, workdir=workdir, mesh=make_mesh(devices), dataset=ds)
+  check_config(run, phases)
   for phase in phases:
     if phase != "evaluate" and _phase_done(run, phase) is not None:
       print(f"[{phase}] already finished in {workdir}; skipping", flush=True)

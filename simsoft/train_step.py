@@ -7,7 +7,7 @@ The train state is a plain dict (Orbax saves and restores it as is):
   model_state    nnx.State     everything else (BatchNorm running statistics)
   opt_state      optax state
   similarity     float32 [C,C] the S the loss uses (updated per epoch by `online`)
-  epoch_stats    SimilarityStats of the running epoch's train predictions (online)
+  epoch_stats    the running epoch's SimilarityStats fields (online source only)
   nonfinite_step int32 []      first step whose loss was NaN/inf, -1 if none
 
 `make_train_step` returns `step(state, batch, rng) -> (state, metrics)` with
@@ -37,21 +37,16 @@ LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def log_sum_weights(similarity: jax.Array, alpha) -> jax.Array:
-  r"""SimLoss weights from a row-stochastic S: diagonal 1, off-diagonal at most alpha.
+  r"""SimLoss weights with the soft-target mixing: :math:`W = (1-\alpha) I + \alpha R`.
 
-  .. math::
-    W_{yy} = 1, \qquad W_{yj} = \alpha\, \frac{S_{yj}}{\max_{k \ne y} S_{yk}} \quad (j \ne y)
-
-  SimLoss (:func:`simsoft.losses.similarity_log_loss`) needs the true class to
-  weigh most, else it rewards predicting a more "similar" class; this keeps the
-  order of the off-diagonal similarities and caps them at alpha < 1.
+  R is S with rows normalised to sum to one, so row y of W is exactly the
+  soft target of class y (:func:`simsoft.losses.similarity_targets`) and the
+  two loss forms share the meaning of alpha. For alpha <= 1/2 the true class
+  always weighs most (:math:`W_{yy} \ge 1-\alpha \ge \alpha \ge W_{yj}`),
+  which SimLoss needs: otherwise it rewards predicting a "similar" class.
   """
   c = similarity.shape[0]
-  eye = jnp.eye(c, dtype=jnp.float32)
-  off = jnp.asarray(similarity, jnp.float32) * (1.0 - eye)
-  row_max = jnp.max(off, axis=-1, keepdims=True)
-  scaled = off / jnp.where(row_max > 0, row_max, 1.0)
-  return eye + alpha * scaled
+  return losses.similarity_targets(jnp.arange(c), similarity, alpha=alpha)
 
 
 def make_loss_fn(form: str, alpha: float) -> LossFn:
@@ -132,12 +127,27 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     new_state = dict(state, step=state["step"] + 1, params=params, model_state=model_state,
                      opt_state=opt_state, nonfinite_step=first_bad)
     if track_epoch_stats:
-      new_state["epoch_stats"] = sim_lib.update_stats(
-          state["epoch_stats"], jax.lax.stop_gradient(logits), labels)
+      stats = sim_lib.update_stats(stats_from_state(state["epoch_stats"]),
+                                   jax.lax.stop_gradient(logits), labels)
+      new_state["epoch_stats"] = stats_to_state(stats)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return new_state, {"loss": loss, "accuracy": accuracy}
 
   return step
+
+
+def stats_to_state(stats: sim_lib.SimilarityStats) -> dict[str, jax.Array]:
+  """The SimilarityStats fields Online Label Smoothing needs, for the train state.
+
+  (Orbax cannot save the zero-width feature_sum of feature-less statistics.)
+  """
+  return {k: getattr(stats, k) for k in ("confusion", "prob_sum", "prob_sum_correct",
+                                         "count", "count_correct")}
+
+
+def stats_from_state(fields: dict[str, jax.Array]) -> sim_lib.SimilarityStats:
+  c = fields["count"].shape[0]
+  return sim_lib.SimilarityStats(**fields, feature_sum=jnp.zeros((c, 0), jnp.float32))
 
 
 def make_predict_fn(graphdef: nnx.GraphDef, *, mean, std, return_features: bool = False):

@@ -119,11 +119,26 @@ def test_identical_centroids_get_equal_similarity():
   labels = np.array([0, 0, 1, 1, 2], np.int32)
   feats = np.array([[1, 0], [1, 0], [2, 0], [3, 0], [0, 1]], np.float32)  # 0 and 1 same direction
   stats = sim.update_stats(sim.init_stats(3, 2), np.zeros((5, 3), np.float32), labels, feats)
-  s = sim.build_similarity("centroid", num_classes=3, stats=stats, options={"temperature": 0.5})
+  s = sim.build_similarity("centroid", num_classes=3, stats=stats,
+                           options={"temperature": 0.5, "center": False})
   e = np.exp(-1 / 0.5)  # cos = 0 -> exp((0 - 1) / T)
   np.testing.assert_allclose(s[0], np.array([1, 1, e]) / (2 + e), rtol=1e-6)
   np.testing.assert_allclose(s[1], s[0], rtol=1e-6)
   np.testing.assert_allclose(s[2], np.array([e, e, 1]) / (1 + 2 * e), rtol=1e-6)
+
+
+def test_centred_centroids_separate_same_orthant_classes():
+  # Centroids (1, 0), (0.9, 0.1), (0, 1): raw cosine calls 0 and 2 fairly alike
+  # (all features >= 0); centred, 0 and 1 stay alike and 2 is opposite.
+  labels = np.array([0, 1, 2], np.int32)
+  feats = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], np.float32)
+  stats = sim.update_stats(sim.init_stats(3, 2), np.zeros((3, 3), np.float32), labels, feats)
+  s = sim.build_similarity("centroid", num_classes=3, stats=stats,
+                           options={"temperature": 1.0, "normalize": False})
+  centred = feats - feats.mean(0)
+  unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+  np.testing.assert_allclose(s, np.exp(unit @ unit.T - 1.0), rtol=1e-5)
+  assert s[0, 1] > 0.9 and s[0, 2] < np.exp(-1.5)
 
 
 def test_batch_size_and_order_do_not_matter():

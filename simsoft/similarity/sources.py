@@ -15,8 +15,9 @@ confusion   stats                       :math:`\mathrm{confusion} + s` (``smooth
 softmax     stats                       class-mean softmax :math:`\mathrm{prob\_sum}_y / n_y`
                                         (``correct_only``\ =False)
 centroid    stats with features         :math:`\exp((\cos(\mu_y, \mu_k) - 1) / T)`, with
-                                        :math:`\mu_y` the class-mean feature
-                                        (``temperature`` T=0.1)
+                                        :math:`\mu_y` the class-mean feature, minus the
+                                        mean of the :math:`\mu` (``center``\ =True;
+                                        ``temperature`` T=0.1)
 weights     classifier_kernel [D, C]    :math:`\exp((\cos(w_y, w_k) - 1) / T)` on kernel
                                         columns (``temperature`` T=0.1)
 file        path (.npy/.csv/.json)      the validated matrix in the file
@@ -128,6 +129,10 @@ def _centroid(*, num_classes, stats, options, **_):
   st = _stats_np(stats)
   seen = st["count"] > 0
   means = st["feature_sum"] / np.where(seen, st["count"], 1.0)[:, None]
+  if _check_bool(options, "center"):
+    # Post-ReLU features share one orthant, so raw cosines all sit near 1 and
+    # would call every class alike; centring on the mean centroid keeps contrast.
+    means = np.where(seen[:, None], means - means[seen].mean(axis=0), 0.0)
   a = _cosine_affinity(means, _check_temperature(options))
   a = np.where(seen[None, :], a, 0.0)
   return np.where(seen[:, None], a, np.eye(num_classes))
@@ -167,7 +172,7 @@ SOURCES: dict[str, Source] = {
     "softmax": Source(_softmax, needs_data=True, options={"correct_only": False}),
     "centroid": Source(
         _centroid, needs_data=True, needs_features=True,
-        options={"temperature": 0.1}, own_temperature=True,
+        options={"temperature": 0.1, "center": True}, own_temperature=True,
     ),
     "weights": Source(_weights, options={"temperature": 0.1}, own_temperature=True),
     "file": Source(_file),

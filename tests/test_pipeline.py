@@ -1,0 +1,203 @@
+"""End-to-end tests of the estimate -> retrain -> evaluate pipeline on the real digits data."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from simsoft import checkpoint as ckpt
+from simsoft import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(arg=""):
+  spec = importlib.util.spec_from_file_location("default_config", os.path.join(ROOT, "configs/default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def small_config(arg="epochs=2"):
+  c = load_config(arg)
+  c.model.kwargs.hidden = (64,)
+  c.evaluate.evaluators = "clean"
+  c.checkpoint.every_steps = 10
+  c.log_every_steps = 10
+  return c
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  return {k: results["models"][k]["clean"] for k in ("A", "B")}
+
+
+def test_pipeline_end_to_end(tmp_path, capsys):
+  c = small_config("epochs=2,similarity=centroid,form=log_sum")
+  c.evaluate.evaluators = "clean,corruptions"
+  c.evaluate.corruptions = "gaussian_noise,contrast"
+  c.evaluate.severities = "1,5"
+  train.train_and_evaluate(c, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "A: cross-entropy" in out and "mean corrupted accuracy" in out
+  s = np.load(tmp_path / "estimate" / "similarity.npy")
+  assert s.shape == (10, 10) and np.all(s >= 0)
+  np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+  results = json.loads((tmp_path / "results.json").read_text())
+  for key in ("A", "B"):
+    model = results["models"][key]
+    assert 0.5 < model["clean"]["accuracy"] <= 1.0
+    assert set(model["corruptions"]) == {"gaussian_noise", "contrast"}
+    assert set(model["corruptions"]["contrast"]) == {"1", "5"}
+  assert json.loads((tmp_path / "config.json").read_text())["similarity"]["source"] == "centroid"
+
+  # A restart skips the finished phases and reproduces the evaluation.
+  train.train_and_evaluate(c, str(tmp_path))
+  assert "already finished" in capsys.readouterr().out
+  assert json.loads((tmp_path / "results.json").read_text())["models"]["B"]["clean"] == results["models"]["B"]["clean"]
+
+  # Another run's config in the same workdir is refused, naming the fields.
+  other = small_config("epochs=2,similarity=centroid,form=log_sum,seed=3")
+  other.evaluate.evaluators = "clean,corruptions"
+  other.evaluate.corruptions = "gaussian_noise,contrast"
+  other.evaluate.severities = "1,5"
+  with pytest.raises(ValueError, match=r"another run's config.*\n  seed: saved 0, now 3"):
+    train.train_and_evaluate(other, str(tmp_path))
+
+
+@pytest.mark.parametrize("source", ["online", "weights"])
+def test_sources_without_estimation_pass(tmp_path, source):
+  c = small_config(f"epochs=2,similarity={source}")
+  train.train_and_evaluate(c, str(tmp_path))
+  assert _metrics(str(tmp_path))["B"]["accuracy"] > 0.5
+  if source == "online":
+    s = np.load(tmp_path / "retrain" / "online_similarity.npy")
+    np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+    assert not np.allclose(s, np.asarray(s[0, 0]) * np.eye(10))  # updated from predictions
+
+
+def test_retrain_reuses_another_workdirs_similarity(tmp_path):
+  first = small_config("epochs=1,phases=estimate")
+  train.train_and_evaluate(first, str(tmp_path / "a"))
+  second = small_config("epochs=1,phases=retrain")
+  second.similarity.from_workdir = str(tmp_path / "a")
+  train.train_and_evaluate(second, str(tmp_path / "b"))
+  assert (tmp_path / "b" / "retrain" / "done.json").exists()
+  assert not (tmp_path / "b" / "estimate").exists()
+
+
+def _final_params(workdir, devices):
+  c = small_config("epochs=1,phases=estimate")
+  c.batch_size = 32
+  train.train_and_evaluate(c, workdir, devices=devices)
+  ds = train.data_lib.get_dataset("digits", validation_fraction=c.dataset.validation_fraction)
+  run = train.Run(config=c, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds)
+  _, state = train.train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+                               similarity=np.eye(10, dtype=np.float32))
+  return jax.tree.map(np.asarray, state["params"])
+
+
+def test_four_devices_match_one_device(tmp_path):
+  assert jax.device_count() == 4
+  one = _final_params(str(tmp_path / "one"), jax.devices()[:1])
+  four = _final_params(str(tmp_path / "four"), jax.devices())
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  c = small_config("epochs=3,lr=1e12,phases=estimate")
+  c.optimizer.warmup_epochs = 0.0
+  c.checkpoint.every_steps = 1
+  c.log_every_steps = 100
+  with pytest.raises(train.NonFiniteLossError, match=r"phase 'estimate'.*step \d+.*step \d+\) is intact"):
+    train.train_and_evaluate(c, str(tmp_path))
+  manager = ckpt.make_manager(str(tmp_path / "estimate" / "checkpoints"), every_steps=1, keep=2)
+  latest = manager.latest_step()
+  assert latest is not None
+  restored = manager.restore(latest)
+  leaves = jax.tree.leaves(restored)
+  assert leaves and all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+
+
+def test_bad_inputs_fail_before_training(tmp_path):
+  c = small_config()
+  c.phases = "estimate,train"
+  with pytest.raises(ValueError, match=r"unknown phase 'train'.*\['estimate', 'retrain', 'evaluate'\]"):
+    train.train_and_evaluate(c, str(tmp_path / "1"))
+  for field, value, message in [
+      ("model.name", "resnet7", "unknown model 'resnet7'"),
+      ("similarity.source", "psychic", "unknown similarity source 'psychic'"),
+      ("loss.form", "hinge", "unknown loss form 'hinge'"),
+      ("dataset.name", "imagenet9", "unknown dataset 'imagenet9'"),
+      ("evaluate.evaluators", "clean,vibes", "unknown evaluator 'vibes'"),
+  ]:
+    c = small_config()
+    section, leaf = field.split(".")
+    c[section][leaf] = value
+    workdir = tmp_path / leaf / value
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(c, str(workdir))
+    assert not (workdir / "estimate").exists()
+
+  wrong = tmp_path / "s.npy"
+  np.save(wrong, np.eye(7, dtype=np.float32))
+  c = small_config("similarity=file")
+  c.similarity.path = str(wrong)
+  with pytest.raises(ValueError, match=r"s\.npy.*7.*10"):
+    train.train_and_evaluate(c, str(tmp_path / "file"))
+  assert not (tmp_path / "file" / "estimate").exists()
+
+  c = small_config("phases=retrain")
+  c.similarity.from_workdir = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    train.train_and_evaluate(c, str(tmp_path / "from"))
+
+
+def _main(workdir, arg):
+  cmd = [sys.executable, "-m", "simsoft.main", f"--config={ROOT}/configs/default.py:{arg}",
+         f"--workdir={workdir}", "--config.evaluate.evaluators=clean",
+         "--config.checkpoint.every_steps=5", "--config.model.kwargs.hidden=(64,)"]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_when(proc, condition, timeout=240):
+  start = time.time()
+  while not condition():
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+    assert time.time() - start < timeout
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+  arg = "epochs=3,similarity=online"  # online: S and its epoch statistics live in the state
+  reference = _main(tmp_path / "ref", arg)
+  assert reference.wait() == 0, reference.stdout.read()
+
+  workdir = tmp_path / "killed"
+  estimate_ckpts = workdir / "estimate" / "checkpoints"
+  retrain_ckpts = workdir / "retrain" / "checkpoints"
+  has_step = lambda d, n: d.exists() and any(p.name.isdigit() and int(p.name) >= n for p in d.iterdir())
+  # Kill 1: in the estimate phase, mid-epoch, after a few checkpoints.
+  _kill_when(_main(workdir, arg), lambda: has_step(estimate_ckpts, 25))
+  # Kill 2: in the retrain phase, as soon as it has written anything.
+  _kill_when(_main(workdir, arg), lambda: has_step(retrain_ckpts, 1))
+  assert not (workdir / "retrain" / "done.json").exists()
+  final = _main(workdir, arg)
+  output = final.communicate()[0]
+  assert final.returncode == 0, output
+  assert "resumed" in output or "already finished" in output
+  ref, got = _metrics(str(tmp_path / "ref")), _metrics(str(workdir))
+  for key in ("A", "B"):
+    for metric in ("accuracy", "nll", "ece"):
+      assert got[key][metric] == pytest.approx(ref[key][metric], rel=1e-6, abs=1e-7), (key, metric)
