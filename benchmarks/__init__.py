@@ -1,0 +1,1 @@
+"""Side-by-side speed measurements (not tests). Run each as `python -m benchmarks.<name>`."""

@@ -1,0 +1,154 @@
+"""simsoft's training path, built exactly as simsoft/train.py builds it, for benchmarks.
+
+`simsoft_step` returns the state and the step jitted the way `train.train_model`
+jits them (state replicated and donated, batch sharded over the ('data',) mesh,
+the step from `simsoft.train_step.make_train_step`); `simsoft_batches` feeds it
+the way the loop does (`simsoft.data.train_batches` +
+`jax.make_array_from_process_local_data`). Also: the models' input data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from simsoft import config as config_lib
+from simsoft import data as data_lib
+from simsoft import models as models_lib
+from simsoft import train_step as step_lib
+
+
+# simsoft.train imports clu's metric writers, hence TensorFlow (~8 s); these
+# three mirror train.make_mesh / Run.replicated / Run.batch_sharding / Run.global_batch.
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D ('data',) mesh over every device (train.make_mesh)."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+@dataclasses.dataclass
+class Run:
+  """The parts of simsoft.train.Run the training loop uses."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  dataset: data_lib.Dataset
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local.items()}
+
+
+def optimizer_config(name: str = "sgd", learning_rate: float = 0.05) -> ml_collections.ConfigDict:
+  """config.optimizer of simsoft's base config ('sgd': momentum 0.9, cosine, wd 5e-4; 'adamw')."""
+  cfg = config_lib.base_config().optimizer
+  cfg.name = name
+  cfg.learning_rate = learning_rate
+  if name == "adamw":
+    cfg.weight_decay = 0.0
+  return cfg
+
+
+def synthetic_split(n: int, image_shape: tuple[int, int, int], num_classes: int,
+                    seed: int = 0) -> data_lib.ArraySplit:
+  """n random uint8 images and int32 labels (the dtype real IDX/TFDS sources have)."""
+  r = np.random.default_rng(seed)
+  return data_lib.ArraySplit(r.integers(0, 256, (n,) + tuple(image_shape), dtype=np.uint8),
+                             r.integers(0, num_classes, n).astype(np.int32))
+
+
+def fashion_mnist_or_synthetic(n: int) -> tuple[data_lib.ArraySplit, str]:
+  """The first n real Fashion-MNIST training images if installed, else random 28x28x1."""
+  try:
+    ds = data_lib.get_dataset("fashion_mnist_local", validation_fraction=0.0)
+    train = ds.split("train")
+    return train.take(np.arange(min(n, len(train)))), "fashion_mnist_local"
+  except (FileNotFoundError, OSError, ValueError):
+    return synthetic_split(n, (28, 28, 1), 10), "synthetic 28x28x1"
+
+
+@dataclasses.dataclass
+class SimsoftPath:
+  """The jitted simsoft step with its initial state; `run` is the mesh/data wiring."""
+  run: Run
+  state: dict
+  step: Callable
+  graphdef: nnx.GraphDef
+
+
+def simsoft_step(*, model: str, split: data_lib.ArraySplit, num_classes: int,
+                 loss_fn: step_lib.LossFn, optimizer: ml_collections.ConfigDict,
+                 batch_size: int, augmentation: str = "none", dtype=jnp.float32,
+                 mesh: jax.sharding.Mesh | None = None, seed: int = 0,
+                 model_kwargs: dict | None = None) -> SimsoftPath:
+  """Builds state and step as train.train_model does (estimate phase, not online)."""
+  mesh = mesh or make_mesh()
+  mean, std = data_lib.channel_stats(split.images)
+  ds = data_lib.Dataset(
+      name="bench", num_classes=num_classes, class_names=tuple(map(str, range(num_classes))),
+      image_shape=split.image_shape, mean=mean, std=std, augmentation=augmentation,
+      splits={"train": split})
+  config = config_lib.base_config()
+  config.batch_size = batch_size
+  run = Run(config=config, mesh=mesh, dataset=ds)
+  kwargs = model_kwargs or {}
+
+  def build(rngs):
+    return models_lib.create_model(model, num_classes=num_classes, input_shape=split.image_shape,
+                                   rngs=rngs, dtype=dtype, **kwargs)
+
+  steps_per_epoch = max(len(split) // batch_size, 1)
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
+  tx = step_lib.make_optimizer(optimizer, steps_per_epoch=steps_per_epoch,
+                               total_steps=100 * steps_per_epoch)
+
+  def init_state():
+    _, params, model_state = nnx.split(build(nnx.Rngs(seed)), nnx.Param, ...)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": model_state,
+            "opt_state": tx.init(params),
+            "similarity": jnp.eye(num_classes, dtype=jnp.float32),
+            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+  step = jax.jit(
+      step_lib.make_train_step(graphdef, tx, loss_fn, mean=mean, std=std,
+                               augmentation=augmentation, track_epoch_stats=False),
+      in_shardings=(run.replicated, run.batch_sharding, run.replicated),
+      out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  state = jax.jit(init_state, out_shardings=run.replicated)()
+  return SimsoftPath(run=run, state=state, step=step, graphdef=graphdef)
+
+
+def simsoft_batches(path: SimsoftPath, *, seed: int = 0,
+                    start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+  """Global batches exactly as train.train_model's loop makes them."""
+  local = data_lib.train_batches(
+      path.run.dataset.split("train"), global_batch_size=path.run.config.batch_size,
+      seed=seed, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  for batch in local:
+    yield path.run.global_batch(batch)
+
+
+def device_batch(split: data_lib.ArraySplit, batch_size: int,
+                 sharding: NamedSharding | None = None) -> dict[str, jax.Array]:
+  """The first batch_size examples as one device-resident (sharded) float32 batch."""
+  images = split.images[:batch_size]
+  images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+  batch = {"image": images, "label": split.labels[:batch_size]}
+  if sharding is None:
+    sharding = NamedSharding(make_mesh(), P("data"))
+  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
