@@ -145,7 +145,7 @@ def _row_label(r: Mapping) -> str:
 
 
 def plot_summary(path: str, rows: Sequence[Mapping]) -> None:
-    """Clean and mean corrupted accuracy per group, mean ± std over seeds."""
+    """Clean and mean corrupted accuracy per group: dots at the mean, whiskers ± std."""
     labels = [_row_label(r) for r in rows]
     y = np.arange(len(rows))
     fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)))
@@ -154,14 +154,20 @@ def plot_summary(path: str, rows: Sequence[Mapping]) -> None:
         ax = fig.add_subplot(1, 2, k + 1)
         mean = np.array([np.nan if r[f"{metric}_mean"] is None else r[f"{metric}_mean"] for r in rows])
         std = np.array([0.0 if r[f"{metric}_std"] is None else r[f"{metric}_std"] for r in rows])
-        colors = ["tab:blue" if r["trained"] == "A" else "tab:orange" for r in rows]
-        ax.barh(y, np.nan_to_num(mean), xerr=std, color=colors, capsize=3)
+        for trained, color in (("A", "tab:blue"), ("B", "tab:orange")):
+            sel = np.array([r["trained"] == trained for r in rows])
+            if sel.any():
+                ax.errorbar(mean[sel], y[sel], xerr=std[sel], fmt="o", color=color, capsize=3,
+                            label={"A": "A: cross-entropy", "B": "B: similarity loss"}[trained])
+        other = np.array([r["trained"] not in ("A", "B") for r in rows])
+        if other.any():
+            ax.errorbar(mean[other], y[other], xerr=std[other], fmt="o", color="gray", capsize=3)
         ax.set_yticks(y, labels if k == 0 else [""] * len(rows), fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_title(title, fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Runs grouped over seeds (A: cross-entropy, B: similarity loss); bars: mean, whiskers: std")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Runs grouped over seeds: mean ± std")
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
 

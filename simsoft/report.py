@@ -122,6 +122,11 @@ def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: st
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
+    # One y range for all panels, tight enough to show a few points' difference.
+    ys = [suite["clean"]["accuracy"] for suite in models.values()]
+    ys += [m["accuracy"] for suite in models.values() for by in suite.get(grid, {}).values()
+           for m in by.values()]
+    ylim = (max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
     for k, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, k + 1)
         for model, suite in models.items():
@@ -134,7 +139,7 @@ def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: st
             ax.plot(x, y, marker="o", label=_label(model))
         ax.set_title(name, fontsize=9)
         ax.set_xticks(range(0, 6))
-        ax.set_ylim(0, 1)
+        ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
         if k % cols == 0:
             ax.set_ylabel("accuracy")
