@@ -14,12 +14,13 @@ Layout of a workdir:
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from simsoft.paths import resolve
 
 # Fields a restart may change without mixing two runs.
 RESTART_MAY_CHANGE = ("phases",)
@@ -49,11 +50,10 @@ def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     ValueError: the workdir holds another run's config; the message names the
       differing fields and both values.
   """
-  path = os.path.join(workdir, "config.json")
+  path = resolve(workdir) / "config.json"
   current = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if path.exists():
+    saved = json.loads(path.read_text())
     diffs = config_differences(saved, current)
     if diffs:
       a, b = _flatten(saved), _flatten(current)
@@ -63,9 +63,8 @@ def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
           + "\n".join(lines) + "\nUse a new --workdir, or the same config to resume.")
     return
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      f.write(config.to_json(indent=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json(indent=2))
 
 
 def make_manager(directory: str, *, every_steps: int, keep: int) -> ocp.CheckpointManager:
@@ -73,7 +72,7 @@ def make_manager(directory: str, *, every_steps: int, keep: int) -> ocp.Checkpoi
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=every_steps, max_to_keep=keep, create=True, cleanup_tmp_directories=True,
       enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(resolve(directory), options=options)
 
 
 def save_state(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> bool:
@@ -91,15 +90,13 @@ def write_json(path: str, payload: dict) -> None:
   """Writes JSON atomically (tmp + rename) from process 0 only."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
+  target = resolve(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.parent / (target.name + ".tmp")
+  tmp.write_text(json.dumps(payload, indent=2))
+  tmp.replace(target)
 
 
 def read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  target = resolve(path)
+  return json.loads(target.read_text()) if target.exists() else None

@@ -36,6 +36,7 @@ from simsoft import losses
 from simsoft import models as models_lib
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
+from simsoft.paths import resolve
 from simsoft.progress import Progress
 
 
@@ -238,7 +239,7 @@ def load_similarity(run: Run) -> np.ndarray:
   """The S the retrain phase uses: this run's estimate, or config.similarity.from_workdir's."""
   source_dir = run.config.similarity.from_workdir or run.workdir
   directory = os.path.join(source_dir, "estimate", "similarity")
-  if not os.path.isdir(directory):
+  if not resolve(directory).exists():
     raise FileNotFoundError(
         f"no estimated similarity at {directory}: run the 'estimate' phase first"
         + (" in that workdir" if run.config.similarity.from_workdir else ""))
@@ -263,8 +264,8 @@ def run_retrain(run: Run) -> None:
   _, state = train_model(run, "retrain", loss_form=config.loss.form, alpha=config.loss.alpha,
                          similarity=similarity, online=online)
   if online and jax.process_index() == 0:
-    np.save(os.path.join(run.workdir, "retrain", "online_similarity.npy"),
-            np.asarray(state["similarity"]))
+    with (resolve(run.workdir) / "retrain" / "online_similarity.npy").open("wb") as f:
+      np.save(f, np.asarray(state["similarity"]), allow_pickle=False)
   _mark_done(run, "retrain", state)
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from simsoft.paths import resolve
+
 from simsoft.losses import validate_similarity
 
 __all__ = [
@@ -250,19 +252,19 @@ def save_record(directory, record: SimilarityRecord, *, force: bool = False) -> 
   """
   import orbax.checkpoint as ocp
 
-  path = os.path.abspath(os.fspath(directory))
+  path = resolve(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     ckptr.save(path, ocp.args.Composite(**orbax_save_args(record)), force=force)
-  return path
+  return os.fspath(path)
 
 
 def load_record(directory) -> SimilarityRecord:
   """Reads a record written by :func:`save_record`."""
   import orbax.checkpoint as ocp
 
-  path = os.path.abspath(os.fspath(directory))
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"similarity checkpoint {path!r} does not exist.")
+  path = resolve(directory)
+  if not path.is_dir():
+    raise FileNotFoundError(f"similarity checkpoint {os.fspath(path)!r} does not exist.")
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     restored = ckptr.restore(path, ocp.args.Composite(**orbax_restore_args()))
   return from_restored(restored)
@@ -277,17 +279,18 @@ def export_plain(record: SimilarityRecord, directory) -> tuple[str, str]:
   Returns:
     (npy path, json path).
   """
-  d = os.fspath(directory)
-  os.makedirs(d, exist_ok=True)
-  npy_path, json_path = os.path.join(d, "similarity.npy"), os.path.join(d, "similarity.json")
+  d = resolve(directory)
+  d.mkdir(parents=True, exist_ok=True)
+  npy_path, json_path = d / "similarity.npy", d / "similarity.json"
   matrix = np.asarray(record.similarity, np.float32)
-  np.save(npy_path, matrix, allow_pickle=False)
+  with npy_path.open("wb") as f:
+    np.save(f, matrix, allow_pickle=False)
   doc = {
       "similarity": matrix.astype(np.float64).tolist(),
       "class_names": record.metadata.get("class_names"),
       "metadata": record.metadata,
   }
-  with open(json_path, "w", encoding="utf-8") as f:
+  with json_path.open("w") as f:
     json.dump(doc, f, indent=1)
     f.write("\n")
-  return npy_path, json_path
+  return os.fspath(npy_path), os.fspath(json_path)
