@@ -1,6 +1,5 @@
 """End-to-end tests of the estimate -> retrain -> evaluate pipeline on the real digits data."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,15 +13,7 @@ import pytest
 
 from simsoft import checkpoint as ckpt
 from simsoft import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(arg=""):
-  spec = importlib.util.spec_from_file_location("default_config", os.path.join(ROOT, "configs/default.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from tests.helpers.tiny import ROOT, final_params, load_config, tiny_config
 
 
 def small_config(arg="epochs=2"):
@@ -94,23 +85,13 @@ def test_retrain_reuses_another_workdirs_similarity(tmp_path):
   assert not (tmp_path / "b" / "estimate").exists()
 
 
-def _final_params(workdir, devices):
-  c = small_config("epochs=1,phases=estimate")
-  c.batch_size = 32
-  train.train_and_evaluate(c, workdir, devices=devices)
-  ds = train.data_lib.get_dataset("digits", validation_fraction=c.dataset.validation_fraction)
-  run = train.Run(config=c, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds)
-  _, state = train.train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
-                               similarity=np.eye(10, dtype=np.float32))
-  return jax.tree.map(np.asarray, state["params"])
-
-
 def test_four_devices_match_one_device(tmp_path):
   assert jax.device_count() == 4
-  one = _final_params(str(tmp_path / "one"), jax.devices()[:1])
-  four = _final_params(str(tmp_path / "four"), jax.devices())
-  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  one = final_params(tiny_config(), str(tmp_path / "one"), jax.devices()[:1])
+  four = final_params(tiny_config(), str(tmp_path / "four"), jax.devices())
+  assert one.keys() == four.keys() and one
+  for name in one:
+    np.testing.assert_allclose(one[name], four[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -1,0 +1,41 @@
+"""A tiny digits config and a way to read a finished phase's parameters."""
+
+import importlib.util
+import os
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_config(arg=""):
+  """configs/default.py with `arg` after the colon."""
+  spec = importlib.util.spec_from_file_location("default_config", os.path.join(ROOT, "configs/default.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config(arg="epochs=1,phases=estimate"):
+  c = load_config(arg)
+  c.model.kwargs.hidden = (64,)
+  c.batch_size = 32
+  c.evaluate.evaluators = "clean"
+  c.checkpoint.every_steps = 10
+  c.log_every_steps = 10
+  return c
+
+
+def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
+  """Runs config's phases, then returns this process's copy of the estimate phase's params."""
+  from simsoft import train
+
+  train.train_and_evaluate(config, workdir, devices=devices)
+  ds = train.data_lib.get_dataset(config.dataset.name,
+                                  validation_fraction=config.dataset.validation_fraction)
+  run = train.Run(config=config, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds)
+  _, state = train.train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+                               similarity=np.eye(ds.num_classes, dtype=np.float32))
+  leaves = jax.tree_util.tree_leaves_with_path(state["params"])
+  return {jax.tree_util.keystr(path): np.asarray(leaf.addressable_data(0)) for path, leaf in leaves}
