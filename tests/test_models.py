@@ -57,15 +57,17 @@ def test_output_shapes_and_dtypes(name, dtype, shape):
             name, num_classes=7, input_shape=shape, rngs=nnx.Rngs(0), dtype=dtype,
             **SMALL_KWARGS.get(name, {}))
         logits, features = model(x, return_features=True)
-        return logits, features, classifier_kernel(model), nnx.state(model, nnx.Param)
+        return logits, features, classifier_kernel(model), nnx.state(model, nnx.Param,
+                                                                     nnx.BatchStat)
 
-    logits, features, kernel, params = jax.eval_shape(forward, _images(shape))
+    logits, features, kernel, variables = jax.eval_shape(forward, _images(shape))
     d = built["model"].feature_dim
     assert isinstance(d, int) and isinstance(built["model"].head, nnx.Linear)
     assert (logits.shape, logits.dtype) == ((2, 7), jnp.float32)
     assert (features.shape, features.dtype) == ((2, d), jnp.float32)
     assert (kernel.shape, kernel.dtype) == ((d, 7), jnp.float32)
-    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    # Parameters and BatchNorm running statistics stay float32 whatever the compute dtype.
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
 
 
 def _small(name, dtype=jnp.float32, **kwargs):
@@ -196,12 +198,15 @@ def test_split_merge_under_jit_matches_eager(train):
                  jax.tree.map(np.asarray, stats), _batch_stats(model))
 
 
-def test_batch_sharded_over_4_devices_matches_eager():
-    """BatchNorm statistics must be over the global batch when the batch axis is sharded."""
+@pytest.mark.parametrize("name, axis_type", [
+    ("resnet20", jax.sharding.AxisType.Explicit), ("resnet20", jax.sharding.AxisType.Auto),
+    ("mlp", jax.sharding.AxisType.Explicit), ("lenet", jax.sharding.AxisType.Explicit)])
+def test_batch_sharded_over_4_devices_matches_eager(name, axis_type):
+    """Train-mode forward with the batch split over 4 devices equals the 1-device eager one
+    (BatchNorm statistics are over the global batch)."""
     assert jax.device_count() >= 4
-    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,),
-                         devices=jax.devices()[:4])
-    model = _small("resnet20")
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(axis_type,), devices=jax.devices()[:4])
+    model = _small(name)
     model.train()
     x = _images((8, 8, 1), batch=4, seed=1)
     graphdef, params, rest = nnx.split(nnx.clone(model), nnx.Param, ...)

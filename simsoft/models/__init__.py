@@ -11,10 +11,21 @@ in place (flax 0.12: ``Module.set_attributes(use_running_average=..., determinis
 ``nnx.view(model, use_running_average=True, deterministic=True, raise_if_not_found=False)``
 returns an eval-mode view that shares the arrays and leaves ``model`` as it is.
 
+Under jit, ``graphdef, params, rest = nnx.split(model, nnx.Param, ...)``: ``rest`` holds the
+BatchNorm statistics (and, for ``wrn`` with dropout > 0, the dropout RNG count), which a
+train-mode call updates; split the merged model again to carry them out of the step.
+The mode is part of ``graphdef``, so switch it before splitting.
+
 Example::
 
     model = create_model("resnet20", num_classes=10, input_shape=(32, 32, 3), rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    @jax.jit
+    def forward(params, rest, images):
+        model = nnx.merge(graphdef, params, rest)
+        logits = model(images)
+        return logits, nnx.state(model, nnx.Not(nnx.Param))
 """
 
 from __future__ import annotations
