@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import types
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,21 +51,28 @@ OCCLUSION_FRACTION = (0.1, 0.2, 0.3, 0.4, 0.5)
 OCCLUSION_FILL = 0.5
 
 
+def _param(table: Sequence[float], severity):
+    """``table[severity - 1]``; a traced severity gives a traced (clamped) lookup."""
+    if isinstance(severity, jax.Array):
+        return jnp.asarray(table)[severity - 1]
+    return table[severity - 1]
+
+
 def gaussian_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     """:math:`x + \\mathcal{N}(0, c^2)`, c in ``GAUSSIAN_NOISE_SCALE``."""
-    c = GAUSSIAN_NOISE_SCALE[severity - 1]
+    c = _param(GAUSSIAN_NOISE_SCALE, severity)
     return x + c * jax.random.normal(key, x.shape, jnp.float32)
 
 
 def shot_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     """Poisson photon noise :math:`\\mathrm{Poisson}(c x) / c`, c in ``SHOT_NOISE_RATE``."""
-    c = SHOT_NOISE_RATE[severity - 1]
+    c = _param(SHOT_NOISE_RATE, severity)
     return jax.random.poisson(key, x * c, x.shape).astype(jnp.float32) / c
 
 
 def impulse_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     """Salt and pepper: a fraction c of elements set to 0 or 1 with equal odds."""
-    c = IMPULSE_NOISE_AMOUNT[severity - 1]
+    c = _param(IMPULSE_NOISE_AMOUNT, severity)
     k_flip, k_salt = jax.random.split(key)
     flipped = jax.random.uniform(k_flip, x.shape) < c
     salt = jax.random.uniform(k_salt, x.shape) < 0.5
@@ -74,7 +81,7 @@ def impulse_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
 
 def speckle_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     """Multiplicative noise :math:`x + x\\,\\mathcal{N}(0, c^2)`."""
-    c = SPECKLE_NOISE_SCALE[severity - 1]
+    c = _param(SPECKLE_NOISE_SCALE, severity)
     return x + x * c * jax.random.normal(key, x.shape, jnp.float32)
 
 
@@ -153,7 +160,7 @@ def defocus_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
 def contrast(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     """:math:`(x - \\mu) c + \\mu`, :math:`\\mu` the per-image, per-channel mean."""
     del key
-    c = CONTRAST_FACTOR[severity - 1]
+    c = _param(CONTRAST_FACTOR, severity)
     mean = jnp.mean(x, axis=(1, 2), keepdims=True)
     return (x - mean) * c + mean
 
@@ -167,7 +174,7 @@ def brightness(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     channel V is the intensity and this is :math:`\\mathrm{clip}(x + c)`.
     """
     del key
-    c = BRIGHTNESS_SHIFT[severity - 1]
+    c = _param(BRIGHTNESS_SHIFT, severity)
     v = jnp.max(x, axis=-1, keepdims=True)
     v_new = jnp.clip(v + c, 0.0, 1.0)
     ratio = v_new / jnp.where(v > 0, v, 1.0)
@@ -220,7 +227,7 @@ def occlusion(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
     lower severity (same centre), so the damage grows monotonically.
     """
     b, h, w = x.shape[:3]
-    side = max(1, math.floor(OCCLUSION_FRACTION[severity - 1] * min(h, w) + 0.5))
+    side = _param([max(1, math.floor(f * min(h, w) + 0.5)) for f in OCCLUSION_FRACTION], severity)
     ky, kx = jax.random.split(key)
     top = jax.random.randint(ky, (b, 1, 1, 1), 0, h) - side // 2
     left = jax.random.randint(kx, (b, 1, 1, 1), 0, w) - side // 2
@@ -247,6 +254,12 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
     }
 )
 SEVERITIES = (1, 2, 3, 4, 5)
+TRACEABLE_SEVERITY = frozenset(
+    {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "contrast", "brightness", "occlusion"}
+)
+"""Corruptions whose parameters are scalars: ``severity`` may be a traced int, so
+one compiled function serves all five severities (the others' kernel or matrix
+shapes depend on it)."""
 
 
 def check_severity(severity) -> int:
@@ -271,14 +284,25 @@ def corrupt(name: str, images: jax.Array, severity: int, key: jax.Array) -> jax.
     Args:
       name: a key of ``CORRUPTIONS`` (static under jit).
       images: float array [B, H, W, C] in [0, 1], C in {1, 3}, H, W >= 8.
-      severity: int in 1..5 (static under jit).
+      severity: int in 1..5, static under jit; for names in
+        ``TRACEABLE_SEVERITY`` also a scalar integer jax array (may be traced;
+        the caller keeps it in 1..5, out-of-range values are clamped).
       key: PRNG key; deterministic corruptions ignore it.
 
     Returns:
       [B, H, W, C], dtype of ``images``, clipped to [0, 1].
     """
     fn = get_corruption(name)
-    severity = check_severity(severity)
+    if isinstance(severity, jax.Array):
+        if name not in TRACEABLE_SEVERITY:
+            raise ValueError(
+                f"severity of {name!r} must be a static int in 1..5; a traced severity "
+                f"works only for {sorted(TRACEABLE_SEVERITY)}"
+            )
+        if severity.shape != () or not jnp.issubdtype(severity.dtype, jnp.integer):
+            raise ValueError(f"severity must be a scalar integer, got {severity.dtype}{severity.shape}")
+    else:
+        severity = check_severity(severity)
     images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")

@@ -142,3 +142,18 @@ def test_impulse_noise_fraction():
     assert set(np.unique(y[flipped])) <= {0.0, 1.0}
     assert abs(flipped.mean() - 0.07) < 0.01
     assert abs((y[flipped] == 1.0).mean() - 0.5) < 0.05
+
+
+def test_traced_severity_equals_static():
+    x = jnp.asarray(_images((8, 8, 3), n=4))
+    key = jax.random.key(5)
+    for name in ("gaussian_noise", "impulse_noise", "contrast", "brightness", "occlusion"):
+        assert name in C.TRACEABLE_SEVERITY
+        fn = jax.jit(lambda im, k, s: C.corrupt(name, im, s, k))
+        for severity in (1, 3, 5):
+            np.testing.assert_allclose(np.asarray(fn(x, key, jnp.int32(severity))),
+                                       np.asarray(C.corrupt(name, x, severity, key)), atol=1e-6)
+    with pytest.raises(ValueError, match="static int"):
+        C.corrupt("pixelate", x, jnp.int32(2), key)
+    with pytest.raises(ValueError, match="scalar integer"):
+        C.corrupt("contrast", x, jnp.float32(2), key)
