@@ -221,7 +221,10 @@ def _corrupted_table(models, summary_key: str, comparison_key: str | None) -> st
             continue
         cmp = {}
         if model != "A" and "A" in models:
-            cmp = robustness.compare_to_baseline(suite, models["A"])
+            try:
+                cmp = robustness.compare_to_baseline(suite, models["A"])
+            except ValueError:  # A and B ran different corruption cells
+                cmp = {"normalized_mce": None, "relative_mce": None}
             cmp = cmp.get(comparison_key, {}) if comparison_key else cmp
         rows.append([_label(model), _fmt(s["mean_corrupted_accuracy"], True), _fmt(s["mce"], True),
                      _fmt(s.get("mean_corrupted_nll")), _fmt(s.get("mean_corrupted_ece")),

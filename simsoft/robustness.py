@@ -67,8 +67,10 @@ def _check_split(images, labels, num_classes: int, what: str) -> tuple[np.ndarra
         raise ValueError(f"{what} is empty")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"{what} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
-    if np.issubdtype(images.dtype, np.integer):
-        raise ValueError(f"{what} images must be float in [0, 1], got {images.dtype}")
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{what} images must be float in [0, 1] or uint8, got {images.dtype}")
     return images.astype(np.float32), labels.astype(np.int32)
 
 
@@ -206,7 +208,8 @@ def run_suite(
 
     Args:
       predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
-      images: clean test images, float [N, H, W, C] in [0, 1] (numpy).
+      images: clean test images [N, H, W, C] (numpy), float in [0, 1] or
+        uint8 (divided by 255).
       labels: int [N].
       suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
       severities: subset of 1..5.
@@ -221,6 +224,8 @@ def run_suite(
       extra_sets: pre-corrupted sets such as CIFAR-10-C,
         ``{'<name>_<severity>': (images, labels)}``; reported under
         ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
+        Sets are read one at a time, so a lazy Mapping that loads on access
+        keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
       mesh: optional 1-D ('data',) mesh: batches are sharded over it.
 
     Returns:

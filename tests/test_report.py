@@ -104,6 +104,10 @@ def test_run_suite_drop_remainder_sharded_and_errors():
     plain = _suite(fn, suite=("contrast",), severities=(5,))
     sharded = _suite(fn, suite=("contrast",), severities=(5,), mesh=mesh)
     _assert_close(sharded, plain)
+    x_u8 = np.round(_data()[0] * 255).astype(np.uint8)  # as TFDS stores CIFAR-10-C
+    kw = dict(key=jax.random.key(0), batch_size=8, num_classes=C, suite=())
+    _assert_close(robustness.run_suite(fn, x_u8, _data()[1], **kw),
+                  robustness.run_suite(fn, x_u8.astype(np.float32) / 255, _data()[1], **kw))
     with pytest.raises(ValueError, match="multiple of the mesh size"):
         _suite(fn, batch_size=6, mesh=mesh)
     with pytest.raises(ValueError, match="known"):
