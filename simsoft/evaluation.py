@@ -9,6 +9,7 @@ Evaluators (config.evaluate.evaluators, comma-separated):
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import jax
@@ -112,10 +113,11 @@ def evaluate_models(run: "Run", models: dict) -> dict:
   extra = _cifar10_c_sets(run) if "cifar10_c" in names else None
   results = {"config": config.to_dict(), "dataset": ds.name, "class_names": list(ds.class_names),
              "models": {}}
+  predict_jits = {}
   for key, (graphdef, state) in models.items():
-    predict = step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
-    params, model_state = state["params"], state["model_state"]
-    predict_fn = jax.jit(lambda x: predict(params, model_state, x))
+    if graphdef not in predict_jits:  # A and B share one compiled program
+      predict_jits[graphdef] = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
+    predict_fn = functools.partial(predict_jits[graphdef], state["params"], state["model_state"])
     results["models"][key] = robustness.run_suite(
         predict_fn, images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
