@@ -7,10 +7,12 @@ normalises internally) and the clean test split as numpy arrays.
 Each corruption is applied on device by one small jitted function per
 (corruption, severity), or per corruption for those whose severity may be
 traced (``corruptions.TRACEABLE_SEVERITY``; 22 compilations instead of 50 for
-the full suite); compilations are cached across calls. ``predict_fn`` is traced once per batch
-shape, and one jitted :func:`~simsoft.metrics.update_metric_stats` accumulates. The whole split is padded to a multiple of ``batch_size`` (padding
-masked out) and put on device once, sharded ``P(None, 'data')`` over ``mesh``
-when one is given.
+the full suite); compilations are cached across calls. ``predict_fn`` is
+traced once per batch shape, and one jitted
+:func:`~simsoft.metrics.update_metric_stats` accumulates. The whole split is
+padded to a multiple of ``batch_size`` (padding masked out) and put on device
+once, sharded ``P(None, 'data')`` over ``mesh`` when one is given (with
+several processes, every process passes the same full split).
 
 Result layout (plain JSON: severities are string keys, undefined numbers
 such as a mistake severity without mistakes are None)::
