@@ -10,6 +10,8 @@ Evaluators (config.evaluate.evaluators, comma-separated):
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from typing import TYPE_CHECKING
 
 import jax
@@ -17,9 +19,11 @@ import numpy as np
 
 from simsoft import data as data_lib
 from simsoft import metrics as metrics_lib
+from simsoft import report as report_lib
 from simsoft import robustness
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
+from simsoft.paths import resolve
 
 if TYPE_CHECKING:
   from simsoft.train import Run
@@ -128,6 +132,19 @@ def evaluate_models(run: "Run", models: dict) -> dict:
     results["comparison"] = robustness.compare_to_baseline(
         results["models"]["B"], results["models"]["A"])
   return results
+
+
+def write_report(workdir: str, results: dict, similarity, class_names) -> str:
+  """workdir/report.md with figures; written locally first when workdir is a bucket."""
+  target = resolve(workdir)
+  if "://" not in os.fspath(workdir):
+    return report_lib.write_report(os.fspath(target), results, similarity=similarity,
+                                   class_names=class_names)
+  with tempfile.TemporaryDirectory() as local:
+    report_lib.write_report(local, results, similarity=similarity, class_names=class_names)
+    for name in os.listdir(local):
+      (target / name).write_bytes(open(os.path.join(local, name), "rb").read())
+  return os.fspath(target / "report.md")
 
 
 _ROWS = (

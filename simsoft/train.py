@@ -290,6 +290,9 @@ def run_evaluate(run: Run) -> dict:
   ckpt.write_json(os.path.join(run.workdir, "results.json"), results)
   if jax.process_index() == 0:
     print(evaluation.format_table(results), flush=True)
+    similarity = np.asarray(models["B"][1]["similarity"])  # the S model B trained with
+    path = evaluation.write_report(run.workdir, results, similarity, list(ds.class_names))
+    print(f"[evaluate] report: {path}", flush=True)
   return results
 
 
