@@ -48,14 +48,23 @@ def test_shape_range_determinism_and_growth(name, images):
     assert dists[-1] > dists[0] > 0.0, dists
 
 
-def test_jit_static_name_and_severity_matches_eager():
-    x = jnp.asarray(_images((8, 8, 1), n=4))
+def test_jit_static_and_traced_severity_match_eager():
+    x = jnp.asarray(_images((8, 8, 3), n=4))
     key = jax.random.key(3)
-    fn = jax.jit(C.corrupt, static_argnames=("name", "severity"))
-    for name in ("gaussian_noise", "gaussian_blur", "pixelate", "occlusion"):
-        np.testing.assert_allclose(
-            np.asarray(fn(name=name, images=x, severity=2, key=key)),
-            np.asarray(C.corrupt(name, x, 2, key)), atol=1e-6)
+    static = jax.jit(C.corrupt, static_argnames=("name", "severity"))
+    for name in ("gaussian_blur", "pixelate"):
+        np.testing.assert_allclose(np.asarray(static(name=name, images=x, severity=2, key=key)),
+                                   np.asarray(C.corrupt(name, x, 2, key)), atol=1e-6)
+    for name in ("gaussian_noise", "contrast", "occlusion"):
+        assert name in C.TRACEABLE_SEVERITY
+        traced = jax.jit(lambda im, k, s: C.corrupt(name, im, s, k))
+        for severity in (1, 3, 5):
+            np.testing.assert_allclose(np.asarray(traced(x, key, jnp.int32(severity))),
+                                       np.asarray(C.corrupt(name, x, severity, key)), atol=1e-6)
+    with pytest.raises(ValueError, match="static int"):
+        C.corrupt("pixelate", x, jnp.int32(2), key)
+    with pytest.raises(ValueError, match="scalar integer"):
+        C.corrupt("contrast", x, jnp.float32(2), key)
 
 
 def test_bad_arguments_raise():
@@ -136,24 +145,10 @@ def test_contrast_and_occlusion_by_hand():
 
 
 def test_impulse_noise_fraction():
-    x = jnp.full((16, 32, 32, 3), 0.5)
+    x = jnp.full((12, 32, 32, 3), 0.5)  # the fixture's shape: compiled already
     y = np.asarray(C.corrupt("impulse_noise", x, 5, jax.random.key(0)))
     flipped = y != 0.5
     assert set(np.unique(y[flipped])) <= {0.0, 1.0}
     assert abs(flipped.mean() - 0.07) < 0.01
     assert abs((y[flipped] == 1.0).mean() - 0.5) < 0.05
 
-
-def test_traced_severity_equals_static():
-    x = jnp.asarray(_images((8, 8, 3), n=4))
-    key = jax.random.key(5)
-    for name in ("gaussian_noise", "impulse_noise", "contrast", "brightness", "occlusion"):
-        assert name in C.TRACEABLE_SEVERITY
-        fn = jax.jit(lambda im, k, s: C.corrupt(name, im, s, k))
-        for severity in (1, 3, 5):
-            np.testing.assert_allclose(np.asarray(fn(x, key, jnp.int32(severity))),
-                                       np.asarray(C.corrupt(name, x, severity, key)), atol=1e-6)
-    with pytest.raises(ValueError, match="static int"):
-        C.corrupt("pixelate", x, jnp.int32(2), key)
-    with pytest.raises(ValueError, match="scalar integer"):
-        C.corrupt("contrast", x, jnp.float32(2), key)
