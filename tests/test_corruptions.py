@@ -151,4 +151,3 @@ def test_impulse_noise_fraction():
     assert set(np.unique(y[flipped])) <= {0.0, 1.0}
     assert abs(flipped.mean() - 0.07) < 0.01
     assert abs((y[flipped] == 1.0).mean() - 0.5) < 0.05
-
