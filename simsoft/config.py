@@ -12,6 +12,8 @@ Fields (defaults below):
   loss.form ('soft_target' | 'log_sum'), loss.alpha
   optimizer.name ('sgd' | 'adamw'), learning_rate, momentum, nesterov,
     weight_decay, warmup_epochs, schedule ('cosine' | 'constant'), grad_clip_norm
+  input.pipeline ('auto' | 'host' | 'device'), input.steps_per_dispatch,
+    input.device_max_bytes
   batch_size (global), eval_batch_size, estimate.epochs, retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps
   evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
@@ -72,6 +74,11 @@ def base_config() -> ml_collections.ConfigDict:
       name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False,
       weight_decay=5e-4, warmup_epochs=1.0, schedule="cosine",
       grad_clip_norm=0.0, b1=0.9, b2=0.999))
+
+  # Input: 'device' keeps the train split on the accelerator (all datasets here
+  # fit), 'host' streams numpy batches, 'auto' picks device below device_max_bytes.
+  c.input = ml_collections.ConfigDict(dict(
+      pipeline="auto", steps_per_dispatch=1, device_max_bytes=4 << 30))
 
   c.batch_size = 64
   c.eval_batch_size = 256

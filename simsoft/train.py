@@ -32,6 +32,7 @@ from simsoft import checkpoint as ckpt
 from simsoft import config as config_lib
 from simsoft import data as data_lib
 from simsoft import evaluation
+from simsoft import input_pipeline
 from simsoft import losses
 from simsoft import models as models_lib
 from simsoft import similarity as sim_lib
@@ -130,11 +131,8 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
 
   # Update step: state replicated and donated, batch sharded over 'data'.
   loss_fn = step_lib.make_loss_fn(loss_form, alpha)
-  step_fn = jax.jit(
-      step_lib.make_train_step(graphdef, tx, loss_fn, mean=ds.mean, std=ds.std,
-                               augmentation=ds.augmentation, track_epoch_stats=online),
-      in_shardings=(run.replicated, run.batch_sharding, run.replicated),
-      out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  step_fn = step_lib.make_train_step(graphdef, tx, loss_fn, mean=ds.mean, std=ds.std,
+                                     augmentation=ds.augmentation, track_epoch_stats=online)
   end_epoch = jax.jit(_online_end_epoch, out_shardings=run.replicated, donate_argnums=0)
 
   # Checkpoint load.
@@ -149,18 +147,20 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
     state = jax.jit(init_state, out_shardings=run.replicated)()
   start = int(state["step"])
 
-  # Loop.
-  batches = data_lib.train_batches(
-      train_split, global_batch_size=batch_size, seed=config.seed, start_step=start,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  base_key = jax.random.key(config.seed)
+  # Loop: chunks of steps that end at every log, checkpoint and epoch boundary.
+  feeder = input_pipeline.make_input(config.input, step_fn, run.mesh, train_split,
+                                     global_batch_size=batch_size, seed=config.seed,
+                                     start_step=start)
+  key = jax.device_put(jax.random.key(config.seed), run.replicated)
   progress = Progress(phase, total_steps, start_step=start, batch_size=batch_size,
                       steps_per_epoch=steps_per_epoch, logdir=os.path.join(run.workdir, phase))
-  metrics = None
-  for step in range(start, total_steps):
-    batch = run.global_batch(next(batches))
-    state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step))
-    done = step + 1
+  every = [config.log_every_steps, config.checkpoint.every_steps] + ([steps_per_epoch] if online else [])
+  done = start
+  while done < total_steps:
+    boundary = min([total_steps] + [(done // n + 1) * n for n in every])
+    chunk = min(feeder.max_steps_per_dispatch, boundary - done)
+    state, metrics = feeder.run(state, key, chunk)
+    done += chunk
     if online and done % steps_per_epoch == 0:
       state = end_epoch(state)
     if done % config.log_every_steps == 0 or done == total_steps:
@@ -311,6 +311,7 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
                      f"known: {sorted(sim_lib.SOURCES)}")
   step_lib.make_loss_fn(config.loss.form, config.loss.alpha)
   evaluation.evaluators_of(config)
+  input_pipeline.choose_pipeline(config.input, ds.split("train"))
   if source == "file" and "estimate" in phases:
     if not config.similarity.path:
       raise ValueError("similarity source 'file' needs config.similarity.path")

@@ -10,11 +10,18 @@ The train state is a plain dict (Orbax saves and restores it as is):
   epoch_stats    the running epoch's SimilarityStats fields (online source only)
   nonfinite_step int32 []      first step whose loss was NaN/inf, -1 if none
 
-`make_train_step` returns `step(state, batch, rng) -> (state, metrics)` with
+`make_train_step` returns `step(state, batch, key) -> (state, metrics)` with
 the batch {'image': float32 [B,H,W,C] in [0,1], 'label': int32 [B]} sharded
 over the mesh's 'data' axis and the state replicated; XLA inserts the gradient
 all-reduce. Images are augmented and normalised inside the step, so the input
-pipeline only moves raw pixels.
+pipeline only moves raw pixels. The step's randomness is
+fold_in(key, state['step']): a function of the step number alone, so a resumed
+run draws what the uninterrupted one drew.
+
+Two input paths feed it: the host path passes batches read by
+simsoft.data.train_batches; the device path (`make_device_steps`) keeps the
+whole split on the accelerator and gathers each batch from the indices the
+host path would have read, optionally several steps per dispatch (lax.scan).
 """
 
 from __future__ import annotations
@@ -104,11 +111,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
                     *, mean, std, augmentation: str, track_epoch_stats: bool):
   """Builds the pure train step (jit it with the shardings of the caller's mesh).
 
-  step(state, batch, rng) -> (state, metrics) where metrics = {'loss', 'accuracy'}
+  step(state, batch, key) -> (state, metrics) where metrics = {'loss', 'accuracy'}
   (global batch means, float32 scalars).
   """
 
-  def step(state: State, batch: dict[str, jax.Array], rng: jax.Array):
+  def step(state: State, batch: dict[str, jax.Array], key: jax.Array):
+    rng = jax.random.fold_in(key, state["step"])
     images = augment_lib.augment(rng, batch["image"], augmentation)
     images = normalise(images, mean, std)
     labels = batch["label"]
@@ -134,6 +142,37 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     return new_state, {"loss": loss, "accuracy": accuracy}
 
   return step
+
+
+def gather_batch(data: dict[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
+  """Rows `indices` [B] of a device-resident split {'image': uint8|float32, 'label'}.
+
+  uint8 pixels become float32 exactly as simsoft.data's host path makes them
+  (x * float32(1/255)), so both paths feed the step the same numbers.
+  """
+  images = data["image"][indices]
+  if images.dtype == jnp.uint8:
+    images = images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+  return {"image": images, "label": data["label"][indices]}
+
+
+def make_device_steps(step: Callable):
+  """Wraps a train step to read its batches from a device-resident split.
+
+  Returns steps(state, data, indices [k, B], key) -> (state, metrics averaged
+  over the k steps): k = 1 is one step per dispatch, k > 1 runs a lax.scan.
+  """
+
+  def one(state, data, indices, key):
+    return step(state, gather_batch(data, indices), key)
+
+  def steps(state, data, indices, key):
+    if indices.shape[0] == 1:
+      return one(state, data, indices[0], key)
+    state, metrics = jax.lax.scan(lambda s, idx: one(s, data, idx, key), state, indices)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return steps
 
 
 def stats_to_state(stats: sim_lib.SimilarityStats) -> dict[str, jax.Array]:

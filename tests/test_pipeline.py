@@ -182,3 +182,23 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
   for key in ("A", "B"):
     for metric in ("accuracy", "nll", "ece"):
       assert got[key][metric] == pytest.approx(ref[key][metric], rel=1e-6, abs=1e-7), (key, metric)
+
+
+def test_host_and_device_input_paths_train_the_same_model(tmp_path):
+  params = {}
+  for name, pipeline, per_dispatch in [("host", "host", 1), ("device", "device", 1), ("scan", "device", 4)]:
+    c = tiny_config()
+    c.input.pipeline, c.input.steps_per_dispatch = pipeline, per_dispatch
+    c.log_every_steps = 7  # chunks must also stop at log and checkpoint boundaries
+    params[name] = final_params(c, str(tmp_path / name))
+  for other in ("device", "scan"):
+    for key in params["host"]:
+      np.testing.assert_allclose(params[other][key], params["host"][key], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{other}: {key}")
+
+
+def test_unknown_input_pipeline(tmp_path):
+  c = tiny_config()
+  c.input.pipeline = "tape"
+  with pytest.raises(ValueError, match=r"unknown input pipeline 'tape'.*\['auto', 'host', 'device'\]"):
+    train.train_and_evaluate(c, str(tmp_path))

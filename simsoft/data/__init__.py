@@ -20,7 +20,7 @@ from typing import Callable
 
 from simsoft.data import digits, fashion_mnist_local, tfds_sources
 from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats
-from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches
+from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches, train_indices
 from simsoft.data.splits import stratified_holdout
 from simsoft.data.tfds_sources import (
     CIFAR10_C_CORRUPTIONS,
@@ -65,5 +65,5 @@ __all__ = [
     "ArraySplit", "CIFAR10_C_CORRUPTIONS", "CIFAR10_C_EXTRA_CORRUPTIONS",
     "CIFAR10_C_SEVERITIES", "DATASETS", "Dataset", "SPLITS", "channel_stats",
     "eval_batches", "get_dataset", "load_cifar10_corrupted", "steps_per_epoch",
-    "stratified_holdout", "train_batches",
+    "stratified_holdout", "train_batches", "train_indices",
 ]

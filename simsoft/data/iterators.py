@@ -43,6 +43,45 @@ def steps_per_epoch(split: ArraySplit, global_batch_size: int) -> int:
     return len(split) // global_batch_size
 
 
+def train_indices(
+    num_examples: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[np.ndarray]:
+    """The example indices of each training batch, forever (see `train_batches`).
+
+    Lets an input pipeline that keeps the split on the accelerator gather
+    exactly the batches the host pipeline would read.
+
+    Yields:
+      int32 [B/P], this process's rows of the global batch of each step.
+    """
+    local = _local_batch_size(global_batch_size, process_index, process_count)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    steps = num_examples // global_batch_size
+    if steps == 0:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} exceeds the split's {num_examples} examples")
+    return _train_indices(num_examples, global_batch_size, seed, start_step,
+                          process_index * local, local, steps)
+
+
+def _train_indices(n, global_batch_size, seed, step, offset, local, steps):
+    epoch, perm = None, None
+    while True:
+        if step // steps != epoch:
+            epoch = step // steps
+            perm = np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+        start = (step % steps) * global_batch_size + offset
+        yield perm[start:start + local]
+        step += 1
+
+
 def train_batches(
     split: ArraySplit,
     *,
@@ -65,27 +104,10 @@ def train_batches(
     Yields:
       {'image': float32 [B/P, H, W, C] in [0, 1], 'label': int32 [B/P]}.
     """
-    local = _local_batch_size(global_batch_size, process_index, process_count)
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
-    steps = len(split) // global_batch_size
-    if steps == 0:
-        raise ValueError(
-            f"global_batch_size={global_batch_size} exceeds the split's {len(split)} examples")
-    return _train_batches(split, global_batch_size, seed, start_step, process_index * local,
-                          local, steps)
-
-
-def _train_batches(split, global_batch_size, seed, step, offset, local, steps):
-    epoch, perm = None, None
-    while True:
-        if step // steps != epoch:
-            epoch = step // steps
-            perm = np.random.default_rng([seed, epoch]).permutation(len(split))
-        start = (step % steps) * global_batch_size + offset
-        idx = perm[start:start + local]
-        yield {"image": _as_float(split.images[idx]), "label": split.labels[idx]}
-        step += 1
+    indices = train_indices(len(split), global_batch_size=global_batch_size, seed=seed,
+                            start_step=start_step, process_index=process_index,
+                            process_count=process_count)
+    return ({"image": _as_float(split.images[idx]), "label": split.labels[idx]} for idx in indices)
 
 
 def eval_batches(
