@@ -243,7 +243,7 @@ def main(argv=None) -> list[dict]:
   byname = {r["variant"]: r for r in rows}
   byname["simsoft"]["meets_target"] = byname["simsoft"]["throughput_ratio"] >= TARGET
   scan_ratio = statistics.median(
-      [d / s for d, s in zip(times[f"dispatch_{k}"], times[f"scan_{k}"])])
+      [d / s for d, s in zip(times["wall"][f"dispatch_{k}"], times["wall"][f"scan_{k}"])])
 
   extra = {}
   if args.train_model:
@@ -252,7 +252,7 @@ def main(argv=None) -> list[dict]:
     slopes = train_model_slope(args.model, split.take(np.arange(n)), args.batch_size, pair,
                                1 if args.smoke else 3)
     per_step = statistics.median(slopes)
-    hand = statistics.median(times["handwritten"])
+    hand = statistics.median(times["wall"]["handwritten"])
     extra["train_model"] = {
         "step_ms": 1e3 * per_step, "images_per_s": args.batch_size / per_step,
         "throughput_ratio_vs_handwritten_median": hand / per_step,
