@@ -17,7 +17,8 @@ Fields (defaults below):
   batch_size (global), eval_batch_size, estimate.epochs, retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps
   evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
-    evaluate.severities, evaluate.reference_similarity_path (mistake severity)
+    evaluate.severities, evaluate.cifar10_c ('all' or CIFAR-10-C names),
+    evaluate.reference_similarity_path (mistake severity)
   phases ('estimate,retrain,evaluate'), seed
 """
 
@@ -90,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.evaluate = ml_collections.ConfigDict(dict(
       evaluators="clean,corruptions", corruptions="all", severities="1,2,3,4,5",
-      reference_similarity_path=""))
+      cifar10_c="all", reference_similarity_path=""))
   return c
 
 

@@ -4,12 +4,14 @@ Evaluators (config.evaluate.evaluators, comma-separated):
   clean        test-split accuracy, NLL, ECE (always computed)
   corruptions  simsoft.corruptions applied on device, config.evaluate.corruptions
                ('all' or names) x config.evaluate.severities
-  cifar10_c    the real CIFAR-10-C through TFDS (cifar10 runs)
+  cifar10_c    the real CIFAR-10-C through TFDS (cifar10 runs): config.evaluate.cifar10_c
+               ('all' or TFDS corruption names) x config.evaluate.severities
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 import os
 import tempfile
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ import numpy as np
 from simsoft import data as data_lib
 from simsoft import metrics as metrics_lib
 from simsoft import report as report_lib
+from simsoft.report import MODEL_LABELS
 from simsoft import robustness
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
@@ -29,7 +32,6 @@ if TYPE_CHECKING:
   from simsoft.train import Run
 
 EVALUATORS = ("clean", "corruptions", "cifar10_c")
-MODEL_LABELS = {"A": "A: cross-entropy", "B": "B: similarity loss"}
 
 
 def similarity_stats(run: "Run", graphdef, state, split: data_lib.ArraySplit, *,
@@ -49,7 +51,7 @@ def similarity_stats(run: "Run", graphdef, state, split: data_lib.ArraySplit, *,
     probe = jax.eval_shape(predict, state["params"], state["model_state"],
                            jax.ShapeDtypeStruct((1,) + ds.image_shape, np.float32))
     feature_dim = probe[1].shape[-1]
-  stats = jax.device_put(sim_lib.init_stats(ds.num_classes, feature_dim), run.replicated)
+  stats = run.replicate(sim_lib.init_stats(ds.num_classes, feature_dim))
   update = jax.jit(update, in_shardings=(run.replicated, run.replicated, run.replicated,
                                          run.batch_sharding),
                    out_shardings=run.replicated, donate_argnums=0)
@@ -89,15 +91,31 @@ def evaluators_of(config) -> tuple[str, ...]:
   return names
 
 
-def _cifar10_c_sets(run: "Run") -> dict:
-  sets = {}
-  for name in data_lib.CIFAR10_C_CORRUPTIONS:
-    for severity in data_lib.CIFAR10_C_SEVERITIES:
-      split = data_lib.load_cifar10_corrupted(name, severity,
-                                              data_dir=run.config.dataset.data_dir or None)
-      images = split.images.astype(np.float32) / 255.0 if split.images.dtype == np.uint8 else split.images
-      sets[f"{name}_{severity}"] = (images, split.labels)
-  return sets
+class Cifar10CSets(Mapping):
+  """'<corruption>_<severity>' -> (uint8 images, labels), read from TFDS on access.
+
+  run_suite reads one set at a time, so only one of the 95 is in memory.
+  """
+
+  def __init__(self, data_dir: str | None, corruptions="all", severities=None):
+    names = data_lib.CIFAR10_C_CORRUPTIONS if corruptions == "all" else corruptions
+    unknown = sorted(set(names) - set(data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS))
+    if unknown:
+      raise ValueError(f"unknown CIFAR-10-C corruption(s) {unknown} (config.evaluate.cifar10_c); "
+                       f"known: {list(data_lib.CIFAR10_C_CORRUPTIONS)}")
+    self._data_dir = data_dir
+    self._keys = [f"{n}_{s}" for n in names for s in severities or data_lib.CIFAR10_C_SEVERITIES]
+
+  def __getitem__(self, key):
+    name, _, severity = key.rpartition("_")
+    split = data_lib.load_cifar10_corrupted(name, int(severity), data_dir=self._data_dir)
+    return split.images, split.labels
+
+  def __iter__(self):
+    return iter(self._keys)
+
+  def __len__(self):
+    return len(self._keys)
 
 
 def evaluate_models(run: "Run", models: dict) -> dict:
@@ -108,13 +126,17 @@ def evaluate_models(run: "Run", models: dict) -> dict:
   images = test.images.astype(np.float32) / 255.0 if test.images.dtype == np.uint8 else test.images
   groups = _class_to_group(ds)
   reference = _reference_similarity(run, groups)
+  severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
+  suite = []
   if "corruptions" in names:
     suite = "all" if config.evaluate.corruptions == "all" else [
         n.strip() for n in config.evaluate.corruptions.split(",") if n.strip()]
-    severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
-  else:
-    suite, severities = [], []
-  extra = _cifar10_c_sets(run) if "cifar10_c" in names else None
+  extra = None
+  if "cifar10_c" in names:
+    chosen = config.evaluate.cifar10_c
+    extra = Cifar10CSets(config.dataset.data_dir or None,
+                         "all" if chosen == "all" else [n.strip() for n in chosen.split(",")],
+                         severities)
   results = {"config": config.to_dict(), "dataset": ds.name, "class_names": list(ds.class_names),
              "models": {}}
   predict_jits = {}

@@ -72,7 +72,10 @@ class DeviceInput:
     self.max_steps_per_dispatch = steps_per_dispatch
     replicated = NamedSharding(mesh, P())
     self._index_sharding = NamedSharding(mesh, P(None, "data"))
-    self._data = jax.device_put({"image": split.images, "label": split.labels}, replicated)
+    # make_array_from_callback, unlike device_put, builds arrays that span the
+    # devices of every process (each process holds the same split).
+    self._data = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
+                  for k, v in (("image", split.images), ("label", split.labels))}
     self._steps = jax.jit(step_lib.make_device_steps(step),
                           in_shardings=(replicated, replicated, self._index_sharding, replicated),
                           out_shardings=(replicated, replicated), donate_argnums=0)

@@ -95,7 +95,10 @@ class _Batches:
         if mesh is None:
             put = jax.device_put
         else:
-            put = lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "data")))
+            # Every process holds the whole split; make_array_from_callback (unlike
+            # device_put) also builds arrays spanning several processes' devices.
+            sharding = NamedSharding(mesh, P(None, "data"))
+            put = lambda a: jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
         self.num_batches = nb
         self.images, self.labels, self.mask = put(shape(images)), put(shape(labels)), put(shape(mask))
 

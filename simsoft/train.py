@@ -61,6 +61,12 @@ class Run:
   def batch_sharding(self) -> NamedSharding:
     return NamedSharding(self.mesh, P("data"))
 
+  def replicate(self, tree):
+    """Host arrays (the same on every process) -> arrays replicated on the whole mesh."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), self.replicated,
+                                               lambda i: np.asarray(x)[i]), tree)
+
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Per-process numpy batch -> global jax.Arrays sharded over 'data'."""
     return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
@@ -151,7 +157,7 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
   feeder = input_pipeline.make_input(config.input, step_fn, run.mesh, train_split,
                                      global_batch_size=batch_size, seed=config.seed,
                                      start_step=start)
-  key = jax.device_put(jax.random.key(config.seed), run.replicated)
+  key = jax.jit(lambda: jax.random.key(config.seed), out_shardings=run.replicated)()
   progress = Progress(phase, total_steps, start_step=start, batch_size=batch_size,
                       steps_per_epoch=steps_per_epoch, logdir=os.path.join(run.workdir, phase))
   every = [config.log_every_steps, config.checkpoint.every_steps] + ([steps_per_epoch] if online else [])

@@ -1,5 +1,6 @@
 """Two processes on localhost (gloo CPU collectives, 2 devices each) train like one process."""
 
+import json
 import os
 import socket
 import subprocess
@@ -29,6 +30,10 @@ def test_two_processes_match_single_process(tmp_path):
   logs = [p.communicate(timeout=300)[0] for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+
+  results = json.loads((workdir / "results.json").read_text())
+  assert set(results["models"]["B"]["corruptions"]) == {"gaussian_noise", "pixelate"}
+  assert (workdir / "report.md").exists() and (workdir / "retrain" / "done.json").exists()
 
   first, second = (dict(np.load(o)) for o in outs)
   assert first.keys() == second.keys() and first

@@ -202,3 +202,23 @@ def test_unknown_input_pipeline(tmp_path):
   c.input.pipeline = "tape"
   with pytest.raises(ValueError, match=r"unknown input pipeline 'tape'.*\['auto', 'host', 'device'\]"):
     train.train_and_evaluate(c, str(tmp_path))
+
+
+def test_cifar10_pipeline_with_cifar10_c_under_mock_data(tmp_path):
+  import tensorflow_datasets as tfds
+
+  c = load_config("runlocal,epochs=1,model=lenet", name="cifar10")
+  c.dataset.validation_fraction = 0.25
+  c.batch_size, c.eval_batch_size = 32, 64
+  c.evaluate.evaluators = "clean,cifar10_c"
+  c.evaluate.cifar10_c = "fog,gaussian_noise"
+  c.evaluate.severities = "1,5"
+  with tfds.testing.mock_data(num_examples=96):
+    train.train_and_evaluate(c, str(tmp_path))
+  results = json.loads((tmp_path / "results.json").read_text())
+  for key in ("A", "B"):
+    cells = results["models"][key]["extra_sets"]
+    assert set(cells) == {"fog", "gaussian_noise"} and set(cells["fog"]) == {"1", "5"}
+    assert cells["fog"]["1"]["count"] == 96
+  assert "mean_corrupted_accuracy" in results["models"]["B"]["extra_summary"]
+  assert "CIFAR-10-C" in (tmp_path / "report.md").read_text()

@@ -2,9 +2,9 @@
 
   python -m tests.helpers.multihost_worker PORT PROCESS_ID WORKDIR OUT.npz
 
-Trains the estimate phase of a tiny digits config through
-simsoft.train.train_and_evaluate, then saves this process's copy of the final
-parameters to OUT.npz.
+Runs every phase of a tiny digits config through
+simsoft.train.train_and_evaluate, then saves this process's copy of model A's
+final parameters to OUT.npz.
 """
 
 import os
@@ -24,7 +24,11 @@ def main(port: str, process_id: str, workdir: str, out: str) -> None:
   assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.devices())
   from tests.helpers.tiny import final_params, tiny_config
 
-  params = final_params(tiny_config(), workdir)
+  config = tiny_config("epochs=1")  # all three phases
+  config.evaluate.evaluators = "clean,corruptions"
+  config.evaluate.corruptions = "gaussian_noise,pixelate"
+  config.evaluate.severities = "2"
+  params = final_params(config, workdir)
   np.savez(out, **params)
   jax.distributed.shutdown()
 

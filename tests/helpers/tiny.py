@@ -9,9 +9,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def load_config(arg=""):
-  """configs/default.py with `arg` after the colon."""
-  spec = importlib.util.spec_from_file_location("default_config", os.path.join(ROOT, "configs/default.py"))
+def load_config(arg="", name="default"):
+  """configs/<name>.py with `arg` after the colon."""
+  spec = importlib.util.spec_from_file_location(f"{name}_config", os.path.join(ROOT, f"configs/{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
