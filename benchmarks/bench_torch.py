@@ -262,6 +262,8 @@ def main(argv=None) -> list[dict]:
   common.apply_smoke(args)
   if args.smoke:
     args.batch_size = 4
+    if args.models == ap.get_default("models"):
+      args.models = "lenet"
   known = (*IN_PROCESS_ATTEMPTS, *XLA_FLAG_ATTEMPTS)
   if args.attempts == "all":
     args.attempts = list(known)
@@ -295,11 +297,11 @@ def main(argv=None) -> list[dict]:
         if name in XLA_FLAG_ATTEMPTS:
           row = run_flag_attempt(name, XLA_FLAG_ATTEMPTS[name], model, args)
           if "error" not in row:
-            # the child's jax/torch_eager ratio, re-expressed against this process's jax
+            # the child's jax / torch_eager ratio, re-expressed against this process's rows
+            eager = next(r for r in rows if r["group"] == model and r["variant"] == "torch_eager")
             row["vs_jax_default"] = row["throughput_ratio"] / base["throughput_ratio"]
-            row["vs_best_torch"] = row["throughput_ratio"] * (
-                best_torch["images_per_s"] / best_torch["throughput_ratio"]) / best_torch[
-                    "images_per_s"] if best_torch["throughput_ratio"] else None
+            row["vs_best_torch"] = row["throughput_ratio"] * eager["images_per_s"] / best_torch[
+                "images_per_s"]
           common.emit({"bench": "torch", "flag_attempt": True, **row})
           rows.append(row)
   common.emit({"bench": "torch", "summary": True, "models": models, "batch_size": args.batch_size,

@@ -221,4 +221,4 @@ def test_cifar10_pipeline_with_cifar10_c_under_mock_data(tmp_path):
     assert set(cells) == {"fog", "gaussian_noise"} and set(cells["fog"]) == {"1", "5"}
     assert cells["fog"]["1"]["count"] == 96
   assert "mean_corrupted_accuracy" in results["models"]["B"]["extra_summary"]
-  assert "CIFAR-10-C" in (tmp_path / "report.md").read_text()
+  assert "Pre-corrupted test sets" in (tmp_path / "report.md").read_text()
