@@ -197,4 +197,23 @@ def format_table(results: dict) -> str:
     if len(keys) == 2 and None not in values:
       line += f"{values[1] - values[0]:>+10.4f}"
     lines.append(line)
+  robustness_table = _robustness_table(models, keys)
+  return "\n".join(lines) + ("\n\n" + robustness_table if robustness_table else "")
+
+
+def _robustness_table(models: dict, keys: list[str]) -> str:
+  """Accuracy per corruption (mean over severities), one row per corruption."""
+  by = {k: models[k].get("summary", {}).get("accuracy_by_corruption") for k in keys}
+  if not all(by.values()):
+    return ""
+  header = f"{'accuracy under corruption':<26}" + "".join(f"{MODEL_LABELS[k]:>22}" for k in keys)
+  if len(keys) == 2:
+    header += f"{'B - A':>10}"
+  lines = [header, "-" * len(header)]
+  for name in by[keys[0]]:
+    values = [by[k][name] for k in keys]
+    line = f"{name:<26}" + "".join(f"{v:>22.4f}" for v in values)
+    if len(keys) == 2:
+      line += f"{values[1] - values[0]:>+10.4f}"
+    lines.append(line)
   return "\n".join(lines)

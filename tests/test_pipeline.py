@@ -39,6 +39,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
   train.train_and_evaluate(c, str(tmp_path))
   out = capsys.readouterr().out
   assert "A: cross-entropy" in out and "mean corrupted accuracy" in out
+  assert "accuracy under corruption" in out and "\ncontrast " in out
   s = np.load(tmp_path / "estimate" / "similarity.npy")
   assert s.shape == (10, 10) and np.all(s >= 0)
   np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
