@@ -14,7 +14,8 @@ Fields (defaults below):
     weight_decay, warmup_epochs, schedule ('cosine' | 'constant'), grad_clip_norm
   input.pipeline ('auto' | 'host' | 'device'), input.steps_per_dispatch,
     input.device_max_bytes
-  batch_size (global), eval_batch_size, estimate.epochs, retrain.epochs
+  batch_size (global), eval_batch_size, estimate.epochs, estimate.model_from,
+    retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps
   evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
     evaluate.severities, evaluate.cifar10_c ('all' or CIFAR-10-C names),
@@ -83,7 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.batch_size = 64
   c.eval_batch_size = 256
-  c.estimate = ml_collections.ConfigDict(dict(epochs=30))
+  # estimate.model_from: a workdir whose finished model A (same config) this run
+  # reuses instead of training its own, e.g. to build several sources from one A.
+  c.estimate = ml_collections.ConfigDict(dict(epochs=30, model_from=""))
   c.retrain = ml_collections.ConfigDict(dict(epochs=30))
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))

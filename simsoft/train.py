@@ -17,6 +17,7 @@ so a resumed run reproduces the uninterrupted one exactly.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any
@@ -100,8 +101,10 @@ def _similarity_options(config: ml_collections.ConfigDict, source: str) -> dict[
 # ----------------------------------------------------------------------------
 
 def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
-                similarity: np.ndarray, online: bool = False):
+                similarity: np.ndarray, online: bool = False, workdir: str | None = None):
   """Trains one model for `config.<phase>.epochs`, resuming from checkpoints.
+
+  The checkpoints live in <workdir or run.workdir>/<phase>/checkpoints.
 
   Returns:
     (graphdef, state) with state as in simsoft.train_step (replicated arrays).
@@ -142,7 +145,7 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
   end_epoch = jax.jit(_online_end_epoch, out_shardings=run.replicated, donate_argnums=0)
 
   # Checkpoint load.
-  manager = ckpt.make_manager(os.path.join(run.workdir, phase, "checkpoints"),
+  manager = ckpt.make_manager(os.path.join(workdir or run.workdir, phase, "checkpoints"),
                               every_steps=config.checkpoint.every_steps,
                               keep=config.checkpoint.keep)
   if manager.latest_step() is not None:
@@ -201,6 +204,29 @@ def _check_finite(state, phase: str, manager) -> None:
 # Phases.
 # ----------------------------------------------------------------------------
 
+# Config sections that define model A: another workdir's A is reusable when they match.
+MODEL_A_FIELDS = ("dataset", "model", "optimizer", "input", "batch_size", "estimate", "seed")
+
+
+def model_a_workdir(run: Run) -> str:
+  """Where model A's checkpoints are: config.estimate.model_from (checked), or this run."""
+  other = run.config.estimate.model_from
+  if not other:
+    return run.workdir
+  if ckpt.read_json(os.path.join(other, "estimate", "done.json")) is None:
+    raise FileNotFoundError(f"config.estimate.model_from={other!r} has no finished estimate "
+                            "phase; run it there first (phases=estimate)")
+  saved = ckpt.read_json(os.path.join(other, "config.json"))
+  current = json.loads(run.config.to_json())
+  diffs = [d for d in ckpt.config_differences(
+      {k: saved.get(k) for k in MODEL_A_FIELDS}, {k: current.get(k) for k in MODEL_A_FIELDS})
+      if d != "estimate.model_from"]
+  if diffs:
+    raise ValueError(f"config.estimate.model_from={other!r} trained model A with another "
+                     f"config; differing fields: {diffs}")
+  return other
+
+
 def _phase_done(run: Run, phase: str) -> dict | None:
   return ckpt.read_json(os.path.join(run.workdir, phase, "done.json"))
 
@@ -215,7 +241,7 @@ def run_estimate(run: Run) -> None:
   config, ds = run.config, run.dataset
   identity = np.eye(ds.num_classes, dtype=np.float32)
   graphdef, state = train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
-                                similarity=identity)
+                                similarity=identity, workdir=model_a_workdir(run))
   source = config.similarity.source
   stats, num_samples = None, 0
   if sim_lib.source_needs_data(source) and source != "online":
@@ -277,8 +303,9 @@ def run_retrain(run: Run) -> None:
 
 def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = False):
   """(graphdef, state) of a finished phase: train_model restores and has nothing left to do."""
+  workdir = model_a_workdir(run) if phase == "estimate" else None
   return train_model(run, phase, loss_form="soft_target", alpha=0.0,
-                     similarity=similarity, online=online)
+                     similarity=similarity, online=online, workdir=workdir)
 
 
 def run_evaluate(run: Run) -> dict:
@@ -318,6 +345,8 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
   step_lib.make_loss_fn(config.loss.form, config.loss.alpha)
   evaluation.evaluators_of(config)
   input_pipeline.choose_pipeline(config.input, ds.split("train"))
+  if "estimate" in phases or "evaluate" in phases:
+    model_a_workdir(run)
   if source == "file" and "estimate" in phases:
     if not config.similarity.path:
       raise ValueError("similarity source 'file' needs config.similarity.path")

@@ -223,3 +223,20 @@ def test_cifar10_pipeline_with_cifar10_c_under_mock_data(tmp_path):
     assert cells["fog"]["1"]["count"] == 96
   assert "mean_corrupted_accuracy" in results["models"]["B"]["extra_summary"]
   assert "Pre-corrupted test sets" in (tmp_path / "report.md").read_text()
+
+
+def test_estimate_reuses_another_workdirs_model_a(tmp_path):
+  base = tiny_config("epochs=1,phases=estimate")
+  train.train_and_evaluate(base, str(tmp_path / "base"))
+  variant = tiny_config("epochs=1,similarity=softmax")
+  variant.estimate.model_from = str(tmp_path / "base")
+  train.train_and_evaluate(variant, str(tmp_path / "variant"))
+  assert not (tmp_path / "variant" / "estimate" / "checkpoints").exists()  # A was not retrained
+  assert (tmp_path / "variant" / "estimate" / "similarity.npy").exists()
+  results = json.loads((tmp_path / "variant" / "results.json").read_text())
+  assert results["models"]["A"]["clean"]["accuracy"] > 0.5
+
+  other_seed = tiny_config("epochs=1,similarity=softmax,seed=5")
+  other_seed.estimate.model_from = str(tmp_path / "base")
+  with pytest.raises(ValueError, match=r"trained model A with another config.*seed"):
+    train.train_and_evaluate(other_seed, str(tmp_path / "other"))
