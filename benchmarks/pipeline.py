@@ -1,16 +1,18 @@
-"""simsoft's training path, built exactly as simsoft/train.py builds it, for benchmarks.
+"""simsoft's training path, built as simsoft/train.py builds it, for benchmarks.
 
-`simsoft_step` returns the state and the step jitted the way `train.train_model`
-jits them (state replicated and donated, batch sharded over the ('data',) mesh,
-the step from `simsoft.train_step.make_train_step`); `simsoft_batches` feeds it
-the way the loop does (`simsoft.data.train_batches` +
-`jax.make_array_from_process_local_data`). Also: the models' input data.
+`simsoft_step` returns the state and step of `train.train_model` (state
+replicated, the step from `simsoft.train_step.make_train_step`) with that step
+jitted as `simsoft.input_pipeline.HostInput` jits it (state donated, batch
+sharded over the ('data',) mesh); `simsoft_feeder` is the loop's own feeder,
+`simsoft.input_pipeline.make_input` ('host': train_batches +
+make_array_from_process_local_data; 'device': the split on device, k steps per
+dispatch). Also: the models' input data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +85,11 @@ def fashion_mnist_or_synthetic(n: int) -> tuple[data_lib.ArraySplit, str]:
 
 @dataclasses.dataclass
 class SimsoftPath:
-  """The jitted simsoft step with its initial state; `run` is the mesh/data wiring."""
+  """simsoft's state, raw step (`step_fn`) and jitted step; `run` is the mesh/data wiring."""
   run: Run
   state: dict
   step: Callable
+  step_fn: Callable
   graphdef: nnx.GraphDef
 
 
@@ -123,24 +126,25 @@ def simsoft_step(*, model: str, split: data_lib.ArraySplit, num_classes: int,
             "similarity": jnp.eye(num_classes, dtype=jnp.float32),
             "nonfinite_step": jnp.full((), -1, jnp.int32)}
 
-  step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, loss_fn, mean=mean, std=std,
-                               augmentation=augmentation, track_epoch_stats=False),
-      in_shardings=(run.replicated, run.batch_sharding, run.replicated),
-      out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  step_fn = step_lib.make_train_step(graphdef, tx, loss_fn, mean=mean, std=std,
+                                     augmentation=augmentation, track_epoch_stats=False)
+  step = jax.jit(step_fn, in_shardings=(run.replicated, run.batch_sharding, run.replicated),
+                 out_shardings=(run.replicated, run.replicated), donate_argnums=0)
   state = jax.jit(init_state, out_shardings=run.replicated)()
-  return SimsoftPath(run=run, state=state, step=step, graphdef=graphdef)
+  return SimsoftPath(run=run, state=state, step=step, step_fn=step_fn, graphdef=graphdef)
 
 
-def simsoft_batches(path: SimsoftPath, *, seed: int = 0,
-                    start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
-  """Global batches exactly as train.train_model's loop makes them."""
-  local = data_lib.train_batches(
-      path.run.dataset.split("train"), global_batch_size=path.run.config.batch_size,
-      seed=seed, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  for batch in local:
-    yield path.run.global_batch(batch)
+def simsoft_feeder(path: SimsoftPath, pipeline: str, *, steps_per_dispatch: int = 1,
+                   seed: int = 0):
+  """train.train_model's feeder: input_pipeline.make_input for 'host' or 'device'."""
+  from simsoft import input_pipeline
+
+  cfg = config_lib.base_config().input
+  cfg.pipeline, cfg.steps_per_dispatch = pipeline, steps_per_dispatch
+  return input_pipeline.make_input(cfg, path.step_fn, path.run.mesh,
+                                   path.run.dataset.split("train"),
+                                   global_batch_size=path.run.config.batch_size, seed=seed,
+                                   start_step=0)
 
 
 def device_batch(split: data_lib.ArraySplit, batch_size: int,

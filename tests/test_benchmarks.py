@@ -72,9 +72,9 @@ def test_interleave_rotates_order_and_counts_steps():
 def test_jax_lenet_lowerings_compute_the_same_function(lowering):
   params = jax_lenet.init(jax.random.key(0), (9, 7, 2))  # odd sizes exercise the -inf padding
   x = jax.random.normal(jax.random.key(1), (3, 9, 7, 2))
-  want = jax_lenet.apply(params, x)
-  np.testing.assert_allclose(jax_lenet.apply(params, x, **lowering), want, rtol=1e-4, atol=1e-4)
-  grad = lambda **kw: jax.grad(lambda p: jax_lenet.apply(p, x, **kw).sum())(params)
+  apply = lambda **kw: jax.jit(lambda p: jax_lenet.apply(p, x, **kw))(params)
+  np.testing.assert_allclose(apply(**lowering), apply(), rtol=1e-4, atol=1e-4)
+  grad = lambda **kw: jax.jit(jax.grad(lambda p: jax_lenet.apply(p, x, **kw).sum()))(params)
   for a, b in zip(jax.tree.leaves(grad(**lowering)), jax.tree.leaves(grad())):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
@@ -121,7 +121,8 @@ def test_bench_framework_smoke(capsys):
   bench_framework.main(["--smoke", "--model", "mlp"])
   summary = _summary(capsys)
   names = {r["variant"] for r in summary["rows"]}
-  assert {"simsoft", "handwritten", "handwritten_resident", "scan_2", "dispatch_2"} <= names
+  assert {"simsoft", "handwritten", "handwritten_resident", "scan_2", "scan_2_unrolled",
+          "dispatch_2"} <= names
   assert _finite(summary["scan_speedup_over_dispatch"])
 
 
@@ -165,7 +166,8 @@ def test_torch_twins_have_simsoft_param_counts():
 @needs_torch
 def test_bench_torch_smoke(capsys):
   from benchmarks import bench_torch
-  bench_torch.main(["--smoke", "--no_compile", "--attempts", "jax_fn_reshape_pool,flag_fast_math"])
+  bench_torch.main(["--smoke", "--no_compile", "--no_channels_last",
+                    "--attempts", "jax_fn_reshape_pool,flag_fast_math"])
   summary = _summary(capsys)
   rows = [r for r in summary["rows"] if "error" not in r]
   names = {r["variant"] for r in rows}
