@@ -121,7 +121,8 @@ def parse_arg(arg: str | None) -> dict[str, str]:
   return out
 
 
-def _set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+def set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  """Sets the dotted field from text, typed like its current value; KeyError if absent."""
   *parents, leaf = dotted.split(".")
   node = c
   for name in parents:
@@ -155,7 +156,7 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
       continue
     dotted = ARG_ALIASES.get(key, key)
     try:
-      _set_field(c, dotted, text)
+      set_field(c, dotted, text)
     except (KeyError, AttributeError):
       known = sorted(k for k in ARG_ALIASES)
       raise ValueError(

@@ -1,0 +1,192 @@
+"""Runs a grid of experiments (configs/sweep.py) and summarises it.
+
+  python -m simsoft.sweep --config configs/sweep.py:digits --root DIR [--summary_only]
+
+Layout: DIR/<experiment>/seed<s>/{base, label_smoothing, <source>-<form>}.
+`base` trains model A (phases=estimate); every other run reuses that A
+(config.estimate.model_from) and retrains B. Runs with a results.json are
+skipped, unfinished ones resume, so a rerun finishes an interrupted sweep.
+DIR/summary.md and DIR/summary.json hold mean and standard deviation over
+seeds of every metric, CE (model A) against label smoothing and each
+similarity setting (model B).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from simsoft import config as config_lib
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweep.py:GROUP).",
+                                lock_config=True)
+flags.DEFINE_string("root", None, "Directory of the sweep's runs and summary.")
+flags.DEFINE_bool("summary_only", False, "Only rebuild the summary from finished runs.")
+flags.mark_flags_as_required(["config", "root"])
+
+METRICS = (
+    ("clean accuracy", lambda m: m["clean"]["accuracy"]),
+    ("NLL", lambda m: m["clean"]["nll"]),
+    ("ECE", lambda m: m["clean"]["ece"]),
+    ("mean corrupted accuracy", lambda m: m.get("summary", {}).get("mean_corrupted_accuracy")),
+    ("mistake severity", lambda m: m["clean"].get("mistake_severity")),
+    ("super-class accuracy", lambda m: m["clean"].get("superclass_accuracy")),
+)
+
+
+def load_experiment_config(spec: str):
+  """'configs/x.py:arg' -> the ConfigDict that file's get_config(arg) returns."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location(
+      "experiment_config", path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def variants(sweep) -> list[tuple[str, str, str]]:
+  """(run name, source, form) of every model-B run."""
+  out = [("label_smoothing", "uniform", "soft_target")]
+  for source in sweep.sources.split(","):
+    for form in sweep.forms.split(","):
+      out.append((f"{source}-{form}", source, form))
+  return out
+
+
+def plan(sweep, root: str) -> list[tuple[str, object]]:
+  """Every run of the sweep as (workdir, config), bases before the runs using them."""
+  runs = []
+  for name in sweep.experiments.split(","):
+    for seed in (int(s) for s in sweep.seeds.split(",")):
+      def make(source, form, phases, model_from=""):
+        c = load_experiment_config(sweep.specs[name])
+        _apply_overrides(c, sweep.overrides)
+        c.seed, c.phases, c.loss.alpha = seed, phases, sweep.alpha
+        c.similarity.source, c.loss.form = source, form
+        c.estimate.model_from = model_from
+        return c
+      base = os.path.join(root, name, f"seed{seed}", "base")
+      runs.append((base, make("identity", "soft_target", "estimate")))
+      for run_name, source, form in variants(sweep):
+        runs.append((os.path.join(root, name, f"seed{seed}", run_name),
+                     make(source, form, ",".join(config_lib.PHASES), base)))
+  return runs
+
+
+def _apply_overrides(c, overrides: str) -> None:
+  """'a.b=v;c.d=w' (';'-separated, so values may hold commas) -> fields set."""
+  for item in overrides.split(";"):
+    if item.strip():
+      key, _, value = item.partition("=")
+      config_lib.set_field(c, key.strip(), value.strip())
+
+
+def run_all(sweep, root: str) -> None:
+  from simsoft import train  # imports TensorFlow (data); keep --help fast
+
+  runs = plan(sweep, root)
+  for i, (workdir, config) in enumerate(runs, 1):
+    done = os.path.exists(os.path.join(workdir, "results.json")) or (
+        config.phases == "estimate" and os.path.exists(os.path.join(workdir, "estimate", "done.json")))
+    if done:
+      continue
+    start = time.time()
+    print(f"=== sweep run {i}/{len(runs)}: {workdir}", flush=True)
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "wall_time.json"), "w") as f:
+      json.dump({"seconds": time.time() - start}, f)
+
+
+def _mean_std(values):
+  values = [v for v in values if v is not None and np.isfinite(v)]
+  if not values:
+    return None, None
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(sweep, root: str) -> dict:
+  """summary.json / summary.md: mean ± std over seeds per experiment and setting."""
+  summary = {}
+  for name in sweep.experiments.split(","):
+    rows = {}
+    seeds = [int(s) for s in sweep.seeds.split(",")]
+    settings = [("cross-entropy (A)", "label_smoothing", "A")] + [
+        (run_name if run_name != "label_smoothing" else "label smoothing", run_name, "B")
+        for run_name, _, _ in variants(sweep)]
+    for label, run_name, model in settings:
+      found = []
+      for seed in seeds:
+        path = os.path.join(root, name, f"seed{seed}", run_name, "results.json")
+        if os.path.exists(path):
+          with open(path) as f:
+            found.append(json.load(f)["models"][model])
+      if not found:
+        continue
+      row = {"seeds": len(found)}
+      for metric, get in METRICS:
+        row[metric] = _mean_std([get(m) for m in found])
+      by = [m.get("summary", {}).get("accuracy_by_corruption") for m in found]
+      if all(by):
+        row["accuracy by corruption"] = {c: _mean_std([b[c] for b in by]) for c in by[0]}
+      rows[label] = row
+    summary[name] = rows
+  with open(os.path.join(root, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(root, "summary.md"), "w") as f:
+    f.write(to_markdown(summary))
+  return summary
+
+
+def _cell(ms, pct):
+  mean, std = ms if ms else (None, None)
+  if mean is None:
+    return "n/a"
+  return f"{100 * mean:.2f} ± {100 * std:.2f}" if pct else f"{mean:.4f} ± {std:.4f}"
+
+
+def to_markdown(summary: dict) -> str:
+  parts = []
+  for name, rows in summary.items():
+    parts.append(f"### {name}\n")
+    header = ["setting", "seeds"] + [m for m, _ in METRICS]
+    parts.append("| " + " | ".join(header) + " |")
+    parts.append("|" + "---|" * len(header))
+    for label, row in rows.items():
+      cells = [label, str(row["seeds"])] + [
+          _cell(row[m], pct=m in ("clean accuracy", "mean corrupted accuracy", "super-class accuracy"))
+          for m, _ in METRICS]
+      parts.append("| " + " | ".join(cells) + " |")
+    corr = {label: row["accuracy by corruption"] for label, row in rows.items()
+            if "accuracy by corruption" in row}
+    if corr:
+      names = list(next(iter(corr.values())))
+      parts.append("\nAccuracy (%) per corruption, mean over severities and seeds:\n")
+      parts.append("| setting | " + " | ".join(names) + " |")
+      parts.append("|" + "---|" * (len(names) + 1))
+      for label, by in corr.items():
+        parts.append(f"| {label} | " + " | ".join(f"{100 * by[n][0]:.2f}" for n in names) + " |")
+    parts.append("")
+  return "\n".join(parts) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  os.makedirs(FLAGS.root, exist_ok=True)
+  if not FLAGS.summary_only:
+    run_all(FLAGS.config, FLAGS.root)
+  summary = summarise(FLAGS.config, FLAGS.root)
+  print(to_markdown(summary), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
