@@ -25,6 +25,8 @@ Fields (defaults below):
 
 from __future__ import annotations
 
+import ast
+
 import ml_collections
 
 PHASES = ("estimate", "retrain", "evaluate")
@@ -132,6 +134,8 @@ def set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
   current = node[leaf]
   if isinstance(current, bool):
     value = text.lower() in ("1", "true", "yes")
+  elif isinstance(current, (tuple, list)):
+    value = tuple(ast.literal_eval(text))
   elif isinstance(current, int):
     value = int(text)
   elif isinstance(current, float):
