@@ -18,14 +18,5 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.base_config()
-  c.dataset.name = "fashion_mnist_local"
-  c.dataset.validation_fraction = 0.1
-  c.model.name = "lenet"
-  c.batch_size = 128
-  c.eval_batch_size = 1000
-  c.optimizer.learning_rate = 0.05
-  c.estimate.epochs = c.retrain.epochs = 15
-  c.checkpoint.every_steps = 500
-  c.log_every_steps = 100
+  c = config_lib.small_cnn_recipe(config_lib.base_config(), "fashion_mnist_local")
   return config_lib.apply_args(c, arg)

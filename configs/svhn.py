@@ -17,17 +17,6 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.base_config()
-  c.dataset.name = "svhn_cropped"
-  c.dataset.validation_fraction = 0.1
-  c.model.name = "resnet20"
-  c.batch_size = 128
-  c.eval_batch_size = 1000
-  c.optimizer.learning_rate = 0.1
-  c.optimizer.weight_decay = 5e-4
-  c.optimizer.warmup_epochs = 0.0
-  c.estimate.epochs = c.retrain.epochs = 200
-  c.checkpoint.every_steps = 1000
-  c.log_every_steps = 100
+  c = config_lib.cifar_recipe(config_lib.base_config(), "svhn_cropped")
   c.evaluate.evaluators = "clean,corruptions"
   return config_lib.apply_args(c, arg)

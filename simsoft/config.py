@@ -100,6 +100,40 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def small_cnn_recipe(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """MNIST-style data: LeNet-style CNN, SGD momentum 0.9 lr 0.05, cosine, batch 128, 15 epochs."""
+  c.dataset.name = dataset
+  c.dataset.validation_fraction = 0.1
+  c.model.name = "lenet"
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.optimizer.learning_rate = 0.05
+  c.estimate.epochs = c.retrain.epochs = 15
+  c.checkpoint.every_steps = 500
+  c.log_every_steps = 100
+  return c
+
+
+def cifar_recipe(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """The recipe the field uses for CIFAR ResNets (He et al. 2016 style).
+
+  ResNet-20, SGD momentum 0.9, lr 0.1, cosine schedule, weight decay 5e-4,
+  batch 128, 200 epochs per phase; crop + flip augmentation comes with the dataset.
+  """
+  c.dataset.name = dataset
+  c.dataset.validation_fraction = 0.1
+  c.model.name = "resnet20"
+  c.batch_size = 128
+  c.eval_batch_size = 1000
+  c.optimizer.learning_rate = 0.1
+  c.optimizer.weight_decay = 5e-4
+  c.optimizer.warmup_epochs = 0.0
+  c.estimate.epochs = c.retrain.epochs = 200
+  c.checkpoint.every_steps = 1000
+  c.log_every_steps = 100
+  return c
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks any config to a quick local smoke run (minutes on 2 CPU cores)."""
   c.estimate.epochs = min(c.estimate.epochs, 2)

@@ -12,7 +12,8 @@ from simsoft import data, evaluation, models, similarity
 from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
-CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+SWEEP_FILE = os.path.join(ROOT, "configs", "sweep.py")
+CONFIG_FILES = sorted(set(glob.glob(os.path.join(ROOT, "configs", "*.py"))) - {SWEEP_FILE})
 
 
 def _parse(argv):
@@ -66,3 +67,20 @@ def test_overrides_are_typed_and_misspellings_fail():
 def test_parse_arg():
   assert config_lib.parse_arg("a=1, b=x ,runlocal") == {"a": "1", "b": "x", "runlocal": "True"}
   assert config_lib.parse_arg("") == {}
+
+
+@pytest.mark.parametrize("group", ["digits", "fashion_mnist", "all"])
+def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
+  from simsoft import sweep
+
+  monkeypatch.chdir(ROOT)
+  config = _parse([f"--config={SWEEP_FILE}:{group}"])
+  runs = sweep.plan(config, "/nonexistent/root")
+  per_seed = 1 + len(sweep.variants(config))
+  assert len(runs) == len(config.experiments.split(",")) * len(config.seeds.split(",")) * per_seed
+  for workdir, c in runs:
+    assert c.dataset.name in data.DATASETS and c.model.name in models.MODELS
+    assert c.similarity.source in similarity.SOURCES
+    make_loss_fn(c.loss.form, c.loss.alpha)
+    assert c.loss.alpha == config.alpha
+    assert workdir.endswith("/base") == (c.phases == "estimate")
