@@ -9,7 +9,10 @@ corrupted test split. About a minute on 2 CPU cores.
   python -m simsoft.main --config configs/default.py:similarity=centroid,form=log_sum,seed=1 \
       --workdir /tmp/simsoft/default_centroid
 
-Expected results: added once measured (see RESULTS.md).
+Measured (RESULTS.md; seeds 0-2, 30 epochs per phase, the sweep's severities
+1, 3, 5): model A (cross-entropy) 96.38 ± 0.48 % clean accuracy, 93.60 ± 0.30 %
+mean corrupted accuracy; model B (confusion, soft target, alpha 0.5)
+97.59 ± 0.32 % and 94.02 ± 0.31 %. With model=lenet: A 97.68 ± 0.43 %, B 97.96 ± 0.58 %.
 """
 
 from simsoft import config as config_lib
