@@ -156,21 +156,33 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
     state = jax.jit(init_state, out_shardings=run.replicated)()
   start = int(state["step"])
 
-  # Loop: chunks of steps that end at every log, checkpoint and epoch boundary.
-  feeder = input_pipeline.make_input(config.input, step_fn, run.mesh, train_split,
-                                     global_batch_size=batch_size, seed=config.seed,
+  if start < total_steps:
+    state = _loop(run, phase, state, step_fn, end_epoch if online else None, manager,
+                  start=start, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  manager.wait_until_finished()
+  return graphdef, state
+
+
+def _loop(run: Run, phase: str, state, step_fn, end_epoch, manager, *, start: int,
+          total_steps: int, steps_per_epoch: int):
+  """Steps from `start` to `total_steps` in chunks that end at every log,
+  checkpoint and (online source) epoch boundary."""
+  config = run.config
+  feeder = input_pipeline.make_input(config.input, step_fn, run.mesh, run.dataset.split("train"),
+                                     global_batch_size=config.batch_size, seed=config.seed,
                                      start_step=start)
   key = jax.jit(lambda: jax.random.key(config.seed), out_shardings=run.replicated)()
-  progress = Progress(phase, total_steps, start_step=start, batch_size=batch_size,
+  progress = Progress(phase, total_steps, start_step=start, batch_size=config.batch_size,
                       steps_per_epoch=steps_per_epoch, logdir=os.path.join(run.workdir, phase))
-  every = [config.log_every_steps, config.checkpoint.every_steps] + ([steps_per_epoch] if online else [])
+  every = [config.log_every_steps, config.checkpoint.every_steps]
+  every += [steps_per_epoch] if end_epoch else []
   done = start
   while done < total_steps:
     boundary = min([total_steps] + [(done // n + 1) * n for n in every])
     chunk = min(feeder.max_steps_per_dispatch, boundary - done)
     state, metrics = feeder.run(state, key, chunk)
     done += chunk
-    if online and done % steps_per_epoch == 0:
+    if end_epoch and done % steps_per_epoch == 0:
       state = end_epoch(state)
     if done % config.log_every_steps == 0 or done == total_steps:
       _check_finite(state, phase, manager)
@@ -178,9 +190,8 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
     if done % config.checkpoint.every_steps == 0 or done == total_steps:
       _check_finite(state, phase, manager)
       ckpt.save_state(manager, done, state, force=done == total_steps)
-  manager.wait_until_finished()
   progress.close()
-  return graphdef, state
+  return state
 
 
 def _online_end_epoch(state):
