@@ -156,11 +156,13 @@ def gather_batch(data: dict[str, jax.Array], indices: jax.Array) -> dict[str, ja
   return {"image": images, "label": data["label"][indices]}
 
 
-def make_device_steps(step: Callable):
+def make_device_steps(step: Callable, *, unroll: bool = False):
   """Wraps a train step to read its batches from a device-resident split.
 
   Returns steps(state, data, indices [k, B], key) -> (state, metrics averaged
-  over the k steps): k = 1 is one step per dispatch, k > 1 runs a lax.scan.
+  over the k steps): k = 1 is one step per dispatch, k > 1 runs a lax.scan,
+  fully unrolled if `unroll` (on XLA:CPU a rolled scan keeps the backward
+  convolutions off the fast Eigen path, ~15x slower; see benchmarks/RESULTS.md).
   """
 
   def one(state, data, indices, key):
@@ -169,7 +171,8 @@ def make_device_steps(step: Callable):
   def steps(state, data, indices, key):
     if indices.shape[0] == 1:
       return one(state, data, indices[0], key)
-    state, metrics = jax.lax.scan(lambda s, idx: one(s, data, idx, key), state, indices)
+    state, metrics = jax.lax.scan(lambda s, idx: one(s, data, idx, key), state, indices,
+                                  unroll=unroll)
     return state, jax.tree.map(jnp.mean, metrics)
 
   return steps

@@ -187,12 +187,13 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
 
 def test_host_and_device_input_paths_train_the_same_model(tmp_path):
   params = {}
-  for name, pipeline, per_dispatch in [("host", "host", 1), ("device", "device", 1), ("scan", "device", 4)]:
+  for name, pipeline, per_dispatch, unroll in [("host", "host", 1, False), ("device", "device", 1, False),
+                                               ("scan", "device", 4, False), ("unrolled", "device", 3, True)]:
     c = tiny_config()
-    c.input.pipeline, c.input.steps_per_dispatch = pipeline, per_dispatch
+    c.input.pipeline, c.input.steps_per_dispatch, c.input.scan_unroll = pipeline, per_dispatch, unroll
     c.log_every_steps = 7  # chunks must also stop at log and checkpoint boundaries
     params[name] = final_params(c, str(tmp_path / name))
-  for other in ("device", "scan"):
+  for other in ("device", "scan", "unrolled"):
     for key in params["host"]:
       np.testing.assert_allclose(params[other][key], params["host"][key], rtol=1e-5, atol=1e-6,
                                  err_msg=f"{other}: {key}")
