@@ -26,7 +26,7 @@ handwritten_resident, the two on-device loops). With --train_model also
 times simsoft.train.train_model itself end to end (checkpoint + logging
 included) as the slope of wall time over two run lengths.
 
-  python -m benchmarks.bench_framework            # ~3 minutes on 2 cores
+  python -m benchmarks.bench_framework            # ~10 minutes on 2 cores (rolled scans are slow on CPU)
   python -m benchmarks.bench_framework --train_model
   python -m benchmarks.bench_framework --smoke
 """

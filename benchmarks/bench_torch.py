@@ -21,8 +21,10 @@ jax_vs_best_torch divides by the fastest PyTorch variant):
     b256                 jax and torch_eager both at batch 256
     flag_*               XLA_FLAGS variants, each in a subprocess that times
                          torch_eager and jax interleaved (both models)
+    one_thread_each      the same with single-threaded XLA and torch.set_num_threads(1)
 
-  python -m benchmarks.bench_torch                     # everything, ~15 min on 2 cores
+  python -m benchmarks.bench_torch                     # everything, ~25 min on 2 cores
+  python -m benchmarks.bench_torch --one_core          # the same, one core and thread each
   python -m benchmarks.bench_torch --models lenet --attempts none --no_compile
   python -m benchmarks.bench_torch --smoke
 """
@@ -35,6 +37,12 @@ import os
 import statistics
 import subprocess
 import sys
+
+# PyTorch's OpenMP threads busy-wait between parallel regions and then fight
+# XLA's thread pool for the cores in this same process: with two threads each
+# that made torch_eager lenet 375 ms/step instead of 61 (measured). Passive
+# waiting keeps the comparison about the kernels. Read once, at torch's import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +66,11 @@ XLA_FLAG_ATTEMPTS = {
                        "dot,eltwise,reduce,individual_dot,individual_convolution",
     "flag_onednn": "--xla_cpu_use_onednn=true "
                    "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce",
+    # one core each: XLA single-threaded and torch.set_num_threads(1), which also
+    # takes busy-waiting thread pools out of the picture on a loaded machine
+    "one_thread_each": "--xla_cpu_multi_thread_eigen=false",
 }
+TORCH_THREADS = {"one_thread_each": 1}
 FN_ATTEMPTS = {
     "jax_fn": dict(),
     "jax_fn_nchw": dict(layout="NCHW"),
@@ -233,7 +245,9 @@ def run_group(name: str, batch_size: int, builders: dict, args) -> list[dict]:
 def run_flag_attempt(name: str, flags: str, model: str, args) -> dict:
   """Times torch_eager and jax for `model` in a child process with XLA_FLAGS=flags."""
   env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())
+  threads = TORCH_THREADS.get(name, args.torch_threads)
   cmd = [sys.executable, "-m", "benchmarks.bench_torch", "--child", "--models", model,
+         "--torch_threads", str(threads),
          "--attempts", "none", "--no_compile", "--no_channels_last",
          "--batch_size", str(args.batch_size), "--steps", str(args.steps),
          "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
@@ -256,9 +270,24 @@ def main(argv=None) -> list[dict]:
                        f"XLA flags: {', '.join(XLA_FLAG_ATTEMPTS)})")
   ap.add_argument("--no_compile", action="store_true", help="skip torch.compile")
   ap.add_argument("--no_channels_last", action="store_true")
+  ap.add_argument("--torch_threads", type=int, default=0,
+                  help="torch.set_num_threads (0: PyTorch's default, one per core)")
+  ap.add_argument("--one_core", action="store_true",
+                  help="pin to CPU 0 with one thread each (XLA single-threaded Eigen, "
+                       "torch.set_num_threads(1)): per-core efficiency, free of the "
+                       "busy-waiting thread pools that swing on a loaded machine")
   ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   common.add_common_args(ap, steps=3, repeats=7)
   args = ap.parse_args(argv)
+  if args.one_core:
+    # XLA reads XLA_FLAGS when the backend starts (first use), not at import;
+    # children inherit both the affinity and the environment.
+    if jax._src.xla_bridge.backends_are_initialized():
+      raise RuntimeError("--one_core must be set before JAX has started its backend")
+    os.sched_setaffinity(0, {0})
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false").strip()
+    args.torch_threads = 1
   common.apply_smoke(args)
   if args.smoke:
     args.batch_size = 4
@@ -283,6 +312,8 @@ def main(argv=None) -> list[dict]:
 
   import torch
 
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   info = common.machine()
   info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
   rows = []

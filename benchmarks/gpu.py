@@ -20,7 +20,7 @@ JAX and PyTorch blocks alternate, medians of the repeats.
 
   python -m benchmarks.gpu                                  # on the GPU machine
   python -m benchmarks.gpu --models resnet18 --batch_sizes 512 --no_torch
-  python -m benchmarks.gpu --smoke --models wrn10_1         # CPU check, seconds
+  python -m benchmarks.gpu --smoke --models wrn10_1         # CPU check, ~30 s
 """
 
 from __future__ import annotations
