@@ -256,3 +256,15 @@ def test_bad_image_shape(name, images, match):
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(lambda x: create_model(name, num_classes=10, input_shape=(8, 8, 1),
                                               rngs=nnx.Rngs(0))(x), jnp.zeros(images))
+
+
+@pytest.mark.parametrize("size", [8, 7, 28])
+def test_lenet_pool_equals_nnx_max_pool_with_gradients(size):
+  from simsoft.models import lenet
+
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  reference = lambda v: nnx.max_pool(v, (2, 2), strides=(2, 2), padding="SAME")
+  np.testing.assert_array_equal(lenet._pool(x), reference(x))
+  g = jax.grad(lambda v: (lenet._pool(v) ** 2).sum())(x)
+  g_ref = jax.grad(lambda v: (reference(v) ** 2).sum())(x)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-6)
