@@ -11,7 +11,8 @@ batch size 128, in one process, interleaved blocks of steps:
                  donated, batch sharded over the ('data',) mesh)
   simsoft_device its DeviceInput (split on device, batch gathered on device),
                  one step per dispatch (config.input default); _scan_k: k steps
-                 per dispatch in a lax.scan (config.input.steps_per_dispatch=k)
+                 per dispatch in a lax.scan (config.input.steps_per_dispatch=k),
+                 _unrolled with config.input.scan_unroll=True
   handwritten    params/opt_state donated to a jax.jit step (normalise, forward,
                  cross-entropy, grad, optax update) fed numpy batches by a
                  permutation + jax.device_put: the minimal loop a user would write
@@ -240,7 +241,9 @@ def main(argv=None) -> list[dict]:
   feeders = {"simsoft": pipeline.simsoft_feeder(path, "host"),
              "simsoft_device": pipeline.simsoft_feeder(path, "device"),
              f"simsoft_device_scan_{k}": pipeline.simsoft_feeder(path, "device",
-                                                                 steps_per_dispatch=k)}
+                                                                 steps_per_dispatch=k),
+             f"simsoft_device_scan_{k}_unrolled": pipeline.simsoft_feeder(
+                 path, "device", steps_per_dispatch=k, scan_unroll=True)}
   variants = {
       "handwritten": host_fed(step_jit, copy(params), copy(opt_state), split, args.batch_size),
       **{name: simsoft_variant(path, f, log_every=100) for name, f in feeders.items()},

@@ -135,12 +135,14 @@ def simsoft_step(*, model: str, split: data_lib.ArraySplit, num_classes: int,
 
 
 def simsoft_feeder(path: SimsoftPath, pipeline: str, *, steps_per_dispatch: int = 1,
-                   seed: int = 0):
+                   scan_unroll: bool = False, seed: int = 0):
   """train.train_model's feeder: input_pipeline.make_input for 'host' or 'device'."""
   from simsoft import input_pipeline
 
   cfg = config_lib.base_config().input
   cfg.pipeline, cfg.steps_per_dispatch = pipeline, steps_per_dispatch
+  if scan_unroll:
+    cfg.scan_unroll = True
   return input_pipeline.make_input(cfg, path.step_fn, path.run.mesh,
                                    path.run.dataset.split("train"),
                                    global_batch_size=path.run.config.batch_size, seed=seed,
