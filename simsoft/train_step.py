@@ -98,7 +98,7 @@ def normalise(images: jax.Array, mean, std) -> jax.Array:
 def apply_model(graphdef: nnx.GraphDef, params: nnx.State, model_state: nnx.State,
                 images: jax.Array, *, train: bool, return_features: bool = False):
   """Runs the model; returns (output, new model_state). Output as the model's __call__."""
-  model = nnx.merge(graphdef, params, model_state)
+  model = nnx.merge(graphdef, params, model_state, copy=True)
   if not train:
     model = nnx.view(model, use_running_average=True, deterministic=True,
                      raise_if_not_found=False)

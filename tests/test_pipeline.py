@@ -241,3 +241,12 @@ def test_estimate_reuses_another_workdirs_model_a(tmp_path):
   other_seed.estimate.model_from = str(tmp_path / "base")
   with pytest.raises(ValueError, match=r"trained model A with another config.*seed"):
     train.train_and_evaluate(other_seed, str(tmp_path / "other"))
+
+
+def test_batchnorm_model_trains_and_evaluates(tmp_path):
+  # resnet20 carries BatchNorm statistics through the jitted step (nnx.State outside the model).
+  c = load_config("epochs=1,model=resnet20,phases=estimate")
+  c.batch_size = 32
+  c.evaluate.evaluators = "clean"
+  params = final_params(c, str(tmp_path))
+  assert params and all(np.all(np.isfinite(v)) for v in params.values())
