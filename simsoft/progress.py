@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import jax
-from clu import metric_writers
 
 
 def _clock(seconds: float) -> str:
@@ -25,6 +24,8 @@ class Progress:
     self.phase, self.total, self.batch_size = phase, total_steps, batch_size
     self.steps_per_epoch = steps_per_epoch
     self._last_step, self._last_time = start_step, time.perf_counter()
+    from clu import metric_writers  # imports TensorFlow: only once training starts
+
     self._writer = metric_writers.create_default_writer(
         logdir, just_logging=jax.process_index() > 0, asynchronous=True)
 

@@ -245,3 +245,13 @@ def test_import_without_tensorflow():
       "assert not bad, bad"
   )
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_core_modules_import_without_tensorflow():
+  code = (
+      "import sys, simsoft.losses, simsoft.similarity, simsoft.models, simsoft.train_step, "
+      "simsoft.input_pipeline, simsoft.corruptions, simsoft.metrics, simsoft.augment; "
+      "bad = [m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules]; "
+      "assert not bad, bad"
+  )
+  subprocess.run([sys.executable, "-c", code], check=True)
