@@ -25,34 +25,7 @@ from simsoft import config as config_lib
 from simsoft import data as data_lib
 from simsoft import models as models_lib
 from simsoft import train_step as step_lib
-
-
-# simsoft.train imports clu's metric writers, hence TensorFlow (~8 s); these
-# three mirror train.make_mesh / Run.replicated / Run.batch_sharding / Run.global_batch.
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D ('data',) mesh over every device (train.make_mesh)."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-@dataclasses.dataclass
-class Run:
-  """The parts of simsoft.train.Run the training loop uses."""
-  config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
-  dataset: data_lib.Dataset
-
-  @property
-  def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
-
-  @property
-  def batch_sharding(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P("data"))
-
-  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-            for k, v in local.items()}
+from simsoft.train import Run, make_mesh  # no TensorFlow: CLU loads when training starts
 
 
 def optimizer_config(name: str = "sgd", learning_rate: float = 0.05) -> ml_collections.ConfigDict:
@@ -107,7 +80,7 @@ def simsoft_step(*, model: str, split: data_lib.ArraySplit, num_classes: int,
       splits={"train": split})
   config = config_lib.base_config()
   config.batch_size = batch_size
-  run = Run(config=config, mesh=mesh, dataset=ds)
+  run = Run(config=config, workdir="", mesh=mesh, dataset=ds)
   kwargs = model_kwargs or {}
 
   def build(rngs):

@@ -123,7 +123,6 @@ def evaluate_models(run: "Run", models: dict) -> dict:
   config, ds = run.config, run.dataset
   names = evaluators_of(config)
   test = ds.split("test")
-  images = test.images.astype(np.float32) / 255.0 if test.images.dtype == np.uint8 else test.images
   groups = _class_to_group(ds)
   reference = _reference_similarity(run, groups)
   severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
@@ -145,7 +144,7 @@ def evaluate_models(run: "Run", models: dict) -> dict:
       predict_jits[graphdef] = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
     predict_fn = functools.partial(predict_jits[graphdef], state["params"], state["model_state"])
     results["models"][key] = robustness.run_suite(
-        predict_fn, images, test.labels, suite=suite, severities=severities,
+        predict_fn, test.images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
         extra_sets=extra, mesh=run.mesh)
