@@ -6,7 +6,7 @@ initialisation with label smoothing (uniform S) and with each similarity
 source x loss form, all with the same alpha and the same training budget.
 
   python -m simsoft.sweep --config configs/sweep.py:digits --root /tmp/simsoft/sweep
-  python -m simsoft.sweep --config configs/sweep.py:fashion_mnist --root /tmp/simsoft/sweep
+  python -m simsoft.sweep --config configs/sweep.py:fashion_mnist --root /tmp/simsoft/sweep --workers 2
   python -m simsoft.sweep --config configs/sweep.py --root /tmp/simsoft/sweep   # everything
 
 A rerun skips finished runs and resumes unfinished ones, so a sweep can be
@@ -21,9 +21,14 @@ EXPERIMENTS = {
         "digits_mlp=configs/default.py:model=mlp,epochs=30",
         "digits_lenet=configs/default.py:model=lenet,epochs=30",
     ),
+    # 10,000 training images (class-stratified), test corruptions on the first
+    # 1,000 test images: what fits a session on 2 CPU cores with --workers 2.
+    # resnet20 first so the long runs are claimed before the short ones.
     "fashion_mnist": (
-        "fmnist_lenet=configs/fashion_mnist.py:model=lenet,epochs=3",
-        "fmnist_resnet20=configs/fashion_mnist.py:model=resnet20,epochs=3",
+        "fmnist_resnet20=configs/fashion_mnist.py:model=resnet20,epochs=2,"
+        "dataset.train_examples=10000,evaluate.corrupted_examples=1000",
+        "fmnist_lenet=configs/fashion_mnist.py:model=lenet,epochs=3,"
+        "dataset.train_examples=10000,evaluate.corrupted_examples=1000",
     ),
 }
 

@@ -5,7 +5,8 @@ then `apply_args(config, arg)` for the text after the colon in
 `--config configs/X.py:model=resnet20,similarity=confusion,seed=1`.
 
 Fields (defaults below):
-  dataset.name, dataset.data_dir, dataset.validation_fraction, dataset.split_seed
+  dataset.name, dataset.data_dir, dataset.validation_fraction, dataset.split_seed,
+    dataset.train_examples (> 0: a class-stratified subset of the train split)
   model.name, model.dtype ('float32' | 'bfloat16'), model.kwargs (per model)
   similarity.source, similarity.path (file source), similarity.from_workdir
     (reuse another run's estimated S), similarity.options (post-processing)
@@ -18,7 +19,8 @@ Fields (defaults below):
     retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps
   evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
-    evaluate.severities, evaluate.cifar10_c ('all' or CIFAR-10-C names),
+    evaluate.severities, evaluate.corrupted_examples (> 0: corrupt only the first
+    that many test images), evaluate.cifar10_c ('all' or CIFAR-10-C names),
     evaluate.reference_similarity_path (mistake severity)
   phases ('estimate,retrain,evaluate'), seed
 """
@@ -57,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.phases = ",".join(PHASES)
 
   c.dataset = ml_collections.ConfigDict(dict(
-      name="digits", data_dir="", validation_fraction=0.2, split_seed=0))
+      name="digits", data_dir="", validation_fraction=0.2, split_seed=0, train_examples=0))
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
   c.model.kwargs = ml_collections.ConfigDict()
@@ -98,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.evaluate = ml_collections.ConfigDict(dict(
       evaluators="clean,corruptions", corruptions="all", severities="1,2,3,4,5",
-      cifar10_c="all", reference_similarity_path=""))
+      corrupted_examples=0, cifar10_c="all", reference_similarity_path=""))
   return c
 
 

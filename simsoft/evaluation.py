@@ -118,8 +118,12 @@ class Cifar10CSets(Mapping):
     return len(self._keys)
 
 
-def evaluate_models(run: "Run", models: dict) -> dict:
-  """Runs the configured evaluators on each model; returns the results.json payload."""
+def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -> dict:
+  """Runs the configured evaluators on each model; returns the results.json payload.
+
+  `precomputed` maps model keys to results already measured under this same
+  evaluation config (model A shared by a sweep's runs); those are not rerun.
+  """
   config, ds = run.config, run.dataset
   names = evaluators_of(config)
   test = ds.split("test")
@@ -138,8 +142,11 @@ def evaluate_models(run: "Run", models: dict) -> dict:
                          severities)
   results = {"config": config.to_dict(), "dataset": ds.name, "class_names": list(ds.class_names),
              "models": {}}
+  results["models"].update(precomputed or {})
   predict_jits = {}
   for key, (graphdef, state) in models.items():
+    if key in results["models"]:
+      continue
     if graphdef not in predict_jits:  # A and B share one compiled program
       predict_jits[graphdef] = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
     predict_fn = functools.partial(predict_jits[graphdef], state["params"], state["model_state"])
@@ -147,8 +154,9 @@ def evaluate_models(run: "Run", models: dict) -> dict:
         predict_fn, test.images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
-        extra_sets=extra, mesh=run.mesh)
+        extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
     results["models"][key]["label"] = MODEL_LABELS[key]
+  results["models"] = {k: results["models"][k] for k in sorted(results["models"])}
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(
         results["models"]["B"], results["models"]["A"])

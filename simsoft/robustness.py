@@ -208,6 +208,7 @@ def run_suite(
     reference_similarity=None,
     extra_sets: Mapping[str, tuple] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    corrupted_examples: int = 0,
 ) -> dict:
     """Evaluates ``predict_fn`` on the clean split and every corruption cell.
 
@@ -232,6 +233,9 @@ def run_suite(
         Sets are read one at a time, so a lazy Mapping that loads on access
         keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
       mesh: optional 1-D ('data',) mesh: batches are sharded over it.
+      corrupted_examples: > 0 corrupts only the first that many test examples
+        (every cell the same ones); 0 corrupts the whole split. Clean metrics
+        always use the whole split.
 
     Returns:
       JSON-able dict, see the module docstring.
@@ -251,6 +255,11 @@ def run_suite(
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)
     results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
+    if int(corrupted_examples) < 0:
+        raise ValueError(f"corrupted_examples must be >= 0, got {corrupted_examples}")
+    if 0 < corrupted_examples < len(labels):
+        clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
+                         mask_padding, mesh)
     for name in names:
         name_key = jax.random.fold_in(key, _stable_id(name))
         results["corruptions"][name] = {

@@ -1,11 +1,17 @@
 """Runs a grid of experiments (configs/sweep.py) and summarises it.
 
-  python -m simsoft.sweep --config configs/sweep.py:digits --root DIR [--summary_only]
+  python -m simsoft.sweep --config configs/sweep.py:digits --root DIR [--workers N] [--summary_only]
 
 Layout: DIR/<experiment>/seed<s>/{base, label_smoothing, <source>-<form>}.
 `base` trains model A (phases=estimate); every other run reuses that A
 (config.estimate.model_from) and retrains B. Runs with a results.json are
 skipped, unfinished ones resume, so a rerun finishes an interrupted sweep.
+
+--workers N starts N worker processes, each pinned to its own share of the
+CPU cores (on a small CPU box two single-core workers train ~1.4x more images
+per second than one process on two cores). Workers claim runs through
+DIR/.locks/ with flock, which the kernel releases if a worker dies, and a run
+starts once its base has finished. Each worker logs to DIR/worker<i>.log.
 DIR/summary.md and DIR/summary.json hold mean and standard deviation over
 seeds of every metric, CE (model A) against label smoothing and each
 similarity setting (model B).
@@ -13,9 +19,12 @@ similarity setting (model B).
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -29,6 +38,8 @@ config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweep.py:
                                 lock_config=True)
 flags.DEFINE_string("root", None, "Directory of the sweep's runs and summary.")
 flags.DEFINE_bool("summary_only", False, "Only rebuild the summary from finished runs.")
+flags.DEFINE_integer("workers", 1, "Worker processes, each pinned to its share of the cores.")
+flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker i of --workers.")
 flags.mark_flags_as_required(["config", "root"])
 
 METRICS = (
@@ -61,8 +72,8 @@ def variants(sweep) -> list[tuple[str, str, str]]:
 
 
 def plan(sweep, root: str) -> list[tuple[str, object]]:
-  """Every run of the sweep as (workdir, config), bases before the runs using them."""
-  runs = []
+  """Every run of the sweep as (workdir, config): all bases, then the runs using them."""
+  bases, runs = [], []
   for name in sweep.experiments.split(","):
     for seed in (int(s) for s in sweep.seeds.split(",")):
       def make(source, form, phases, model_from=""):
@@ -73,11 +84,11 @@ def plan(sweep, root: str) -> list[tuple[str, object]]:
         c.estimate.model_from = model_from
         return c
       base = os.path.join(root, name, f"seed{seed}", "base")
-      runs.append((base, make("identity", "soft_target", "estimate")))
+      bases.append((base, make("identity", "soft_target", "estimate")))
       for run_name, source, form in variants(sweep):
         runs.append((os.path.join(root, name, f"seed{seed}", run_name),
                      make(source, form, ",".join(config_lib.PHASES), base)))
-  return runs
+  return bases + runs
 
 
 def _apply_overrides(c, overrides: str) -> None:
@@ -88,20 +99,80 @@ def _apply_overrides(c, overrides: str) -> None:
       config_lib.set_field(c, key.strip(), value.strip())
 
 
-def run_all(sweep, root: str) -> None:
+def _finished(workdir: str, phases: str) -> bool:
+  if phases == "estimate":
+    return os.path.exists(os.path.join(workdir, "estimate", "done.json"))
+  return os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def _claim(root: str, workdir: str):
+  """An exclusive flock on DIR/.locks/<run>.lock (an open file), or None if another holds it."""
+  os.makedirs(os.path.join(root, ".locks"), exist_ok=True)
+  name = os.path.relpath(workdir, root).replace(os.sep, "__")
+  lock = open(os.path.join(root, ".locks", name + ".lock"), "w")
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    lock.close()
+    return None
+  return lock
+
+
+def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
+  """Runs every unfinished run this process can claim, in plan order, until none is left.
+
+  A run waits for its base (estimate.model_from) to finish; runs that other
+  workers hold are left to them.
+  """
   from simsoft import train  # imports TensorFlow (data); keep --help fast
 
   runs = plan(sweep, root)
-  for i, (workdir, config) in enumerate(runs, 1):
-    done = os.path.exists(os.path.join(workdir, "results.json")) or (
-        config.phases == "estimate" and os.path.exists(os.path.join(workdir, "estimate", "done.json")))
-    if done:
-      continue
-    start = time.time()
-    print(f"=== sweep run {i}/{len(runs)}: {workdir}", flush=True)
-    train.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "wall_time.json"), "w") as f:
-      json.dump({"seconds": time.time() - start}, f)
+  while True:
+    pending = [(i, w, c) for i, (w, c) in enumerate(runs, 1) if not _finished(w, c.phases)]
+    if not pending:
+      return
+    claimed = waiting = False
+    for i, workdir, config in pending:
+      base = config.estimate.model_from
+      if base and not _finished(base, "estimate"):
+        waiting = True
+        continue
+      lock = _claim(root, workdir)
+      if lock is None:
+        continue
+      with lock:
+        if _finished(workdir, config.phases):  # another worker finished it meanwhile
+          continue
+        start = time.time()
+        print(f"=== sweep run {i}/{len(runs)}: {workdir}", flush=True)
+        train.train_and_evaluate(config, workdir)
+        with open(os.path.join(workdir, "wall_time.json"), "w") as f:
+          json.dump({"seconds": time.time() - start}, f)
+      claimed = True
+      break  # rescan: a finished base may unblock earlier runs
+    if not claimed:
+      if not waiting:
+        return  # everything left is held by other workers
+      time.sleep(poll_seconds)
+
+
+def start_workers(workers: int, root: str) -> int:
+  """Starts `workers` copies of this command as worker processes; returns the worst exit code."""
+  cpus = sorted(os.sched_getaffinity(0))
+  shares = [cpus[i::workers] for i in range(workers)] if workers <= len(cpus) else [cpus] * workers
+  procs = []
+  for i in range(workers):
+    log = open(os.path.join(root, f"worker{i}.log"), "a")
+    cmd = [sys.executable, "-m", "simsoft.sweep", *sys.argv[1:], f"--worker_index={i}"]
+    procs.append(subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda share=shares[i]: os.sched_setaffinity(0, share)))
+    print(f"worker {i}: cores {shares[i]}, log {log.name}", flush=True)
+  codes = [p.wait() for p in procs]
+  for i, code in enumerate(codes):
+    if code:
+      print(f"worker {i} failed with exit code {code}; see {root}/worker{i}.log", flush=True)
+  return max(codes)
 
 
 def _mean_std(values):
@@ -182,8 +253,16 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   os.makedirs(FLAGS.root, exist_ok=True)
-  if not FLAGS.summary_only:
+  if FLAGS.worker_index >= 0:
     run_all(FLAGS.config, FLAGS.root)
+    return
+  if not FLAGS.summary_only:
+    if FLAGS.workers > 1:
+      code = start_workers(FLAGS.workers, FLAGS.root)
+      if code:
+        sys.exit(code)
+    else:
+      run_all(FLAGS.config, FLAGS.root)
   summary = summarise(FLAGS.config, FLAGS.root)
   print(to_markdown(summary), flush=True)
 

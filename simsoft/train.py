@@ -330,7 +330,11 @@ def run_evaluate(run: Run) -> dict:
                          f"run it first (config.phases)")
     online = phase == "retrain" and config.similarity.source == "online"
     models[key] = _restore_final(run, phase, identity, online)
-  results = evaluation.evaluate_models(run, models)
+  shared_a = _shared_model_a_results(run)
+  results = evaluation.evaluate_models(run, models, precomputed=shared_a)
+  if config.estimate.model_from and shared_a is None:
+    ckpt.write_json(os.path.join(config.estimate.model_from, "evaluate_A.json"),
+                    {"evaluated_under": _evaluation_key(config), "results": results["models"]["A"]})
   ckpt.write_json(os.path.join(run.workdir, "results.json"), results)
   if jax.process_index() == 0:
     print(evaluation.format_table(results), flush=True)
@@ -338,6 +342,23 @@ def run_evaluate(run: Run) -> dict:
     path = evaluation.write_report(run.workdir, results, similarity, list(ds.class_names))
     print(f"[evaluate] report: {path}", flush=True)
   return results
+
+
+def _evaluation_key(config) -> dict:
+  """Every field model A's test results depend on, besides model A itself."""
+  return {"dataset": config.dataset.to_dict(), "evaluate": config.evaluate.to_dict(),
+          "eval_batch_size": config.eval_batch_size, "seed": config.seed}
+
+
+def _shared_model_a_results(run: Run) -> dict | None:
+  """{'A': results} that an earlier run sharing config.estimate.model_from measured under
+  the same evaluation config (model_from/evaluate_A.json), else None."""
+  other = run.config.estimate.model_from
+  saved = ckpt.read_json(os.path.join(other, "evaluate_A.json")) if other else None
+  if saved is None or saved["evaluated_under"] != _evaluation_key(run.config):
+    return None
+  print(f"[evaluate] model A: results from {other}/evaluate_A.json", flush=True)
+  return {"A": saved["results"]}
 
 
 PHASE_RUNNERS = {"estimate": run_estimate, "retrain": run_retrain, "evaluate": run_evaluate}
@@ -384,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ds = data_lib.get_dataset(
       config.dataset.name, data_dir=config.dataset.data_dir or None,
       validation_fraction=config.dataset.validation_fraction,
-      split_seed=config.dataset.split_seed)
+      split_seed=config.dataset.split_seed, train_examples=config.dataset.train_examples)
   run = Run(config=config, workdir=workdir, mesh=make_mesh(devices), dataset=ds)
   check_config(run, phases)
   for phase in phases:

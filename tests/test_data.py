@@ -95,6 +95,27 @@ def test_holdout_bad_fraction(fraction):
         stratified_holdout(np.zeros(10, int), fraction=fraction, seed=0)
 
 
+def test_subset_train_stratified_and_only_train():
+    from simsoft.data import get_dataset
+    full = get_dataset("digits", validation_fraction=0.1, split_seed=0)
+    small = get_dataset("digits", validation_fraction=0.1, split_seed=0, train_examples=300)
+    train, sub = full.split("train"), small.split("train")
+    assert len(sub) == 300
+    counts = np.bincount(train.labels, minlength=10)
+    assert np.all(np.abs(np.bincount(sub.labels, minlength=10) - 300 * counts / len(train)) < 1)
+    # Every kept example is one of the full split's (images and labels together).
+    full_rows = {(img.tobytes(), int(lab)) for img, lab in zip(train.images, train.labels)}
+    assert all((img.tobytes(), int(lab)) in full_rows for img, lab in zip(sub.images, sub.labels))
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(small.split(name).images, full.split(name).images)
+    expected_mean = sub.images.astype(np.float64).mean() / (255.0 if sub.images.dtype == np.uint8 else 1.0)
+    assert small.mean[0] == pytest.approx(expected_mean, rel=1e-5)
+    again = get_dataset("digits", validation_fraction=0.1, split_seed=0, train_examples=300)
+    np.testing.assert_array_equal(again.split("train").labels, sub.labels)
+    with pytest.raises(ValueError, match=r"config.dataset.train_examples.*got 5000"):
+        get_dataset("digits", train_examples=5000)
+
+
 # ---------------------------------------------------------------------- digits
 
 @pytest.fixture(scope="module")

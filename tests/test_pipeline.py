@@ -236,6 +236,27 @@ def test_estimate_reuses_another_workdirs_model_a(tmp_path):
   assert (tmp_path / "variant" / "estimate" / "similarity.npy").exists()
   results = json.loads((tmp_path / "variant" / "results.json").read_text())
   assert results["models"]["A"]["clean"]["accuracy"] > 0.5
+  assert (tmp_path / "base" / "evaluate_A.json").exists()
+
+  # A second run on the same A reads A's test results instead of re-evaluating A;
+  # they equal the ones measured, and a changed evaluation config measures again.
+  (tmp_path / "base" / "evaluate_A.json").write_text(json.dumps({
+      "evaluated_under": json.loads((tmp_path / "base" / "evaluate_A.json").read_text())[
+          "evaluated_under"],
+      "results": dict(results["models"]["A"], marker="cached")}))
+  second = tiny_config("epochs=1,similarity=confusion")
+  second.estimate.model_from = str(tmp_path / "base")
+  train.train_and_evaluate(second, str(tmp_path / "second"))
+  second_a = json.loads((tmp_path / "second" / "results.json").read_text())["models"]["A"]
+  assert second_a.pop("marker") == "cached"
+  assert second_a == results["models"]["A"]
+  third = tiny_config("epochs=1,similarity=confusion")
+  third.estimate.model_from = str(tmp_path / "base")
+  third.evaluate.corrupted_examples = 50
+  train.train_and_evaluate(third, str(tmp_path / "third"))
+  third_a = json.loads((tmp_path / "third" / "results.json").read_text())["models"]["A"]
+  assert "marker" not in third_a
+  assert third_a["clean"] == results["models"]["A"]["clean"]
 
   other_seed = tiny_config("epochs=1,similarity=softmax,seed=5")
   other_seed.estimate.model_from = str(tmp_path / "base")

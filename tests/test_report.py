@@ -121,6 +121,21 @@ def test_run_suite_drop_remainder_sharded_and_errors():
                              batch_size=8, num_classes=C, suite=())
 
 
+def test_run_suite_corrupted_examples_subset():
+    fn, _ = _linear(1)
+    x, y = _data()
+    subset = _suite(fn, corrupted_examples=20)
+    assert subset["clean"]["count"] == N  # clean metrics keep the whole split
+    cell = subset["corruptions"]["contrast"]["5"]
+    assert cell["count"] == 20
+    expected = corruptions.corrupt("contrast", x[:20], 5, None)
+    ref_acc = np.mean(np.asarray(fn(expected)).argmax(1) == y[:20])
+    assert cell["accuracy"] == pytest.approx(ref_acc)
+    _assert_close(_suite(fn, corrupted_examples=N), _suite(fn))  # N or more = everything
+    with pytest.raises(ValueError, match="corrupted_examples"):
+        _suite(fn, corrupted_examples=-1)
+
+
 def test_compare_to_baseline(results):
     a, b = results["models"]["A"], results["models"]["B"]
     self_cmp = robustness.compare_to_baseline(a, a)

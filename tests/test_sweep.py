@@ -1,29 +1,22 @@
 """A tiny sweep end to end: shared model A, resume by skipping, mean ± std summary."""
 
 import json
+import os
+import subprocess
+import sys
 
-import ml_collections
 import numpy as np
 
 from simsoft import sweep
+from tests.helpers import tiny_sweep as tiny_sweep_config
+from tests.helpers.tiny import ROOT
 
 
 def tiny_sweep():
-  c = ml_collections.ConfigDict()
-  c.experiments = "digits_tiny"
-  c.specs = ml_collections.ConfigDict({"digits_tiny": "configs/default.py:epochs=1"})
-  c.seeds = "0,1"
-  c.alpha = 0.4
-  c.sources = "confusion"
-  c.forms = "soft_target"
-  c.overrides = ("evaluate.evaluators=clean,corruptions;evaluate.corruptions=contrast,pixelate;"
-                 "evaluate.severities=2;model.kwargs.hidden=(32,)")
-  return c
+  return tiny_sweep_config.get_config()
 
 
 def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
-  from tests.helpers.tiny import ROOT
-
   monkeypatch.chdir(ROOT)
   config = tiny_sweep()
   assert [name for name, _, _ in sweep.variants(config)] == ["label_smoothing", "confusion-soft_target"]
@@ -48,3 +41,34 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   assert set(summary["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
   markdown = (tmp_path / "summary.md").read_text()
   assert "| label smoothing | 2 |" in markdown and "pixelate" in markdown
+
+
+def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  config = tiny_sweep()
+  config.seeds = "0"
+  held = str(tmp_path / "digits_tiny" / "seed0" / "label_smoothing")
+  lock = sweep._claim(str(tmp_path), held)  # as another worker would
+  assert lock is not None and sweep._claim(str(tmp_path), held) is None
+  sweep.run_all(config, str(tmp_path), poll_seconds=0.1)
+  assert (tmp_path / "digits_tiny" / "seed0" / "confusion-soft_target" / "results.json").exists()
+  assert not os.path.exists(os.path.join(held, "results.json"))
+  lock.close()  # the holder died: the kernel drops its flock
+  sweep.run_all(config, str(tmp_path), poll_seconds=0.1)
+  assert os.path.exists(os.path.join(held, "results.json"))
+
+
+def test_two_workers_share_the_runs(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  out = subprocess.run(
+      [sys.executable, "-m", "simsoft.sweep", "--config", "tests/helpers/tiny_sweep.py",
+       "--root", str(tmp_path), "--workers", "2"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout + out.stderr
+  config = tiny_sweep()
+  for workdir, run_config in sweep.plan(config, str(tmp_path)):
+    assert sweep._finished(workdir, run_config.phases), workdir
+  logs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
+  started = [log.count("=== sweep run") for log in logs]
+  assert sum(started) == len(sweep.plan(config, str(tmp_path))) and min(started) > 0, started
+  assert "| label smoothing | 2 |" in out.stdout

@@ -19,7 +19,7 @@ import functools
 from typing import Callable
 
 from simsoft.data import digits, fashion_mnist_local, tfds_sources
-from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats
+from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats, subset_train
 from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches, train_indices
 from simsoft.data.splits import stratified_holdout
 from simsoft.data.tfds_sources import (
@@ -40,7 +40,7 @@ DATASETS: dict[str, Loader] = {
 
 
 def get_dataset(name: str, *, data_dir: str | None = None, validation_fraction: float = 0.1,
-                split_seed: int = 0) -> Dataset:
+                split_seed: int = 0, train_examples: int = 0) -> Dataset:
     """Load dataset `name` (a key of DATASETS) into memory.
 
     Args:
@@ -50,6 +50,9 @@ def get_dataset(name: str, *, data_dir: str | None = None, validation_fraction: 
       validation_fraction: share of the source's train split held out, per
         class, as 'validation' (0 <= f < 1).
       split_seed: seed of that hold-out.
+      train_examples: > 0 keeps a class-stratified subset of that many
+        examples of the remaining train split (drawn with split_seed; see
+        `subset_train`), for low-data runs and budgets; 0 keeps all.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
@@ -57,13 +60,14 @@ def get_dataset(name: str, *, data_dir: str | None = None, validation_fraction: 
         raise ValueError(
             f"validation_fraction must satisfy 0 <= validation_fraction < 1, got "
             f"{validation_fraction}")
-    return DATASETS[name](data_dir=data_dir, validation_fraction=validation_fraction,
-                          split_seed=split_seed)
+    ds = DATASETS[name](data_dir=data_dir, validation_fraction=validation_fraction,
+                        split_seed=split_seed)
+    return subset_train(ds, train_examples, seed=split_seed) if train_examples else ds
 
 
 __all__ = [
     "ArraySplit", "CIFAR10_C_CORRUPTIONS", "CIFAR10_C_EXTRA_CORRUPTIONS",
     "CIFAR10_C_SEVERITIES", "DATASETS", "Dataset", "SPLITS", "channel_stats",
     "eval_batches", "get_dataset", "load_cifar10_corrupted", "steps_per_epoch",
-    "stratified_holdout", "train_batches", "train_indices",
+    "stratified_holdout", "subset_train", "train_batches", "train_indices",
 ]

@@ -165,3 +165,26 @@ def build_dataset(
         image_shape=train.image_shape, mean=mean, std=std, augmentation=augmentation,
         splits=splits, coarse_labels=coarse,
         coarse_class_names=tuple(coarse_class_names) if coarse_class_names else None)
+
+
+def subset_train(ds: Dataset, train_examples: int, *, seed: int) -> Dataset:
+    """`ds` with its 'train' split cut to a class-stratified subset of `train_examples`.
+
+    The subset is the held-out part of `splits.stratified_holdout` at fraction
+    train_examples / N (so exactly that many examples, per-class shares as in
+    the full split), drawn with `seed`; validation and test are unchanged and
+    mean/std are recomputed on the subset.
+    """
+    train = ds.split("train")
+    if not 0 < train_examples <= len(train):
+        raise ValueError(f"train_examples (config.dataset.train_examples) must lie in [1, {len(train)}] (the size of {ds.name}'s "
+                         f"train split), got {train_examples}")
+    if train_examples == len(train):
+        return ds
+    _, keep = splits_lib.stratified_holdout(train.labels, fraction=train_examples / len(train),
+                                            seed=seed)
+    splits = dict(ds.splits, train=train.take(keep))
+    coarse = None if ds.coarse_labels is None else dict(
+        ds.coarse_labels, train=ds.coarse_labels["train"][keep])
+    mean, std = channel_stats(splits["train"].images)
+    return dataclasses.replace(ds, splits=splits, coarse_labels=coarse, mean=mean, std=std)
