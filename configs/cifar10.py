@@ -10,7 +10,9 @@ prepared data_dir (a gs:// bucket on Cloud TPU VMs).
   python -m simsoft.main --config configs/cifar10.py:model=wrn,similarity=centroid --workdir ...
   python -m simsoft.main --config configs/cifar10.py:runlocal --workdir /tmp/simsoft/cifar10_local
 
-Expected results: added once measured (see RESULTS.md).
+Results: not measured yet. The data comes through TFDS, which the machines this
+project was developed on cannot download; RESULTS.md covers the data available
+offline (digits, Fashion-MNIST).
 """
 
 from simsoft import config as config_lib

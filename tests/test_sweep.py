@@ -39,6 +39,8 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   assert summary["label smoothing"]["seeds"] == 2
   np.testing.assert_allclose([mean, std], [np.mean(accs), np.std(accs, ddof=1)], rtol=1e-9)
   assert set(summary["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
+  with open(tmp_path / "summary_digits_tiny.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   markdown = (tmp_path / "summary.md").read_text()
   assert "| label smoothing | 2 |" in markdown and "pixelate" in markdown
 
