@@ -206,6 +206,10 @@ def summarise(sweep, root: str) -> dict:
       by = [m.get("summary", {}).get("accuracy_by_corruption") for m in found]
       if all(by):
         row["accuracy by corruption"] = {c: _mean_std([b[c] for b in by]) for c in by[0]}
+      by = [m.get("summary", {}).get("accuracy_by_severity") for m in found]
+      if all(by):
+        row["accuracy by severity"] = {"0": row["clean accuracy"]} | {
+            s: _mean_std([b[s] for b in by]) for s in by[0]}
       rows[label] = row
     summary[name] = rows
   with open(os.path.join(root, "summary.json"), "w") as f:
@@ -215,6 +219,8 @@ def summarise(sweep, root: str) -> dict:
   for name, rows in summary.items():
     if rows:
       plot_summary(name, rows, os.path.join(root, f"summary_{name}.png"))
+    if any("accuracy by severity" in row for row in rows.values()):
+      plot_severity(name, rows, os.path.join(root, f"severity_{name}.png"))
   return summary
 
 
@@ -236,6 +242,34 @@ def plot_summary(name: str, rows: dict, path: str) -> str:
     ax.grid(axis="x", alpha=0.3)
   fig.axes[0].set_yticks(range(len(labels)), labels)
   fig.axes[0].invert_yaxis()
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  return path
+
+
+def plot_severity(name: str, rows: dict, path: str) -> str:
+  """Accuracy against corruption severity (0 = clean), mean ± std over seeds:
+  cross-entropy, label smoothing and every soft-target setting."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
+  for label, row in rows.items():
+    by = row.get("accuracy by severity")
+    if not by or label.endswith("log_sum"):
+      continue
+    severities = sorted(by, key=int)
+    means = np.array([100 * by[s][0] for s in severities])
+    stds = np.array([100 * by[s][1] for s in severities])
+    x = [int(s) for s in severities]
+    style = dict(color="black", linewidth=2.5) if label == "cross-entropy (A)" else (
+        dict(color="gray", linestyle="--") if label == "label smoothing" else {})
+    line, = ax.plot(x, means, marker="o", label=label, **style)
+    ax.fill_between(x, means - stds, means + stds, color=line.get_color(), alpha=0.12)
+  ax.set_xlabel("corruption severity (0 = clean; mean over corruptions)")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(f"{name}: accuracy under corruption (mean ± std over seeds)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
   fig.savefig(path, dpi=110, bbox_inches="tight")
   return path
 

@@ -39,8 +39,12 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   assert summary["label smoothing"]["seeds"] == 2
   np.testing.assert_allclose([mean, std], [np.mean(accs), np.std(accs, ddof=1)], rtol=1e-9)
   assert set(summary["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
-  with open(tmp_path / "summary_digits_tiny.png", "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  by_severity = summary["label smoothing"]["accuracy by severity"]
+  assert by_severity["0"] == summary["label smoothing"]["clean accuracy"]
+  assert set(by_severity) == {"0", "2"}
+  for figure in ("summary_digits_tiny.png", "severity_digits_tiny.png"):
+    with open(tmp_path / figure, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   markdown = (tmp_path / "summary.md").read_text()
   assert "| label smoothing | 2 |" in markdown and "pixelate" in markdown
 
