@@ -244,6 +244,8 @@ def run_suite(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if mesh is not None and batch_size % mesh.size:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}")
+    if int(corrupted_examples) < 0:
+        raise ValueError(f"corrupted_examples must be >= 0, got {corrupted_examples}")
     names = _resolve_suite(suite)
     severities = [corruptions_lib.check_severity(s) for s in severities]
     if class_to_group is not None:
@@ -255,8 +257,6 @@ def run_suite(
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)
     results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
-    if int(corrupted_examples) < 0:
-        raise ValueError(f"corrupted_examples must be >= 0, got {corrupted_examples}")
     if 0 < corrupted_examples < len(labels):
         clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
                          mask_padding, mesh)

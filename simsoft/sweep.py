@@ -6,15 +6,16 @@ Layout: DIR/<experiment>/seed<s>/{base, label_smoothing, <source>-<form>}.
 `base` trains model A (phases=estimate); every other run reuses that A
 (config.estimate.model_from) and retrains B. Runs with a results.json are
 skipped, unfinished ones resume, so a rerun finishes an interrupted sweep.
+DIR/summary.md and DIR/summary.json hold mean and standard deviation over
+seeds of every metric, CE (model A) against label smoothing and each
+similarity setting (model B); DIR/summary_<experiment>.png and
+DIR/severity_<experiment>.png plot them.
 
 --workers N starts N worker processes, each pinned to its own share of the
 CPU cores (on a small CPU box two single-core workers train ~1.4x more images
 per second than one process on two cores). Workers claim runs through
 DIR/.locks/ with flock, which the kernel releases if a worker dies, and a run
 starts once its base has finished. Each worker logs to DIR/worker<i>.log.
-DIR/summary.md and DIR/summary.json hold mean and standard deviation over
-seeds of every metric, CE (model A) against label smoothing and each
-similarity setting (model B).
 """
 
 from __future__ import annotations

@@ -177,8 +177,9 @@ def subset_train(ds: Dataset, train_examples: int, *, seed: int) -> Dataset:
     """
     train = ds.split("train")
     if not 0 < train_examples <= len(train):
-        raise ValueError(f"train_examples (config.dataset.train_examples) must lie in [1, {len(train)}] (the size of {ds.name}'s "
-                         f"train split), got {train_examples}")
+        raise ValueError(f"train_examples (config.dataset.train_examples) must lie in "
+                         f"[1, {len(train)}] (the size of {ds.name}'s train split), "
+                         f"got {train_examples}")
     if train_examples == len(train):
         return ds
     _, keep = splits_lib.stratified_holdout(train.labels, fraction=train_examples / len(train),
