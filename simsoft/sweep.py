@@ -216,13 +216,38 @@ def summarise(sweep, root: str) -> dict:
   with open(os.path.join(root, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(root, "summary.md"), "w") as f:
-    f.write(to_markdown(summary))
+    f.write(to_markdown(summary) + wall_time_markdown(wall_times(sweep, root)))
   for name, rows in summary.items():
     if rows:
       plot_summary(name, rows, os.path.join(root, f"summary_{name}.png"))
     if any("accuracy by severity" in row for row in rows.values()):
       plot_severity(name, rows, os.path.join(root, f"severity_{name}.png"))
   return summary
+
+
+def wall_times(sweep, root: str) -> dict:
+  """Per experiment: finished runs and their wall time (wall_time.json), bases and B runs apart."""
+  out = {}
+  for name in sweep.experiments.split(","):
+    times = {"base": [], "model B": []}
+    for workdir, config in plan(sweep, root):
+      path = os.path.join(workdir, "wall_time.json")
+      if os.path.relpath(workdir, root).split(os.sep)[0] == name and os.path.exists(path):
+        with open(path) as f:
+          times["base" if config.phases == "estimate" else "model B"].append(json.load(f)["seconds"])
+    out[name] = {kind: {"runs": len(t), "seconds": float(np.sum(t))} for kind, t in times.items()}
+  return out
+
+
+def wall_time_markdown(times: dict) -> str:
+  lines = ["Wall time of the runs (summed over runs, whichever worker ran them):\n",
+           "| experiment | base runs (model A) | s | model-B runs | s | total s |",
+           "|---|---|---|---|---|---|"]
+  for name, t in times.items():
+    base, b = t["base"], t["model B"]
+    lines.append(f"| {name} | {base['runs']} | {base['seconds']:,.0f} | {b['runs']} | "
+                 f"{b['seconds']:,.0f} | {base['seconds'] + b['seconds']:,.0f} |")
+  return "\n".join(lines) + "\n"
 
 
 def plot_summary(name: str, rows: dict, path: str) -> str:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from simsoft import sweep
 from tests.helpers import tiny_sweep as tiny_sweep_config
@@ -45,7 +46,13 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   for figure in ("summary_digits_tiny.png", "severity_digits_tiny.png"):
     with open(tmp_path / figure, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  times = sweep.wall_times(config, str(tmp_path))["digits_tiny"]
+  assert times["base"]["runs"] == 2 and times["model B"]["runs"] == 4
+  walls = [json.loads(p.read_text())["seconds"]
+           for p in (tmp_path / "digits_tiny").glob("seed*/*/wall_time.json")]
+  assert times["base"]["seconds"] + times["model B"]["seconds"] == pytest.approx(sum(walls))
   markdown = (tmp_path / "summary.md").read_text()
+  assert "| digits_tiny | 2 |" in markdown
   assert "| label smoothing | 2 |" in markdown and "pixelate" in markdown
 
 
