@@ -348,8 +348,9 @@ def main(argv):
         sys.exit(code)
     else:
       run_all(FLAGS.config, FLAGS.root)
-  summary = summarise(FLAGS.config, FLAGS.root)
-  print(to_markdown(summary), flush=True)
+  summarise(FLAGS.config, FLAGS.root)
+  with open(os.path.join(FLAGS.root, "summary.md")) as f:
+    print(f.read(), flush=True)
 
 
 if __name__ == "__main__":
