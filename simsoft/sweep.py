@@ -193,17 +193,21 @@ def summarise(sweep, root: str) -> dict:
         (run_name if run_name != "label_smoothing" else "label smoothing", run_name, "B")
         for run_name, _, _ in variants(sweep)]
     for label, run_name, model in settings:
-      found = []
+      found, baselines = [], []
       for seed in seeds:
         path = os.path.join(root, name, f"seed{seed}", run_name, "results.json")
         if os.path.exists(path):
           with open(path) as f:
-            found.append(json.load(f)["models"][model])
+            models = json.load(f)["models"]
+          found.append(models[model])
+          baselines.append(models["A"])
       if not found:
         continue
       row = {"seeds": len(found)}
       for metric, get in METRICS:
         row[metric] = _mean_std([get(m) for m in found])
+      if model == "B":
+        row["paired vs CE"] = _paired(found, baselines)
       by = [m.get("summary", {}).get("accuracy_by_corruption") for m in found]
       if all(by):
         row["accuracy by corruption"] = {c: _mean_std([b[c] for b in by]) for c in by[0]}
@@ -223,6 +227,23 @@ def summarise(sweep, root: str) -> dict:
     if any("accuracy by severity" in row for row in rows.values()):
       plot_severity(name, rows, os.path.join(root, f"severity_{name}.png"))
   return summary
+
+
+PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
+
+
+def _paired(models: list, baselines: list) -> dict:
+  """B - A within each seed (same initialisation and batches): mean ± std, and wins."""
+  out = {}
+  for metric, get in METRICS:
+    if metric not in PAIRED_METRICS:
+      continue
+    pairs = [(get(b), get(a)) for b, a in zip(models, baselines)]
+    deltas = [b - a for b, a in pairs if b is not None and a is not None]
+    if deltas:
+      out[metric] = {"delta": _mean_std(deltas), "wins": sum(d > 0 for d in deltas),
+                     "seeds": len(deltas)}
+  return out
 
 
 def wall_times(sweep, root: str) -> dict:
@@ -328,6 +349,17 @@ def to_markdown(summary: dict) -> str:
       parts.append("|" + "---|" * (len(names) + 1))
       for label, by in corr.items():
         parts.append(f"| {label} | " + " | ".join(f"{100 * by[n][0]:.2f}" for n in names) + " |")
+    paired = {label: row["paired vs CE"] for label, row in rows.items() if row.get("paired vs CE")}
+    if paired:
+      parts.append("\nPaired difference to cross-entropy, B - A within each seed (same "
+                   "initialisation and batches), points; wins = seeds where B is higher:\n")
+      parts.append("| setting | " + " | ".join(f"{m} B - A | wins" for m in PAIRED_METRICS) + " |")
+      parts.append("|" + "---|" * (2 * len(PAIRED_METRICS) + 1))
+      for label, by in paired.items():
+        cells = [f"{100 * by[m]['delta'][0]:+.2f} ± {100 * by[m]['delta'][1]:.2f} | "
+                 f"{by[m]['wins']}/{by[m]['seeds']}" if m in by else "n/a | n/a"
+                 for m in PAIRED_METRICS]
+        parts.append(f"| {label} | " + " | ".join(cells) + " |")
     parts.append("")
   return "\n".join(parts) + "\n"
 

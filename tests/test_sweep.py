@@ -40,6 +40,13 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   assert summary["label smoothing"]["seeds"] == 2
   np.testing.assert_allclose([mean, std], [np.mean(accs), np.std(accs, ddof=1)], rtol=1e-9)
   assert set(summary["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
+  a_accs = [json.loads((tmp_path / "digits_tiny" / f"seed{s}" / "label_smoothing" / "results.json")
+                       .read_text())["models"]["A"]["clean"]["accuracy"] for s in (0, 1)]
+  deltas = np.subtract(accs, a_accs)
+  paired = summary["label smoothing"]["paired vs CE"]["clean accuracy"]
+  np.testing.assert_allclose(paired["delta"], [np.mean(deltas), np.std(deltas, ddof=1)], rtol=1e-9)
+  assert paired["wins"] == int(np.sum(deltas > 0)) and paired["seeds"] == 2
+  assert "paired vs CE" not in summary["cross-entropy (A)"]
   by_severity = summary["label smoothing"]["accuracy by severity"]
   assert by_severity["0"] == summary["label smoothing"]["clean accuracy"]
   assert set(by_severity) == {"0", "2"}
