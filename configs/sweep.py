@@ -12,6 +12,16 @@ source x loss form, all with the same alpha and the same training budget.
 A rerun skips finished runs and resumes unfinished ones, so a sweep can be
 finished across sessions. The summary (tables, figures) is written to
 <root>/summary.md; RESULTS.md quotes it.
+
+Measured (RESULTS.md, 2 CPU cores): digits 72 runs, 1,365 s summed over runs;
+Fashion-MNIST 72 runs in 82 min with --workers 2. Best similarity setting
+against cross-entropy, mean ± std over seeds 0-2 (clean / mean corrupted accuracy):
+  digits_mlp       CE 96.38 ± 0.48 / 93.60 ± 0.30; confusion soft target
+                   97.59 ± 0.32 / 94.02 ± 0.31 (wins in all 3 seeds)
+  digits_lenet     CE 97.68 ± 0.43 / 94.02 ± 0.59; nothing separable from CE
+  fmnist_resnet20  CE 82.80 ± 0.63 / 68.89 ± 1.31; weights log-sum 82.93 ± 0.78,
+                   online soft target 69.49 ± 2.33 corrupted: within seed noise
+  fmnist_lenet     CE 87.80 ± 0.27 / 86.31 ± 0.40; every setting at or below CE
 """
 
 import ml_collections
