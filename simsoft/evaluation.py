@@ -121,8 +121,8 @@ class Cifar10CSets(Mapping):
 def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -> dict:
   """Runs the configured evaluators on each model; returns the results.json payload.
 
-  `precomputed` maps model keys to results already measured under this same
-  evaluation config (model A shared by a sweep's runs); those are not rerun.
+  `precomputed` maps other model keys to results already measured under this
+  same evaluation config (model A shared by a sweep's runs), added as they are.
   """
   config, ds = run.config, run.dataset
   names = evaluators_of(config)
@@ -145,8 +145,6 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
   results["models"].update(precomputed or {})
   predict_jits = {}
   for key, (graphdef, state) in models.items():
-    if key in results["models"]:
-      continue
     if graphdef not in predict_jits:  # A and B share one compiled program
       predict_jits[graphdef] = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
     predict_fn = functools.partial(predict_jits[graphdef], state["params"], state["model_state"])
@@ -156,7 +154,6 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
         extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
     results["models"][key]["label"] = MODEL_LABELS[key]
-  results["models"] = {k: results["models"][k] for k in sorted(results["models"])}
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(
         results["models"]["B"], results["models"]["A"])

@@ -235,11 +235,10 @@ PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
 def _paired(models: list, baselines: list) -> dict:
   """B - A within each seed (same initialisation and batches): mean ± std, and wins."""
   out = {}
-  for metric, get in METRICS:
-    if metric not in PAIRED_METRICS:
-      continue
-    pairs = [(get(b), get(a)) for b, a in zip(models, baselines)]
-    deltas = [b - a for b, a in pairs if b is not None and a is not None]
+  for metric in PAIRED_METRICS:
+    get = dict(METRICS)[metric]
+    deltas = [get(b) - get(a) for b, a in zip(models, baselines)
+              if get(b) is not None and get(a) is not None]
     if deltas:
       out[metric] = {"delta": _mean_std(deltas), "wins": sum(d > 0 for d in deltas),
                      "seeds": len(deltas)}
@@ -251,11 +250,12 @@ def wall_times(sweep, root: str) -> dict:
   out = {}
   for name in sweep.experiments.split(","):
     times = {"base": [], "model B": []}
-    for workdir, config in plan(sweep, root):
-      path = os.path.join(workdir, "wall_time.json")
-      if os.path.relpath(workdir, root).split(os.sep)[0] == name and os.path.exists(path):
-        with open(path) as f:
-          times["base" if config.phases == "estimate" else "model B"].append(json.load(f)["seconds"])
+    for seed in sweep.seeds.split(","):
+      for run_name in ["base"] + [v[0] for v in variants(sweep)]:
+        path = os.path.join(root, name, f"seed{seed}", run_name, "wall_time.json")
+        if os.path.exists(path):
+          with open(path) as f:
+            times["base" if run_name == "base" else "model B"].append(json.load(f)["seconds"])
     out[name] = {kind: {"runs": len(t), "seconds": float(np.sum(t))} for kind, t in times.items()}
   return out
 

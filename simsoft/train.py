@@ -323,14 +323,16 @@ def run_evaluate(run: Run) -> dict:
   """Test metrics of models A and B -> workdir/results.json (+ table on stdout)."""
   ds, config = run.dataset, run.config
   identity = np.eye(ds.num_classes, dtype=np.float32)
+  shared_a = _shared_model_a_results(run)
   models = {}
   for key, phase in (("A", "estimate"), ("B", "retrain")):
     if _phase_done(run, phase) is None:
       raise RuntimeError(f"evaluate needs the finished {phase!r} phase (model {key}); "
                          f"run it first (config.phases)")
+    if shared_a and key in shared_a:
+      continue
     online = phase == "retrain" and config.similarity.source == "online"
     models[key] = _restore_final(run, phase, identity, online)
-  shared_a = _shared_model_a_results(run)
   results = evaluation.evaluate_models(run, models, precomputed=shared_a)
   if config.estimate.model_from and shared_a is None:
     ckpt.write_json(os.path.join(config.estimate.model_from, "evaluate_A.json"),
