@@ -9,8 +9,13 @@ Fields (defaults below):
     dataset.train_examples (> 0: a class-stratified subset of the train split)
   model.name, model.dtype ('float32' | 'bfloat16'), model.kwargs (per model)
   similarity.source, similarity.path (file source), similarity.from_workdir
-    (reuse another run's estimated S), similarity.options (post-processing)
-  loss.form ('soft_target' | 'log_sum'), loss.alpha
+    (reuse another run's estimated S), similarity.shuffle (control: S with its
+    classes permuted by a seeded derangement), similarity.options
+    (post-processing), similarity.<source> (that source's own options, with the
+    source's defaults: confusion.smoothing, softmax.correct_only, centroid.center,
+    online.correct_only / initial_smoothing)
+  loss.form ('soft_target' | 'log_sum'), loss.amount ('alpha' | 'mass'),
+    loss.alpha, loss.mass (see simsoft.losses.similarity_target_matrix)
   optimizer.name ('sgd' | 'adamw'), learning_rate, momentum, nesterov,
     weight_decay, warmup_epochs, schedule ('cosine' | 'constant'), grad_clip_norm
   input.pipeline ('auto' | 'host' | 'device'), input.steps_per_dispatch,
@@ -33,6 +38,7 @@ import ml_collections
 
 PHASES = ("estimate", "retrain", "evaluate")
 LOSS_FORMS = ("soft_target", "log_sum")
+LOSS_AMOUNTS = ("alpha", "mass")
 
 # Short names accepted after the colon, mapped to the field they set.
 ARG_ALIASES = {
@@ -42,6 +48,8 @@ ARG_ALIASES = {
     "source": "similarity.source",
     "form": "loss.form",
     "alpha": "loss.alpha",
+    "mass": None,  # sets loss.mass and loss.amount='mass'
+    "shuffle": "similarity.shuffle",
     "lr": "optimizer.learning_rate",
     "epochs": None,  # sets both estimate.epochs and retrain.epochs
     "seed": "seed",
@@ -65,16 +73,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.kwargs = ml_collections.ConfigDict()
 
   c.similarity = ml_collections.ConfigDict(dict(
-      source="confusion", path="", from_workdir=""))
-  # Post-processing (every source) and source options; each source takes the
-  # ones it knows (simsoft.similarity.source_options), the rest are ignored.
-  # temperature 0 = the source's default (0.1 for centroid and weights, else 1).
+      source="confusion", path="", from_workdir="", shuffle=False))
+  # Post-processing, shared by every source. temperature 0 = the source's
+  # default (0.1 for centroid and weights, else 1).
   c.similarity.options = ml_collections.ConfigDict(dict(
       temperature=0.0, symmetrize=False, diagonal="keep", top_k=0,
-      identity_mix=0.0, normalize=True, smoothing=1.0, correct_only=True,
-      initial_smoothing=0.1, center=True))
+      identity_mix=0.0, normalize=True))
+  # Each source's own options, with that source's defaults (one section each).
+  for name, defaults in source_own_options().items():
+    c.similarity[name] = ml_collections.ConfigDict(defaults)
 
-  c.loss = ml_collections.ConfigDict(dict(form="soft_target", alpha=0.5))
+  # amount 'alpha': target (1-alpha) onehot + alpha rownorm(S)[y];
+  # amount 'mass': target (1-mass) onehot + mass Q[y] (Q: S off its diagonal,
+  # rows normalised), the same off-target mass for every source.
+  c.loss = ml_collections.ConfigDict(dict(
+      form="soft_target", amount="alpha", alpha=0.5, mass=0.1))
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False,
@@ -196,6 +209,9 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
     if key == "epochs":
       c.estimate.epochs = c.retrain.epochs = int(text)
       continue
+    if key == "mass":
+      c.loss.amount, c.loss.mass = "mass", float(text)
+      continue
     dotted = ARG_ALIASES.get(key, key)
     try:
       set_field(c, dotted, text)
@@ -207,6 +223,26 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
   if "runlocal" in args and args["runlocal"].lower() in ("1", "true", "yes"):
     runlocal(c)
   return c
+
+
+def source_own_options() -> dict[str, dict]:
+  """{source: its own options with defaults} for every source that has any
+  (temperature excluded: it lives in similarity.options)."""
+  from simsoft.similarity import SOURCES  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for name, spec in SOURCES.items():
+    own = {k: v for k, v in spec.options.items() if k != "temperature"}
+    if own:
+      out[name] = own
+  return out
+
+
+def loss_amount(c: ml_collections.ConfigDict) -> dict[str, float]:
+  """{'alpha': a} or {'mass': m}: the keyword the losses take, from config.loss."""
+  if c.loss.amount not in LOSS_AMOUNTS:
+    raise ValueError(f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}")
+  return {c.loss.amount: c.loss[c.loss.amount]}
 
 
 def phases_of(c: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -9,10 +9,20 @@ recompiling.
 Two forms (Negi, Chan and Mahoor, arXiv 1812.09744; Kobs et al. 2020):
 
 * soft-target cross-entropy, :func:`similarity_cross_entropy`:
-  :math:`-\sum_j t_j \log p_j` with
-  :math:`t = (1-\alpha)\,\mathrm{onehot}(y) + \alpha R_y`, where ``R`` is ``S``
-  with rows normalised to sum to one;
+  :math:`-\sum_j t_j \log p_j` against a target row of
+  :func:`similarity_target_matrix`;
 * SimLoss, :func:`similarity_log_loss`: :math:`-\log \sum_j S_{yj} p_j`.
+
+A target row is set in one of two ways:
+
+* ``alpha``: :math:`t = (1-\alpha)\,\mathrm{onehot}(y) + \alpha R_y`, with ``R``
+  the row-normalised ``S``. The off-target mass :math:`\alpha (1 - R_{yy})`
+  then depends on S's diagonal, so one alpha smooths each source differently.
+* ``mass``: :math:`t = (1-m)\,\mathrm{onehot}(y) + m\, Q_y`, with ``Q`` the
+  off-diagonal part of ``S`` row-normalised (:func:`off_target_distribution`):
+  every class gives exactly ``m`` to the other classes and S decides only
+  where it goes. Label smoothing is ``Q`` uniform over the other ``C - 1``
+  classes (``S`` all ones).
 
 Both reduce to plain cross-entropy for ``S = I``. Logits may be float32 or
 bfloat16; the arithmetic runs in at least float32 and the losses are float32
@@ -26,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "off_target_distribution",
+    "similarity_target_matrix",
     "similarity_targets",
     "similarity_cross_entropy",
     "similarity_log_loss",
@@ -97,18 +109,114 @@ def _apply_where(loss: jax.Array, where) -> jax.Array:
   return jnp.where(jnp.asarray(where, bool), loss, jnp.zeros_like(loss))
 
 
-def similarity_targets(labels, similarity, *, alpha=1.0) -> jax.Array:
+def _check_square(similarity) -> int:
+  shape = jnp.shape(similarity)
+  if len(shape) != 2 or shape[0] != shape[1]:
+    raise ValueError(f"`similarity` must be a square [C, C] matrix, got {shape}.")
+  _check_similarity(similarity, shape[0])
+  return shape[0]
+
+
+def _check_fraction(value, name: str) -> None:
+  """Eager range check of a concrete scalar; traced values pass through."""
+  if isinstance(value, jax.core.Tracer) or value is None:
+    return
+  v = np.asarray(value)
+  if v.shape != () or not np.isfinite(v) or not 0.0 <= float(v) <= 1.0:
+    raise ValueError(f"`{name}` must be a finite scalar in [0, 1], got {value!r}.")
+
+
+def off_target_distribution(similarity) -> jax.Array:
+  r"""Where each class's off-target mass goes: S without its diagonal, rows normalised.
+
+  .. math::
+    Q_{yj} = \frac{S_{yj}\,[j \ne y]}{\sum_{k \ne y} S_{yk}}
+
+  A row with no off-diagonal mass (for example ``S = I``) becomes uniform over
+  the other ``C - 1`` classes, so ``S = I`` and ``S`` all ones both give
+  label smoothing.
+
+  Args:
+    similarity: [C, C] non-negative matrix ``S``, ``C >= 2``.
+
+  Returns:
+    float [C, C], zero diagonal, rows summing to one.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> off_target_distribution(jnp.array([[5., 3., 1.], [1., 1., 0.], [0., 0., 1.]]))
+    Array([[0.  , 0.75, 0.25],
+           [1.  , 0.  , 0.  ],
+           [0.5 , 0.5 , 0.  ]], dtype=float32)
+  """
+  c = _check_square(similarity)
+  if c < 2:
+    raise ValueError("off_target_distribution needs at least 2 classes.")
+  dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
+  off = jnp.asarray(similarity, dtype) * (1 - jnp.eye(c, dtype=dtype))
+  total = jnp.sum(off, axis=-1, keepdims=True)
+  uniform = (1 - jnp.eye(c, dtype=dtype)) / (c - 1)
+  return jnp.where(total > 0, off / jnp.where(total > 0, total, 1), uniform)
+
+
+def similarity_target_matrix(similarity, *, alpha=None, mass=None) -> jax.Array:
+  r"""The target of every class at once: row ``y`` is the soft target of label ``y``.
+
+  .. math::
+    T = (1 - \alpha) I + \alpha R \quad (\texttt{alpha}), \qquad
+    T = (1 - m) I + m Q \quad (\texttt{mass})
+
+  with ``R`` the row-normalised ``S`` and ``Q`` = :func:`off_target_distribution`.
+  Give at most one of ``alpha`` and ``mass``; neither means ``alpha = 1``.
+  The off-target mass class ``y`` receives is ``1 - T[y, y]``: ``m`` for every
+  class in the mass form, :math:`\alpha (1 - R_{yy})` in the alpha form.
+
+  Args:
+    similarity: [C, C] non-negative, no all-zero row.
+    alpha: scalar in [0, 1] (may be traced).
+    mass: scalar in [0, 1] (may be traced).
+
+  Returns:
+    float [C, C], each row a probability distribution.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> S = jnp.array([[2., 1., 1.], [0., 1., 0.], [1., 1., 2.]])
+    >>> similarity_target_matrix(S, mass=0.2)[0]
+    Array([0.8, 0.1, 0.1], dtype=float32)
+  """
+  if alpha is not None and mass is not None:
+    raise ValueError("give `alpha` or `mass`, not both.")
+  _check_fraction(alpha, "alpha")
+  _check_fraction(mass, "mass")
+  c = _check_square(similarity)
+  dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
+  similarity = jnp.asarray(similarity, dtype)
+  eye = jnp.eye(c, dtype=dtype)
+  if mass is not None:
+    mass = jnp.asarray(mass, dtype)
+    return (1.0 - mass) * eye + mass * off_target_distribution(similarity)
+  alpha = jnp.asarray(1.0 if alpha is None else alpha, dtype)
+  rows = similarity / jnp.sum(similarity, axis=-1, keepdims=True)
+  return (1.0 - alpha) * eye + alpha * rows
+
+
+def similarity_targets(labels, similarity, *, alpha=None, mass=None) -> jax.Array:
   r"""Soft targets built from a class-similarity matrix.
 
   .. math::
     t_i = (1 - \alpha)\,\mathrm{onehot}(y_i) + \alpha\, R_{y_i}, \qquad
     R_{yj} = \frac{S_{yj}}{\sum_k S_{yk}}
 
+  or, with ``mass``, :math:`t_i = (1-m)\,\mathrm{onehot}(y_i) + m\, Q_{y_i}`
+  (see :func:`similarity_target_matrix`).
+
   Args:
     labels: int [...], class indices in ``[0, C)``.
     similarity: [C, C] non-negative matrix ``S``; no row may sum to zero.
     alpha: weight of the similarity row (scalar, may be traced). ``alpha = 0``
       gives one-hot targets; ``S = 1`` (all ones) gives label smoothing.
+    mass: off-target mass instead of ``alpha`` (scalar in [0, 1], may be traced).
 
   Returns:
     float [..., C], each row a probability distribution.
@@ -120,20 +228,11 @@ def similarity_targets(labels, similarity, *, alpha=1.0) -> jax.Array:
     Array([[0.75 , 0.125, 0.125]], dtype=float32)
   """
   _check_labels(labels)
-  shape = jnp.shape(similarity)
-  if len(shape) != 2 or shape[0] != shape[1]:
-    raise ValueError(f"`similarity` must be a square [C, C] matrix, got {shape}.")
-  _check_similarity(similarity, shape[0])
-  dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
-  similarity = jnp.asarray(similarity, dtype)
-  rows = similarity / jnp.sum(similarity, axis=-1, keepdims=True)
-  onehot = jax.nn.one_hot(labels, shape[0], dtype=dtype)
-  alpha = jnp.asarray(alpha, dtype)
-  return (1.0 - alpha) * onehot + alpha * _rows_of(labels, rows)
+  return _rows_of(labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass))
 
 
 def similarity_cross_entropy(
-    logits, labels, similarity, *, alpha=1.0, where=None
+    logits, labels, similarity, *, alpha=None, mass=None, where=None
 ) -> jax.Array:
   r"""Cross-entropy against similarity-dependent soft targets.
 
@@ -150,7 +249,10 @@ def similarity_cross_entropy(
     logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
     labels: int [...] class indices.
     similarity: [C, C] non-negative, no all-zero row.
-    alpha: weight of the similarity target, scalar in [0, 1] (may be traced).
+    alpha: weight of the similarity target, scalar in [0, 1] (may be traced);
+      neither ``alpha`` nor ``mass`` means ``alpha = 1``.
+    mass: off-target mass instead of ``alpha``: the target is
+      :math:`(1-m)\,\mathrm{onehot}(y) + m\, Q_y` (scalar in [0, 1]).
     where: optional bool [...]; examples where it is False get loss 0.
 
   Returns:
@@ -165,7 +267,7 @@ def similarity_cross_entropy(
   """
   dtype = _check_inputs(logits, labels, similarity, where)
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
-  targets = similarity_targets(labels, jnp.asarray(similarity, dtype), alpha=alpha)
+  targets = similarity_targets(labels, jnp.asarray(similarity, dtype), alpha=alpha, mass=mass)
   return _apply_where(-jnp.sum(targets * log_probs, axis=-1), where)
 
 

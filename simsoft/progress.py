@@ -9,11 +9,35 @@ from __future__ import annotations
 import time
 
 import jax
+from absl import logging
 
 
 def _clock(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _NoEventsWriter:
+  """Stands in for CLU's writer where CLU/TensorFlow is absent (stdout lines only)."""
+
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def _make_writer(logdir: str):
+  try:
+    from clu import metric_writers  # imports TensorFlow: only once training starts
+  except ImportError as e:
+    logging.warning("no TensorBoard event files (%s); install simsoft[report]", e)
+    return _NoEventsWriter()
+  return metric_writers.create_default_writer(
+      logdir, just_logging=jax.process_index() > 0, asynchronous=True)
 
 
 class Progress:
@@ -24,10 +48,7 @@ class Progress:
     self.phase, self.total, self.batch_size = phase, total_steps, batch_size
     self.steps_per_epoch = steps_per_epoch
     self._last_step, self._last_time = start_step, time.perf_counter()
-    from clu import metric_writers  # imports TensorFlow: only once training starts
-
-    self._writer = metric_writers.create_default_writer(
-        logdir, just_logging=jax.process_index() > 0, asynchronous=True)
+    self._writer = _make_writer(logdir)
 
   def update(self, step: int, scalars: dict[str, float]) -> None:
     now = time.perf_counter()

@@ -18,6 +18,7 @@ Result layout (plain JSON: severities are string keys, undefined numbers
 such as a mistake severity without mistakes are None)::
 
     {'clean': metrics,
+     'clean_on_corrupted_images': metrics,                 # when corruptions run
      'corruptions': {name: {'1': metrics, ..., '5': metrics}},
      'extra_sets': {name: {'<severity>': metrics}},        # when given
      'summary': {...}, 'extra_summary': {...}}             # when non-empty
@@ -235,7 +236,9 @@ def run_suite(
       mesh: optional 1-D ('data',) mesh: batches are sharded over it.
       corrupted_examples: > 0 corrupts only the first that many test examples
         (every cell the same ones); 0 corrupts the whole split. Clean metrics
-        always use the whole split.
+        use the whole split; ``clean_on_corrupted_images`` holds the clean
+        metrics of exactly the corrupted images (the severity-0 point of a
+        robustness curve).
 
     Returns:
       JSON-able dict, see the module docstring.
@@ -257,9 +260,12 @@ def run_suite(
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)
     results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
-    if 0 < corrupted_examples < len(labels):
+    if names and 0 < corrupted_examples < len(labels):
         clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
                          mask_padding, mesh)
+        results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
+    elif names:
+        results["clean_on_corrupted_images"] = results["clean"]
     for name in names:
         name_key = jax.random.fold_in(key, _stable_id(name))
         results["corruptions"][name] = {

@@ -20,6 +20,7 @@ starts once its base has finished. Each worker logs to DIR/worker<i>.log.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import importlib.util
 import json
@@ -45,12 +46,16 @@ flags.mark_flags_as_required(["config", "root"])
 
 METRICS = (
     ("clean accuracy", lambda m: m["clean"]["accuracy"]),
+    ("clean accuracy, corrupted images",
+     lambda m: m.get("clean_on_corrupted_images", {}).get("accuracy")),
     ("NLL", lambda m: m["clean"]["nll"]),
     ("ECE", lambda m: m["clean"]["ece"]),
     ("mean corrupted accuracy", lambda m: m.get("summary", {}).get("mean_corrupted_accuracy")),
     ("mistake severity", lambda m: m["clean"].get("mistake_severity")),
     ("super-class accuracy", lambda m: m["clean"].get("superclass_accuracy")),
 )
+PERCENT_METRICS = ("clean accuracy", "clean accuracy, corrupted images",
+                   "mean corrupted accuracy", "super-class accuracy")
 
 
 def load_experiment_config(spec: str):
@@ -63,32 +68,77 @@ def load_experiment_config(spec: str):
   return module.get_config(arg)
 
 
-def variants(sweep) -> list[tuple[str, str, str]]:
-  """(run name, source, form) of every model-B run."""
-  out = [("label_smoothing", "uniform", "soft_target")]
-  for source in sweep.sources.split(","):
-    for form in sweep.forms.split(","):
-      out.append((f"{source}-{form}", source, form))
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One model-B run per seed: its name (the run directory) and what it sets.
+
+  `control` is the mass-matched label-smoothing run of the same form;
+  `shuffled` the run with the same S, classes permuted (None where absent).
+  """
+  name: str
+  source: str
+  form: str
+  amount: tuple[str, float]
+  shuffle: bool = False
+  control: str | None = None
+  shuffled: str | None = None
+
+
+def _csv(text: str) -> list[str]:
+  return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def variants(sweep) -> list[Setting]:
+  """Every model-B setting of a sweep config, in summary order.
+
+  For each mass m: label smoothing at m (the control), and for each source
+  its soft-target run and its shuffled-S control (sweep.shuffled); the same
+  in the log-sum form for sweep.log_sum_sources (with label smoothing in that
+  form as their control). Then sweep.alpha_settings ('source-form') at
+  sweep.alpha, the older alpha-mixed target.
+  """
+  out = []
+  for m in (float(x) for x in _csv(sweep.masses)):
+    forms = [("soft_target", _csv(sweep.sources))]
+    if _csv(sweep.log_sum_sources):
+      forms.append(("log_sum", _csv(sweep.log_sum_sources)))
+    for form, sources in forms:
+      ls = f"label_smoothing-{form}-m{m:g}"
+      out.append(Setting(ls, "uniform", form, ("mass", m)))
+      for source in sources:
+        name = f"{source}-{form}-m{m:g}"
+        shuffled = f"{name}-shuffled" if sweep.shuffled else None
+        out.append(Setting(name, source, form, ("mass", m), control=ls, shuffled=shuffled))
+        if shuffled:
+          out.append(Setting(shuffled, source, form, ("mass", m), shuffle=True, control=ls))
+  for item in _csv(sweep.alpha_settings):
+    source, form = item.split("-")
+    out.append(Setting(f"{source}-{form}-a{sweep.alpha:g}", source, form, ("alpha", sweep.alpha)))
   return out
 
 
 def plan(sweep, root: str) -> list[tuple[str, object]]:
   """Every run of the sweep as (workdir, config): all bases, then the runs using them."""
   bases, runs = [], []
-  for name in sweep.experiments.split(","):
-    for seed in (int(s) for s in sweep.seeds.split(",")):
-      def make(source, form, phases, model_from=""):
+  for name in _csv(sweep.experiments):
+    for seed in (int(s) for s in _csv(sweep.seeds)):
+      def make(setting: Setting | None, phases, model_from=""):
         c = load_experiment_config(sweep.specs[name])
         _apply_overrides(c, sweep.overrides)
-        c.seed, c.phases, c.loss.alpha = seed, phases, sweep.alpha
-        c.similarity.source, c.loss.form = source, form
-        c.estimate.model_from = model_from
+        c.seed, c.phases, c.estimate.model_from = seed, phases, model_from
+        if setting is None:
+          c.similarity.source, c.loss.form = "identity", "soft_target"
+        else:
+          c.similarity.source, c.loss.form = setting.source, setting.form
+          c.similarity.shuffle = setting.shuffle
+          c.loss.amount = setting.amount[0]
+          c.loss[setting.amount[0]] = setting.amount[1]
         return c
       base = os.path.join(root, name, f"seed{seed}", "base")
-      bases.append((base, make("identity", "soft_target", "estimate")))
-      for run_name, source, form in variants(sweep):
-        runs.append((os.path.join(root, name, f"seed{seed}", run_name),
-                     make(source, form, ",".join(config_lib.PHASES), base)))
+      bases.append((base, make(None, "estimate")))
+      for setting in variants(sweep):
+        runs.append((os.path.join(root, name, f"seed{seed}", setting.name),
+                     make(setting, ",".join(config_lib.PHASES), base)))
   return bases + runs
 
 
@@ -183,75 +233,112 @@ def _mean_std(values):
   return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _results(root: str, experiment: str, seed: str, run: str) -> dict | None:
+  path = os.path.join(root, experiment, f"seed{seed}", run, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+CE = "cross-entropy (A)"
+PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
+COMPARISONS = ("vs cross-entropy", "vs label smoothing, same mass", "vs shuffled S")
+
+
 def summarise(sweep, root: str) -> dict:
-  """summary.json / summary.md: mean ± std over seeds per experiment and setting."""
+  """summary.json / summary.md: per experiment, mean ± std over seeds of every
+  metric, and paired comparisons with 95 % intervals, t-test p-values and Holm."""
   summary = {}
-  for name in sweep.experiments.split(","):
+  seeds = _csv(sweep.seeds)
+  settings = variants(sweep)
+  for name in _csv(sweep.experiments):
+    results = {(st.name, seed): _results(root, name, seed, st.name)
+               for st in settings for seed in seeds}
+    model_a = {}
+    for (_, seed), r in results.items():
+      if r is not None:
+        model_a.setdefault(seed, r["models"]["A"])
+    per_setting = {CE: model_a}
+    for st in settings:
+      found = {seed: results[(st.name, seed)]["models"]["B"]
+               for seed in seeds if results[(st.name, seed)] is not None}
+      if found:
+        per_setting[st.name] = found
     rows = {}
-    seeds = [int(s) for s in sweep.seeds.split(",")]
-    settings = [("cross-entropy (A)", "label_smoothing", "A")] + [
-        (run_name if run_name != "label_smoothing" else "label smoothing", run_name, "B")
-        for run_name, _, _ in variants(sweep)]
-    for label, run_name, model in settings:
-      found, baselines = [], []
-      for seed in seeds:
-        path = os.path.join(root, name, f"seed{seed}", run_name, "results.json")
-        if os.path.exists(path):
-          with open(path) as f:
-            models = json.load(f)["models"]
-          found.append(models[model])
-          baselines.append(models["A"])
-      if not found:
+    for label, by_seed in per_setting.items():
+      if not by_seed:
         continue
-      row = {"seeds": len(found)}
+      models = list(by_seed.values())
+      row = {"seeds": len(models)}
       for metric, get in METRICS:
-        row[metric] = _mean_std([get(m) for m in found])
-      if model == "B":
-        row["paired vs CE"] = _paired(found, baselines)
-      by = [m.get("summary", {}).get("accuracy_by_corruption") for m in found]
+        row[metric] = _mean_std([get(m) for m in models])
+      if label != CE:
+        targets = [results[(label, seed)].get("target") for seed in by_seed]
+        masses = [t["mean_off_target_mass"] for t in targets if t]
+        row["off-target mass"] = _mean_std(masses)
+      by = [m.get("summary", {}).get("accuracy_by_corruption") for m in models]
       if all(by):
         row["accuracy by corruption"] = {c: _mean_std([b[c] for b in by]) for c in by[0]}
-      by = [m.get("summary", {}).get("accuracy_by_severity") for m in found]
+      by = [m.get("summary", {}).get("accuracy_by_severity") for m in models]
       if all(by):
-        row["accuracy by severity"] = {"0": row["clean accuracy"]} | {
-            s: _mean_std([b[s] for b in by]) for s in by[0]}
+        row["accuracy by severity"] = {"0": row["clean accuracy, corrupted images"]} | {
+            sev: _mean_std([b[sev] for b in by]) for sev in by[0]}
       rows[label] = row
-    summary[name] = rows
+    summary[name] = {"rows": rows,
+                     "comparisons": _comparisons(settings, per_setting, seeds)}
   with open(os.path.join(root, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(root, "summary.md"), "w") as f:
     f.write(to_markdown(summary) + wall_time_markdown(wall_times(sweep, root)))
-  for name, rows in summary.items():
-    if rows:
-      plot_summary(name, rows, os.path.join(root, f"summary_{name}.png"))
-    if any("accuracy by severity" in row for row in rows.values()):
-      plot_severity(name, rows, os.path.join(root, f"severity_{name}.png"))
+  for name, exp in summary.items():
+    if exp["rows"]:
+      plot_summary(name, exp["rows"], os.path.join(root, f"summary_{name}.png"))
+    if any("accuracy by severity" in row for row in exp["rows"].values()):
+      plot_severity(name, exp["rows"], os.path.join(root, f"severity_{name}.png"))
   return summary
 
 
-PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
+def _comparisons(settings: list[Setting], per_setting: dict, seeds: list[str]) -> dict:
+  """{comparison: {metric: {setting: paired_difference + holm}}}.
 
+  Each setting against cross-entropy (model A of the same seed), against its
+  mass-matched label smoothing, and against its shuffled-S control; per seed
+  difference setting - baseline. Holm runs over the settings of one
+  comparison and metric.
+  """
+  from simsoft import significance  # scipy: only the summary needs it
 
-def _paired(models: list, baselines: list) -> dict:
-  """B - A within each seed (same initialisation and batches): mean ± std, and wins."""
+  pairs = {"vs cross-entropy": [(st.name, CE) for st in settings],
+           "vs label smoothing, same mass": [(st.name, st.control) for st in settings
+                                             if st.control and not st.shuffle],
+           "vs shuffled S": [(st.name, st.shuffled) for st in settings if st.shuffled]}
   out = {}
-  for metric in PAIRED_METRICS:
-    get = dict(METRICS)[metric]
-    deltas = [get(b) - get(a) for b, a in zip(models, baselines)
-              if get(b) is not None and get(a) is not None]
-    if deltas:
-      out[metric] = {"delta": _mean_std(deltas), "wins": sum(d > 0 for d in deltas),
-                     "seeds": len(deltas)}
+  for comparison, todo in pairs.items():
+    out[comparison] = {}
+    for metric in PAIRED_METRICS:
+      get = dict(METRICS)[metric]
+      table = {}
+      for setting, baseline in todo:
+        b, a = per_setting.get(setting, {}), per_setting.get(baseline, {})
+        deltas = [get(b[s]) - get(a[s]) for s in seeds
+                  if s in b and s in a and get(b[s]) is not None and get(a[s]) is not None]
+        if deltas:
+          table[setting] = significance.paired_difference(deltas) | {"baseline": baseline}
+      adjusted, rejected = significance.holm([t["p"] for t in table.values()])
+      for t, adj, rej in zip(table.values(), adjusted, rejected):
+        t |= {"p_holm": adj, "significant_holm": rej}
+      out[comparison][metric] = table
   return out
 
 
 def wall_times(sweep, root: str) -> dict:
   """Per experiment: finished runs and their wall time (wall_time.json), bases and B runs apart."""
   out = {}
-  for name in sweep.experiments.split(","):
+  for name in _csv(sweep.experiments):
     times = {"base": [], "model B": []}
-    for seed in sweep.seeds.split(","):
-      for run_name in ["base"] + [v[0] for v in variants(sweep)]:
+    for seed in _csv(sweep.seeds):
+      for run_name in ["base"] + [v.name for v in variants(sweep)]:
         path = os.path.join(root, name, f"seed{seed}", run_name, "wall_time.json")
         if os.path.exists(path):
           with open(path) as f:
@@ -294,22 +381,22 @@ def plot_summary(name: str, rows: dict, path: str) -> str:
 
 
 def plot_severity(name: str, rows: dict, path: str) -> str:
-  """Accuracy against corruption severity (0 = clean), mean ± std over seeds:
-  cross-entropy, label smoothing and every soft-target setting."""
+  """Accuracy against corruption severity (0 = clean, on the corrupted images),
+  mean ± std over seeds: cross-entropy and every non-shuffled soft-target setting."""
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(7, 4.5))
   ax = fig.subplots()
   for label, row in rows.items():
     by = row.get("accuracy by severity")
-    if not by or label.endswith("log_sum"):
+    if not by or "log_sum" in label or label.endswith("shuffled") or None in by["0"]:
       continue
     severities = sorted(by, key=int)
     means = np.array([100 * by[s][0] for s in severities])
     stds = np.array([100 * by[s][1] for s in severities])
     x = [int(s) for s in severities]
-    style = dict(color="black", linewidth=2.5) if label == "cross-entropy (A)" else (
-        dict(color="gray", linestyle="--") if label == "label smoothing" else {})
+    style = dict(color="black", linewidth=2.5) if label == CE else (
+        dict(color="gray", linestyle="--") if label.startswith("label_smoothing") else {})
     line, = ax.plot(x, means, marker="o", label=label, **style)
     ax.fill_between(x, means - stds, means + stds, color=line.get_color(), alpha=0.12)
   ax.set_xlabel("corruption severity (0 = clean; mean over corruptions)")
@@ -328,17 +415,27 @@ def _cell(ms, pct):
   return f"{100 * mean:.2f} ± {100 * std:.2f}" if pct else f"{mean:.4f} ± {std:.4f}"
 
 
+def _paired_cell(d: dict) -> str:
+  """'+0.52 [+0.10, +0.94] p=0.03 (Holm 0.09)' in points."""
+  if d["ci"] is None:
+    return f"{100 * d['mean']:+.2f} (n={d['n']})"
+  mark = " **" if d["significant_holm"] else ""
+  return (f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] "
+          f"p={d['p']:.3g} Holm {d['p_holm']:.3g}{mark}")
+
+
 def to_markdown(summary: dict) -> str:
   parts = []
-  for name, rows in summary.items():
+  for name, exp in summary.items():
+    rows = exp["rows"]
     parts.append(f"### {name}\n")
-    header = ["setting", "seeds"] + [m for m, _ in METRICS]
+    header = ["setting", "seeds", "off-target mass"] + [m for m, _ in METRICS]
     parts.append("| " + " | ".join(header) + " |")
     parts.append("|" + "---|" * len(header))
     for label, row in rows.items():
-      cells = [label, str(row["seeds"])] + [
-          _cell(row[m], pct=m in ("clean accuracy", "mean corrupted accuracy", "super-class accuracy"))
-          for m, _ in METRICS]
+      mass = row.get("off-target mass")
+      cells = [label, str(row["seeds"]), "0" if mass is None else f"{mass[0]:.4f}"] + [
+          _cell(row[m], pct=m in PERCENT_METRICS) for m, _ in METRICS]
       parts.append("| " + " | ".join(cells) + " |")
     corr = {label: row["accuracy by corruption"] for label, row in rows.items()
             if "accuracy by corruption" in row}
@@ -349,17 +446,21 @@ def to_markdown(summary: dict) -> str:
       parts.append("|" + "---|" * (len(names) + 1))
       for label, by in corr.items():
         parts.append(f"| {label} | " + " | ".join(f"{100 * by[n][0]:.2f}" for n in names) + " |")
-    paired = {label: row["paired vs CE"] for label, row in rows.items() if row.get("paired vs CE")}
-    if paired:
-      parts.append("\nPaired difference to cross-entropy, B - A within each seed (same "
-                   "initialisation and batches), points; wins = seeds where B is higher:\n")
-      parts.append("| setting | " + " | ".join(f"{m} B - A | wins" for m in PAIRED_METRICS) + " |")
-      parts.append("|" + "---|" * (2 * len(PAIRED_METRICS) + 1))
-      for label, by in paired.items():
-        cells = [f"{100 * by[m]['delta'][0]:+.2f} ± {100 * by[m]['delta'][1]:.2f} | "
-                 f"{by[m]['wins']}/{by[m]['seeds']}" if m in by else "n/a | n/a"
-                 for m in PAIRED_METRICS]
-        parts.append(f"| {label} | " + " | ".join(cells) + " |")
+    for comparison, by_metric in exp["comparisons"].items():
+      settings = list(dict.fromkeys(s for table in by_metric.values() for s in table))
+      if not settings:
+        continue
+      parts.append(f"\nPaired difference {comparison} (setting - baseline within each seed), "
+                   "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings; "
+                   "** = significant after Holm at 0.05:\n")
+      parts.append("| setting | baseline | " + " | ".join(by_metric) + " |")
+      parts.append("|" + "---|" * (len(by_metric) + 2))
+      for setting in settings:
+        cells = [_paired_cell(by_metric[m][setting]) if setting in by_metric[m] else "n/a"
+                 for m in by_metric]
+        baseline = next(by_metric[m][setting]["baseline"] for m in by_metric
+                        if setting in by_metric[m])
+        parts.append(f"| {setting} | {baseline} | " + " | ".join(cells) + " |")
     parts.append("")
   return "\n".join(parts) + "\n"
 

@@ -17,6 +17,7 @@ so a resumed run reproduces the uninterrupted one exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -89,21 +90,39 @@ def _model(run: Run, rngs: nnx.Rngs) -> nnx.Module:
 
 
 def _similarity_options(config: ml_collections.ConfigDict, source: str) -> dict[str, Any]:
-  allowed = sim_lib.source_options(source)
-  options = {k: v for k, v in config.similarity.options.to_dict().items() if k in allowed}
+  """What build_similarity gets: similarity.options plus similarity.<source> (its own)."""
+  options = config.similarity.options.to_dict()
+  if source in sim_lib.SOURCES and isinstance(config.similarity.get(source), ml_collections.ConfigDict):
+    options.update(config.similarity[source].to_dict())
   if not options.get("temperature"):
     options.pop("temperature", None)
-  return options
+  allowed = sim_lib.source_options(source)
+  return {k: v for k, v in options.items() if k in allowed}
+
+
+def similarity_options_that_ran(config: ml_collections.ConfigDict, source: str) -> dict[str, Any]:
+  """Every option of `source` with the value it ran with (defaults filled in)."""
+  return {**sim_lib.source_options(source), **_similarity_options(config, source)}
+
+
+def shuffle_permutation(config: ml_collections.ConfigDict, num_classes: int) -> np.ndarray | None:
+  """The shuffled-S control's class permutation (a derangement fixed by config.seed), or None."""
+  if not config.similarity.shuffle:
+    return None
+  return sim_lib.derangement(num_classes, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------
 # Training one model: the loop both phases share.
 # ----------------------------------------------------------------------------
 
-def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
-                similarity: np.ndarray, online: bool = False, workdir: str | None = None):
+def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, float],
+                similarity: np.ndarray, online: bool = False, permutation=None,
+                workdir: str | None = None):
   """Trains one model for `config.<phase>.epochs`, resuming from checkpoints.
 
+  `amount` is {'alpha': a} or {'mass': m} (simsoft.losses); `permutation`
+  (online only) permutes every per-epoch S, for the shuffled-S control.
   The checkpoints live in <workdir or run.workdir>/<phase>/checkpoints.
 
   Returns:
@@ -139,10 +158,11 @@ def train_model(run: Run, phase: str, *, loss_form: str, alpha: float,
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run.replicated), abstract)
 
   # Update step: state replicated and donated, batch sharded over 'data'.
-  loss_fn = step_lib.make_loss_fn(loss_form, alpha)
+  loss_fn = step_lib.make_loss_fn(loss_form, **amount)
   step_fn = step_lib.make_train_step(graphdef, tx, loss_fn, mean=ds.mean, std=ds.std,
                                      augmentation=ds.augmentation, track_epoch_stats=online)
-  end_epoch = jax.jit(_online_end_epoch, out_shardings=run.replicated, donate_argnums=0)
+  end_epoch = jax.jit(functools.partial(_online_end_epoch, permutation=permutation),
+                      out_shardings=run.replicated, donate_argnums=0)
 
   # Checkpoint load.
   manager = ckpt.make_manager(os.path.join(workdir or run.workdir, phase, "checkpoints"),
@@ -194,10 +214,17 @@ def _loop(run: Run, phase: str, state, step_fn, end_epoch, manager, *, start: in
   return state
 
 
-def _online_end_epoch(state):
-  """Online Label Smoothing: S <- that epoch's class-mean correct softmax; reset stats."""
+def _online_end_epoch(state, permutation=None):
+  """Online Label Smoothing: S <- that epoch's class-mean correct softmax; reset stats.
+
+  With `permutation` (shuffled-S control) the new S is S[perm][:, perm].
+  """
   stats = step_lib.stats_from_state(state["epoch_stats"])
-  return dict(state, similarity=sim_lib.online_update(state["similarity"], stats),
+  similarity = sim_lib.online_update(state["similarity"], stats)
+  if permutation is not None:
+    perm = jnp.asarray(permutation)
+    similarity = similarity[perm][:, perm]
+  return dict(state, similarity=similarity,
               epoch_stats=jax.tree.map(jnp.zeros_like, state["epoch_stats"]))
 
 
@@ -251,7 +278,7 @@ def run_estimate(run: Run) -> None:
   """Trains model A with plain cross-entropy, then estimates S on the validation split."""
   config, ds = run.config, run.dataset
   identity = np.eye(ds.num_classes, dtype=np.float32)
-  graphdef, state = train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+  graphdef, state = train_model(run, "estimate", loss_form="soft_target", amount={"alpha": 0.0},
                                 similarity=identity, workdir=model_a_workdir(run))
   source = config.similarity.source
   stats, num_samples = None, 0
@@ -266,10 +293,14 @@ def run_estimate(run: Run) -> None:
       source, num_classes=ds.num_classes, stats=stats, classifier_kernel=kernel,
       path=config.similarity.path or None, options=_similarity_options(config, source))
   similarity = losses.validate_similarity(similarity, ds.num_classes)
+  options = similarity_options_that_ran(config, source)
+  permutation = shuffle_permutation(config, ds.num_classes)
+  if permutation is not None:
+    similarity = sim_lib.permute_classes(similarity, permutation)
+    options["shuffle_permutation"] = permutation.tolist()
   record = sim_lib.make_record(
       similarity, source=source, dataset=ds.name, class_names=list(ds.class_names),
-      num_samples=int(num_samples), model_step=int(state["step"]),
-      options=_similarity_options(config, source))
+      num_samples=int(num_samples), model_step=int(state["step"]), options=options)
   directory = os.path.join(run.workdir, "estimate", "similarity")
   sim_lib.save_record(directory, record, force=True)
   if jax.process_index() == 0:
@@ -298,24 +329,59 @@ def run_retrain(run: Run) -> None:
   """Trains a fresh model B with the configured similarity loss."""
   config = run.config
   online = config.similarity.source == "online"
+  # Shuffled-S control: the estimate phase saved S already permuted; online
+  # permutes its initial S here and every per-epoch update in the loop.
+  permutation = shuffle_permutation(config, run.dataset.num_classes)
   if online:
     similarity = sim_lib.build_similarity(
         "online", num_classes=run.dataset.num_classes,
         options=_similarity_options(config, "online"))
+    if permutation is not None:
+      similarity = sim_lib.permute_classes(similarity, permutation)
   else:
     similarity = load_similarity(run)
-  _, state = train_model(run, "retrain", loss_form=config.loss.form, alpha=config.loss.alpha,
-                         similarity=similarity, online=online)
+  amount = config_lib.loss_amount(config)
+  _, state = train_model(run, "retrain", loss_form=config.loss.form, amount=amount,
+                         similarity=similarity, online=online,
+                         permutation=permutation if online else None)
   if online and jax.process_index() == 0:
     with (resolve(run.workdir) / "retrain" / "online_similarity.npy").open("wb") as f:
       np.save(f, np.asarray(state["similarity"]), allow_pickle=False)
+  ckpt.write_json(os.path.join(run.workdir, "retrain", "target.json"),
+                  target_record(config, similarity, np.asarray(state["similarity"]), permutation))
   _mark_done(run, "retrain", state)
+
+
+def off_target_mass(similarity, amount: dict[str, float]) -> np.ndarray:
+  """[C]: 1 - T[y, y], the mass class y's soft target puts on other classes."""
+  target = losses.similarity_target_matrix(jnp.asarray(similarity, jnp.float32), **amount)
+  return 1.0 - np.diag(np.asarray(target, np.float64))
+
+
+def target_record(config, initial_similarity, final_similarity, permutation) -> dict:
+  """What model B's target actually was: form, amount, per-class off-target mass, source options.
+
+  For the online source S changes every epoch: 'off_target_mass' is for the
+  first epoch's S, 'off_target_mass_final' for the last one.
+  """
+  amount = config_lib.loss_amount(config)
+  source = config.similarity.source
+  mass = off_target_mass(initial_similarity, amount)
+  record = {"form": config.loss.form, "amount": amount, "source": source,
+            "options": similarity_options_that_ran(config, source),
+            "shuffle_permutation": None if permutation is None else np.asarray(permutation).tolist(),
+            "off_target_mass": mass.tolist(), "mean_off_target_mass": float(mass.mean())}
+  if source == "online":
+    final = off_target_mass(final_similarity, amount)
+    record |= {"off_target_mass_final": final.tolist(),
+               "mean_off_target_mass_final": float(final.mean())}
+  return record
 
 
 def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = False):
   """(graphdef, state) of a finished phase: train_model restores and has nothing left to do."""
   workdir = model_a_workdir(run) if phase == "estimate" else None
-  return train_model(run, phase, loss_form="soft_target", alpha=0.0,
+  return train_model(run, phase, loss_form="soft_target", amount={"alpha": 0.0},
                      similarity=similarity, online=online, workdir=workdir)
 
 
@@ -334,6 +400,7 @@ def run_evaluate(run: Run) -> dict:
     online = phase == "retrain" and config.similarity.source == "online"
     models[key] = _restore_final(run, phase, identity, online)
   results = evaluation.evaluate_models(run, models, precomputed=shared_a)
+  results["target"] = ckpt.read_json(os.path.join(run.workdir, "retrain", "target.json"))
   if config.estimate.model_from and shared_a is None:
     ckpt.write_json(os.path.join(config.estimate.model_from, "evaluate_A.json"),
                     {"evaluated_under": _evaluation_key(config), "results": results["models"]["A"]})
@@ -376,7 +443,7 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
   if source not in sim_lib.SOURCES:
     raise ValueError(f"unknown similarity source {source!r} (config.similarity.source); "
                      f"known: {sorted(sim_lib.SOURCES)}")
-  step_lib.make_loss_fn(config.loss.form, config.loss.alpha)
+  step_lib.make_loss_fn(config.loss.form, **config_lib.loss_amount(config))
   evaluation.evaluators_of(config)
   input_pipeline.choose_pipeline(config.input, ds.split("train"))
   if "estimate" in phases or "evaluate" in phases:

@@ -43,26 +43,35 @@ State = dict[str, Any]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def log_sum_weights(similarity: jax.Array, alpha) -> jax.Array:
-  r"""SimLoss weights with the soft-target mixing: :math:`W = (1-\alpha) I + \alpha R`.
+def log_sum_weights(similarity: jax.Array, alpha=None, *, mass=None) -> jax.Array:
+  r"""SimLoss weights with the soft-target mixing: :math:`W = (1-\alpha) I + \alpha R`,
+  or :math:`W = (1-m) I + m Q` with ``mass``.
 
-  R is S with rows normalised to sum to one, so row y of W is exactly the
-  soft target of class y (:func:`simsoft.losses.similarity_targets`) and the
-  two loss forms share the meaning of alpha. For alpha <= 1/2 the true class
-  always weighs most (:math:`W_{yy} \ge 1-\alpha \ge \alpha \ge W_{yj}`),
-  which SimLoss needs: otherwise it rewards predicting a "similar" class.
+  Row y of W is exactly the soft target of class y
+  (:func:`simsoft.losses.similarity_target_matrix`), so the two loss forms
+  share the meaning of alpha and mass. For alpha <= 1/2 (mass <= 1/2) the true
+  class always weighs most (:math:`W_{yy} \ge W_{yj}`), which SimLoss needs:
+  otherwise it rewards predicting a "similar" class.
   """
-  c = similarity.shape[0]
-  return losses.similarity_targets(jnp.arange(c), similarity, alpha=alpha)
+  return losses.similarity_target_matrix(similarity, alpha=alpha, mass=mass)
 
 
-def make_loss_fn(form: str, alpha: float) -> LossFn:
-  """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form."""
+def make_loss_fn(form: str, alpha=None, *, mass=None) -> LossFn:
+  """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
+
+  soft_target: cross-entropy against row y of similarity_target_matrix(S);
+  log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S).
+  Give `alpha` or `mass` (see simsoft.losses).
+  """
+  if alpha is not None and mass is not None:
+    raise ValueError("give alpha or mass, not both")
+  losses.similarity_target_matrix(jnp.eye(2), alpha=alpha, mass=mass)  # range checks now
   if form == "soft_target":
-    return lambda logits, labels, s: losses.similarity_cross_entropy(logits, labels, s, alpha=alpha)
+    return lambda logits, labels, s: losses.similarity_cross_entropy(
+        logits, labels, s, alpha=alpha, mass=mass)
   if form == "log_sum":
     return lambda logits, labels, s: losses.similarity_log_loss(
-        logits, labels, log_sum_weights(s, alpha))
+        logits, labels, log_sum_weights(s, alpha, mass=mass))
   raise ValueError(f"unknown loss form {form!r} (config.loss.form); known: ['soft_target', 'log_sum']")
 
 

@@ -16,6 +16,7 @@ from jax.test_util import check_grads
 from simsoft import losses
 from simsoft.losses import (
     similarity_cross_entropy,
+    similarity_target_matrix,
     similarity_log_loss,
     similarity_targets,
     validate_similarity,
@@ -255,3 +256,83 @@ def test_core_modules_import_without_tensorflow():
       "assert not bad, bad"
   )
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- The mass form: (1 - m) onehot + m Q, Q = S off its diagonal, rows normalised.
+
+def _mass_targets_numpy(labels, s, m):
+  s = np.asarray(s, np.float64)
+  c = s.shape[0]
+  off = s * (1 - np.eye(c))
+  q = np.empty_like(off)
+  for y in range(c):
+    total = off[y].sum()
+    q[y] = off[y] / total if total > 0 else (1 - np.eye(c)[y]) / (c - 1)
+  return (1 - m) * np.eye(c)[labels] + m * q[labels]
+
+
+def test_mass_targets_match_numpy_and_hand_values():
+  s = np.array([[5.0, 3.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 4.0]], np.float32)
+  labels = np.array([0, 1, 2, 0])
+  got = similarity_targets(jnp.asarray(labels), jnp.asarray(s), mass=0.2)
+  np.testing.assert_allclose(got, _mass_targets_numpy(labels, s, 0.2), atol=1e-6)
+  # By hand: row 0 gives 0.2 * (3/4, 1/4); row 1 all to class 0; row 2 (no off-diagonal
+  # mass) uniform over the other two classes.
+  np.testing.assert_allclose(got[:3], [[0.8, 0.15, 0.05], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]],
+                             atol=1e-6)
+
+
+def test_mass_form_gives_every_class_the_same_off_target_mass():
+  rng = np.random.default_rng(0)
+  s = rng.uniform(0.0, 1.0, (6, 6)).astype(np.float32) + 5 * np.eye(6, dtype=np.float32)
+  for m in (0.0, 0.1, 0.45, 1.0):
+    t = np.asarray(similarity_target_matrix(jnp.asarray(s), mass=m))
+    np.testing.assert_allclose(1 - np.diag(t), m, atol=1e-6)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+  # The alpha form's off-target mass depends on the diagonal: alpha * (1 - R_yy).
+  t = np.asarray(similarity_target_matrix(jnp.asarray(s), alpha=0.5))
+  r = s / s.sum(axis=1, keepdims=True)
+  np.testing.assert_allclose(1 - np.diag(t), 0.5 * (1 - np.diag(r)), atol=1e-6)
+
+
+def test_mass_label_smoothing_and_cross_entropy_equivalences():
+  logits = jnp.asarray(np.random.default_rng(1).normal(size=(5, 4)), jnp.float32)
+  labels = jnp.array([0, 3, 1, 2, 2])
+  ones, eye = jnp.ones((4, 4)), jnp.eye(4)
+  m = 0.3
+  # Label smoothing over the other C - 1 classes = optax.smooth_labels with eps = m C / (C - 1).
+  smooth = optax.smooth_labels(jax.nn.one_hot(labels, 4), m * 4 / 3)
+  expect = optax.softmax_cross_entropy(logits, smooth)
+  np.testing.assert_allclose(similarity_cross_entropy(logits, labels, ones, mass=m), expect, rtol=1e-5)
+  np.testing.assert_allclose(similarity_cross_entropy(logits, labels, eye, mass=m), expect, rtol=1e-5)
+  np.testing.assert_allclose(similarity_cross_entropy(logits, labels, ones, mass=0.0),
+                             optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+                             rtol=1e-5)
+
+
+def test_log_sum_with_mass_weights_matches_numpy():
+  from simsoft.train_step import make_loss_fn
+
+  rng = np.random.default_rng(2)
+  s = rng.uniform(0.0, 1.0, (4, 4)).astype(np.float32)
+  logits = rng.normal(size=(6, 4)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 0, 1])
+  w = _mass_targets_numpy(np.arange(4), s, 0.1)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  expect = -np.log(np.sum(w[labels] * p, axis=1))
+  got = make_loss_fn("log_sum", mass=0.1)(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(s))
+  np.testing.assert_allclose(got, expect, rtol=1e-5)
+  soft = make_loss_fn("soft_target", mass=0.1)(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(s))
+  np.testing.assert_allclose(soft, -np.sum(w[labels] * np.log(p), axis=1), rtol=1e-5)
+
+
+def test_mass_is_traceable_and_checked_when_concrete():
+  s = jnp.array([[2.0, 1.0], [1.0, 3.0]])
+  f = jax.jit(lambda m: similarity_target_matrix(s, mass=m))
+  np.testing.assert_allclose(f(0.25), [[0.75, 0.25], [0.25, 0.75]], atol=1e-6)
+  for bad in (-0.1, 1.5, float("nan")):
+    with pytest.raises(ValueError, match="`mass` must be a finite scalar in \\[0, 1\\]"):
+      similarity_target_matrix(s, mass=bad)
+  with pytest.raises(ValueError, match="not both"):
+    similarity_targets(jnp.array([0]), s, alpha=0.1, mass=0.1)

@@ -17,61 +17,105 @@ def tiny_sweep():
   return tiny_sweep_config.get_config()
 
 
+LS, CONF, SHUF = ("label_smoothing-soft_target-m0.2", "confusion-soft_target-m0.2",
+                  "confusion-soft_target-m0.2-shuffled")
+
+
+def _b(tmp_path, seed, run, get):
+  results = json.loads((tmp_path / "digits_tiny" / f"seed{seed}" / run / "results.json").read_text())
+  return get(results)
+
+
 def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   config = tiny_sweep()
-  assert [name for name, _, _ in sweep.variants(config)] == ["label_smoothing", "confusion-soft_target"]
+  settings = sweep.variants(config)
+  assert [s.name for s in settings] == [LS, CONF, SHUF]
+  assert settings[1].control == LS and settings[1].shuffled == SHUF and settings[2].shuffle
   sweep.run_all(config, str(tmp_path))
   seed0 = tmp_path / "digits_tiny" / "seed0"
   assert (seed0 / "base" / "estimate" / "done.json").exists()
-  assert not (seed0 / "confusion-soft_target" / "estimate" / "checkpoints").exists()  # A shared
-  saved = json.loads((seed0 / "confusion-soft_target" / "config.json").read_text())
-  assert saved["loss"]["alpha"] == 0.4 and saved["evaluate"]["severities"] == "2"
+  assert not (seed0 / CONF / "estimate" / "checkpoints").exists()  # A shared
+  saved = json.loads((seed0 / CONF / "config.json").read_text())
+  assert saved["loss"]["amount"] == "mass" and saved["loss"]["mass"] == 0.2
+  assert saved["evaluate"]["severities"] == "2" and not saved["similarity"]["shuffle"]
+  assert json.loads((seed0 / SHUF / "config.json").read_text())["similarity"]["shuffle"]
 
-  mtime = (seed0 / "label_smoothing" / "results.json").stat().st_mtime
+  # The target each run trained with: mass 0.2 for every class, whatever S is.
+  for run in (LS, CONF, SHUF):
+    target = _b(tmp_path, 0, run, lambda r: r["target"])
+    np.testing.assert_allclose(target["off_target_mass"], 0.2, atol=1e-6)
+    assert target["amount"] == {"mass": 0.2}
+  # The shuffled control's S is the real run's S with classes permuted.
+  s_real = np.load(seed0 / CONF / "estimate" / "similarity.npy")
+  s_shuf = np.load(seed0 / SHUF / "estimate" / "similarity.npy")
+  perm = _b(tmp_path, 0, SHUF, lambda r: r["target"]["shuffle_permutation"])
+  assert sorted(perm) == list(range(10)) and all(p != i for i, p in enumerate(perm))
+  np.testing.assert_allclose(s_shuf, s_real[np.ix_(perm, perm)], rtol=1e-6)
+
+  mtime = (seed0 / LS / "results.json").stat().st_mtime
   sweep.run_all(config, str(tmp_path))  # finished runs are skipped
-  assert (seed0 / "label_smoothing" / "results.json").stat().st_mtime == mtime
+  assert (seed0 / LS / "results.json").stat().st_mtime == mtime
 
   summary = sweep.summarise(config, str(tmp_path))["digits_tiny"]
-  assert list(summary) == ["cross-entropy (A)", "label smoothing", "confusion-soft_target"]
-  accs = [json.loads((tmp_path / "digits_tiny" / f"seed{s}" / "label_smoothing" / "results.json")
-                     .read_text())["models"]["B"]["clean"]["accuracy"] for s in (0, 1)]
-  mean, std = summary["label smoothing"]["clean accuracy"]
-  assert summary["label smoothing"]["seeds"] == 2
-  np.testing.assert_allclose([mean, std], [np.mean(accs), np.std(accs, ddof=1)], rtol=1e-9)
-  assert set(summary["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
-  a_accs = [json.loads((tmp_path / "digits_tiny" / f"seed{s}" / "label_smoothing" / "results.json")
-                       .read_text())["models"]["A"]["clean"]["accuracy"] for s in (0, 1)]
+  rows = summary["rows"]
+  assert list(rows) == ["cross-entropy (A)", LS, CONF, SHUF]
+  clean = lambda r: r["models"]["B"]["clean"]["accuracy"]
+  accs = [_b(tmp_path, s, LS, clean) for s in (0, 1)]
+  assert rows[LS]["seeds"] == 2
+  np.testing.assert_allclose(rows[LS]["clean accuracy"], [np.mean(accs), np.std(accs, ddof=1)],
+                             rtol=1e-9)
+  np.testing.assert_allclose(rows[CONF]["off-target mass"], [0.2, 0.0], atol=1e-6)
+  assert set(rows["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
+
+  # Paired comparisons: per-seed differences, t-interval, Holm over the settings.
+  a_accs = [_b(tmp_path, s, LS, lambda r: r["models"]["A"]["clean"]["accuracy"]) for s in (0, 1)]
+  vs_ce = summary["comparisons"]["vs cross-entropy"]["clean accuracy"]
+  assert set(vs_ce) == {LS, CONF, SHUF}
   deltas = np.subtract(accs, a_accs)
-  paired = summary["label smoothing"]["paired vs CE"]["clean accuracy"]
-  np.testing.assert_allclose(paired["delta"], [np.mean(deltas), np.std(deltas, ddof=1)], rtol=1e-9)
-  assert paired["wins"] == int(np.sum(deltas > 0)) and paired["seeds"] == 2
-  assert "paired vs CE" not in summary["cross-entropy (A)"]
-  by_severity = summary["label smoothing"]["accuracy by severity"]
-  assert by_severity["0"] == summary["label smoothing"]["clean accuracy"]
+  mean, half = np.mean(deltas), 12.706204736174705 * np.std(deltas, ddof=1) / np.sqrt(2)
+  np.testing.assert_allclose(vs_ce[LS]["mean"], mean, rtol=1e-9)
+  np.testing.assert_allclose(vs_ce[LS]["ci"], [mean - half, mean + half], rtol=1e-9, atol=1e-12)
+  assert vs_ce[LS]["wins"] == int(np.sum(deltas > 0)) and vs_ce[LS]["baseline"] == "cross-entropy (A)"
+  vs_ls = summary["comparisons"]["vs label smoothing, same mass"]["clean accuracy"]
+  assert set(vs_ls) == {CONF}  # the shuffled control is not itself compared
+  conf = [_b(tmp_path, s, CONF, clean) for s in (0, 1)]
+  np.testing.assert_allclose(vs_ls[CONF]["mean"], np.mean(np.subtract(conf, accs)), rtol=1e-9)
+  vs_shuf = summary["comparisons"]["vs shuffled S"]["clean accuracy"]
+  shuf = [_b(tmp_path, s, SHUF, clean) for s in (0, 1)]
+  np.testing.assert_allclose(vs_shuf[CONF]["mean"], np.mean(np.subtract(conf, shuf)), rtol=1e-9)
+  ps = [vs_ce[s]["p"] for s in (LS, CONF, SHUF)]
+  if None not in ps:
+    order = np.argsort(ps)
+    expect = np.maximum.accumulate([min(1, (3 - i) * ps[j]) for i, j in enumerate(order)])
+    np.testing.assert_allclose([vs_ce[(LS, CONF, SHUF)[j]]["p_holm"] for j in order], expect)
+
+  by_severity = rows[LS]["accuracy by severity"]
+  assert by_severity["0"] == rows[LS]["clean accuracy, corrupted images"]
   assert set(by_severity) == {"0", "2"}
   for figure in ("summary_digits_tiny.png", "severity_digits_tiny.png"):
     with open(tmp_path / figure, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   times = sweep.wall_times(config, str(tmp_path))["digits_tiny"]
-  assert times["base"]["runs"] == 2 and times["model B"]["runs"] == 4
+  assert times["base"]["runs"] == 2 and times["model B"]["runs"] == 6
   walls = [json.loads(p.read_text())["seconds"]
            for p in (tmp_path / "digits_tiny").glob("seed*/*/wall_time.json")]
   assert times["base"]["seconds"] + times["model B"]["seconds"] == pytest.approx(sum(walls))
   markdown = (tmp_path / "summary.md").read_text()
   assert "| digits_tiny | 2 |" in markdown
-  assert "| label smoothing | 2 |" in markdown and "pixelate" in markdown
+  assert f"| {LS} | 2 | 0.2000 |" in markdown and "pixelate" in markdown
+  assert "vs shuffled S" in markdown
 
 
 def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   config = tiny_sweep()
   config.seeds = "0"
-  held = str(tmp_path / "digits_tiny" / "seed0" / "label_smoothing")
+  held = str(tmp_path / "digits_tiny" / "seed0" / LS)
   lock = sweep._claim(str(tmp_path), held)  # as another worker would
   assert lock is not None and sweep._claim(str(tmp_path), held) is None
   sweep.run_all(config, str(tmp_path), poll_seconds=0.1)
-  assert (tmp_path / "digits_tiny" / "seed0" / "confusion-soft_target" / "results.json").exists()
+  assert (tmp_path / "digits_tiny" / "seed0" / CONF / "results.json").exists()
   assert not os.path.exists(os.path.join(held, "results.json"))
   lock.close()  # the holder died: the kernel drops its flock
   sweep.run_all(config, str(tmp_path), poll_seconds=0.1)
@@ -91,4 +135,4 @@ def test_two_workers_share_the_runs(tmp_path):
   logs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
   started = [log.count("=== sweep run") for log in logs]
   assert sum(started) == len(sweep.plan(config, str(tmp_path))) and min(started) > 0, started
-  assert "| label smoothing | 2 |" in out.stdout
+  assert f"| {LS} | 2 |" in out.stdout

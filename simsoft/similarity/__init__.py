@@ -14,6 +14,7 @@ registry), :mod:`.postprocess` (shared options), :mod:`.online` (Online Label
 Smoothing), :mod:`.io` (files and checkpoints). No TensorFlow anywhere.
 """
 
+from simsoft.similarity.controls import derangement, permute_classes
 from simsoft.similarity.io import (
     SimilarityRecord,
     export_plain,
@@ -44,6 +45,7 @@ __all__ = [
     "SimilarityRecord",
     "SimilarityStats",
     "build_similarity",
+    "derangement",
     "export_plain",
     "from_pytree",
     "from_restored",
@@ -55,6 +57,7 @@ __all__ = [
     "online_update",
     "orbax_restore_args",
     "orbax_save_args",
+    "permute_classes",
     "postprocess",
     "read_similarity_file",
     "save_record",
