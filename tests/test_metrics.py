@@ -53,6 +53,18 @@ def test_mistake_severity_and_superclass_by_hand():
     assert out["superclass_accuracy"] == pytest.approx(4 / 5)
 
 
+def test_mistake_severity_reads_truth_row_of_asymmetric_matrix():
+    # Only one kind of mistake: truth 0 predicted as 1. R[0, 1] = 0.9 but R[1, 0] = 0.2,
+    # so reading R[prediction, truth] gives 0.8 instead of 0.1.
+    r = np.array([[1.0, 0.9, 0.0], [0.2, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    labels, preds = [0, 0, 1, 2], [1, 1, 1, 2]
+    probs = np.full((4, 3), 0.1)
+    probs[np.arange(4), preds] = 0.8
+    out = M.finalize_metrics(_stats(probs, labels), reference_similarity=r)
+    assert out["num_mistakes"] == 2
+    assert out["mistake_severity"] == pytest.approx(1 - 0.9)
+
+
 def test_mistake_severity_without_mistakes_is_nan():
     out = M.finalize_metrics(_stats([[0.9, 0.1]], [0]), reference_similarity=np.eye(2))
     assert out["num_mistakes"] == 0 and math.isnan(out["mistake_severity"])
