@@ -213,7 +213,7 @@ def test_train_step_loss_and_update_match_closed_forms(form, optimizer):
 def softmax_run(tmp_path_factory):
   """estimate -> retrain -> evaluate on 128 digits, 4 steps per phase, the logged losses recorded."""
   c = _tiny(f"epochs=1,similarity=softmax,form=soft_target,alpha={ALPHA}", train_examples=128)
-  c.similarity.options.correct_only = False
+  c.similarity.softmax.correct_only = False
   reference = np.random.default_rng(1).uniform(0.0, 0.9, size=(C, C))  # asymmetric
   np.fill_diagonal(reference, 1.0)
   path = str(tmp_path_factory.mktemp("reference") / "reference.npy")
@@ -305,7 +305,7 @@ def test_online_similarity_is_each_epochs_correct_only_class_mean(tmp_path):
   ds = _digits(c)
   split = ds.split("train")
   steps = len(split) // c.batch_size  # 3 per epoch
-  eps = c.similarity.options.initial_smoothing
+  eps = c.similarity.online.initial_smoothing
   previous = (1 - eps) * np.eye(C) + eps / C
   init = models_lib.create_model("mlp", num_classes=C, input_shape=ds.image_shape,
                                  rngs=nnx.Rngs(c.seed), hidden=(32,))
