@@ -20,6 +20,13 @@ A rerun skips finished runs and resumes unfinished ones. The summary
 differences to cross-entropy, to label smoothing at the same mass and to the
 shuffled control with 95 % intervals, paired t-test p-values and Holm's
 correction over the settings of each experiment. RESULTS.md quotes it.
+
+Measured (RESULTS.md): digits (5 seeds, CPU, 2,322 s summed over 270 runs) and
+Fashion-MNIST (10 seeds, one H200, 424 s wall with 8 workers): no source beats
+label smoothing at the same mass or its shuffled control after Holm;
+Fashion-MNIST CE 92.62 ± 0.16 % clean / 87.55 ± 0.23 % corrupted, label
+smoothing m0.1 93.05 ± 0.21 % / 86.29 ± 0.41 %; the log-sum form collapses on
+digits (29 of 40 lenet runs lose whole classes).
 """
 
 import ml_collections
