@@ -177,3 +177,15 @@ def test_bench_torch_smoke(capsys):
   names = {r["variant"] for r in rows}
   assert {"torch_eager", "jax", "jax_fn_reshape_pool", "flag_fast_math"} <= names
   assert all(_finite(r["throughput_ratio"]) for r in rows)
+
+
+def test_gpu_flop_count_comes_from_the_cpu_lowering_by_hand():
+  from benchmarks import gpu
+
+  # A matmul [64, 32] x [32, 16] is 2 * 64 * 32 * 16 FLOPs. A 3x3 SAME conv, 8 -> 4
+  # channels, on [2, 5, 5, 8]: XLA counts only taps inside the image, per axis
+  # 2 + 3 + 3 + 3 + 2 = 13, so 2 * 2 images * 13 * 13 * 8 * 4 (padding is free).
+  assert gpu.cpu_flops(lambda a, b: a @ b, jnp.ones((64, 32)), jnp.ones((32, 16))) == 65536
+  conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert gpu.cpu_flops(conv, jnp.ones((2, 5, 5, 8)), jnp.ones((3, 3, 8, 4))) == 2 * 2 * 13 * 13 * 8 * 4
