@@ -39,10 +39,15 @@ from simsoft import config as config_lib
 from simsoft import losses
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", None, "A sweep root (DIR/<experiment>/seed<s>/<run>).")
-flags.DEFINE_string("experiment", "*", "Experiment name or glob.")
-flags.DEFINE_string("runs", "*log_sum*", "Run-name glob.")
-flags.DEFINE_string("out", "", "Write the rows as JSON here.")
+
+
+def _define_flags() -> None:
+  """CLI flags, defined only when run as a program (tests import this module beside sweep)."""
+  flags.DEFINE_string("root", None, "A sweep root (DIR/<experiment>/seed<s>/<run>).")
+  flags.DEFINE_string("experiment", "*", "Experiment name or glob.")
+  flags.DEFINE_string("runs", "*log_sum*", "Run-name glob.")
+  flags.DEFINE_string("out", "", "Write the rows as JSON here.")
+  flags.mark_flags_as_required(["root"])
 
 
 def logit_gradients(logits, labels, weights) -> tuple[jax.Array, jax.Array]:
@@ -121,5 +126,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["root"])
+  _define_flags()
   app.run(main)
