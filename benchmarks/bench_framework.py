@@ -192,7 +192,7 @@ def train_model_slope(model, split, batch_size, epochs_pair, repeats):
       with tempfile.TemporaryDirectory() as workdir:
         run = train_lib.Run(config=c, workdir=workdir, mesh=train_lib.make_mesh(), dataset=ds)
         start = time.perf_counter()
-        train_lib.train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+        train_lib.train_model(run, "estimate", loss_form="soft_target", amount={"alpha": 0.0},
                               similarity=np.eye(10, dtype=np.float32))
         walls.append(time.perf_counter() - start)
     slopes.append((walls[1] - walls[0]) / ((epochs_pair[1] - epochs_pair[0]) * steps_per_epoch))

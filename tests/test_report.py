@@ -78,7 +78,9 @@ def test_run_suite_keys_and_clean_accuracy_match_numpy(results):
     x, y = _data()
     _, w = _linear(1)
     a = results["models"]["A"]
-    assert set(a) == {"clean", "corruptions", "summary", "extra_sets", "extra_summary"}
+    assert set(a) == {"clean", "clean_on_corrupted_images", "corruptions", "summary", "extra_sets",
+                      "extra_summary"}
+    assert a["clean_on_corrupted_images"] == a["clean"]  # every test image was corrupted
     assert set(a["corruptions"]) == set(SUITE)
     assert all(set(by) == {"1", "5"} for by in a["corruptions"].values())
     ref_acc = np.mean((x.reshape(N, -1) @ w).argmax(1) == y)
@@ -131,6 +133,10 @@ def test_run_suite_corrupted_examples_subset():
     expected = corruptions.corrupt("contrast", x[:20], 5, None)
     ref_acc = np.mean(np.asarray(fn(expected)).argmax(1) == y[:20])
     assert cell["accuracy"] == pytest.approx(ref_acc)
+    # The severity-0 point: clean metrics of exactly the 20 corrupted images.
+    clean20 = subset["clean_on_corrupted_images"]
+    assert clean20["count"] == 20
+    assert clean20["accuracy"] == pytest.approx(np.mean(np.asarray(fn(x[:20])).argmax(1) == y[:20]))
     _assert_close(_suite(fn, corrupted_examples=N), _suite(fn))  # N or more = everything
     with pytest.raises(ValueError, match="corrupted_examples"):
         _suite(fn, corrupted_examples=-1)
