@@ -13,11 +13,19 @@ Fields (defaults below):
     classes permuted by a seeded derangement), similarity.options
     (post-processing), similarity.<source> (that source's own options, with the
     source's defaults: confusion.smoothing, softmax.correct_only, centroid.center,
-    online.correct_only / initial_smoothing)
-  loss.form ('soft_target' | 'log_sum'), loss.amount ('alpha' | 'mass'),
-    loss.alpha, loss.mass (see simsoft.losses.similarity_target_matrix)
+    online.correct_only / initial_smoothing / initial / fallback /
+    freeze_threshold, hierarchy.beta, ordinal.ratio, embedding.lower_bound)
+  hierarchy_path: a class hierarchy (or [C, C] distance matrix) file,
+    simsoft.similarity.hierarchy: read by the 'hierarchy' source, the 'hxe'
+    loss form and the evaluation (mistake severity from LCA heights)
+  loss.form ('soft_target' | 'log_sum' | 'hxe'), loss.amount ('alpha' | 'mass'),
+    loss.alpha, loss.mass (see simsoft.losses.similarity_target_matrix),
+    loss.as_given (W = (1 - alpha) I + alpha S with S not row-normalised:
+    SimLoss with log_sum and alpha 1, Online Label Smoothing's loss with
+    soft_target), loss.hxe.alpha / loss.hxe.normalize (hierarchical
+    cross-entropy, simsoft.similarity.hierarchy.hxe_arrays)
   optimizer.name ('sgd' | 'adamw'), learning_rate, momentum, nesterov,
-    weight_decay, warmup_epochs, schedule ('cosine' | 'constant'), grad_clip_norm
+    weight_decay, warmup_epochs, schedule ('cosine' | 'constant' | 'step'), grad_clip_norm
   input.pipeline ('auto' | 'host' | 'device'), input.steps_per_dispatch,
     input.scan_unroll, input.device_max_bytes
   batch_size (global), eval_batch_size, estimate.epochs, estimate.model_from,
@@ -37,7 +45,7 @@ import ast
 import ml_collections
 
 PHASES = ("estimate", "retrain", "evaluate")
-LOSS_FORMS = ("soft_target", "log_sum")
+LOSS_FORMS = ("soft_target", "log_sum", "hxe")
 LOSS_AMOUNTS = ("alpha", "mass")
 
 # Short names accepted after the colon, mapped to the field they set.
@@ -86,8 +94,13 @@ def base_config() -> ml_collections.ConfigDict:
   # amount 'alpha': target (1-alpha) onehot + alpha rownorm(S)[y];
   # amount 'mass': target (1-mass) onehot + mass Q[y] (Q: S off its diagonal,
   # rows normalised), the same off-target mass for every source.
+  # as_given: W = (1 - alpha) I + alpha S, S not row-normalised (the peers' losses).
   c.loss = ml_collections.ConfigDict(dict(
-      form="soft_target", amount="alpha", alpha=0.5, mass=0.1))
+      form="soft_target", amount="alpha", alpha=0.5, mass=0.1, as_given=False))
+  # form 'hxe': hierarchical cross-entropy over config.hierarchy_path.
+  c.loss.hxe = ml_collections.ConfigDict(dict(alpha=0.1, normalize=True))
+  # One class hierarchy for the 'hierarchy' source, the 'hxe' loss and evaluation.
+  c.hierarchy_path = ""
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False,

@@ -74,11 +74,23 @@ def _class_to_group(ds: data_lib.Dataset):
   return None
 
 
-def _reference_similarity(run: "Run", groups):
+def hierarchy_distances(config, num_classes: int):
+  """[C, C] LCA heights (or the given distances) of config.hierarchy_path, or None."""
+  if not config.hierarchy_path:
+    return None
+  return sim_lib.read_distances(config.hierarchy_path, num_classes=num_classes)
+
+
+def _reference_similarity(run: "Run", groups, distances=None):
+  """R for mistake severity: reference_similarity_path, else 1 - D / max D of the
+  hierarchy (so mistake_severity is the mean LCA height of mistakes over the
+  largest), else the dataset's super-class groups."""
   path = run.config.evaluate.reference_similarity_path
   if path:
     matrix, _ = sim_lib.read_similarity_file(path, num_classes=run.dataset.num_classes)
     return matrix
+  if distances is not None:
+    return 1.0 - distances / distances.max()
   return None if groups is None else metrics_lib.similarity_from_groups(groups)
 
 
@@ -128,7 +140,8 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
   names = evaluators_of(config)
   test = ds.split("test")
   groups = _class_to_group(ds)
-  reference = _reference_similarity(run, groups)
+  distances = hierarchy_distances(config, ds.num_classes)
+  reference = _reference_similarity(run, groups, distances)
   severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
   suite = []
   if "corruptions" in names:
@@ -152,7 +165,7 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
         predict_fn, test.images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
-        extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
+        mistake_distance=distances, extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
     results["models"][key]["label"] = MODEL_LABELS[key]
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(
@@ -178,6 +191,7 @@ _ROWS = (
     ("clean NLL", lambda r: r["clean"]["nll"]),
     ("clean ECE", lambda r: r["clean"]["ece"]),
     ("mistake severity", lambda r: r["clean"].get("mistake_severity")),
+    ("mistake LCA height", lambda r: r["clean"].get("mistake_distance")),
     ("super-class accuracy", lambda r: r["clean"].get("superclass_accuracy")),
     ("mean corrupted accuracy", lambda r: r.get("summary", {}).get("mean_corrupted_accuracy")),
     ("mean corruption error", lambda r: r.get("summary", {}).get("mce")),

@@ -42,6 +42,8 @@ __all__ = [
     "similarity_cross_entropy",
     "similarity_log_loss",
     "validate_similarity",
+    "weighted_cross_entropy",
+    "hierarchical_cross_entropy",
 ]
 
 
@@ -360,3 +362,84 @@ def validate_similarity(similarity, num_classes: int | None = None) -> np.ndarra
         "similarity mass (at least itself)."
     )
   return matrix
+
+
+def weighted_cross_entropy(logits, labels, weights, *, where=None) -> jax.Array:
+  r"""Cross-entropy against row ``y`` of ``W`` used as given (not normalised).
+
+  .. math::
+    \ell_i = -\sum_{j=1}^{C} W_{y_i j} \log \mathrm{softmax}(x_i)_j
+
+  Online Label Smoothing's loss (zhangchbin/OnlineLabelSmoothing,
+  ``cifar/scripts/train_cifar_all_methods.py``: ``0.5 * CE + 0.5 *
+  soft_cross_entropy`` with the epoch's soft-label matrix ``S``) is ``W =
+  0.5 I + 0.5 S``; its first epoch, ``S = 0``, gives ``0.5`` times
+  cross-entropy. Rows that sum to one make this
+  :func:`similarity_cross_entropy` against that row.
+
+  Args:
+    logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
+    labels: int [...] class indices.
+    weights: [C, C], finite and non-negative; a zero row gives loss 0.
+    where: optional bool [...]; examples where it is False get loss 0.
+
+  Returns:
+    float32 [...], one loss per example.
+  """
+  dtype = _check_inputs(logits, labels, weights, where)
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
+  rows = _rows_of(labels, jnp.asarray(weights, dtype))
+  return _apply_where(-jnp.sum(rows * log_probs, axis=-1), where)
+
+
+def hierarchical_cross_entropy(logits, labels, node_leaves, path_weights, *,
+                               where=None) -> jax.Array:
+  r"""Hierarchical cross-entropy, HXE (Bertinetto et al. 2020, "Making Better Mistakes").
+
+  With :math:`P(n) = \sum_{c \text{ under } n} \mathrm{softmax}(x)_c` the
+  probability of tree node ``n`` and the path :math:`y = n_0, \dots, n_{d-1}`
+  from the label's leaf up to the root (excluded, :math:`P = 1`):
+
+  .. math::
+    \ell_i = \sum_{j=0}^{d-1} \lambda(n_j) \log \frac{P(n_{j+1})}{P(n_j)}
+           = -\sum_{n} K_{y_i n} \log P(n)
+
+  the second form (``K`` telescopes the weights :math:`\lambda`, see
+  :func:`simsoft.similarity.hierarchy.hxe_arrays`) is what runs: each
+  :math:`\log P(n)` is a logsumexp of log-probabilities, finite where the
+  probabilities underflow (the peer, fiveai/making-better-mistakes
+  ``HierarchicalLLLoss``, divides sums of probabilities and drops a term whose
+  numerator is exactly 0). Cost O(B N C) for N nodes.
+
+  Args:
+    logits: float [..., C] unnormalised log-probabilities.
+    labels: int [...] class indices.
+    node_leaves: [N, C], 1 where class c lies under node n (leaves included,
+      root excluded); every node needs a class.
+    path_weights: [C, N], K.
+    where: optional bool [...]; examples where it is False get loss 0.
+
+  Returns:
+    float32 [...], one loss per example.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> leaves = jnp.array([[1., 1.], [1., 0.], [0., 1.]])  # node 0 above leaves 1, 2
+    >>> K = jnp.array([[0., 1., 0.], [0., 0., 1.]])         # lambda = 1 at the leaf only
+    >>> hierarchical_cross_entropy(jnp.zeros((1, 2)), jnp.array([0]), leaves, K)  # -log 1/2
+    Array([0.6931472], dtype=float32)
+  """
+  n = jnp.shape(node_leaves)[0]
+  c = jnp.shape(logits)[-1]
+  if jnp.shape(node_leaves) != (n, c) or jnp.shape(path_weights) != (c, n):
+    raise ValueError(
+        f"`node_leaves` must be [N, C] and `path_weights` [C, N] with C = {c}, got "
+        f"{jnp.shape(node_leaves)} and {jnp.shape(path_weights)}.")
+  dtype = _check_inputs(logits, labels, jnp.zeros((c, c)), where)
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
+  inside = jnp.asarray(node_leaves) > 0
+  log_nodes = jax.nn.logsumexp(log_probs[..., None, :], axis=-1,
+                               where=jnp.broadcast_to(inside, log_probs.shape[:-1] + (n, c)))
+  k = _rows_of(labels, jnp.asarray(path_weights, dtype))
+  loss = -jnp.sum(jnp.where(k != 0, k * log_nodes, 0.0), axis=-1)
+  return _apply_where(loss, where)

@@ -138,6 +138,7 @@ def finalize_metrics(
     *,
     reference_similarity=None,
     class_to_group: Sequence[int] | None = None,
+    mistake_distance=None,
 ) -> dict:
     """Metrics from accumulated statistics, as Python floats and lists.
 
@@ -150,6 +151,10 @@ def finalize_metrics(
       are no mistakes); ``num_mistakes`` alongside;
     - ``superclass_accuracy`` (with ``class_to_group`` g, int [C]): fraction of
       samples with :math:`g(\\hat y) = g(y)`;
+    - ``mistake_distance`` (with ``mistake_distance`` D, [C, C]): over
+      misclassified samples, the mean of :math:`D_{y \\hat y}`; with a class
+      hierarchy D is the LCA height, and this is Making Better Mistakes'
+      "average mistake severity" (NaN if there are no mistakes);
     - ``reliability``: per-bin ``count``, ``accuracy``, ``confidence`` lists
       (0 for empty bins) and ``bin_edges``, for reliability diagrams.
     """
@@ -181,6 +186,14 @@ def finalize_metrics(
         m = float(mistakes.sum())
         out["num_mistakes"] = m
         out["mistake_severity"] = float(np.sum(mistakes * (1.0 - rn)) / m) if m > 0 else math.nan
+    if mistake_distance is not None:
+        d = np.asarray(mistake_distance, np.float64)
+        if d.shape != (c, c):
+            raise ValueError(f"mistake_distance must be [{c}, {c}], got shape {d.shape}")
+        mistakes = conf * (1.0 - np.eye(c))
+        m = float(mistakes.sum())
+        out["num_mistakes"] = m
+        out["mistake_distance"] = float(np.sum(mistakes * d) / m) if m > 0 else math.nan
     if class_to_group is not None:
         g = np.asarray(class_to_group)
         if g.shape != (c,) or not np.issubdtype(g.dtype, np.integer):

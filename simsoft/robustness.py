@@ -133,10 +133,12 @@ def _update(stats, logits, labels, mask, i):
 class _Evaluator:
     """Evaluates one predict_fn on padded splits, clean or corrupted."""
 
-    def __init__(self, predict_fn, num_classes, class_to_group, reference_similarity):
+    def __init__(self, predict_fn, num_classes, class_to_group, reference_similarity,
+                 mistake_distance=None):
         self.predict_fn = predict_fn
         self.num_classes = num_classes
-        self.finalize_kw = {"class_to_group": class_to_group, "reference_similarity": reference_similarity}
+        self.finalize_kw = {"class_to_group": class_to_group, "reference_similarity": reference_similarity,
+                            "mistake_distance": mistake_distance}
 
     def evaluate(self, batches: _Batches, name: str | None = None, severity: int = 0, key=None) -> dict:
         stats = metrics_lib.init_metric_stats(self.num_classes)
@@ -207,6 +209,7 @@ def run_suite(
     mask_padding: bool = True,
     class_to_group=None,
     reference_similarity=None,
+    mistake_distance=None,
     extra_sets: Mapping[str, tuple] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     corrupted_examples: int = 0,
@@ -228,6 +231,7 @@ def run_suite(
         sample counts; False drops the last partial batch.
       class_to_group: int [C], adds ``superclass_accuracy``.
       reference_similarity: [C, C], adds ``mistake_severity``.
+      mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
       extra_sets: pre-corrupted sets such as CIFAR-10-C,
         ``{'<name>_<severity>': (images, labels)}``; reported under
         ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
@@ -255,7 +259,8 @@ def run_suite(
         class_to_group = np.asarray(class_to_group)
     if reference_similarity is not None:
         reference_similarity = np.asarray(reference_similarity)
-    evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity)
+    evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity,
+                           mistake_distance)
 
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)

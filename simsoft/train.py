@@ -112,17 +112,37 @@ def shuffle_permutation(config: ml_collections.ConfigDict, num_classes: int) -> 
   return sim_lib.derangement(num_classes, seed=config.seed)
 
 
+def source_path(config: ml_collections.ConfigDict, source: str) -> str | None:
+  """The file a source reads: config.hierarchy_path for 'hierarchy', else config.similarity.path."""
+  path = config.hierarchy_path if source == "hierarchy" else config.similarity.path
+  return path or None
+
+
+def loss_options(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  """make_loss_fn's keywords from config.loss: the amount, as_given and (form 'hxe') the arrays."""
+  options = {**config_lib.loss_amount(config), "as_given": config.loss.as_given}
+  if config.loss.form == "hxe":
+    if not config.hierarchy_path:
+      raise ValueError("loss form 'hxe' needs a class hierarchy: set config.hierarchy_path")
+    tree = sim_lib.read_hierarchy(config.hierarchy_path, num_classes=num_classes)
+    options["hxe"] = sim_lib.hxe_arrays(tree, config.loss.hxe.alpha,
+                                        normalize=config.loss.hxe.normalize)
+  return options
+
+
 # ----------------------------------------------------------------------------
 # Training one model: the loop both phases share.
 # ----------------------------------------------------------------------------
 
-def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, float],
+def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, Any],
                 similarity: np.ndarray, online: bool = False, permutation=None,
-                workdir: str | None = None):
+                workdir: str | None = None, online_options: dict | None = None):
   """Trains one model for `config.<phase>.epochs`, resuming from checkpoints.
 
-  `amount` is {'alpha': a} or {'mass': m} (simsoft.losses); `permutation`
-  (online only) permutes every per-epoch S, for the shuffled-S control.
+  `amount` holds make_loss_fn's keywords: {'alpha': a} or {'mass': m}
+  (simsoft.losses), plus as_given / hxe (loss_options); `permutation` (online
+  only) permutes every per-epoch S, for the shuffled-S control;
+  `online_options` are online_update's keywords (default: its defaults).
   The checkpoints live in <workdir or run.workdir>/<phase>/checkpoints.
 
   Returns:
@@ -161,7 +181,8 @@ def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, float
   loss_fn = step_lib.make_loss_fn(loss_form, **amount)
   step_fn = step_lib.make_train_step(graphdef, tx, loss_fn, mean=ds.mean, std=ds.std,
                                      augmentation=ds.augmentation, track_epoch_stats=online)
-  end_epoch = jax.jit(functools.partial(_online_end_epoch, permutation=permutation),
+  end_epoch = jax.jit(functools.partial(_online_end_epoch, permutation=permutation,
+                                        options=online_options or {}),
                       out_shardings=run.replicated, donate_argnums=0)
 
   # Checkpoint load.
@@ -214,13 +235,15 @@ def _loop(run: Run, phase: str, state, step_fn, end_epoch, manager, *, start: in
   return state
 
 
-def _online_end_epoch(state, permutation=None):
+def _online_end_epoch(state, permutation=None, options=None):
   """Online Label Smoothing: S <- that epoch's class-mean correct softmax; reset stats.
 
-  With `permutation` (shuffled-S control) the new S is S[perm][:, perm].
+  `options` are online_update's keywords (fallback, freeze_threshold,
+  post-processing, correct_only). With `permutation` (shuffled-S control) the
+  new S is S[perm][:, perm].
   """
   stats = step_lib.stats_from_state(state["epoch_stats"])
-  similarity = sim_lib.online_update(state["similarity"], stats)
+  similarity = sim_lib.online_update(state["similarity"], stats, **(options or {}))
   if permutation is not None:
     perm = jnp.asarray(permutation)
     similarity = similarity[perm][:, perm]
@@ -289,9 +312,15 @@ def run_estimate(run: Run) -> None:
   kernel = None
   if source == "weights":
     kernel = np.asarray(nnx.merge(graphdef, state["params"], state["model_state"]).head.kernel[...])
-  similarity = sim_lib.build_similarity(
-      source, num_classes=ds.num_classes, stats=stats, classifier_kernel=kernel,
-      path=config.similarity.path or None, options=_similarity_options(config, source))
+  options = _similarity_options(config, source)
+  if source == "online" and options.get("initial") == "zero":
+    # The peer's zero first-epoch matrix is no similarity: record the direction
+    # of that epoch's target, W = (1 - alpha) I (run_retrain starts from zero).
+    similarity = np.eye(ds.num_classes, dtype=np.float32)
+  else:
+    similarity = sim_lib.build_similarity(
+        source, num_classes=ds.num_classes, stats=stats, classifier_kernel=kernel,
+        path=source_path(config, source), options=options)
   similarity = losses.validate_similarity(similarity, ds.num_classes)
   options = similarity_options_that_ran(config, source)
   permutation = shuffle_permutation(config, ds.num_classes)
@@ -332,18 +361,24 @@ def run_retrain(run: Run) -> None:
   # Shuffled-S control: the estimate phase saved S already permuted; online
   # permutes its initial S here and every per-epoch update in the loop.
   permutation = shuffle_permutation(config, run.dataset.num_classes)
+  online_options = None
   if online:
-    similarity = sim_lib.build_similarity(
-        "online", num_classes=run.dataset.num_classes,
-        options=_similarity_options(config, "online"))
+    options = _similarity_options(config, "online")
+    online_options = sim_lib.online_update_options(similarity_options_that_ran(config, "online"))
+    if options.get("initial") == "zero":  # the peer's zero first-epoch matrix (loss.as_given)
+      similarity = np.zeros((run.dataset.num_classes,) * 2, np.float32)
+    else:
+      similarity = sim_lib.build_similarity(
+          "online", num_classes=run.dataset.num_classes, options=options)
     if permutation is not None:
       similarity = sim_lib.permute_classes(similarity, permutation)
   else:
     similarity = load_similarity(run)
-  amount = config_lib.loss_amount(config)
-  _, state = train_model(run, "retrain", loss_form=config.loss.form, amount=amount,
+  _, state = train_model(run, "retrain", loss_form=config.loss.form,
+                         amount=loss_options(config, run.dataset.num_classes),
                          similarity=similarity, online=online,
-                         permutation=permutation if online else None)
+                         permutation=permutation if online else None,
+                         online_options=online_options)
   if online and jax.process_index() == 0:
     with (resolve(run.workdir) / "retrain" / "online_similarity.npy").open("wb") as f:
       np.save(f, np.asarray(state["similarity"]), allow_pickle=False)
@@ -352,8 +387,15 @@ def run_retrain(run: Run) -> None:
   _mark_done(run, "retrain", state)
 
 
-def off_target_mass(similarity, amount: dict[str, float]) -> np.ndarray:
-  """[C]: 1 - T[y, y], the mass class y's soft target puts on other classes."""
+def off_target_mass(similarity, amount: dict[str, Any], as_given: bool = False) -> np.ndarray:
+  """[C]: the mass class y's soft target puts on other classes.
+
+  1 - T[y, y] for T = similarity_target_matrix(S); with `as_given`, the
+  off-diagonal sum of row y of W = (1 - alpha) I + alpha S.
+  """
+  if as_given:
+    s = np.asarray(similarity, np.float64)
+    return amount.get("alpha", 1.0) * (s.sum(axis=1) - np.diag(s))
   target = losses.similarity_target_matrix(jnp.asarray(similarity, jnp.float32), **amount)
   return 1.0 - np.diag(np.asarray(target, np.float64))
 
@@ -362,17 +404,21 @@ def target_record(config, initial_similarity, final_similarity, permutation) -> 
   """What model B's target actually was: form, amount, per-class off-target mass, source options.
 
   For the online source S changes every epoch: 'off_target_mass' is for the
-  first epoch's S, 'off_target_mass_final' for the last one.
+  first epoch's S, 'off_target_mass_final' for the last one. The 'hxe' form has
+  no soft target: its record holds its alpha and hierarchy instead.
   """
   amount = config_lib.loss_amount(config)
   source = config.similarity.source
-  mass = off_target_mass(initial_similarity, amount)
-  record = {"form": config.loss.form, "amount": amount, "source": source,
+  as_given = config.loss.as_given
+  record = {"form": config.loss.form, "amount": amount, "as_given": as_given, "source": source,
             "options": similarity_options_that_ran(config, source),
-            "shuffle_permutation": None if permutation is None else np.asarray(permutation).tolist(),
-            "off_target_mass": mass.tolist(), "mean_off_target_mass": float(mass.mean())}
+            "shuffle_permutation": None if permutation is None else np.asarray(permutation).tolist()}
+  if config.loss.form == "hxe":
+    return record | {"hxe": config.loss.hxe.to_dict(), "hierarchy_path": config.hierarchy_path}
+  mass = off_target_mass(initial_similarity, amount, as_given)
+  record |= {"off_target_mass": mass.tolist(), "mean_off_target_mass": float(mass.mean())}
   if source == "online":
-    final = off_target_mass(final_similarity, amount)
+    final = off_target_mass(final_similarity, amount, as_given)
     record |= {"off_target_mass_final": final.tolist(),
                "mean_off_target_mass_final": float(final.mean())}
   return record
@@ -443,15 +489,28 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
   if source not in sim_lib.SOURCES:
     raise ValueError(f"unknown similarity source {source!r} (config.similarity.source); "
                      f"known: {sorted(sim_lib.SOURCES)}")
-  step_lib.make_loss_fn(config.loss.form, **config_lib.loss_amount(config))
+  step_lib.make_loss_fn(config.loss.form, **loss_options(config, ds.num_classes))
+  if config.hierarchy_path:
+    sim_lib.read_distances(config.hierarchy_path, num_classes=ds.num_classes)
+  if source == "online":
+    online = similarity_options_that_ran(config, "online")
+    sim_lib.online_update_options(online)
+    if online["symmetrize"]:
+      raise ValueError("similarity.options.symmetrize mixes rows and cannot follow the online "
+                       "source's per-epoch row updates; turn it off for source 'online'")
+    if online["initial"] == "zero" and not (config.loss.as_given and config.loss.form != "hxe"):
+      raise ValueError("similarity.online.initial='zero' (the peer's zero first-epoch matrix) "
+                       "needs loss.as_given=True (W = (1 - alpha) I + alpha S, S as given)")
   evaluation.evaluators_of(config)
   input_pipeline.choose_pipeline(config.input, ds.split("train"))
   if "estimate" in phases or "evaluate" in phases:
     model_a_workdir(run)
-  if source == "file" and "estimate" in phases:
-    if not config.similarity.path:
-      raise ValueError("similarity source 'file' needs config.similarity.path")
-    sim_lib.read_similarity_file(config.similarity.path, num_classes=ds.num_classes)
+  if sim_lib.source_needs_path(source) and "estimate" in phases:
+    field = "hierarchy_path" if source == "hierarchy" else "similarity.path"
+    if not source_path(config, source):
+      raise ValueError(f"similarity source {source!r} needs config.{field}")
+    if source == "file":
+      sim_lib.read_similarity_file(config.similarity.path, num_classes=ds.num_classes)
   if ("retrain" in phases and source != "online"
       and (config.similarity.from_workdir or "estimate" not in phases)):
     load_similarity(run)  # missing or mismatched S fails now, not after training

@@ -27,6 +27,7 @@ host path would have read, optionally several steps per dispatch (lax.scan).
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from typing import Any
 
 import jax
@@ -56,28 +57,57 @@ def log_sum_weights(similarity: jax.Array, alpha=None, *, mass=None) -> jax.Arra
   return losses.similarity_target_matrix(similarity, alpha=alpha, mass=mass)
 
 
-def make_loss_fn(form: str, alpha=None, *, mass=None) -> LossFn:
+def make_loss_fn(form: str, alpha=None, *, mass=None, as_given: bool = False,
+                 hxe=None) -> LossFn:
   """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
 
   soft_target: cross-entropy against row y of similarity_target_matrix(S);
-  log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S).
-  Give `alpha` or `mass` (see simsoft.losses).
+  log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S);
+  hxe: hierarchical cross-entropy with `hxe` = (node_leaves [N, C],
+    path_weights [C, N]) (simsoft.similarity.hierarchy.hxe_arrays), closed
+    over as constants; S is not used.
+  Give `alpha` or `mass` (see simsoft.losses). With `as_given`, W = (1 - alpha) I
+  + alpha S with S as given (no row normalisation; `mass` is refused):
+  log_sum with alpha = 1 is SimLoss exactly, soft_target
+  (simsoft.losses.weighted_cross_entropy) with alpha = 0.5 is Online Label
+  Smoothing's loss.
   """
   if alpha is not None and mass is not None:
     raise ValueError("give alpha or mass, not both")
   losses.similarity_target_matrix(jnp.eye(2), alpha=alpha, mass=mass)  # range checks now
-  if form == "soft_target":
+  if form == "hxe":
+    if hxe is None:
+      raise ValueError("loss form 'hxe' needs a class hierarchy (config.hierarchy_path)")
+    leaves, weights = (jnp.asarray(a, jnp.float32) for a in hxe)
+    return lambda logits, labels, s: losses.hierarchical_cross_entropy(
+        logits, labels, leaves, weights)
+  if as_given:
+    if mass is not None:
+      raise ValueError("loss.as_given uses S as given: set loss.amount='alpha', not 'mass'")
+    a = 1.0 if alpha is None else alpha
+    given = lambda s: (1.0 - a) * jnp.eye(s.shape[0], dtype=s.dtype) + a * s
+    if form == "soft_target":
+      return lambda logits, labels, s: losses.weighted_cross_entropy(logits, labels, given(s))
+    if form == "log_sum":
+      return lambda logits, labels, s: losses.similarity_log_loss(logits, labels, given(s))
+  elif form == "soft_target":
     return lambda logits, labels, s: losses.similarity_cross_entropy(
         logits, labels, s, alpha=alpha, mass=mass)
-  if form == "log_sum":
+  elif form == "log_sum":
     return lambda logits, labels, s: losses.similarity_log_loss(
         logits, labels, log_sum_weights(s, alpha, mass=mass))
-  raise ValueError(f"unknown loss form {form!r} (config.loss.form); known: ['soft_target', 'log_sum']")
+  raise ValueError(f"unknown loss form {form!r} (config.loss.form); known: "
+                   "['soft_target', 'log_sum', 'hxe']")
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    total_steps: int) -> optax.GradientTransformation:
-  """SGD (momentum, L2 weight decay on kernels) or AdamW, warmup + cosine schedule."""
+  """SGD (momentum, L2 weight decay on kernels) or AdamW, warmup + cosine schedule.
+
+  schedule 'step' (no warmup) is Online Label Smoothing's CIFAR schedule: the
+  learning rate times 0.1 from epoch ceil(E/2) and again from epoch ceil(3E/4)
+  of the E epochs (its adjust_learning_rate).
+  """
   warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
   if cfg.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
@@ -85,8 +115,16 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
         decay_steps=max(total_steps, 1), end_value=0.0)
   elif cfg.schedule == "constant":
     lr = optax.constant_schedule(cfg.learning_rate)
+  elif cfg.schedule == "step":
+    epochs = max(total_steps // max(steps_per_epoch, 1), 1)
+    scales = {}
+    for fraction in (0.5, 0.75):
+      boundary = math.ceil(fraction * epochs) * steps_per_epoch
+      scales[boundary] = scales.get(boundary, 1.0) * 0.1
+    lr = optax.piecewise_constant_schedule(cfg.learning_rate, scales)
   else:
-    raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); known: ['cosine', 'constant']")
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); "
+                     "known: ['cosine', 'constant', 'step']")
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if cfg.name == "sgd":
     core = [optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),

@@ -13,7 +13,8 @@ from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
 SWEEP_FILE = os.path.join(ROOT, "configs", "sweep.py")
-CONFIG_FILES = sorted(set(glob.glob(os.path.join(ROOT, "configs", "*.py"))) - {SWEEP_FILE})
+CONFIG_FILES = sorted((set(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+                       | set(glob.glob(os.path.join(ROOT, "configs", "peers", "*.py")))) - {SWEEP_FILE})
 
 
 def _parse(argv):

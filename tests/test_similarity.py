@@ -72,9 +72,11 @@ def _assert_valid(s, c, rows_sum_to_one=True):
     np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
 
 
-def _all_sources(stats, kernel, path):
+def _all_sources(stats, kernel, path, paths=None):
+  """Every source; `paths` gives some sources their own file (else `path`)."""
+  paths = paths or {}
   return {name: sim.build_similarity(name, num_classes=stats.num_classes, stats=stats,
-                                     classifier_kernel=kernel, path=path)
+                                     classifier_kernel=kernel, path=paths.get(name, path))
           for name in sim.SOURCES}
 
 
@@ -541,7 +543,12 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
                         source="confusion", dataset="digits", num_samples=len(held),
                         model_step=200)
   _, json_path = sim.export_plain(rec, tmp_path)
-  built = _all_sources(stats, params["w2"], json_path)
+  embeddings = tmp_path / "embeddings.npy"
+  np.save(embeddings, np.asarray(params["w2"]).T)  # one row per class
+  tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "configs", "peers", "digits_hierarchy.json")
+  built = _all_sources(stats, params["w2"], json_path,
+                       {"hierarchy": tree, "embedding": str(embeddings)})
   assert set(built) == set(sim.SOURCES)
   for name, s in built.items():
     _assert_valid(s, c)

@@ -11,7 +11,8 @@ Typical estimate phase::
 
 Modules: :mod:`.stats` (accumulators), :mod:`.sources` (the name -> builder
 registry), :mod:`.postprocess` (shared options), :mod:`.online` (Online Label
-Smoothing), :mod:`.io` (files and checkpoints). No TensorFlow anywhere.
+Smoothing), :mod:`.hierarchy` (class trees, LCA distances, Making Better
+Mistakes' arrays), :mod:`.io` (files and checkpoints). No TensorFlow anywhere.
 """
 
 from simsoft.similarity.controls import derangement, permute_classes
@@ -28,18 +29,28 @@ from simsoft.similarity.io import (
     save_record,
     to_pytree,
 )
-from simsoft.similarity.online import online_initial, online_update
+from simsoft.similarity.hierarchy import (
+    Hierarchy,
+    hxe_arrays,
+    mbm_soft_labels,
+    read_distances,
+    read_hierarchy,
+)
+from simsoft.similarity.online import online_initial, online_update, postprocess_rows
 from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.sources import (
     SOURCES,
     build_similarity,
+    online_update_options,
     source_needs_data,
     source_needs_features,
+    source_needs_path,
     source_options,
 )
 from simsoft.similarity.stats import SimilarityStats, init_stats, merge_stats, update_stats
 
 __all__ = [
+    "Hierarchy",
     "POSTPROCESS_DEFAULTS",
     "SOURCES",
     "SimilarityRecord",
@@ -49,20 +60,27 @@ __all__ = [
     "export_plain",
     "from_pytree",
     "from_restored",
+    "hxe_arrays",
     "init_stats",
     "load_record",
     "make_record",
+    "mbm_soft_labels",
     "merge_stats",
     "online_initial",
     "online_update",
+    "online_update_options",
     "orbax_restore_args",
     "orbax_save_args",
     "permute_classes",
     "postprocess",
+    "postprocess_rows",
+    "read_distances",
+    "read_hierarchy",
     "read_similarity_file",
     "save_record",
     "source_needs_data",
     "source_needs_features",
+    "source_needs_path",
     "source_options",
     "to_pytree",
     "update_stats",

@@ -23,8 +23,23 @@ weights     classifier_kernel [D, C]    :math:`\exp((\cos(w_y, w_k) - 1) / T)` o
 file        path (.npy/.csv/.json)      the validated matrix in the file
 online      stats (None: :math:`S^0`)   :func:`~simsoft.similarity.online.online_update`
                                         of :math:`S^0` (``correct_only``\ =True,
-                                        ``initial_smoothing``\ =0.1)
+                                        ``initial_smoothing``\ =0.1, ``initial``\ ='smoothing',
+                                        ``fallback``\ ='keep', ``freeze_threshold``\ =0)
+hierarchy   path: class hierarchy or    :math:`\exp(-\beta\, d / \max d)`, d the LCA height
+            [C, C] distance matrix      (:mod:`~simsoft.similarity.hierarchy`) or the given
+                                        distances: Making Better Mistakes' soft labels once
+                                        normalised (``beta``\ =10)
+ordinal     --                          :math:`r^{|i-j|}` for ordered classes (SimLoss's age
+                                        matrix; ``ratio`` r=0.5)
+embedding   path: class embeddings      :math:`\max(0, (\cos(e_i, e_j) - b) / (1 - b))`
+            [C, D] (.npy/.csv/.json)    (SimLoss's word2vec matrix; ``lower_bound`` b=0.5)
 ==========  ==========================  =====================================================
+
+SimLoss (konstantinkobs/SimLoss) uses its matrices as given: build them with
+``normalize=False`` and train with ``loss.as_given`` (see configs/peers/).
+The online source's ``initial='zero'`` is the peer's CIFAR first epoch, a zero
+soft-label matrix; it is not a similarity, so the pipeline uses it directly
+(with ``loss.as_given``) and this builder refuses it.
 
 For ``centroid`` and ``weights`` the temperature is the one of the row softmax
 (:math:`S_y = \mathrm{softmax}(\cos(\cdot_y, \cdot) / T)` once normalised);
@@ -43,12 +58,14 @@ from typing import Any
 
 import numpy as np
 
+from simsoft.similarity import hierarchy as hierarchy_lib
 from simsoft.similarity import io as sim_io
 from simsoft.similarity.online import online_initial, online_update
 from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.stats import SimilarityStats
 
-__all__ = ["SOURCES", "Source", "build_similarity", "source_needs_data", "source_needs_features"]
+__all__ = ["SOURCES", "Source", "build_similarity", "online_update_options", "source_needs_data",
+           "source_needs_features", "source_needs_path"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +77,7 @@ class Source:
   needs_features: bool = False
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   own_temperature: bool = False
+  needs_path: bool = False
 
   def __call__(self, **kwargs) -> np.ndarray:
     return self.build(**kwargs)
@@ -154,15 +172,93 @@ def _file(*, num_classes, path, **_):
   return sim_io.read_similarity_file(path, num_classes=num_classes)[0]
 
 
+def _number(options, name, low, high=math.inf, *, open_low=False):
+  v = options[name]
+  ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+  ok = ok and math.isfinite(v) and (v > low if open_low else v >= low) and v <= high
+  if not ok:
+    bound = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
+    raise ValueError(f"option `{name}` must be a finite number {bound}, got {v!r}.")
+  return float(v)
+
+
+def online_update_options(options) -> dict[str, Any]:
+  """The keyword arguments of online_update from the online source's options (checked)."""
+  if options["fallback"] not in ("keep", "uniform"):
+    raise ValueError(f"option `fallback` must be 'keep' or 'uniform', got {options['fallback']!r}.")
+  if options["initial"] not in ("smoothing", "zero"):
+    raise ValueError(f"option `initial` must be 'smoothing' or 'zero', got {options['initial']!r}.")
+  post = {k: options[k] for k in POSTPROCESS_DEFAULTS if k in options}
+  if post.get("temperature") is None:
+    post.pop("temperature", None)
+  return {"correct_only": _check_bool(options, "correct_only"), "fallback": options["fallback"],
+          "freeze_threshold": _number(options, "freeze_threshold", 0.0, 1.0),
+          "postprocess": post}
+
+
 def _online(*, num_classes, stats, options, **_):
   eps = options["initial_smoothing"]
   if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps <= 1:
     raise ValueError(f"option `initial_smoothing` must be a number in [0, 1], got {eps!r}.")
-  correct_only = _check_bool(options, "correct_only")
+  update = online_update_options(options)
+  if options["initial"] == "zero":
+    raise ValueError("option initial='zero' (the peer's zero first-epoch matrix) is no "
+                     "similarity; the pipeline uses it directly with loss.as_given=True.")
   s0 = online_initial(num_classes, smoothing=float(eps))
   if stats is None:
     return np.asarray(s0, np.float64)
-  return np.asarray(online_update(s0, stats, correct_only=correct_only), np.float64)
+  update["postprocess"] = None  # build_similarity post-processes the whole matrix
+  return np.asarray(online_update(s0, stats, **update), np.float64)
+
+
+def _hierarchy(*, num_classes, path, options, **_):
+  beta = _number(options, "beta", 0.0)
+  d = hierarchy_lib.read_distances(path, num_classes=num_classes)
+  return np.exp(-beta * d / d.max())
+
+
+def _ordinal(*, num_classes, options, **_):
+  r = _number(options, "ratio", 0.0, 1.0)
+  i = np.arange(num_classes)
+  return r ** np.abs(i[:, None] - i[None, :]).astype(np.float64)  # 0 ** 0 = 1 on the diagonal
+
+
+def _read_embeddings(path, num_classes):
+  p = str(path)
+  ext = p.rsplit(".", 1)[-1].lower()
+  try:
+    if ext == "npy":
+      e = np.load(p, allow_pickle=False)
+    elif ext == "csv":
+      e = np.loadtxt(p, delimiter=",", ndmin=2)
+    elif ext == "json":
+      import json  # pylint: disable=g-import-not-at-top
+      with open(p, encoding="utf-8") as f:
+        data = json.load(f)
+      e = data["embeddings"] if isinstance(data, dict) else data
+    else:
+      raise ValueError(f"unsupported extension .{ext}; use .npy, .csv or .json")
+    e = np.asarray(e, np.float64)
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise ValueError(f"embedding file {p!r}: {err}") from None
+  if e.ndim != 2 or e.shape[0] != num_classes or not np.all(np.isfinite(e)):
+    raise ValueError(f"embedding file {p!r}: must be a finite [C, D] = [{num_classes}, D] "
+                     f"array (one row per class), got shape {e.shape}.")
+  return e
+
+
+def _embedding(*, num_classes, path, options, **_):
+  b = _number(options, "lower_bound", 0.0, 1.0)
+  if b >= 1.0:
+    raise ValueError(f"option `lower_bound` must be < 1, got {b!r}.")
+  e = _read_embeddings(path, num_classes)
+  norms = np.linalg.norm(e, axis=1, keepdims=True)
+  if np.any(norms == 0):
+    raise ValueError(f"embedding file {path!r}: class {int(np.flatnonzero(norms == 0)[0])} "
+                     "has a zero embedding (no cosine).")
+  unit = e / norms
+  cos = np.clip(unit @ unit.T, -1.0, 1.0)
+  return np.maximum((cos - b) / (1.0 - b), 0.0)
 
 
 SOURCES: dict[str, Source] = {
@@ -175,11 +271,15 @@ SOURCES: dict[str, Source] = {
         options={"temperature": 0.1, "center": True}, own_temperature=True,
     ),
     "weights": Source(_weights, options={"temperature": 0.1}, own_temperature=True),
-    "file": Source(_file),
+    "file": Source(_file, needs_path=True),
     "online": Source(
         _online, needs_data=True,
-        options={"correct_only": True, "initial_smoothing": 0.1},
+        options={"correct_only": True, "initial_smoothing": 0.1, "initial": "smoothing",
+                 "fallback": "keep", "freeze_threshold": 0.0},
     ),
+    "hierarchy": Source(_hierarchy, needs_path=True, options={"beta": 10.0}),
+    "ordinal": Source(_ordinal, options={"ratio": 0.5}),
+    "embedding": Source(_embedding, needs_path=True, options={"lower_bound": 0.5}),
 }
 
 
@@ -197,6 +297,11 @@ def source_needs_data(source: str) -> bool:
 def source_needs_features(source: str) -> bool:
   """True when `source` needs penultimate-feature statistics (feature_dim > 0)."""
   return _source(source).needs_features
+
+
+def source_needs_path(source: str) -> bool:
+  """True when `source` reads a file (`path`)."""
+  return _source(source).needs_path
 
 
 def source_options(source: str) -> dict[str, Any]:
@@ -222,7 +327,8 @@ def build_similarity(
     stats: statistics from ``update_stats`` (confusion, softmax, centroid;
       online: None gives :math:`S^0`).
     classifier_kernel: [D, C] final dense kernel (weights).
-    path: matrix file (file).
+    path: matrix file (file), class hierarchy or distance matrix (hierarchy),
+      class embeddings (embedding).
     options: source options and shared post-processing options; see
       :func:`source_options` for the keys and defaults.
 
@@ -254,8 +360,9 @@ def build_similarity(
     raise ValueError(f"`stats` has {stats.num_classes} classes but `num_classes` is {num_classes}.")
   if source == "weights" and classifier_kernel is None:
     raise ValueError("source 'weights' needs `classifier_kernel` ([D, C] final-layer kernel).")
-  if source == "file" and path is None:
-    raise ValueError("source 'file' needs `path` (a .npy, .csv or .json matrix).")
+  if spec.needs_path and path is None:
+    raise ValueError(f"source {source!r} needs `path` (config.similarity.path; for "
+                     "'hierarchy' config.hierarchy_path).")
 
   affinity = spec(num_classes=num_classes, stats=stats, classifier_kernel=classifier_kernel,
                   path=path, options=opts)
