@@ -300,8 +300,7 @@ def _popen(workdir, *extra, config=None):
 
 def test_real_process_stderr_is_one_line(tmp_path):
   """Nothing else on the real stderr (no TF start-up lines), before and after loading data."""
-  for config, needle in [("epochs=1,alpha=1.5", "loss.alpha"),
-                         ("epochs=1,batch_size=100000", "training split")]:
+  for config, needle in [("epochs=1,batch_size=100000", "training split")]:  # after TF loaded
     workdir = tmp_path / config
     proc = _popen(workdir, config=config)
     _, err = proc.communicate(timeout=120)
@@ -311,13 +310,13 @@ def test_real_process_stderr_is_one_line(tmp_path):
 
 def test_two_runs_on_one_workdir(tmp_path):
   workdir = tmp_path / "shared"
-  procs = [_popen(workdir) for _ in range(2)]
+  procs = [_popen(workdir, config="epochs=1,phases=estimate") for _ in range(2)]
   outs = [p.communicate(timeout=240) for p in procs]
   codes = sorted(p.returncode for p in procs)
   assert codes == [0, 3], outs
   loser = outs[[p.returncode for p in procs].index(3)][1]
   assert f"workdir {workdir} is in use by pid" in one_error_line(loser)
-  assert (workdir / "results.json").exists() and not (workdir / ".lock").exists()
+  assert (workdir / "estimate" / "done.json").exists() and not (workdir / ".lock").exists()
 
 
 def test_ctrl_c_says_where_it_stopped(tmp_path):
