@@ -5,8 +5,11 @@
 Each RUN_DIR holds results.json (``{'models': {'A': suite, 'B': suite}}``,
 see :mod:`simsoft.report`) and optionally config.json with the run's config.
 Runs are grouped by dataset.name, model.name, similarity.source, loss.form,
-loss.alpha and the trained model (A or B), i.e. by everything but ``seed``;
-missing fields show as ``-``. std is the sample standard deviation (ddof=1),
+loss.alpha and the trained model (A or B), and by every other config field
+whose value differs between the runs (loss.mass, similarity.shuffle, an
+optimizer setting, ...), so only runs that differ in nothing but ``seed``
+(and fields that do not change results, IGNORED_FIELDS) are pooled; the
+command says which extra fields it grouped by. Missing fields show as ``-``. std is the sample standard deviation (ddof=1),
 blank for a single seed. Writes DIR/comparison.md, comparison.csv and
 comparison.png (DIR defaults to the current directory).
 """
@@ -24,6 +27,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from simsoft import errors
+
 GROUP_FIELDS = ("dataset.name", "model.name", "similarity.source", "loss.form", "loss.alpha")
 METRICS = (
     ("clean_accuracy", "clean accuracy"),
@@ -33,6 +38,11 @@ METRICS = (
     ("mistake_severity", "mistake severity"),
 )
 MISSING = "-"
+# Fields that may differ between pooled runs: the seed, and those that change
+# how a run goes but not what it measures (paths, checkpointing, input feeding).
+IGNORED_FIELDS = ("seed", "phases", "log_every_steps", "eval_batch_size", "dataset.data_dir",
+                  "estimate.model_from", "similarity.from_workdir")
+IGNORED_PREFIXES = ("checkpoint.", "input.")
 
 
 def _field(config: Mapping, dotted: str):
@@ -76,7 +86,8 @@ def load_run(run_dir: str) -> list[dict]:
         clean = suite.get("clean") or {}
         summary = suite.get("summary") or suite.get("extra_summary") or {}
         rec = {f: _field(config, f) for f in GROUP_FIELDS}
-        rec.update(trained=model, seed=_field(config, "seed"), run_dir=run_dir)
+        rec.update(trained=model, seed=_field(config, "seed"), run_dir=run_dir,
+                   config=_flatten(config))
         rec.update(
             clean_accuracy=clean.get("accuracy"),
             clean_nll=clean.get("nll"),
@@ -92,16 +103,44 @@ def _key_str(v) -> str:
     return MISSING if v is None else str(v)
 
 
-def aggregate(records: Sequence[Mapping]) -> list[dict]:
-    """Groups records by GROUP_FIELDS + trained model; mean/std/n over seeds per metric."""
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _ignored(field: str) -> bool:
+    return field in IGNORED_FIELDS or field.startswith(IGNORED_PREFIXES)
+
+
+def differing_fields(records: Sequence[Mapping]) -> list[str]:
+    """Config fields beyond GROUP_FIELDS on which two runs that record them disagree."""
+    values: dict[str, set] = {}
+    for rec in records:
+        for field, value in rec.get("config", {}).items():
+            values.setdefault(field, set()).add(json.dumps(value, sort_keys=True))
+    return sorted(f for f, v in values.items()
+                  if len(v) > 1 and f not in GROUP_FIELDS and not _ignored(f))
+
+
+def aggregate(records: Sequence[Mapping], extra_fields: Sequence[str] | None = None) -> list[dict]:
+    """Groups records by GROUP_FIELDS + `extra_fields` (default: differing_fields) + trained
+    model; mean/std/n over seeds per metric."""
+    extra = tuple(differing_fields(records) if extra_fields is None else extra_fields)
+    fields = GROUP_FIELDS + extra
     groups: dict[tuple, list] = {}
     for rec in records:
-        key = tuple(_key_str(rec[f]) for f in GROUP_FIELDS) + (rec["trained"],)
-        groups.setdefault(key, []).append(rec)
+        config = rec.get("config", {})
+        key = tuple(_key_str(rec[f] if f in rec else config.get(f)) for f in fields)
+        groups.setdefault(key + (rec["trained"],), []).append(rec)
     rows = []
     for key in sorted(groups):
         recs = groups[key]
-        row = dict(zip(GROUP_FIELDS + ("trained",), key))
+        row = dict(zip(fields + ("trained",), key), extra_fields=extra)
         row["seeds"] = ",".join(sorted(_key_str(r["seed"]) for r in recs))
         row["n"] = len(recs)
         for metric, _ in METRICS:
@@ -118,19 +157,24 @@ def _pm(mean, std) -> str:
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
+def _extra(rows: Sequence[Mapping]) -> tuple:
+    return tuple(rows[0]["extra_fields"]) if rows else ()
+
+
 def to_markdown(rows: Sequence[Mapping]) -> str:
-    header = ["dataset", "model", "similarity", "loss", "alpha", "trained", "seeds"]
+    extra = _extra(rows)
+    header = ["dataset", "model", "similarity", "loss", "alpha", *extra, "trained", "seeds"]
     header += [label for _, label in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r[f] for f in GROUP_FIELDS] + [r["trained"], f"{r['n']} ({r['seeds']})"]
+        cells = [r[f] for f in GROUP_FIELDS + extra] + [r["trained"], f"{r['n']} ({r['seeds']})"]
         cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_csv(path: str, rows: Sequence[Mapping]) -> None:
-    fields = list(GROUP_FIELDS) + ["trained", "n", "seeds"]
+    fields = list(GROUP_FIELDS + _extra(rows)) + ["trained", "n", "seeds"]
     fields += [f"{m}_{s}" for m, _ in METRICS for s in ("mean", "std")]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -141,6 +185,7 @@ def write_csv(path: str, rows: Sequence[Mapping]) -> None:
 
 def _row_label(r: Mapping) -> str:
     parts = [r[f] for f in GROUP_FIELDS if r[f] != MISSING]
+    parts += [f"{f}={r[f]}" for f in r.get("extra_fields", ()) if r[f] != MISSING]
     return f"{r['trained']}: " + " / ".join(parts)
 
 
@@ -177,7 +222,11 @@ def compare(run_dirs: Sequence[str], out_dir: str) -> dict[str, str]:
     if not run_dirs:
         raise ValueError("compare needs at least one RUN_DIR")
     records = [rec for d in run_dirs for rec in load_run(d)]
-    rows = aggregate(records)
+    extra = differing_fields(records)
+    if extra:
+        print(f"runs differ in more than the seed: {', '.join(extra)}; grouped by "
+              f"{'that field' if len(extra) == 1 else 'those fields'} too", flush=True)
+    rows = aggregate(records, extra)
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"comparison.{k}") for k in ("md", "csv", "png")}
     with open(paths["md"], "w") as f:
@@ -192,7 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", default=".", help="output directory (default: current directory)")
     args = parser.parse_args(argv)
-    paths = compare(args.run_dirs, args.out)
+    try:
+        paths = compare(args.run_dirs, args.out)
+    except (FileNotFoundError, ValueError) as e:  # a missing or unreadable RUN_DIR file
+        errors.report(str(e), exc=e, argv=argv)
+        return 2
     with open(paths["md"]) as f:
         sys.stdout.write(f.read())
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")

@@ -44,6 +44,8 @@ import ast
 
 import ml_collections
 
+from simsoft.errors import ConfigError
+
 PHASES = ("estimate", "retrain", "evaluate")
 LOSS_FORMS = ("soft_target", "log_sum", "hxe")
 LOSS_AMOUNTS = ("alpha", "mass")
@@ -66,6 +68,13 @@ ARG_ALIASES = {
     "dtype": "model.dtype",
     "runlocal": None,
 }
+
+# Fields whose value is a comma-separated list: after the colon,
+# `phases=retrain,evaluate` keeps `evaluate` in phases (an item without '='
+# continues the previous list field's value).
+LIST_FIELDS = ("phases", "evaluate.evaluators", "evaluate.corruptions", "evaluate.severities",
+               "evaluate.cifar10_c")
+FLAG_ARGS = ("runlocal",)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -176,15 +185,28 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
-  """'a=1,b=x,runlocal' -> {'a': '1', 'b': 'x', 'runlocal': 'True'}."""
-  out = {}
+  """'a=1,b=x,runlocal' -> {'a': '1', 'b': 'x', 'runlocal': 'True'}.
+
+  A bare item after a list field continues its value:
+  'phases=retrain,evaluate,seed=1' -> {'phases': 'retrain,evaluate', 'seed': '1'}.
+  """
+  out, last = {}, None
   for item in (arg or "").split(","):
     item = item.strip()
     if not item:
       continue
     key, sep, value = item.partition("=")
-    out[key.strip()] = value.strip() if sep else "True"
+    key = key.strip()
+    if not sep and key not in FLAG_ARGS and last is not None and _is_list_field(last):
+      out[last] += "," + key
+      continue
+    out[key] = value.strip() if sep else "True"
+    last = key if sep else None
   return out
+
+
+def _is_list_field(key: str) -> bool:
+  return ARG_ALIASES.get(key, key) in LIST_FIELDS
 
 
 def set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
@@ -195,18 +217,28 @@ def set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
     node = node[name]
   if leaf not in node:
     raise KeyError(f"config has no field {dotted!r}")
-  current = node[leaf]
-  if isinstance(current, bool):
-    value = text.lower() in ("1", "true", "yes")
-  elif isinstance(current, (tuple, list)):
-    value = tuple(ast.literal_eval(text))
-  elif isinstance(current, int):
-    value = int(text)
-  elif isinstance(current, float):
-    value = float(text)
-  else:
-    value = text
-  node[leaf] = value
+  node[leaf] = parse_value(dotted, node[leaf], text)
+
+
+def parse_value(dotted: str, current, text: str):
+  """`text` typed like the field's current value; ConfigError naming the field if it is not."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError("not a boolean")
+      return text.lower() in ("1", "true", "yes")
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+  except (ValueError, SyntaxError, TypeError):
+    kind = {bool: "true or false", tuple: "a tuple such as (64,)", list: "a tuple such as (64,)",
+            int: "an integer", float: "a number"}[type(current)]
+    raise ConfigError(f"config.{dotted}={text!r} is not {kind}; give {kind}") from None
+  return text
 
 
 def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
@@ -220,18 +252,18 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
     if key == "runlocal":
       continue
     if key == "epochs":
-      c.estimate.epochs = c.retrain.epochs = int(text)
+      c.estimate.epochs = c.retrain.epochs = parse_value("estimate.epochs", 0, text)
       continue
     if key == "mass":
-      c.loss.amount, c.loss.mass = "mass", float(text)
+      c.loss.amount, c.loss.mass = "mass", parse_value("loss.mass", 0.0, text)
       continue
     dotted = ARG_ALIASES.get(key, key)
     try:
       set_field(c, dotted, text)
     except (KeyError, AttributeError):
       known = sorted(k for k in ARG_ALIASES)
-      raise ValueError(
-          f"unknown config argument {key!r}; use one of {known} or a dotted "
+      raise ConfigError(
+          f"unknown config argument {key!r} after the colon; use one of {known} or a dotted "
           "field such as optimizer.momentum") from None
   if "runlocal" in args and args["runlocal"].lower() in ("1", "true", "yes"):
     runlocal(c)
@@ -254,14 +286,12 @@ def source_own_options() -> dict[str, dict]:
 def loss_amount(c: ml_collections.ConfigDict) -> dict[str, float]:
   """{'alpha': a} or {'mass': m}: the keyword the losses take, from config.loss."""
   if c.loss.amount not in LOSS_AMOUNTS:
-    raise ValueError(f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}")
+    raise ConfigError(f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}")
   return {c.loss.amount: c.loss[c.loss.amount]}
 
 
 def phases_of(c: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The phases to run, validated: ValueError naming an unknown one."""
-  names = tuple(p.strip() for p in c.phases.split(",") if p.strip())
-  for name in names:
-    if name not in PHASES:
-      raise ValueError(f"unknown phase {name!r} in config.phases; known phases: {list(PHASES)}")
-  return names
+  """The phases to run, validated: ConfigError naming an unknown one or an empty list."""
+  from simsoft import validate  # pylint: disable=g-import-not-at-top
+
+  return validate.check_phases(c)

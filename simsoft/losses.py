@@ -24,6 +24,13 @@ A target row is set in one of two ways:
   where it goes. Label smoothing is ``Q`` uniform over the other ``C - 1``
   classes (``S`` all ones).
 
+Bad arguments: concrete (non-traced) ``alpha``, ``mass`` and ``labels`` are
+checked eagerly (``alpha`` and ``mass`` finite in [0, 1], labels in ``[0, C)``)
+and raise ``ValueError`` naming the argument. Under ``jax.jit`` nothing can
+raise, so an example whose label lies outside ``[0, C)`` gets a NaN loss
+(and :func:`similarity_targets` a NaN row), never a plausible finite value;
+examples masked out by ``where`` get 0 whatever their label.
+
 Both reduce to plain cross-entropy for ``S = I``. Logits may be float32 or
 bfloat16; the arithmetic runs in at least float32 and the losses are float32
 (float64 under ``jax_enable_x64`` with float64 logits).
@@ -53,6 +60,38 @@ def _check_labels(labels, name: str = "labels") -> None:
         f"`{name}` must hold integer class indices, got dtype "
         f"{jnp.result_type(labels)}."
     )
+
+
+def _concrete(x) -> bool:
+  return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def _check_label_range(labels, num_classes: int, where=None) -> None:
+  """Eager check of concrete labels: each must lie in [0, C) (where `where` is True)."""
+  if not _concrete(labels) or isinstance(where, jax.core.Tracer):
+    return
+  y = np.asarray(labels)
+  bad = (y < 0) | (y >= num_classes)
+  if where is not None:
+    bad &= np.broadcast_to(np.asarray(where, bool), y.shape)
+  if bad.any():
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+        f"`labels` must be class indices in [0, {num_classes}), got {y[index]} at index "
+        f"{index if len(index) != 1 else index[0]}."
+    )
+
+
+def _valid_labels(labels, num_classes: int) -> jax.Array:
+  """bool [...]: the label lies in [0, C) (works traced)."""
+  labels = jnp.asarray(labels)
+  return (labels >= 0) & (labels < num_classes)
+
+
+def _nan_where_invalid(values: jax.Array, valid: jax.Array) -> jax.Array:
+  """NaN where `valid` is False (broadcast over trailing axes); no gradient leaks from the NaN."""
+  valid = valid.reshape(valid.shape + (1,) * (values.ndim - valid.ndim))
+  return jnp.where(valid, values, jnp.nan)
 
 
 def _check_similarity(similarity, num_classes: int) -> None:
@@ -91,6 +130,7 @@ def _check_inputs(logits, labels, similarity, where):
         f"`where` must have the batch shape of `labels` {labels_shape}, got "
         f"{jnp.shape(where)}."
     )
+  _check_label_range(labels, logits_shape[-1], where)
   return jnp.promote_types(jnp.result_type(logits), jnp.float32)
 
 
@@ -214,7 +254,8 @@ def similarity_targets(labels, similarity, *, alpha=None, mass=None) -> jax.Arra
   (see :func:`similarity_target_matrix`).
 
   Args:
-    labels: int [...], class indices in ``[0, C)``.
+    labels: int [...], class indices in ``[0, C)``; concrete labels outside it
+      raise ValueError, traced ones get a NaN row.
     similarity: [C, C] non-negative matrix ``S``; no row may sum to zero.
     alpha: weight of the similarity row (scalar, may be traced). ``alpha = 0``
       gives one-hot targets; ``S = 1`` (all ones) gives label smoothing.
@@ -230,7 +271,10 @@ def similarity_targets(labels, similarity, *, alpha=None, mass=None) -> jax.Arra
     Array([[0.75 , 0.125, 0.125]], dtype=float32)
   """
   _check_labels(labels)
-  return _rows_of(labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass))
+  c = _check_square(similarity)
+  _check_label_range(labels, c)
+  rows = _rows_of(labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass))
+  return _nan_where_invalid(rows, _valid_labels(labels, c))
 
 
 def similarity_cross_entropy(
@@ -249,7 +293,8 @@ def similarity_cross_entropy(
 
   Args:
     logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
-    labels: int [...] class indices.
+    labels: int [...] class indices in ``[0, C)`` (concrete ones are checked;
+      under jit one outside gets a NaN loss).
     similarity: [C, C] non-negative, no all-zero row.
     alpha: weight of the similarity target, scalar in [0, 1] (may be traced);
       neither ``alpha`` nor ``mass`` means ``alpha = 1``.
@@ -269,8 +314,10 @@ def similarity_cross_entropy(
   """
   dtype = _check_inputs(logits, labels, similarity, where)
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
-  targets = similarity_targets(labels, jnp.asarray(similarity, dtype), alpha=alpha, mass=mass)
-  return _apply_where(-jnp.sum(targets * log_probs, axis=-1), where)
+  matrix = similarity_target_matrix(jnp.asarray(similarity, dtype), alpha=alpha, mass=mass)
+  loss = -jnp.sum(_rows_of(labels, matrix) * log_probs, axis=-1)
+  loss = _nan_where_invalid(loss, _valid_labels(labels, log_probs.shape[-1]))
+  return _apply_where(loss, where)
 
 
 def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
@@ -289,7 +336,8 @@ def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
 
   Args:
     logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
-    labels: int [...] class indices.
+    labels: int [...] class indices in ``[0, C)`` (concrete ones are checked;
+      under jit one outside gets a NaN loss).
     similarity: [C, C] non-negative, no all-zero row.
     where: optional bool [...]; examples where it is False get loss 0.
 
@@ -307,6 +355,7 @@ def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
   weights = _rows_of(labels, jnp.asarray(similarity, dtype))
   loss = -jax.nn.logsumexp(log_probs, axis=-1, b=weights, where=weights > 0)
+  loss = _nan_where_invalid(loss, _valid_labels(labels, log_probs.shape[-1]))
   return _apply_where(loss, where)
 
 

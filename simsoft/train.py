@@ -16,10 +16,13 @@ so a resumed run reproduces the uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -33,18 +36,19 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from simsoft import checkpoint as ckpt
 from simsoft import config as config_lib
 from simsoft import data as data_lib
+from simsoft import errors
 from simsoft import evaluation
 from simsoft import input_pipeline
 from simsoft import losses
 from simsoft import models as models_lib
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
+from simsoft import validate
 from simsoft.paths import resolve
 from simsoft.progress import Progress
 
 
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN or inf loss."""
+NonFiniteLossError = errors.NonFiniteLossError  # Training produced a NaN or inf loss.
 
 
 @dataclasses.dataclass
@@ -186,11 +190,13 @@ def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, Any],
                       out_shardings=run.replicated, donate_argnums=0)
 
   # Checkpoint load.
-  manager = ckpt.make_manager(os.path.join(workdir or run.workdir, phase, "checkpoints"),
-                              every_steps=config.checkpoint.every_steps,
-                              keep=config.checkpoint.keep)
-  if manager.latest_step() is not None:
-    state = ckpt.restore_state(manager, abstract)
+  with ckpt.quiet_logs():  # Orbax logs each unreadable checkpoint file at ERROR
+    manager = ckpt.make_manager(os.path.join(workdir or run.workdir, phase, "checkpoints"),
+                                every_steps=config.checkpoint.every_steps,
+                                keep=config.checkpoint.keep)
+    has_checkpoint = manager.latest_step() is not None
+  if has_checkpoint:
+    state = ckpt.restore_latest_readable(manager, abstract, phase=phase)
     if int(state["step"]) < total_steps and jax.process_index() == 0:
       print(f"[{phase}] resumed from step {int(state['step'])}", flush=True)
   else:
@@ -218,21 +224,60 @@ def _loop(run: Run, phase: str, state, step_fn, end_epoch, manager, *, start: in
   every = [config.log_every_steps, config.checkpoint.every_steps]
   every += [steps_per_epoch] if end_epoch else []
   done = start
-  while done < total_steps:
-    boundary = min([total_steps] + [(done // n + 1) * n for n in every])
-    chunk = min(feeder.max_steps_per_dispatch, boundary - done)
-    state, metrics = feeder.run(state, key, chunk)
-    done += chunk
-    if end_epoch and done % steps_per_epoch == 0:
-      state = end_epoch(state)
-    if done % config.log_every_steps == 0 or done == total_steps:
-      _check_finite(state, phase, manager)
-      progress.update(done, {k: float(v) for k, v in metrics.items()})
-    if done % config.checkpoint.every_steps == 0 or done == total_steps:
-      _check_finite(state, phase, manager)
-      ckpt.save_state(manager, done, state, force=done == total_steps)
+  with _sigint_stops_after_chunk() as stop:
+    while done < total_steps:
+      boundary = min([total_steps] + [(done // n + 1) * n for n in every])
+      chunk = min(feeder.max_steps_per_dispatch, boundary - done)
+      state, metrics = feeder.run(state, key, chunk)
+      done += chunk
+      if end_epoch and done % steps_per_epoch == 0:
+        state = end_epoch(state)
+      if done % config.log_every_steps == 0 or done == total_steps:
+        _check_finite(run, state, phase, manager)
+        progress.update(done, {k: float(v) for k, v in metrics.items()})
+      if done % config.checkpoint.every_steps == 0 or done == total_steps:
+        _check_finite(run, state, phase, manager)
+        ckpt.save_state(manager, done, state, force=done == total_steps)
+      if stop.requested:
+        raise _interrupted(phase, done, total_steps, manager)
   progress.close()
   return state
+
+
+class _Stop:
+  requested = False
+
+
+@contextlib.contextmanager
+def _sigint_stops_after_chunk():
+  """Ctrl-C sets a flag the loop reads after each chunk, so a checkpoint save in flight
+  finishes; a second Ctrl-C interrupts at once. (Main thread only.)"""
+  stop = _Stop()
+  if threading.current_thread() is not threading.main_thread():
+    yield stop
+    return
+
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    if stop.requested:
+      raise KeyboardInterrupt
+    stop.requested = True
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield stop
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(phase: str, done: int, total_steps: int, manager) -> errors.InterruptedRun:
+  """The one-line Ctrl-C message: where it stopped and that the same command resumes."""
+  manager.wait_until_finished()
+  latest = manager.latest_step()
+  kept = (f"the last checkpoint is step {latest}" if latest is not None
+          else "no checkpoint was saved yet, so the phase starts over")
+  return errors.InterruptedRun(
+      f"interrupted (Ctrl-C) in phase {phase!r} at step {done} of {total_steps}; {kept}; "
+      "run the same command to resume")
 
 
 def _online_end_epoch(state, permutation=None, options=None):
@@ -251,14 +296,43 @@ def _online_end_epoch(state, permutation=None, options=None):
               epoch_stats=jax.tree.map(jnp.zeros_like, state["epoch_stats"]))
 
 
-def _check_finite(state, phase: str, manager) -> None:
+def _check_finite(run: Run, state, phase: str, manager) -> None:
   bad = int(state["nonfinite_step"])
   if bad >= 0:
     manager.wait_until_finished()
-    raise NonFiniteLossError(
-        f"phase {phase!r}: the loss became NaN or inf at step {bad}; training stopped. "
-        f"The last good checkpoint (step {manager.latest_step()}) is intact. Lower "
-        "config.optimizer.learning_rate or set config.optimizer.grad_clip_norm.")
+    raise NonFiniteLossError(nonfinite_message(run.config, phase, bad, manager.latest_step(),
+                                               os.fspath(manager.directory)))
+
+
+def nonfinite_message(config, phase: str, bad_step: int, latest: int | None, directory: str) -> str:
+  """What became NaN/inf, the likely causes that fit the config, and the last good checkpoint."""
+  model = {"estimate": "model A (cross-entropy)", "retrain": "model B (similarity loss)"}[phase]
+  kept = (f"the last good checkpoint, step {latest} in {directory}, is intact"
+          if latest is not None else "no checkpoint was saved before it")
+  return (f"phase {phase!r}: the training loss of {model} became NaN or inf at step {bad_step}; "
+          f"training stopped; {kept}. Likely causes: {'; '.join(likely_causes(config, phase))}")
+
+
+def likely_causes(config, phase: str) -> list[str]:
+  """The causes of a NaN/inf loss that this config makes plausible, most likely first."""
+  lr, causes = config.optimizer.learning_rate, []
+  if not np.isfinite(lr) or lr <= 0:
+    causes.append(f"config.optimizer.learning_rate={lr} is not a positive number")
+  elif lr > 1.0:
+    causes.append(f"config.optimizer.learning_rate={lr} is very large (try 0.05)")
+  if phase == "retrain":
+    for name in ("alpha", "mass"):
+      v = config.loss[name]
+      if config.loss.amount == name and not (np.isfinite(v) and 0 <= v <= 1):
+        causes.append(f"config.loss.{name}={v} is outside [0, 1]")
+  if not config.optimizer.grad_clip_norm:
+    causes.append("no gradient clipping (set config.optimizer.grad_clip_norm, e.g. 1.0)")
+  if config.model.dtype == "bfloat16":
+    causes.append("config.model.dtype='bfloat16' overflowing (try 'float32')")
+  if len(causes) < 2:
+    causes.append(f"a learning rate too large for this model (config.optimizer.learning_rate={lr}; "
+                  "try a smaller one)")
+  return causes
 
 
 # ----------------------------------------------------------------------------
@@ -275,16 +349,20 @@ def model_a_workdir(run: Run) -> str:
   if not other:
     return run.workdir
   if ckpt.read_json(os.path.join(other, "estimate", "done.json")) is None:
-    raise FileNotFoundError(f"config.estimate.model_from={other!r} has no finished estimate "
-                            "phase; run it there first (phases=estimate)")
+    raise errors.MissingInputError(f"config.estimate.model_from={other!r} has no finished estimate "
+                                   "phase; run it there first (phases=estimate)")
   saved = ckpt.read_json(os.path.join(other, "config.json"))
+  if saved is None:
+    raise errors.MissingInputError(f"config.estimate.model_from={other!r} has no config.json, so "
+                                   "its model A cannot be matched to this config; rerun it there")
   current = json.loads(run.config.to_json())
   diffs = [d for d in ckpt.config_differences(
       {k: saved.get(k) for k in MODEL_A_FIELDS}, {k: current.get(k) for k in MODEL_A_FIELDS})
       if d != "estimate.model_from"]
   if diffs:
-    raise ValueError(f"config.estimate.model_from={other!r} trained model A with another "
-                     f"config; differing fields: {diffs}")
+    raise errors.WorkdirError(f"config.estimate.model_from={other!r} trained model A with "
+                              f"another config; differing fields: {diffs}; use a model_from "
+                              "workdir made with the same model A fields")
   return other
 
 
@@ -294,7 +372,8 @@ def _phase_done(run: Run, phase: str) -> dict | None:
 
 def _mark_done(run: Run, phase: str, state) -> None:
   ckpt.write_json(os.path.join(run.workdir, phase, "done.json"),
-                  {"step": int(state["step"]), "time": time.time()})
+                  {"step": int(state["step"]), "time": time.time(),
+                   "provenance": ckpt.provenance(run.config, phase)})
 
 
 def run_estimate(run: Run) -> None:
@@ -343,15 +422,23 @@ def load_similarity(run: Run) -> np.ndarray:
   source_dir = run.config.similarity.from_workdir or run.workdir
   directory = os.path.join(source_dir, "estimate", "similarity")
   if not resolve(directory).exists():
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"no estimated similarity at {directory}: run the 'estimate' phase first"
-        + (" in that workdir" if run.config.similarity.from_workdir else ""))
-  record = sim_lib.load_record(directory)
+        + (" in that workdir (config.similarity.from_workdir)"
+           if run.config.similarity.from_workdir else " (phases=estimate,retrain,evaluate)"))
+  try:
+    with ckpt.quiet_logs():
+      record = sim_lib.load_record(directory)
+  except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+    raise errors.DamagedFileError(
+        f"the similarity checkpoint {directory} cannot be read ({ckpt.short_error(e)}); delete "
+        f"{os.path.dirname(directory)}/done.json to estimate S again, or restore it from a backup"
+    ) from None
   try:
     return losses.validate_similarity(record.similarity, run.dataset.num_classes)
   except ValueError as e:
-    raise ValueError(f"similarity from {directory} is unusable for dataset "
-                     f"{run.dataset.name!r}: {e}") from None
+    raise errors.ConfigError(f"similarity from {directory} is unusable for dataset "
+                             f"{run.dataset.name!r}: {e}") from None
 
 
 def run_retrain(run: Run) -> None:
@@ -425,10 +512,19 @@ def target_record(config, initial_similarity, final_similarity, permutation) -> 
 
 
 def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = False):
-  """(graphdef, state) of a finished phase: train_model restores and has nothing left to do."""
-  workdir = model_a_workdir(run) if phase == "estimate" else None
-  return train_model(run, phase, loss_form="soft_target", amount={"alpha": 0.0},
-                     similarity=similarity, online=online, workdir=workdir)
+  """(graphdef, state) of a finished phase: train_model restores and has nothing left to do.
+
+  If the final checkpoint is damaged and an older one restores, train_model
+  trains the missing steps again, with the phase's own loss (the same model:
+  data order and randomness are functions of (seed, step)).
+  """
+  if phase == "estimate":
+    return train_model(run, phase, loss_form="soft_target", amount={"alpha": 0.0},
+                       similarity=similarity, workdir=model_a_workdir(run))
+  return train_model(run, phase, loss_form=run.config.loss.form,
+                     amount=config_lib.loss_amount(run.config), similarity=similarity,
+                     online=online, permutation=shuffle_permutation(run.config, run.dataset.num_classes)
+                     if online else None)
 
 
 def run_evaluate(run: Run) -> dict:
@@ -439,14 +535,16 @@ def run_evaluate(run: Run) -> dict:
   models = {}
   for key, phase in (("A", "estimate"), ("B", "retrain")):
     if _phase_done(run, phase) is None:
-      raise RuntimeError(f"evaluate needs the finished {phase!r} phase (model {key}); "
-                         f"run it first (config.phases)")
+      raise errors.MissingInputError(
+          f"evaluate needs the finished {phase!r} phase (model {key}) in {run.workdir}; run it "
+          f"first, e.g. phases={phase},evaluate")
     if shared_a and key in shared_a:
       continue
     online = phase == "retrain" and config.similarity.source == "online"
     models[key] = _restore_final(run, phase, identity, online)
   results = evaluation.evaluate_models(run, models, precomputed=shared_a)
   results["target"] = ckpt.read_json(os.path.join(run.workdir, "retrain", "target.json"))
+  results["provenance"] = ckpt.provenance(config, "evaluate")
   if config.estimate.model_from and shared_a is None:
     ckpt.write_json(os.path.join(config.estimate.model_from, "evaluate_A.json"),
                     {"evaluated_under": _evaluation_key(config), "results": results["models"]["A"]})
@@ -480,66 +578,124 @@ PHASE_RUNNERS = {"estimate": run_estimate, "retrain": run_retrain, "evaluate": r
 
 
 def check_config(run: Run, phases: tuple[str, ...]) -> None:
-  """Fails on bad names and unusable inputs before any training starts."""
+  """Fails on bad names and unusable inputs before any training starts (writes nothing)."""
   config, ds = run.config, run.dataset
-  if config.model.name not in models_lib.MODELS:
-    raise ValueError(f"unknown model {config.model.name!r} (config.model.name); "
-                     f"known: {sorted(models_lib.MODELS)}")
+  validate.check_against_data(config, ds, run.mesh.size)
+  _check_model_kwargs(run)
   source = config.similarity.source
   if source not in sim_lib.SOURCES:
-    raise ValueError(f"unknown similarity source {source!r} (config.similarity.source); "
-                     f"known: {sorted(sim_lib.SOURCES)}")
-  step_lib.make_loss_fn(config.loss.form, **loss_options(config, ds.num_classes))
+    raise errors.ConfigError(f"unknown similarity source {source!r} (config.similarity.source); "
+                             f"known: {sorted(sim_lib.SOURCES)}")
+  _as_config_error(
+      lambda: step_lib.make_loss_fn(config.loss.form, **loss_options(config, ds.num_classes)),
+      "loss")
   if config.hierarchy_path:
-    sim_lib.read_distances(config.hierarchy_path, num_classes=ds.num_classes)
+    _as_config_error(lambda: sim_lib.read_distances(config.hierarchy_path,
+                                                    num_classes=ds.num_classes), "hierarchy_path")
   if source == "online":
     online = similarity_options_that_ran(config, "online")
-    sim_lib.online_update_options(online)
+    _as_config_error(lambda: sim_lib.online_update_options(online), "similarity.online")
     if online["symmetrize"]:
-      raise ValueError("similarity.options.symmetrize mixes rows and cannot follow the online "
-                       "source's per-epoch row updates; turn it off for source 'online'")
+      raise errors.ConfigError(
+          "similarity.options.symmetrize mixes rows and cannot follow the online source's "
+          "per-epoch row updates; turn it off for source 'online'")
     if online["initial"] == "zero" and not (config.loss.as_given and config.loss.form != "hxe"):
-      raise ValueError("similarity.online.initial='zero' (the peer's zero first-epoch matrix) "
-                       "needs loss.as_given=True (W = (1 - alpha) I + alpha S, S as given)")
+      raise errors.ConfigError(
+          "similarity.online.initial='zero' (the peer's zero first-epoch matrix) needs "
+          "loss.as_given=True (W = (1 - alpha) I + alpha S, S as given)")
   evaluation.evaluators_of(config)
   input_pipeline.choose_pipeline(config.input, ds.split("train"))
   if "estimate" in phases or "evaluate" in phases:
     model_a_workdir(run)
+  if "evaluate" in phases:
+    for needed in ("estimate", "retrain"):
+      if needed not in phases and _phase_done(run, needed) is None:
+        raise errors.MissingInputError(
+            f"evaluate needs the finished {needed!r} phase in {run.workdir}, which has none; "
+            f"run it first, e.g. phases={needed},evaluate")
   if sim_lib.source_needs_path(source) and "estimate" in phases:
     field = "hierarchy_path" if source == "hierarchy" else "similarity.path"
     if not source_path(config, source):
-      raise ValueError(f"similarity source {source!r} needs config.{field}")
+      raise errors.ConfigError(f"similarity source {source!r} needs config.{field}")
     if source == "file":
-      sim_lib.read_similarity_file(config.similarity.path, num_classes=ds.num_classes)
+      _as_config_error(lambda: sim_lib.read_similarity_file(
+          config.similarity.path, num_classes=ds.num_classes), "similarity.path")
   if ("retrain" in phases and source != "online"
       and (config.similarity.from_workdir or "estimate" not in phases)):
     load_similarity(run)  # missing or mismatched S fails now, not after training
   if config.evaluate.reference_similarity_path:
-    sim_lib.read_similarity_file(config.evaluate.reference_similarity_path,
-                                 num_classes=ds.num_classes)
+    _as_config_error(lambda: sim_lib.read_similarity_file(
+        config.evaluate.reference_similarity_path, num_classes=ds.num_classes),
+        "evaluate.reference_similarity_path")
+
+
+def _as_config_error(check, field: str):
+  """Runs `check`; a ValueError or FileNotFoundError becomes a ConfigError naming `field`."""
+  try:
+    return check()
+  except errors.UserError:
+    raise
+  except (ValueError, FileNotFoundError, TypeError) as e:
+    raise errors.ConfigError(f"config.{field}: {e}") from None
+
+
+def _check_model_kwargs(run: Run) -> None:
+  """config.model.kwargs must build the model (shapes only, no compute)."""
+  try:
+    nnx.eval_shape(lambda: _model(run, nnx.Rngs(0)))
+  except (TypeError, ValueError) as e:
+    raise errors.ConfigError(
+        f"config.model.kwargs={run.config.model.kwargs.to_dict()} do not fit model "
+        f"{run.config.model.name!r}: {' '.join(str(e).split())[:200]}; see simsoft/models/"
+        f"{run.config.model.name.rstrip('0123456789')}.py for its arguments") from None
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+  """config.dataset loaded into memory; a failure names the dataset and data_dir."""
+  try:
+    return data_lib.get_dataset(
+        config.dataset.name, data_dir=config.dataset.data_dir or None,
+        validation_fraction=config.dataset.validation_fraction,
+        split_seed=config.dataset.split_seed, train_examples=config.dataset.train_examples)
+  except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds
+    raise errors.MissingInputError(
+        f"config.dataset.name={config.dataset.name!r} (data_dir {config.dataset.data_dir!r}) "
+        f"cannot be loaded: {ckpt.short_error(e)}; check the name and config.dataset.data_dir") from None
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, *, devices=None):
+  """Every check, in order, before the workdir is touched: returns (run, phases).
+
+  Schema ranges, then the dataset and devices, then the workdir's own records.
+  """
+  phases = validate.check_values(config)
+  run = Run(config=config, workdir=workdir, mesh=make_mesh(devices), dataset=load_dataset(config))
+  check_config(run, phases)
+  ckpt.check_workdir(workdir, config)
+  return run, phases
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices=None) -> None:
   """Runs the configured phases in order, skipping finished ones.
 
+  Every check runs first (a refused run leaves the workdir as it was); then
+  the run holds WORKDIR/.lock until it ends, so a second process is refused.
+
   Args:
     config: see simsoft.config.
     workdir: local path or gs:// bucket; one run per workdir.
     devices: the devices of the data-parallel mesh (default: all).
   """
-  phases = config_lib.phases_of(config)
-  ckpt.guard_workdir(workdir, config)
-  ds = data_lib.get_dataset(
-      config.dataset.name, data_dir=config.dataset.data_dir or None,
-      validation_fraction=config.dataset.validation_fraction,
-      split_seed=config.dataset.split_seed, train_examples=config.dataset.train_examples)
-  run = Run(config=config, workdir=workdir, mesh=make_mesh(devices), dataset=ds)
-  check_config(run, phases)
-  for phase in phases:
-    if phase != "evaluate" and _phase_done(run, phase) is not None:
-      print(f"[{phase}] already finished in {workdir}; skipping", flush=True)
-      continue
-    start = time.time()
-    PHASE_RUNNERS[phase](run)
-    print(f"[{phase}] finished in {time.time() - start:.1f}s", flush=True)
+  run, phases = prepare(config, workdir, devices=devices)
+  with ckpt.WorkdirLock(workdir):
+    ckpt.guard_workdir(workdir, config)  # again under the lock, then config.json
+    for phase in phases:
+      if phase != "evaluate" and _phase_done(run, phase) is not None:
+        print(f"[{phase}] already finished in {workdir}; skipping", flush=True)
+        continue
+      if phase != "evaluate":
+        ckpt.write_provenance(workdir, config, phase)
+      start = time.time()
+      PHASE_RUNNERS[phase](run)
+      print(f"[{phase}] finished in {time.time() - start:.1f}s", flush=True)

@@ -61,7 +61,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
   other.evaluate.evaluators = "clean,corruptions"
   other.evaluate.corruptions = "gaussian_noise,contrast"
   other.evaluate.severities = "1,5"
-  with pytest.raises(ValueError, match=r"another run's config.*\n  seed: saved 0, now 3"):
+  with pytest.raises(ValueError, match=r"another run's config.*differing fields: seed \(saved 0, now 3\)"):
     train.train_and_evaluate(other, str(tmp_path))
 
 
@@ -100,7 +100,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   c.optimizer.warmup_epochs = 0.0
   c.checkpoint.every_steps = 1
   c.log_every_steps = 100
-  with pytest.raises(train.NonFiniteLossError, match=r"phase 'estimate'.*step \d+.*step \d+\) is intact"):
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"phase 'estimate'.*step \d+.*last good checkpoint, step \d+ in .*, is intact"):
     train.train_and_evaluate(c, str(tmp_path))
   manager = ckpt.make_manager(str(tmp_path / "estimate" / "checkpoints"), every_steps=1, keep=2)
   latest = manager.latest_step()
