@@ -179,7 +179,7 @@ def check_loss(c) -> None:
   flag("loss.hxe.normalize", c.loss.hxe.normalize)
   if c.loss.form == "hxe" and not c.hierarchy_path:
     raise ConfigError("loss form 'hxe' needs a class hierarchy: set config.hierarchy_path "
-                             "(a JSON/CSV tree or a [C, C] distance matrix)")
+                      "(a JSON/CSV tree or a [C, C] distance matrix)")
 
 
 def check_optimizer(c) -> None:
