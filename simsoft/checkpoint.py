@@ -23,7 +23,8 @@ import orbax.checkpoint as ocp
 from simsoft.paths import resolve
 
 # Fields a restart may change without mixing two runs.
-RESTART_MAY_CHANGE = ("phases",)
+# (profile.* only adds a trace; runs from before profile existed lack the fields.)
+RESTART_MAY_CHANGE = ("phases", "profile.num_steps", "profile.first_step")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -27,6 +27,7 @@ from simsoft import robustness
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
 from simsoft.paths import resolve
+from simsoft.progress import EvalProgress
 
 if TYPE_CHECKING:
   from simsoft.train import Run
@@ -152,7 +153,8 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
         predict_fn, test.images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
-        extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
+        extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples,
+        progress=EvalProgress(key))
     results["models"][key]["label"] = MODEL_LABELS[key]
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(

@@ -210,6 +210,7 @@ def run_suite(
     extra_sets: Mapping[str, tuple] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     corrupted_examples: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Evaluates ``predict_fn`` on the clean split and every corruption cell.
 
@@ -239,6 +240,8 @@ def run_suite(
         use the whole split; ``clean_on_corrupted_images`` holds the clean
         metrics of exactly the corrupted images (the severity-0 point of a
         robustness curve).
+      progress: called as progress(done, total, name) after each test set
+        (clean, every corruption cell, every extra set).
 
     Returns:
       JSON-able dict, see the module docstring.
@@ -257,21 +260,29 @@ def run_suite(
         reference_similarity = np.asarray(reference_similarity)
     evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity)
 
+    total = (1 + len(names) * len(severities) + bool(names and 0 < corrupted_examples < len(labels))
+             + len(extra_sets or ()))
+    counter = iter(range(1, total + 1))
+    report = (lambda name: progress(next(counter), total, name)) if progress else (lambda name: None)
+
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)
     results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
+    report("clean")
     if names and 0 < corrupted_examples < len(labels):
         clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
                          mask_padding, mesh)
         results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
+        report("clean (corrupted subset)")
     elif names:
         results["clean_on_corrupted_images"] = results["clean"]
     for name in names:
         name_key = jax.random.fold_in(key, _stable_id(name))
-        results["corruptions"][name] = {
-            str(s): evaluator.evaluate(clean, name, s, jax.random.fold_in(name_key, s))
-            for s in severities
-        }
+        results["corruptions"][name] = {}
+        for s in severities:
+            results["corruptions"][name][str(s)] = evaluator.evaluate(
+                clean, name, s, jax.random.fold_in(name_key, s))
+            report(f"{name} s{s}")
     del clean
 
     if extra_sets:
@@ -283,6 +294,7 @@ def run_suite(
             x, y = _check_split(*extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]")
             cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
             results["extra_sets"].setdefault(match["name"], {})[str(int(match["severity"]))] = cell
+            report(set_key)
     results = _json_clean(results)
     if results["corruptions"]:
         results["summary"] = summarize(results["corruptions"])
