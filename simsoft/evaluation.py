@@ -203,6 +203,11 @@ def format_table(results: dict) -> str:
     if len(keys) == 2 and None not in values:
       line += f"{values[1] - values[0]:>+10.4f}"
     lines.append(line)
+  paired = (results.get("comparison") or {}).get("clean_accuracy_paired")
+  if paired:
+    lo, hi = paired["ci"]
+    lines.append(f"B - A clean accuracy {100 * paired['difference']:+.2f} points, 95 % CI "
+                 f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (paired, {paired['n']} test images)")
   robustness_table = _robustness_table(models, keys)
   return "\n".join(lines) + ("\n\n" + robustness_table if robustness_table else "")
 
