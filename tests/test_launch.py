@@ -146,3 +146,12 @@ def test_gpu_dry_run_detaches_with_a_log():
   assert job == [".venv/bin/python", "-m", "simsoft.main", "--config", "configs/default.py",
                  "--workdir", "/tmp/w", "--config.seed=1"]
   assert "> /tmp/gpu_job/job.log" in detached[4] and "/tmp/gpu_job/exit_code" in detached[4]
+
+
+def test_workers_read_tfds_without_downloading(tmp_path, monkeypatch):
+  """SIMSOFT_TFDS_DOWNLOAD=0 (pod workers): missing data fails at once, naming the prepare step."""
+  from simsoft.data import tfds_sources
+
+  monkeypatch.setenv(tfds_sources.DOWNLOAD_ENV, "0")
+  with pytest.raises(FileNotFoundError, match=r"tfds build mnist --data_dir=.*tpu_pod.sh prepare"):
+    tfds_sources._read("mnist", "train", str(tmp_path), ("image", "label"))

@@ -32,8 +32,9 @@ def installed(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("wheel")
   source = tmp / "source"
   shutil.copytree(ROOT, source, ignore=_IGNORE)
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                  "-w", str(tmp / "dist"), str(source)], check=True, env=_env())
+  build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)]
+  if subprocess.run(build + ["--no-build-isolation"], env=_env()).returncode:
+    subprocess.run(build, check=True, env=_env())  # fetches setuptools into an isolated build env
   wheel, = (tmp / "dist").glob("simsoft-*.whl")
   venv = tmp / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -90,3 +91,23 @@ def test_missing_optional_dependency_names_its_extra(installed):
   out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp, env=_env())
   assert out.returncode != 0
   assert "pip install 'simsoft[report]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+  """--config and the sweep's experiment configs find the shipped configs from elsewhere."""
+  from simsoft import config_files, sweep
+
+  monkeypatch.chdir(tmp_path)
+  shipped = os.path.join(config_files.configs_dir(), "default.py")
+  assert config_files.resolve("configs/default.py:epochs=1") == shipped + ":epochs=1"
+  assert config_files.resolve("default.py") == shipped
+  assert config_files.resolve_argv(["m", "--config", "configs/sweep.py:digits", "--config.seeds=0"])[2] \
+      == os.path.join(config_files.configs_dir(), "sweep.py") + ":digits"
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "exp.py").write_text(
+      "from simsoft import config as c\ndef get_config(arg):\n  return c.apply_args(c.base_config(), arg)\n")
+  # Relative to the sweep config's directory first, then the shipped configs.
+  assert sweep.load_experiment_config("exp.py:seed=3", relative_to=str(tmp_path / "mine")).seed == 3
+  assert sweep.load_experiment_config("configs/default.py:seed=4", relative_to=str(tmp_path / "mine")).seed == 4
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    sweep.load_experiment_config("nope.py", relative_to=str(tmp_path))
