@@ -28,7 +28,8 @@
 # setup installs Python 3.11 with uv. Workers write the run to
 # $BUCKET/simsoft/RUN_NAME, their logs also to $BUCKET/simsoft/RUN_NAME/logs.
 # Other settings: PROJECT, QUEUED_ID (default $TPU_NAME-qr), WHEEL (a built
-# simsoft wheel; default: built from this checkout), PYTHON_VERSION (3.11),
+# simsoft wheel; default: built from this checkout; set it when running the
+# copy installed in simsoft/launch), PYTHON_VERSION (3.11),
 # POLL_SECONDS (60). DRY_RUN=1 prints every gcloud command instead of running it.
 # A failure (of any step, or of the job) deletes the slice unless KEEP_TPU=1;
 # Ctrl-C while waiting leaves the job running (`wait` resumes, `delete` ends it).

@@ -35,7 +35,7 @@ def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
   ds = train.data_lib.get_dataset(config.dataset.name,
                                   validation_fraction=config.dataset.validation_fraction)
   run = train.Run(config=config, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds)
-  _, state = train.train_model(run, "estimate", loss_form="soft_target", alpha=0.0,
+  _, state = train.train_model(run, "estimate", loss_form="soft_target", amount={"alpha": 0.0},
                                similarity=np.eye(ds.num_classes, dtype=np.float32))
   leaves = jax.tree_util.tree_leaves_with_path(state["params"])
   return {jax.tree_util.keystr(path): np.asarray(leaf.addressable_data(0)) for path, leaf in leaves}
