@@ -214,9 +214,10 @@ def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
         acc = np.where(n > 0, r["accuracy"], 0.0)
         ax.bar(edges[:-1], acc, width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
         for left, w, a, count in zip(edges[:-1], width, acc, n):
-            if count > 0:
-                ax.text(left + w / 2, min(a + 0.02, 0.98), f"{int(count)}", ha="center", va="bottom",
-                        rotation=90, fontsize=6)
+            if count > 0:  # inside a tall bar, above a short one
+                inside = a > 0.25
+                ax.text(left + w / 2, a - 0.02 if inside else a + 0.02, f"{int(count)}", ha="center",
+                        va="top" if inside else "bottom", rotation=90, fontsize=6)
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
