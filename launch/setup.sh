@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository root with the pinned requirements and simsoft
+# Creates .venv (Python >= 3.11) in the repository root with the pinned requirements and simsoft
 # installed in editable mode, and (as root, where apt-get exists) Debian's
 # dataset-fashion-mnist package with the real Fashion-MNIST IDX files.
 # Idempotent: a second run only checks.
@@ -7,7 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  if "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    "$PYTHON" -m venv .venv
+  elif command -v uv >/dev/null; then  # e.g. Ubuntu 22.04 (Python 3.10): uv brings 3.11
+    uv venv --seed --python 3.11 .venv
+  else
+    echo "launch/setup.sh: simsoft needs Python >= 3.11, $PYTHON is $("$PYTHON" -V 2>&1);" \
+      "set PYTHON=python3.11 or install uv (https://docs.astral.sh/uv/)" >&2
+    exit 1
+  fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt -e .

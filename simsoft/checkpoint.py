@@ -38,7 +38,8 @@ from simsoft.errors import DamagedFileError, WorkdirBusyError, WorkdirError, war
 from simsoft.paths import resolve
 
 # Fields a restart may change without mixing two runs.
-RESTART_MAY_CHANGE = ("phases",)
+# (profile.* only adds a trace; runs from before profile existed lack the fields.)
+RESTART_MAY_CHANGE = ("phases", "profile.num_steps", "profile.first_step")
 
 # The config sections that define each phase's output (the rest, such as
 # input, checkpoint and log_every_steps, change how a run goes, not what it makes).

@@ -30,7 +30,10 @@ Fields (defaults below):
     input.scan_unroll, input.device_max_bytes
   batch_size (global), eval_batch_size, estimate.epochs, estimate.model_from,
     retrain.epochs
-  checkpoint.every_steps, checkpoint.keep, log_every_steps
+  checkpoint.every_steps, checkpoint.keep, log_every_steps (TensorBoard scalars
+    are means over each window of that many steps)
+  profile.num_steps (> 0: a jax.profiler trace of that many steps per training
+    phase, in <workdir>/<phase>/plugins/profile, from step profile.first_step)
   evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
     evaluate.severities, evaluate.corrupted_examples (> 0: corrupt only the first
     that many test images), evaluate.cifar10_c ('all' or CIFAR-10-C names),
@@ -132,6 +135,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))
   c.log_every_steps = 50
+  # A profiler trace of a few steps (like clu.periodic_actions.Profile); 0 = off.
+  c.profile = ml_collections.ConfigDict(dict(num_steps=0, first_step=10))
 
   c.evaluate = ml_collections.ConfigDict(dict(
       evaluators="clean,corruptions", corruptions="all", severities="1,2,3,4,5",

@@ -27,6 +27,7 @@ from simsoft import robustness
 from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
 from simsoft.paths import resolve
+from simsoft.progress import EvalProgress
 
 if TYPE_CHECKING:
   from simsoft.train import Run
@@ -165,7 +166,8 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
         predict_fn, test.images, test.labels, suite=suite, severities=severities,
         key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
         num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
-        mistake_distance=distances, extra_sets=extra, mesh=run.mesh, corrupted_examples=config.evaluate.corrupted_examples)
+        mistake_distance=distances, extra_sets=extra, mesh=run.mesh,
+        corrupted_examples=config.evaluate.corrupted_examples, progress=EvalProgress(key))
     results["models"][key]["label"] = MODEL_LABELS[key]
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(
@@ -215,6 +217,11 @@ def format_table(results: dict) -> str:
     if len(keys) == 2 and None not in values:
       line += f"{values[1] - values[0]:>+10.4f}"
     lines.append(line)
+  paired = (results.get("comparison") or {}).get("clean_accuracy_paired")
+  if paired:
+    lo, hi = paired["ci"]
+    lines.append(f"B - A clean accuracy {100 * paired['difference']:+.2f} points, 95 % CI "
+                 f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (paired, {paired['n']} test images)")
   robustness_table = _robustness_table(models, keys)
   return "\n".join(lines) + ("\n\n" + robustness_table if robustness_table else "")
 

@@ -1,5 +1,10 @@
 """Entry point: `python -m simsoft.main --config configs/default.py --workdir DIR`.
 
+Installed (`pip install 'simsoft[all]'`) the same command is `simsoft --config
+configs/default.py --workdir DIR`, from any directory: a config path that does
+not exist there is looked up in the configs shipped with the package
+(simsoft.config_files).
+
 `--config` takes a config file with an optional `:arg` string
 (`configs/cifar10.py:model=resnet20,similarity=confusion,seed=1`), and single
 fields can be overridden (`--config.optimizer.learning_rate=0.05`); the config
@@ -19,7 +24,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from simsoft import errors
+from simsoft import config_files, errors, extras
 
 FLAGS = flags.FLAGS
 
@@ -173,11 +178,17 @@ def run(fv: flags.FlagValues = FLAGS) -> None:
     jax.distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
   if not ("verbosity" in fv and fv["verbosity"].present):
     _import_tensorflow_quietly()
-  from simsoft import train  # pylint: disable=g-import-not-at-top  # after distributed init: TF
+  try:
+    from simsoft import train  # pylint: disable=g-import-not-at-top  # after distributed init: TF
 
-  logging.info("JAX processes %d/%d, devices %d local / %d global", jax.process_index() + 1,
-               jax.process_count(), jax.local_device_count(), jax.device_count())
-  train.train_and_evaluate(fv.config, fv.workdir)
+    logging.info("JAX processes %d/%d, devices %d local / %d global", jax.process_index() + 1,
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    train.train_and_evaluate(fv.config, fv.workdir)
+  except ModuleNotFoundError as e:
+    message = extras.missing_dependency_message(e)
+    if message is None:
+      raise
+    raise errors.ConfigError(message) from None
 
 
 def _import_tensorflow_quietly() -> None:
@@ -216,6 +227,7 @@ def main(argv, fv: flags.FlagValues = FLAGS) -> int:
 
 def cli(argv) -> int:
   """The whole command in this process, with flags parsed into fresh FlagValues (for tests)."""
+  argv = config_files.resolve_argv(list(argv))
   fv = flags.FlagValues()
   define_flags(fv, sys_argv=list(argv))
   try:
@@ -234,5 +246,12 @@ def _app_flags_parser(argv):
     sys.exit(e.exit_code)
 
 
-if __name__ == "__main__":
+def console_main():
+  """The `simsoft` console script (and `python -m simsoft.main`): --config paths not found
+  here are looked up in the configs shipped with the package."""
+  sys.argv = config_files.resolve_argv(sys.argv)
   app.run(main, flags_parser=_app_flags_parser)
+
+
+if __name__ == "__main__":
+  console_main()

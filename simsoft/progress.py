@@ -1,20 +1,42 @@
-"""Training progress: a stdout line with throughput and ETA, and TensorBoard scalars.
+"""Training progress: stdout lines with throughput and ETA, and TensorBoard event files.
 
 TensorBoard event files are written with CLU's metric writers (process 0 only)
-under <workdir>/<phase>/; `tensorboard --logdir <workdir>` shows every phase.
+under <workdir>/<phase>/ for training and <workdir>/evaluate/{A,B}/ for the
+test metrics; `tensorboard --logdir <workdir>` shows every phase:
+
+  <phase>/       train/loss, train/accuracy, train/grad_norm (means over each
+                 logging window), train/learning_rate, steps_per_s,
+                 images_per_s, compile_seconds; the run's hparams (its config,
+                 flattened); the similarity image (estimate: the S model B
+                 trains with; retrain, online source: the final S)
+  evaluate/A, evaluate/B
+                 eval/clean_accuracy, eval/clean_nll, eval/clean_ece,
+                 eval/mean_corrupted_accuracy (nll, ece), and
+                 eval/corrupted_accuracy/<corruption> (mean over severities),
+                 at the model's last training step
+
+The ETA uses the steady-state step time: the first dispatch, which compiles
+the step, is timed apart (compile_seconds) and left out.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+  """Seconds as H:MM:SS."""
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+_clock = clock  # the old private name
 
 
 class _NoEventsWriter:
@@ -23,6 +45,12 @@ class _NoEventsWriter:
   def write_scalars(self, step, scalars):
     del step, scalars
 
+  def write_images(self, step, images):
+    del step, images
+
+  def write_hparams(self, hparams):
+    del hparams
+
   def flush(self):
     pass
 
@@ -30,40 +58,157 @@ class _NoEventsWriter:
     pass
 
 
-def _make_writer(logdir: str):
+def make_writer(logdir: str, *, asynchronous: bool = True):
+  """CLU's default writer for `logdir` (event files from process 0 only), or a no-op one."""
   try:
     from clu import metric_writers  # imports TensorFlow: only once training starts
   except ImportError as e:
-    logging.warning("no TensorBoard event files (%s); install simsoft[report]", e)
+    logging.warning("no TensorBoard event files (%s); install 'simsoft[report]'", e)
     return _NoEventsWriter()
   return metric_writers.create_default_writer(
-      logdir, just_logging=jax.process_index() > 0, asynchronous=True)
+      logdir, just_logging=jax.process_index() > 0, asynchronous=asynchronous)
+
+
+def flat_hparams(config: Mapping[str, Any] | Any) -> dict[str, Any]:
+  """A config (ConfigDict or dict) as {'a.b': bool | int | float | str} for the hparams plugin."""
+  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, Mapping):
+        walk(value, name + ".")
+      elif isinstance(value, (bool, int, float, str)):
+        out[name] = value
+      else:
+        out[name] = str(value)
+
+  walk(tree, "")
+  return out
+
+
+def similarity_image(similarity, *, max_pixels: int = 320) -> np.ndarray:
+  """S [C, C] as a uint8 image [1, H, W, 3]: one square block per entry, viridis colours
+  (grayscale without matplotlib), scaled to S's range."""
+  s = np.asarray(similarity, np.float64)
+  lo, hi = float(s.min()), float(s.max())
+  x = (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)
+  cell = max(1, max_pixels // s.shape[0])
+  x = np.kron(x, np.ones((cell, cell)))
+  try:
+    from matplotlib import colormaps
+    rgb = colormaps["viridis"](x)[..., :3]
+  except ImportError:
+    rgb = np.repeat(x[..., None], 3, axis=-1)
+  return np.round(255 * rgb).astype(np.uint8)[None]
+
+
+def write_similarity_image(logdir: str, step: int, similarity, tag: str = "similarity") -> None:
+  writer = make_writer(logdir, asynchronous=False)
+  writer.write_images(step, {tag: similarity_image(similarity)})
+  writer.flush()
+  writer.close()
+
+
+def evaluation_scalars(suite: Mapping) -> dict[str, float]:
+  """The TensorBoard scalars of one model's results (simsoft.robustness.run_suite)."""
+  clean = suite["clean"]
+  out = {"eval/clean_accuracy": clean["accuracy"], "eval/clean_nll": clean["nll"],
+         "eval/clean_ece": clean["ece"]}
+  for key, summary in (("corrupted", suite.get("summary")), ("cifar10_c", suite.get("extra_summary"))):
+    if not summary:
+      continue
+    out[f"eval/mean_{key}_accuracy"] = summary["mean_corrupted_accuracy"]
+    for metric in ("nll", "ece"):
+      if summary.get(f"mean_corrupted_{metric}") is not None:
+        out[f"eval/mean_{key}_{metric}"] = summary[f"mean_corrupted_{metric}"]
+    for name, accuracy in summary.get("accuracy_by_corruption", {}).items():
+      out[f"eval/{key}_accuracy/{name}"] = accuracy
+  return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def write_evaluation(logdir: str, step: int, suite: Mapping) -> None:
+  """One model's test metrics as scalars at its last training step."""
+  writer = make_writer(logdir, asynchronous=False)
+  writer.write_scalars(step, evaluation_scalars(suite))
+  writer.flush()
+  writer.close()
 
 
 class Progress:
-  """Reports `[phase] step s/T (epoch e/E) loss .. | img/s steps/s ETA` lines."""
+  """Reports `[phase] step s/T (epoch e/E) loss .. | img/s steps/s ETA` lines and scalars.
+
+  Call `compiled(step)` once the first dispatch has finished (it compiles the
+  step): rates and the ETA count only the steps after it.
+  """
 
   def __init__(self, phase: str, total_steps: int, *, start_step: int, batch_size: int,
-               steps_per_epoch: int, logdir: str):
+               steps_per_epoch: int, logdir: str, hparams: Mapping[str, Any] | None = None):
     self.phase, self.total, self.batch_size = phase, total_steps, batch_size
     self.steps_per_epoch = steps_per_epoch
-    self._last_step, self._last_time = start_step, time.perf_counter()
-    self._writer = _make_writer(logdir)
+    self._start_time = time.perf_counter()
+    self._last_step, self._last_time = start_step, self._start_time
+    self._steady: tuple[int, float] | None = None
+    self._writer = make_writer(logdir)
+    if hparams:
+      self._writer.write_hparams(dict(hparams))
+
+  def compiled(self, step: int) -> None:
+    """The first dispatch (compilation included) ended at `step`; steady timing starts."""
+    now = time.perf_counter()
+    self._steady = (step, now)
+    self._last_step, self._last_time = step, now
+    seconds = now - self._start_time
+    self._writer.write_scalars(step, {"compile_seconds": seconds})
+    if jax.process_index() == 0:
+      print(f"[{self.phase}] compiled; first step(s) ran in {seconds:.1f}s "
+            "(not counted in rates and ETA)", flush=True)
 
   def update(self, step: int, scalars: dict[str, float]) -> None:
     now = time.perf_counter()
     steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    steady = None
+    if self._steady is not None and step > self._steady[0]:
+      steady = (step - self._steady[0]) / max(now - self._steady[1], 1e-9)
+    if step == self._last_step:  # only the compiled dispatch in this window
+      steps_per_s = steady or 0.0
     self._last_step, self._last_time = step, now
     rates = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * self.batch_size}
-    self._writer.write_scalars(step, {**scalars, **rates})
+    self._writer.write_scalars(
+        step, {**{k if "/" in k else f"train/{k}": v for k, v in scalars.items()}, **rates})
     if jax.process_index() == 0:
       epochs = -(-self.total // self.steps_per_epoch)
-      shown = " ".join(f"{k} {v:.4f}" for k, v in scalars.items())
-      eta = (self.total - step) / steps_per_s if steps_per_s > 0 else 0.0
+      shown = " ".join(f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+                       for k, v in scalars.items())
+      eta = f"ETA {clock((self.total - step) / steady)}" if steady else "ETA -"
       print(f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
             f"/{epochs}) {shown} | {rates['images_per_s']:,.0f} img/s "
-            f"{steps_per_s:.1f} steps/s ETA {_clock(eta)}", flush=True)
+            f"{steps_per_s:.1f} steps/s {eta}", flush=True)
 
   def close(self) -> None:
     self._writer.flush()
     self._writer.close()
+
+
+class EvalProgress:
+  """`[evaluate] model A: 5/16 contrast s2 | 3.1 s, ETA 0:00:07` lines while a suite runs.
+
+  Printed for the first and last test set and at most every `every_seconds`
+  in between (process 0 only).
+  """
+
+  def __init__(self, label: str, *, every_seconds: float = 10.0):
+    self.label, self.every_seconds = label, every_seconds
+    self._start = self._last_print = time.perf_counter()
+
+  def __call__(self, done: int, total: int, name: str) -> None:
+    now = time.perf_counter()
+    if done not in (1, total) and now - self._last_print < self.every_seconds:
+      return
+    self._last_print = now
+    elapsed = now - self._start
+    eta = clock(elapsed / done * (total - done))
+    if jax.process_index() == 0:
+      print(f"[evaluate] model {self.label}: {done}/{total} {name} | {elapsed:.1f}s, ETA {eta}",
+            flush=True)

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from simsoft import intervals
 from simsoft import robustness
 
 MODEL_LABELS = {"A": "A: cross-entropy", "B": "B: similarity loss"}
@@ -37,9 +38,18 @@ Hendrycks and Dietterich 2019, CIFAR-10-C).
 _GLOSSARY = """\
 - **accuracy**: fraction of test images classified correctly (higher is better).
 - **NLL**: mean negative log-likelihood of the true class, -log p(y|x) (lower is better).
-- **ECE**: expected calibration error: predictions are put in 15 equal-width
-  bins of confidence (the top softmax probability); ECE is the average, weighted
-  by bin size, of |accuracy - mean confidence| per bin (0 = perfectly calibrated).
+- **ECE** (one definition throughout, simsoft.metrics): the predictions of one
+  test set are put in 15 equal-width bins of confidence (the top softmax
+  probability); ECE is the average, weighted by bin size, of |accuracy - mean
+  confidence| per bin (0 = perfectly calibrated). For corrupted data it is
+  computed per cell (corruption x severity) and averaged over cells, like
+  accuracy: the tables' "mean ECE" and the corrupted reliability panels show
+  that mean.
+- **95 % CI**: for an accuracy, Wilson's score interval over the n test
+  images; for B - A, Newcombe's paired score interval (both models see the
+  same images, so only the images on which they disagree move the
+  difference). They describe which test images were drawn, not the spread
+  over training seeds (simsoft.sweep reports that across runs).
 - **mistake severity**: over misclassified images only, the mean of
   1 - R[true, predicted] for a reference similarity R scaled so R[y, y] = 1
   (0 = every mistake is between "similar" classes, 1 = between unrelated ones).
@@ -171,19 +181,30 @@ def pooled_reliability(cells: Sequence[Mapping]) -> dict:
     }
 
 
+def _corrupted_cells(suite: Mapping) -> list[Mapping]:
+    return [m for g in _grids(suite).values() for by in g.values() for m in by.values()]
+
+
 def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
-    """Reliability diagrams: rows = clean / all corrupted cells pooled, columns = models."""
+    """Reliability diagrams: rows = clean / corrupted, columns = models.
+
+    Bars are the accuracy per confidence bin with the bin's image count above
+    it. A corrupted panel pools the bins of every cell; its title gives the
+    mean of the cells' ECEs, the number the tables report.
+    """
     panels = []
     for model, suite in models.items():
         clean = dict(suite["clean"]["reliability"], ece=suite["clean"]["ece"])
-        panels.append((model, "clean test set", clean))
-        cells = [m for g in _grids(suite).values() for by in g.values() for m in by.values()]
+        panels.append((model, "clean test set, ECE", clean))
+        cells = _corrupted_cells(suite)
         if cells:
-            panels.append((model, "corrupted (all cells pooled)", pooled_reliability(cells)))
+            pooled = pooled_reliability(cells)
+            pooled["ece"] = float(np.mean([m["ece"] for m in cells]))
+            panels.append((model, f"corrupted, {len(cells)} cells pooled;\nmean ECE over cells", pooled))
     cols = len(models)
     rows = -(-len(panels) // cols)
     fig = Figure(figsize=(3.6 * cols, 3.4 * rows))
-    order = sorted(range(len(panels)), key=lambda i: (panels[i][1] != "clean test set", i))
+    order = sorted(range(len(panels)), key=lambda i: (not panels[i][1].startswith("clean"), i))
     for k, i in enumerate(order):
         model, title, r = panels[i]
         ax = fig.add_subplot(rows, cols, k + 1)
@@ -192,25 +213,56 @@ def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
         n = np.asarray(r["count"])
         acc = np.where(n > 0, r["accuracy"], 0.0)
         ax.bar(edges[:-1], acc, width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
+        for left, w, a, count in zip(edges[:-1], width, acc, n):
+            if count > 0:  # inside a tall bar, above a short one
+                inside = a > 0.25
+                ax.text(left + w / 2, a - 0.02 if inside else a + 0.02, f"{int(count)}", ha="center",
+                        va="top" if inside else "bottom", rotation=90, fontsize=6)
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence (top softmax probability)")
         ax.set_ylabel("accuracy in bin")
-        ax.set_title(f"{_label(model)}\n{title}, ECE {r['ece']:.3f}", fontsize=9)
+        ax.set_title(f"{_label(model)}\n{title} {r['ece']:.3f}", fontsize=9)
         if k == 0:
             ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _save(fig, path)
 
 
+def _accuracy_ci(metrics: Mapping) -> str:
+    """'97.21% [95.0, 98.5]': accuracy with its Wilson 95 % interval (points)."""
+    n = metrics.get("count")
+    if not n:
+        return _fmt(metrics["accuracy"], True)
+    lo, hi = intervals.wilson(round(metrics["accuracy"] * n), n)
+    return f"{100 * metrics['accuracy']:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def _clean_table(models: Mapping[str, Mapping]) -> str:
     rows = []
     for model, suite in models.items():
         c = suite["clean"]
-        rows.append([_label(model), _fmt(c["accuracy"], True), _fmt(c["nll"]), _fmt(c["ece"]),
+        rows.append([_label(model), _accuracy_ci(c), _fmt(c["nll"]), _fmt(c["ece"]),
                      _fmt(c.get("mistake_severity")), _fmt(c.get("superclass_accuracy"), True)])
-    return _table(["model", "accuracy", "NLL", "ECE", "mistake severity", "super-class accuracy"], rows)
+    return _table(["model", "accuracy [95 % CI]", "NLL", "ECE", "mistake severity",
+                   "super-class accuracy"], rows)
+
+
+def paired_sentence(models: Mapping[str, Mapping]) -> str | None:
+    """B - A in clean accuracy with its paired 95 % interval, in words; None if not computable."""
+    if "A" not in models or "B" not in models:
+        return None
+    d = robustness.paired_clean_difference(models["B"], models["A"])
+    if d is None:
+        return None
+    lo, hi = d["ci"]
+    return (f"**B - A, clean accuracy: {100 * d['difference']:+.2f} points, 95 % CI "
+            f"[{100 * lo:+.2f}, {100 * hi:+.2f}]** (paired over the same {d['n']} test images: "
+            f"B right where A was wrong on {d['only_b']}, A right where B was wrong on "
+            f"{d['only_a']}; Newcombe's paired score interval). "
+            + ("The interval excludes 0." if lo > 0 or hi < 0 else
+               "The interval includes 0: this test set cannot tell the two models apart."))
 
 
 def _corrupted_table(models, summary_key: str, comparison_key: str | None) -> str:
@@ -293,6 +345,9 @@ def write_report(workdir: str, results: Mapping, *, similarity=None,
                   f"![similarity heatmap]({png})", ""]
 
     parts += ["## Clean test set", "", _clean_table(models), ""]
+    sentence = paired_sentence(models)
+    if sentence:
+        parts += [sentence, ""]
 
     titles = {"corruptions": ("Synthetic corruptions", "summary", None),
               "extra_sets": ("Pre-corrupted test sets (e.g. CIFAR-10-C)", "extra_summary", "extra_sets")}
@@ -311,10 +366,21 @@ def write_report(workdir: str, results: Mapping, *, similarity=None,
                   f"![accuracy against severity]({png})", ""]
 
     png = plot_reliability(fig("reliability.png"), models)
+    pooled = {m: pooled_reliability(_corrupted_cells(s))["ece"]
+              for m, s in models.items() if _corrupted_cells(s)}
+    note = []
+    if pooled:
+        values = ", ".join(f"{m} {e:.3f}" for m, e in pooled.items())
+        note = ["Corrupted panels pool the bins of every corruption cell, but their "
+                "ECE is the mean of the cells' ECEs, as in the tables. The ECE of the "
+                f"pooled bins themselves ({values}) differs because over- and "
+                "under-confidence in different cells cancel when pooled.", ""]
     parts += ["## Calibration", "",
-              "Bars show the accuracy of the predictions in each confidence bin; a "
-              "calibrated model's bars follow the dashed diagonal. Bars below it mean "
-              "over-confidence.", "", f"![reliability diagram]({png})", ""]
+              "Bars show the accuracy of the predictions in each confidence bin, with "
+              "the number of test images in the bin above the bar (a bar of a few "
+              "images says little); a calibrated model's bars follow the dashed "
+              "diagonal. Bars below it mean over-confidence. ECE: see the definitions "
+              "below.", ""] + note + [f"![reliability diagram]({png})", ""]
     parts += ["## What the numbers mean", "", _GLOSSARY]
     if results.get("config"):
         parts += ["## Configuration", "", "```json",

@@ -17,7 +17,7 @@ several processes, every process passes the same full split).
 Result layout (plain JSON: severities are string keys, undefined numbers
 such as a mistake severity without mistakes are None)::
 
-    {'clean': metrics,
+    {'clean': metrics + 'correct_bits' (per-image correctness, packed: simsoft.intervals),
      'clean_on_corrupted_images': metrics,                 # when corruptions run
      'corruptions': {name: {'1': metrics, ..., '5': metrics}},
      'extra_sets': {name: {'<severity>': metrics}},        # when given
@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from simsoft import corruptions as corruptions_lib
+from simsoft import intervals
 from simsoft import metrics as metrics_lib
 
 PredictFn = Callable[[jax.Array], jax.Array]
@@ -100,7 +101,7 @@ class _Batches:
             # device_put) also builds arrays spanning several processes' devices.
             sharding = NamedSharding(mesh, P(None, "data"))
             put = lambda a: jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
-        self.num_batches = nb
+        self.num_batches, self.count = nb, n
         self.images, self.labels, self.mask = put(shape(images)), put(shape(labels)), put(shape(mask))
 
 
@@ -134,14 +135,20 @@ class _Evaluator:
     """Evaluates one predict_fn on padded splits, clean or corrupted."""
 
     def __init__(self, predict_fn, num_classes, class_to_group, reference_similarity,
-                 mistake_distance=None):
+                 mistake_distance=None, mesh=None):
         self.predict_fn = predict_fn
         self.num_classes = num_classes
         self.finalize_kw = {"class_to_group": class_to_group, "reference_similarity": reference_similarity,
                             "mistake_distance": mistake_distance}
+        # Per-image correctness, replicated so that every process can read it.
+        self._correct = jax.jit(lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
+                                out_shardings=None if mesh is None else NamedSharding(mesh, P()))
 
-    def evaluate(self, batches: _Batches, name: str | None = None, severity: int = 0, key=None) -> dict:
+    def evaluate(self, batches: _Batches, name: str | None = None, severity: int = 0, key=None,
+                 *, correct_bits: bool = False) -> dict:
+        """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals)."""
         stats = metrics_lib.init_metric_stats(self.num_classes)
+        correct = []
         traced = name in corruptions_lib.TRACEABLE_SEVERITY
         static_severity = None if traced else severity
         traced_severity = jnp.asarray(severity, jnp.int32)
@@ -152,7 +159,13 @@ class _Evaluator:
                 x = _corrupt_batch(batches.images, i, key, traced_severity, name=name, severity=static_severity)
             logits = self.predict_fn(x)
             stats = _update(stats, logits, batches.labels, batches.mask, i)
-        return metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+            if correct_bits:
+                correct.append(self._correct(logits, batches.labels, i))
+        out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+        if correct_bits:
+            out["correct_bits"] = intervals.pack_correct(
+                np.concatenate([np.asarray(c) for c in correct])[:batches.count])
+        return out
 
 
 _SUMMARY_METRICS = ("accuracy", "nll", "ece", "mistake_severity", "superclass_accuracy")
@@ -213,6 +226,7 @@ def run_suite(
     extra_sets: Mapping[str, tuple] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     corrupted_examples: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Evaluates ``predict_fn`` on the clean split and every corruption cell.
 
@@ -243,6 +257,8 @@ def run_suite(
         use the whole split; ``clean_on_corrupted_images`` holds the clean
         metrics of exactly the corrupted images (the severity-0 point of a
         robustness curve).
+      progress: called as progress(done, total, name) after each test set
+        (clean, every corruption cell, every extra set).
 
     Returns:
       JSON-able dict, see the module docstring.
@@ -260,23 +276,31 @@ def run_suite(
     if reference_similarity is not None:
         reference_similarity = np.asarray(reference_similarity)
     evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity,
-                           mistake_distance)
+                           mistake_distance, mesh)
+
+    total = (1 + len(names) * len(severities) + bool(names and 0 < corrupted_examples < len(labels))
+             + len(extra_sets or ()))
+    counter = iter(range(1, total + 1))
+    report = (lambda name: progress(next(counter), total, name)) if progress else (lambda name: None)
 
     images, labels = _check_split(images, labels, num_classes, "clean test split")
     clean = _Batches(images, labels, batch_size, mask_padding, mesh)
-    results = {"clean": evaluator.evaluate(clean), "corruptions": {}}
+    results = {"clean": evaluator.evaluate(clean, correct_bits=True), "corruptions": {}}
+    report("clean")
     if names and 0 < corrupted_examples < len(labels):
         clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
                          mask_padding, mesh)
         results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
+        report("clean (corrupted subset)")
     elif names:
         results["clean_on_corrupted_images"] = results["clean"]
     for name in names:
         name_key = jax.random.fold_in(key, _stable_id(name))
-        results["corruptions"][name] = {
-            str(s): evaluator.evaluate(clean, name, s, jax.random.fold_in(name_key, s))
-            for s in severities
-        }
+        results["corruptions"][name] = {}
+        for s in severities:
+            results["corruptions"][name][str(s)] = evaluator.evaluate(
+                clean, name, s, jax.random.fold_in(name_key, s))
+            report(f"{name} s{s}")
     del clean
 
     if extra_sets:
@@ -288,6 +312,7 @@ def run_suite(
             x, y = _check_split(*extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]")
             cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
             results["extra_sets"].setdefault(match["name"], {})[str(int(match["severity"]))] = cell
+            report(set_key)
     results = _json_clean(results)
     if results["corruptions"]:
         results["summary"] = summarize(results["corruptions"])
@@ -311,6 +336,17 @@ def _compare_grid(cells, base_cells, clean, base_clean) -> dict:
     return out
 
 
+def paired_clean_difference(results: Mapping, baseline_results: Mapping) -> dict | None:
+    """results - baseline in clean accuracy on the same images, with its paired 95 % interval
+    (:func:`simsoft.intervals.paired_difference`); None without per-image correctness."""
+    clean, base = results["clean"], baseline_results["clean"]
+    if "correct_bits" not in clean or "correct_bits" not in base or clean["count"] != base["count"]:
+        return None
+    n = int(clean["count"])
+    return intervals.paired_difference(intervals.unpack_correct(base["correct_bits"], n),
+                                       intervals.unpack_correct(clean["correct_bits"], n))
+
+
 def compare_to_baseline(results: Mapping, baseline_results: Mapping) -> dict:
     """Robustness of ``results`` relative to a baseline (the run's CE model A).
 
@@ -319,10 +355,14 @@ def compare_to_baseline(results: Mapping, baseline_results: Mapping) -> dict:
     ``normalized_mce`` (:func:`metrics.normalized_mce`, < 1 is better than the
     baseline), ``relative_mce`` (:func:`metrics.relative_mce`),
     ``corruption_error_ratio`` per corruption and
-    ``mean_corrupted_accuracy_delta``. JSON-able; undefined ratios are None.
+    ``mean_corrupted_accuracy_delta``; ``clean_accuracy_paired`` (the paired
+    difference with its 95 % interval) when both carry per-image correctness. JSON-able; undefined ratios are None.
     """
     clean, base_clean = results["clean"], baseline_results["clean"]
     out = {"clean_accuracy_delta": clean["accuracy"] - base_clean["accuracy"]}
+    paired = paired_clean_difference(results, baseline_results)
+    if paired is not None:
+        out["clean_accuracy_paired"] = paired
     if results.get("corruptions") and baseline_results.get("corruptions"):
         out.update(_compare_grid(results["corruptions"], baseline_results["corruptions"], clean, base_clean))
     if results.get("extra_sets") and baseline_results.get("extra_sets"):

@@ -34,15 +34,22 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
+from simsoft import config_files, extras
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweep.py:GROUP).",
-                                lock_config=True)
-flags.DEFINE_string("root", None, "Directory of the sweep's runs and summary.")
-flags.DEFINE_bool("summary_only", False, "Only rebuild the summary from finished runs.")
-flags.DEFINE_integer("workers", 1, "Worker processes, each pinned to its share of the cores.")
-flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker i of --workers.")
-flags.mark_flags_as_required(["config", "root"])
+
+
+def define_flags() -> None:
+  """The sweep's flags, defined only when it runs as a program: simsoft.main (imported
+  beside it in tests) defines its own --config."""
+  config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweep.py:GROUP).",
+                                  lock_config=True)
+  flags.DEFINE_string("root", None, "Directory of the sweep's runs and summary.")
+  flags.DEFINE_bool("summary_only", False, "Only rebuild the summary from finished runs.")
+  flags.DEFINE_integer("workers", 1, "Worker processes, each pinned to its share of the cores.")
+  flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker i of --workers.")
+  flags.mark_flags_as_required(["config", "root"])
+
 
 METRICS = (
     ("clean accuracy", lambda m: m["clean"]["accuracy"]),
@@ -58,11 +65,19 @@ PERCENT_METRICS = ("clean accuracy", "clean accuracy, corrupted images",
                    "mean corrupted accuracy", "super-class accuracy")
 
 
-def load_experiment_config(spec: str):
-  """'configs/x.py:arg' -> the ConfigDict that file's get_config(arg) returns."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-      "experiment_config", path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+def load_experiment_config(spec: str, *, relative_to: str | None = None):
+  """'configs/x.py:arg' -> the ConfigDict that file's get_config(arg) returns.
+
+  A relative path is resolved against `relative_to` (the sweep config's
+  directory), then against the configs shipped with simsoft, a leading
+  'configs/' dropped (simsoft.config_files.resolve): the same sweep runs from
+  any directory, in a checkout or installed.
+  """
+  path, _, arg = config_files.resolve(spec, relative_to=relative_to).partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"experiment config {spec!r} not found (looked relative to "
+                            f"{relative_to or os.getcwd()} and in {config_files.configs_dir()})")
+  module_spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -117,13 +132,17 @@ def variants(sweep) -> list[Setting]:
   return out
 
 
-def plan(sweep, root: str) -> list[tuple[str, object]]:
-  """Every run of the sweep as (workdir, config): all bases, then the runs using them."""
+def plan(sweep, root: str, config_dir: str | None = None) -> list[tuple[str, object]]:
+  """Every run of the sweep as (workdir, config): all bases, then the runs using them.
+
+  `config_dir` (the sweep config's directory) is where relative experiment
+  config paths are looked up first (load_experiment_config).
+  """
   bases, runs = [], []
   for name in _csv(sweep.experiments):
     for seed in (int(s) for s in _csv(sweep.seeds)):
       def make(setting: Setting | None, phases, model_from=""):
-        c = load_experiment_config(sweep.specs[name])
+        c = load_experiment_config(sweep.specs[name], relative_to=config_dir)
         _apply_overrides(c, sweep.overrides)
         c.seed, c.phases, c.estimate.model_from = seed, phases, model_from
         if setting is None:
@@ -169,7 +188,7 @@ def _claim(root: str, workdir: str):
   return lock
 
 
-def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
+def run_all(sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None = None) -> None:
   """Runs every unfinished run this process can claim, in plan order, until none is left.
 
   A run waits for its base (estimate.model_from) to finish; runs that other
@@ -177,7 +196,7 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
   """
   from simsoft import train  # imports TensorFlow (data); keep --help fast
 
-  runs = plan(sweep, root)
+  runs = plan(sweep, root, config_dir)
   while True:
     pending = [(i, w, c) for i, (w, c) in enumerate(runs, 1) if not _finished(w, c.phases)]
     if not pending:
@@ -470,9 +489,20 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  try:
+    _main()
+  except ModuleNotFoundError as e:
+    message = extras.missing_dependency_message(e)
+    if message is None:
+      raise
+    raise SystemExit(message) from None
+
+
+def _main():
+  config_dir = os.path.dirname(os.path.abspath(config_flags.get_config_filename(FLAGS["config"])))
   os.makedirs(FLAGS.root, exist_ok=True)
   if FLAGS.worker_index >= 0:
-    run_all(FLAGS.config, FLAGS.root)
+    run_all(FLAGS.config, FLAGS.root, config_dir=config_dir)
     return
   if not FLAGS.summary_only:
     if FLAGS.workers > 1:
@@ -480,11 +510,18 @@ def main(argv):
       if code:
         sys.exit(code)
     else:
-      run_all(FLAGS.config, FLAGS.root)
+      run_all(FLAGS.config, FLAGS.root, config_dir=config_dir)
   summarise(FLAGS.config, FLAGS.root)
   with open(os.path.join(FLAGS.root, "summary.md")) as f:
     print(f.read(), flush=True)
 
 
-if __name__ == "__main__":
+def run():
+  """The `simsoft-sweep` console script (and `python -m simsoft.sweep`)."""
+  define_flags()
+  sys.argv = config_files.resolve_argv(sys.argv)
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -45,7 +45,8 @@ from simsoft import similarity as sim_lib
 from simsoft import train_step as step_lib
 from simsoft import validate
 from simsoft.paths import resolve
-from simsoft.progress import Progress
+from simsoft import progress as progress_lib
+from simsoft.progress import Progress, flat_hparams
 
 
 NonFiniteLossError = errors.NonFiniteLossError  # Training produced a NaN or inf loss.
@@ -165,6 +166,8 @@ def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, Any],
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: _model(run, nnx.Rngs(0))))
   tx = step_lib.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
                                total_steps=total_steps)
+  schedule = step_lib.make_schedule(config.optimizer, steps_per_epoch=steps_per_epoch,
+                                    total_steps=total_steps)
 
   def init_state():
     model = _model(run, nnx.Rngs(config.seed))
@@ -205,43 +208,94 @@ def train_model(run: Run, phase: str, *, loss_form: str, amount: dict[str, Any],
 
   if start < total_steps:
     state = _loop(run, phase, state, step_fn, end_epoch if online else None, manager,
-                  start=start, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+                  start=start, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  schedule=schedule)
   manager.wait_until_finished()
   return graphdef, state
 
 
 def _loop(run: Run, phase: str, state, step_fn, end_epoch, manager, *, start: int,
-          total_steps: int, steps_per_epoch: int):
+          total_steps: int, steps_per_epoch: int, schedule=None):
   """Steps from `start` to `total_steps` in chunks that end at every log,
-  checkpoint and (online source) epoch boundary."""
+  checkpoint, (online source) epoch boundary and profile start/stop.
+
+  Logged scalars are means over the logging window (every step of it, whatever
+  the chunking), plus the learning rate of the window's last step.
+  """
   config = run.config
   feeder = input_pipeline.make_input(config.input, step_fn, run.mesh, run.dataset.split("train"),
                                      global_batch_size=config.batch_size, seed=config.seed,
                                      start_step=start)
   key = jax.jit(lambda: jax.random.key(config.seed), out_shardings=run.replicated)()
+  logdir = os.path.join(run.workdir, phase)
   progress = Progress(phase, total_steps, start_step=start, batch_size=config.batch_size,
-                      steps_per_epoch=steps_per_epoch, logdir=os.path.join(run.workdir, phase))
+                      steps_per_epoch=steps_per_epoch, logdir=logdir,
+                      hparams=flat_hparams(config))
   every = [config.log_every_steps, config.checkpoint.every_steps]
   every += [steps_per_epoch] if end_epoch else []
-  done = start
-  with _sigint_stops_after_chunk() as stop:
-    while done < total_steps:
-      boundary = min([total_steps] + [(done // n + 1) * n for n in every])
-      chunk = min(feeder.max_steps_per_dispatch, boundary - done)
-      state, metrics = feeder.run(state, key, chunk)
-      done += chunk
-      if end_epoch and done % steps_per_epoch == 0:
-        state = end_epoch(state)
-      if done % config.log_every_steps == 0 or done == total_steps:
-        _check_finite(run, state, phase, manager)
-        progress.update(done, {k: float(v) for k, v in metrics.items()})
-      if done % config.checkpoint.every_steps == 0 or done == total_steps:
-        _check_finite(run, state, phase, manager)
-        ckpt.save_state(manager, done, state, force=done == total_steps)
-      if stop.requested:
-        raise _interrupted(phase, done, total_steps, manager)
-  progress.close()
+  profile = _profile_window(config, start, total_steps)
+  window = []  # (metrics, steps) of the chunks since the last log
+  done, tracing = start, False
+  try:
+    with _sigint_stops_after_chunk() as stop:
+      while done < total_steps:
+        boundary = min([total_steps] + [(done // n + 1) * n for n in every]
+                       + [p for p in profile if p > done])
+        chunk = min(feeder.max_steps_per_dispatch, boundary - done)
+        if profile and done == profile[0]:
+          jax.profiler.start_trace(logdir)
+          tracing = True
+        state, metrics = feeder.run(state, key, chunk)
+        window.append((metrics, chunk))
+        done += chunk
+        if done - chunk == start:  # the first dispatch compiled the step
+          jax.block_until_ready(metrics)
+          progress.compiled(done)
+        if tracing and done == profile[1]:
+          jax.block_until_ready(state)
+          jax.profiler.stop_trace()
+          tracing = False
+          if jax.process_index() == 0:
+            print(f"[{phase}] profiler trace of steps {profile[0] + 1}-{profile[1]} in "
+                  f"{logdir}/plugins/profile", flush=True)
+        if end_epoch and done % steps_per_epoch == 0:
+          state = end_epoch(state)
+        if done % config.log_every_steps == 0 or done == total_steps:
+          _check_finite(run, state, phase, manager)
+          scalars = _window_means(window)
+          window = []
+          if schedule is not None:
+            scalars["learning_rate"] = float(schedule(done - 1))
+          progress.update(done, scalars)
+        if done % config.checkpoint.every_steps == 0 or done == total_steps:
+          _check_finite(run, state, phase, manager)
+          ckpt.save_state(manager, done, state, force=done == total_steps)
+        if stop.requested:
+          raise _interrupted(phase, done, total_steps, manager)
+  finally:
+    if tracing:
+      jax.profiler.stop_trace()
+    progress.close()
   return state
+
+
+def _window_means(window) -> dict[str, float]:
+  """Step-weighted means of the chunks' metrics (a chunk's metrics are its steps' mean)."""
+  steps = sum(n for _, n in window)
+  return {k: sum(float(m[k]) * n for m, n in window) / steps for k in window[0][0]}
+
+
+def _profile_window(config, start: int, total_steps: int) -> tuple[int, ...]:
+  """(first, last): trace the steps first+1..last; () when off or out of range.
+
+  Never the first dispatch after `start`, which compiles.
+  """
+  num = config.profile.num_steps if "profile" in config else 0
+  if num <= 0:
+    return ()
+  first = max(config.profile.first_step, start + 1)
+  last = min(first + num, total_steps)
+  return (first, last) if first < last else ()
 
 
 class _Stop:
@@ -413,6 +467,8 @@ def run_estimate(run: Run) -> None:
   sim_lib.save_record(directory, record, force=True)
   if jax.process_index() == 0:
     sim_lib.export_plain(record, os.path.join(run.workdir, "estimate"))
+    progress_lib.write_similarity_image(os.path.join(run.workdir, "estimate"),
+                                        int(state["step"]), similarity)
   _mark_done(run, "estimate", state)
   print(f"[estimate] similarity source {source!r}: S saved to {directory}", flush=True)
 
@@ -469,6 +525,8 @@ def run_retrain(run: Run) -> None:
   if online and jax.process_index() == 0:
     with (resolve(run.workdir) / "retrain" / "online_similarity.npy").open("wb") as f:
       np.save(f, np.asarray(state["similarity"]), allow_pickle=False)
+    progress_lib.write_similarity_image(os.path.join(run.workdir, "retrain"),
+                                        int(state["step"]), np.asarray(state["similarity"]))
   ckpt.write_json(os.path.join(run.workdir, "retrain", "target.json"),
                   target_record(config, similarity, np.asarray(state["similarity"]), permutation))
   _mark_done(run, "retrain", state)
@@ -550,6 +608,9 @@ def run_evaluate(run: Run) -> dict:
                     {"evaluated_under": _evaluation_key(config), "results": results["models"]["A"]})
   ckpt.write_json(os.path.join(run.workdir, "results.json"), results)
   if jax.process_index() == 0:
+    for key, phase in (("A", "estimate"), ("B", "retrain")):
+      progress_lib.write_evaluation(os.path.join(run.workdir, "evaluate", key),
+                                    _phase_done(run, phase)["step"], results["models"][key])
     print(evaluation.format_table(results), flush=True)
     similarity = np.asarray(models["B"][1]["similarity"])  # the S model B trained with
     path = evaluation.write_report(run.workdir, results, similarity, list(ds.class_names))

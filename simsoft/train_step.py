@@ -100,9 +100,9 @@ def make_loss_fn(form: str, alpha=None, *, mass=None, as_given: bool = False,
                    "['soft_target', 'log_sum', 'hxe']")
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                   total_steps: int) -> optax.GradientTransformation:
-  """SGD (momentum, L2 weight decay on kernels) or AdamW, warmup + cosine schedule.
+def make_schedule(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  """The learning rate of step t (0-based): warmup + cosine decay, constant, or step.
 
   schedule 'step' (no warmup) is Online Label Smoothing's CIFAR schedule: the
   learning rate times 0.1 from epoch ceil(E/2) and again from epoch ceil(3E/4)
@@ -110,21 +110,26 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
   """
   warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
   if cfg.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         0.0, cfg.learning_rate, warmup_steps=min(warmup, total_steps - 1) if warmup else 0,
         decay_steps=max(total_steps, 1), end_value=0.0)
-  elif cfg.schedule == "constant":
-    lr = optax.constant_schedule(cfg.learning_rate)
-  elif cfg.schedule == "step":
+  if cfg.schedule == "constant":
+    return optax.constant_schedule(cfg.learning_rate)
+  if cfg.schedule == "step":
     epochs = max(total_steps // max(steps_per_epoch, 1), 1)
     scales = {}
     for fraction in (0.5, 0.75):
       boundary = math.ceil(fraction * epochs) * steps_per_epoch
       scales[boundary] = scales.get(boundary, 1.0) * 0.1
-    lr = optax.piecewise_constant_schedule(cfg.learning_rate, scales)
-  else:
-    raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); "
-                     "known: ['cosine', 'constant', 'step']")
+    return optax.piecewise_constant_schedule(cfg.learning_rate, scales)
+  raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); "
+                   "known: ['cosine', 'constant', 'step']")
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                   total_steps: int) -> optax.GradientTransformation:
+  """SGD (momentum, L2 weight decay on kernels) or AdamW, with make_schedule's learning rate."""
+  lr = make_schedule(cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if cfg.name == "sgd":
     core = [optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
@@ -159,7 +164,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
   """Builds the pure train step (jit it with the shardings of the caller's mesh).
 
   step(state, batch, key) -> (state, metrics) where metrics = {'loss', 'accuracy'}
-  (global batch means, float32 scalars).
+  (global batch means, float32 scalars) and 'grad_norm' (global L2 norm of the
+  loss gradient, before clipping and weight decay).
   """
 
   def step(state: State, batch: dict[str, jax.Array], key: jax.Array):
@@ -186,7 +192,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
                                    jax.lax.stop_gradient(logits), labels)
       new_state["epoch_stats"] = stats_to_state(stats)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return new_state, {"loss": loss, "accuracy": accuracy}
+    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
 
   return step
 

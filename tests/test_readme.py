@@ -28,3 +28,16 @@ def test_quick_start_commands():
   ]
   with open(f"{ROOT}/.ci/run") as f:
     assert commands[1] in f.read()  # CI runs exactly the README's test command
+
+
+def test_installed_use_and_launcher_subcommands_are_documented():
+  text = _readme()
+  assert "pip install '/path/to/simsoft[all]'" in text and "simsoft --config configs/default.py" in text
+  with open(f"{ROOT}/launch/tpu_pod.sh") as f:
+    script = f.read()
+  documented = re.findall(r"bash launch/tpu_pod\.sh (\w+)", text)
+  assert set(documented) == {"up", "create", "setup", "prepare", "start", "wait", "logs", "status",
+                             "stop", "delete"}
+  cases = script[script.rindex('case "$command" in'):]
+  for name in documented:
+    assert re.search(rf"\b{name}\b", cases), f"README documents tpu_pod.sh {name}; the script lacks it"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mimage
 
-from simsoft import compare, corruptions, metrics, report, robustness
+from simsoft import compare, corruptions, intervals, metrics, report, robustness
 
 N, C = 37, 10
 SUITE = ("contrast", "gaussian_noise")
@@ -63,6 +63,8 @@ def _assert_close(a, b, path="results"):
         assert len(a) == len(b), path
         for i, (u, v) in enumerate(zip(a, b)):
             _assert_close(u, v, f"{path}[{i}]")
+    elif isinstance(a, str):  # correct_bits
+        assert a == b, path
     else:
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6), path
 
@@ -142,6 +144,20 @@ def test_run_suite_corrupted_examples_subset():
         _suite(fn, corrupted_examples=-1)
 
 
+def test_clean_correct_bits_and_paired_difference(results):
+    """Per-image correctness travels with the clean metrics; B - A is paired on the same images."""
+    x, y = _data()
+    a, b = results["models"]["A"]["clean"], results["models"]["B"]["clean"]
+    right = {k: np.asarray(_linear(seed)[0](x)).argmax(1) == y for k, seed in (("A", 1), ("B", 2))}
+    np.testing.assert_array_equal(intervals.unpack_correct(a["correct_bits"], N), right["A"])
+    assert a["accuracy"] == pytest.approx(right["A"].mean())
+    paired = robustness.compare_to_baseline(results["models"]["B"], results["models"]["A"])[
+        "clean_accuracy_paired"]
+    assert paired["difference"] == pytest.approx(b["accuracy"] - a["accuracy"])
+    assert paired["only_b"] == int(np.sum(right["B"] & ~right["A"]))
+    assert paired["ci"][0] < paired["difference"] < paired["ci"][1]
+
+
 def test_compare_to_baseline(results):
     a, b = results["models"]["A"], results["models"]["B"]
     self_cmp = robustness.compare_to_baseline(a, a)
@@ -169,7 +185,11 @@ def test_write_report_end_to_end(results, tmp_path):
         assert f"]({p})" in text
         _assert_png(tmp_path / p)
     a_clean = roundtrip["models"]["A"]["clean"]
-    assert f"| A: cross-entropy | {100 * a_clean['accuracy']:.2f}% | {a_clean['nll']:.4f} |" in text
+    lo, hi = intervals.wilson(round(a_clean["accuracy"] * N), N)
+    assert (f"| A: cross-entropy | {100 * a_clean['accuracy']:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
+            f"| {a_clean['nll']:.4f} |") in text
+    assert "**B - A, clean accuracy:" in text and f"same {N} test images" in text
+    assert "mean of the cells' ECEs, as in the tables" in text  # one ECE, said where it differs
     assert "| B: similarity loss |" in text
     for name in SUITE:
         assert f"| {name} |" in text

@@ -219,6 +219,7 @@ def softmax_run(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("reference") / "reference.npy")
   np.save(path, reference)
   c.evaluate.reference_similarity_path = path
+  c.log_every_steps = 1  # a logging window of one step: the logged mean is that step's loss
   workdir = str(tmp_path_factory.mktemp("softmax_run"))
   logged = []
 
@@ -259,7 +260,7 @@ def test_retrain_loss_sees_the_estimated_s_and_config_alpha(softmax_run):
   run = softmax_run
   s = np.load(os.path.join(run.workdir, "estimate", "similarity.npy")).astype(np.float64)
   np.testing.assert_allclose(_restore(run.workdir, "retrain")["similarity"], s, rtol=1e-6)
-  (phase, last, scalars), = [r for r in run.logged if r[0] == "retrain"]
+  phase, last, scalars = [r for r in run.logged if r[0] == "retrain"][-1]
   before = _restore(run.workdir, "retrain", last - 1)["params"]  # parameters of the last step
   split = run.ds.split("train")
   idx = next(data_lib.train_indices(len(split), global_batch_size=run.config.batch_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import logging
 
 import numpy as np
@@ -88,12 +89,27 @@ def _tfds():
     return tfds
 
 
+# SIMSOFT_TFDS_DOWNLOAD=0: read prepared data only, never download or build it
+# (pod workers: one `launch/tpu_pod.sh prepare` builds it, every worker reads).
+DOWNLOAD_ENV = "SIMSOFT_TFDS_DOWNLOAD"
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(DOWNLOAD_ENV, "1").strip().lower() not in ("0", "false", "no")
+
+
 def _read(name: str, split: str, data_dir: str | None,
           keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], object]:
     """Every example of TFDS `name`/`split` as numpy arrays, in file order."""
     tfds = _tfds()
+    download = downloads_allowed()
+    if not download and not tfds.builder(name, data_dir=data_dir).is_prepared():
+        raise FileNotFoundError(
+            f"TFDS {name!r} is not prepared in data_dir={data_dir!r} and {DOWNLOAD_ENV}=0 "
+            f"forbids downloading it; build it once first: `tfds build {name} "
+            f"--data_dir={data_dir}` (launch/tpu_pod.sh prepare does this on one worker)")
     ds, info = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
-                         with_info=True)
+                         with_info=True, download=download)
     ds = ds.map(lambda ex: {k: ex[k] for k in keys})
     chunks = list(tfds.as_numpy(ds.batch(_CHUNK)))
     if not chunks:
