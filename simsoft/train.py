@@ -579,10 +579,13 @@ def _restore_final(run: Run, phase: str, similarity: np.ndarray, online: bool = 
   if phase == "estimate":
     return train_model(run, phase, loss_form="soft_target", amount={"alpha": 0.0},
                        similarity=similarity, workdir=model_a_workdir(run))
-  return train_model(run, phase, loss_form=run.config.loss.form,
-                     amount=config_lib.loss_amount(run.config), similarity=similarity,
-                     online=online, permutation=shuffle_permutation(run.config, run.dataset.num_classes)
-                     if online else None)
+  config, num_classes = run.config, run.dataset.num_classes
+  online_options = (sim_lib.online_update_options(similarity_options_that_ran(config, "online"))
+                    if online else None)
+  return train_model(run, phase, loss_form=config.loss.form,
+                     amount=loss_options(config, num_classes), similarity=similarity,
+                     online=online, online_options=online_options,
+                     permutation=shuffle_permutation(config, num_classes) if online else None)
 
 
 def run_evaluate(run: Run) -> dict:

@@ -122,7 +122,7 @@ FRESH = [
     (["--config.loss.amount=lots"], None, "unknown loss amount 'lots'", 2),
     ([], "epochs=1,dtype=float16", "unknown dtype 'float16'", 2),
     (["--config.optimizer.name=adam"], None, "unknown optimizer 'adam'", 2),
-    (["--config.optimizer.schedule=step"], None, "unknown schedule 'step'", 2),
+    (["--config.optimizer.schedule=linear"], None, "unknown schedule 'linear'", 2),
     (["--config.optimizer.momentum=1.5"], None, "optimizer.momentum=1.5", 2),
     (["--config.optimizer.weight_decay=-1"], None, "weight_decay=-1", 2),
     (["--config.optimizer.grad_clip_norm=-1"], None, "grad_clip_norm=-1", 2),

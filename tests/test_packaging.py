@@ -87,7 +87,7 @@ def test_missing_optional_dependency_names_its_extra(installed):
   python, _, tmp = installed
   code = ("import sys; sys.modules['matplotlib'] = None; "
           "sys.argv = ['simsoft', '--config', 'configs/default.py', '--workdir', 'w']; "
-          "from simsoft.main import run; run()")
+          "from simsoft.main import console_main; console_main()")
   out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp, env=_env())
   assert out.returncode != 0
   assert "pip install 'simsoft[report]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
