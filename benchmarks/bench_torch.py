@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -255,7 +254,7 @@ def run_flag_attempt(name: str, flags: str, model: str, args) -> dict:
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if proc.returncode:
     return {"variant": name, "group": model, "error": proc.stderr[-2000:]}
-  summary = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+  summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
   jax_row = next(r for r in summary["rows"] if r["variant"] == "jax")
   return {**jax_row, "variant": name, "group": model, "xla_flags": flags}
 

@@ -259,7 +259,7 @@ def main(argv=None) -> list[dict]:
   batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
   if not args.no_torch:
     try:
-      import torch
+      import torch  # noqa: F401  (only whether it imports)
     except ImportError:
       print("torch not installed: JAX only", file=sys.stderr)
       args.no_torch = True

@@ -385,8 +385,8 @@ def plot_summary(name: str, rows: dict, path: str) -> str:
   labels = list(rows)
   fig = Figure(figsize=(11, 0.32 * len(labels) + 1.2))
   for ax, metric in zip(fig.subplots(1, len(panels), sharey=True), panels):
-    means = [100 * (rows[l][metric][0] or np.nan) for l in labels]
-    stds = [100 * (rows[l][metric][1] or 0.0) for l in labels]
+    means = [100 * (rows[label][metric][0] or np.nan) for label in labels]
+    stds = [100 * (rows[label][metric][1] or 0.0) for label in labels]
     ax.errorbar(means, range(len(labels)), xerr=stds, fmt="o", capsize=3)
     baseline = rows.get("cross-entropy (A)", {}).get(metric, (None,))[0]
     if baseline is not None:

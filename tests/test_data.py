@@ -4,7 +4,6 @@ mock_data), the stratified hold-out, and the deterministic host-sharded iterator
 import gzip
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 

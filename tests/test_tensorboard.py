@@ -49,7 +49,8 @@ def finished_run(tmp_path_factory):
   c.log_every_steps, c.checkpoint.every_steps = 4, 8
   c.profile.num_steps, c.profile.first_step = 2, 2
   workdir = str(tmp_path_factory.mktemp("tensorboard"))
-  import contextlib, io
+  import contextlib
+  import io
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
     train.train_and_evaluate(c, workdir)
