@@ -13,10 +13,16 @@ from setuptools import find_namespace_packages, find_packages, setup
 def _shipped(directory: str, package: str) -> dict[str, str]:
   """{package[.sub]: directory[/sub]} for a directory and its subdirectories."""
   subs = find_namespace_packages(where=directory, exclude=["*__pycache__*"])
-  return {package: directory, **{f"{package}.{s}": f"{directory}/{s.replace('.', '/')}" for s in subs}}
+  return {
+      package: directory,
+      **{f"{package}.{s}": f"{directory}/{s.replace('.', '/')}" for s in subs},
+  }
 
 
-SHIPPED = {**_shipped("configs", "simsoft.configs"), **_shipped("launch", "simsoft.launch")}
+SHIPPED = {
+    **_shipped("configs", "simsoft.configs"),
+    **_shipped("launch", "simsoft.launch"),
+}
 
 setup(
     packages=find_packages(include=["simsoft", "simsoft.*"]) + sorted(SHIPPED),

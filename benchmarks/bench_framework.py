@@ -53,7 +53,9 @@ from simsoft import train_step as step_lib
 TARGET = 0.95
 
 
-def simsoft_variant(path: pipeline.SimsoftPath, feeder, log_every: int) -> common.Variant:
+def simsoft_variant(
+    path: pipeline.SimsoftPath, feeder, log_every: int
+) -> common.Variant:
   """train.train_model's loop without checkpoints: feeder.run chunks, a sync at each log."""
   key = jax.jit(lambda: jax.random.key(0), out_shardings=path.run.replicated)()
   holder = {"state": jax.tree.map(jnp.copy, path.state), "done": 0}
@@ -72,16 +74,35 @@ def simsoft_variant(path: pipeline.SimsoftPath, feeder, log_every: int) -> commo
   return run
 
 
-def handwritten(model: str, split: data_lib.ArraySplit, num_classes: int,
-                tx: optax.GradientTransformation, mean, std):
+def handwritten(
+    model: str,
+    split: data_lib.ArraySplit,
+    num_classes: int,
+    tx: optax.GradientTransformation,
+    mean,
+    std,
+):
   """(params, opt_state, step) of the minimal loop; step(params, opt, x, y) -> (params, opt, loss)."""
+
   def build():
-    m = models_lib.create_model(model, num_classes=num_classes,
-                                input_shape=split.image_shape, rngs=nnx.Rngs(0))
+    m = models_lib.create_model(
+        model,
+        num_classes=num_classes,
+        input_shape=split.image_shape,
+        rngs=nnx.Rngs(0),
+    )
     return nnx.split(m, nnx.Param, ...)
 
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: models_lib.create_model(
-      model, num_classes=num_classes, input_shape=split.image_shape, rngs=nnx.Rngs(0))))
+  graphdef = nnx.graphdef(
+      nnx.eval_shape(
+          lambda: models_lib.create_model(
+              model,
+              num_classes=num_classes,
+              input_shape=split.image_shape,
+              rngs=nnx.Rngs(0),
+          )
+      )
+  )
 
   @jax.jit
   def init():
@@ -95,6 +116,7 @@ def handwritten(model: str, split: data_lib.ArraySplit, num_classes: int,
     def loss(p):
       logits = nnx.merge(graphdef, p, rest, copy=True)((x - mean) / std)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     value, grads = jax.value_and_grad(loss)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
@@ -104,7 +126,12 @@ def handwritten(model: str, split: data_lib.ArraySplit, num_classes: int,
 
 def host_fed(step_jit, params, opt_state, split, batch_size) -> common.Variant:
   images = split.images
-  holder = {"p": params, "o": opt_state, "i": 0, "perm": np.random.default_rng(0).permutation(len(split))}
+  holder = {
+      "p": params,
+      "o": opt_state,
+      "i": 0,
+      "perm": np.random.default_rng(0).permutation(len(split)),
+  }
   steps = len(split) // batch_size
 
   def run(n: int) -> None:
@@ -112,7 +139,7 @@ def host_fed(step_jit, params, opt_state, split, batch_size) -> common.Variant:
     for _ in range(n):
       if i == steps:
         perm, i = np.random.default_rng(i).permutation(len(split)), 0
-      idx = perm[i * batch_size:(i + 1) * batch_size]
+      idx = perm[i * batch_size : (i + 1) * batch_size]
       x = jax.device_put(images[idx].astype(np.float32) * np.float32(1 / 255))
       y = jax.device_put(split.labels[idx])
       p, o, loss = step_jit(p, o, x, y)
@@ -141,13 +168,19 @@ def scan_and_dispatch(step, step_jit, params, opt_state, xs, ys):
   k = xs.shape[0]
 
   def chunk(p, o, xs, ys, unroll):
-    (p, o), _ = jax.lax.scan(lambda c, xy: (step(*c, *xy)[:2], None), (p, o), (xs, ys),
-                             unroll=unroll)
+    (p, o), _ = jax.lax.scan(
+        lambda c, xy: (step(*c, *xy)[:2], None), (p, o), (xs, ys), unroll=unroll
+    )
     return p, o
 
   def scanned(unroll):
-    fn = jax.jit(lambda p, o, xs, ys: chunk(p, o, xs, ys, unroll), donate_argnums=(0, 1))
-    holder = {"p": jax.tree.map(jnp.copy, params), "o": jax.tree.map(jnp.copy, opt_state)}
+    fn = jax.jit(
+        lambda p, o, xs, ys: chunk(p, o, xs, ys, unroll), donate_argnums=(0, 1)
+    )
+    holder = {
+        "p": jax.tree.map(jnp.copy, params),
+        "o": jax.tree.map(jnp.copy, opt_state),
+    }
 
     def run(n: int) -> None:  # n counted in steps; rounds up to whole chunks
       p, o = holder["p"], holder["o"]
@@ -158,7 +191,10 @@ def scan_and_dispatch(step, step_jit, params, opt_state, xs, ys):
 
     return run
 
-  holder = {"p": jax.tree.map(jnp.copy, params), "o": jax.tree.map(jnp.copy, opt_state)}
+  holder = {
+      "p": jax.tree.map(jnp.copy, params),
+      "o": jax.tree.map(jnp.copy, opt_state),
+  }
 
   def dispatch_run(n: int) -> None:
     p, o = holder["p"], holder["o"]
@@ -177,9 +213,16 @@ def train_model_slope(model, split, batch_size, epochs_pair, repeats):
   from simsoft import train as train_lib
 
   mean, std = data_lib.channel_stats(split.images)
-  ds = data_lib.Dataset(name="bench", num_classes=10, class_names=tuple(map(str, range(10))),
-                        image_shape=split.image_shape, mean=mean, std=std,
-                        augmentation="none", splits={"train": split})
+  ds = data_lib.Dataset(
+      name="bench",
+      num_classes=10,
+      class_names=tuple(map(str, range(10))),
+      image_shape=split.image_shape,
+      mean=mean,
+      std=std,
+      augmentation="none",
+      splits={"train": split},
+  )
   steps_per_epoch = len(split) // batch_size
   slopes = []
   for _ in range(repeats):
@@ -190,12 +233,22 @@ def train_model_slope(model, split, batch_size, epochs_pair, repeats):
       c.estimate.epochs = epochs
       c.checkpoint.every_steps, c.log_every_steps = 500, 100
       with tempfile.TemporaryDirectory() as workdir:
-        run = train_lib.Run(config=c, workdir=workdir, mesh=train_lib.make_mesh(), dataset=ds)
+        run = train_lib.Run(
+            config=c, workdir=workdir, mesh=train_lib.make_mesh(), dataset=ds
+        )
         start = time.perf_counter()
-        train_lib.train_model(run, "estimate", loss_form="soft_target", amount={"alpha": 0.0},
-                              similarity=np.eye(10, dtype=np.float32))
+        train_lib.train_model(
+            run,
+            "estimate",
+            loss_form="soft_target",
+            amount={"alpha": 0.0},
+            similarity=np.eye(10, dtype=np.float32),
+        )
         walls.append(time.perf_counter() - start)
-    slopes.append((walls[1] - walls[0]) / ((epochs_pair[1] - epochs_pair[0]) * steps_per_epoch))
+    slopes.append(
+        (walls[1] - walls[0])
+        / ((epochs_pair[1] - epochs_pair[0]) * steps_per_epoch)
+    )
   return slopes
 
 
@@ -203,11 +256,20 @@ def main(argv=None) -> list[dict]:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--model", default="lenet")
   ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--num_examples", type=int, default=8192,
-                  help="training examples held in memory (real Fashion-MNIST if installed)")
-  ap.add_argument("--scan_k", type=int, default=10, help="steps per lax.scan chunk")
-  ap.add_argument("--train_model", action="store_true",
-                  help="also time simsoft.train.train_model end to end (imports TensorFlow)")
+  ap.add_argument(
+      "--num_examples",
+      type=int,
+      default=8192,
+      help="training examples held in memory (real Fashion-MNIST if installed)",
+  )
+  ap.add_argument(
+      "--scan_k", type=int, default=10, help="steps per lax.scan chunk"
+  )
+  ap.add_argument(
+      "--train_model",
+      action="store_true",
+      help="also time simsoft.train.train_model end to end (imports TensorFlow)",
+  )
   common.add_common_args(ap, steps=10, repeats=11)
   args = ap.parse_args(argv)
   common.apply_smoke(args)
@@ -220,52 +282,97 @@ def main(argv=None) -> list[dict]:
   opt_cfg = pipeline.optimizer_config("sgd")
   steps_per_epoch = len(split) // args.batch_size
 
-  path = pipeline.simsoft_step(model=args.model, split=split, num_classes=10,
-                               loss_fn=step_lib.make_loss_fn("soft_target", 0.0),
-                               optimizer=opt_cfg, batch_size=args.batch_size)
-  tx = step_lib.make_optimizer(opt_cfg, steps_per_epoch=steps_per_epoch,
-                               total_steps=100 * steps_per_epoch)
+  path = pipeline.simsoft_step(
+      model=args.model,
+      split=split,
+      num_classes=10,
+      loss_fn=step_lib.make_loss_fn("soft_target", 0.0),
+      optimizer=opt_cfg,
+      batch_size=args.batch_size,
+  )
+  tx = step_lib.make_optimizer(
+      opt_cfg,
+      steps_per_epoch=steps_per_epoch,
+      total_steps=100 * steps_per_epoch,
+  )
   params, opt_state, step = handwritten(args.model, split, 10, tx, mean, std)
   step_jit = jax.jit(step, donate_argnums=(0, 1))
   copy = lambda t: jax.tree.map(jnp.copy, t)
-  x0 = jnp.asarray(split.images[:args.batch_size].astype(np.float32) / 255)
-  y0 = jnp.asarray(split.labels[:args.batch_size])
+  x0 = jnp.asarray(split.images[: args.batch_size].astype(np.float32) / 255)
+  y0 = jnp.asarray(split.labels[: args.batch_size])
   k = args.scan_k
   idx = np.arange(k * args.batch_size) % len(split)
-  xs = jnp.asarray(split.images[idx].astype(np.float32).reshape(
-      (k, args.batch_size) + split.image_shape) / 255)
+  xs = jnp.asarray(
+      split.images[idx]
+      .astype(np.float32)
+      .reshape((k, args.batch_size) + split.image_shape)
+      / 255
+  )
   ys = jnp.asarray(split.labels[idx].reshape(k, args.batch_size))
-  scan_run, unrolled_run, dispatch_run = scan_and_dispatch(step, step_jit, params, opt_state,
-                                                           xs, ys)
+  scan_run, unrolled_run, dispatch_run = scan_and_dispatch(
+      step, step_jit, params, opt_state, xs, ys
+  )
 
-  feeders = {"simsoft": pipeline.simsoft_feeder(path, "host"),
-             "simsoft_device": pipeline.simsoft_feeder(path, "device"),
-             f"simsoft_device_scan_{k}": pipeline.simsoft_feeder(path, "device",
-                                                                 steps_per_dispatch=k),
-             f"simsoft_device_scan_{k}_unrolled": pipeline.simsoft_feeder(
-                 path, "device", steps_per_dispatch=k, scan_unroll=True)}
+  feeders = {
+      "simsoft": pipeline.simsoft_feeder(path, "host"),
+      "simsoft_device": pipeline.simsoft_feeder(path, "device"),
+      f"simsoft_device_scan_{k}": pipeline.simsoft_feeder(
+          path, "device", steps_per_dispatch=k
+      ),
+      f"simsoft_device_scan_{k}_unrolled": pipeline.simsoft_feeder(
+          path, "device", steps_per_dispatch=k, scan_unroll=True
+      ),
+  }
   variants = {
-      "handwritten": host_fed(step_jit, copy(params), copy(opt_state), split, args.batch_size),
-      **{name: simsoft_variant(path, f, log_every=100) for name, f in feeders.items()},
-      "handwritten_resident": resident(step_jit, copy(params), copy(opt_state), x0, y0),
+      "handwritten": host_fed(
+          step_jit, copy(params), copy(opt_state), split, args.batch_size
+      ),
+      **{
+          name: simsoft_variant(path, f, log_every=100)
+          for name, f in feeders.items()
+      },
+      "handwritten_resident": resident(
+          step_jit, copy(params), copy(opt_state), x0, y0
+      ),
       f"dispatch_{k}": dispatch_run,
       f"scan_{k}": scan_run,
       f"scan_{k}_unrolled": unrolled_run,
   }
-  steps = -(-args.steps // k) * k  # whole scan chunks, same count for every variant
+  steps = (
+      -(-args.steps // k) * k
+  )  # whole scan chunks, same count for every variant
   times = common.interleave(
-      variants, steps=steps, repeats=args.repeats, warmup=max(args.warmup, k),
+      variants,
+      steps=steps,
+      repeats=args.repeats,
+      warmup=max(args.warmup, k),
       on_repeat=lambda r, row: common.emit(
-          {"bench": "framework", "repeat": r, **{n: 1e3 * v for n, v in row.items()}}))
+          {
+              "bench": "framework",
+              "repeat": r,
+              **{n: 1e3 * v for n, v in row.items()},
+          }
+      ),
+  )
   rows = common.summarize(times, base="handwritten", batch_size=args.batch_size)
   byname = {r["variant"]: r for r in rows}
-  byname["simsoft"]["meets_target"] = byname["simsoft"]["throughput_ratio"] >= TARGET
+  byname["simsoft"]["meets_target"] = (
+      byname["simsoft"]["throughput_ratio"] >= TARGET
+  )
   device_vs_resident = statistics.median(
-      [r / d for r, d in zip(times["wall"]["handwritten_resident"], times["wall"]["simsoft_device"])])
+      [
+          r / d
+          for r, d in zip(
+              times["wall"]["handwritten_resident"],
+              times["wall"]["simsoft_device"],
+          )
+      ]
+  )
   byname["simsoft_device"]["vs_handwritten_resident"] = device_vs_resident
   byname["simsoft_device"]["meets_target"] = device_vs_resident >= TARGET
-  paired = lambda a, b: statistics.median([x / y for x, y in zip(times["wall"][a],
-                                                                  times["wall"][b])])
+  paired = lambda a, b: statistics.median(
+      [x / y for x, y in zip(times["wall"][a], times["wall"][b])]
+  )
   scan_ratio = paired(f"dispatch_{k}", f"scan_{k}")
   unrolled_ratio = paired(f"dispatch_{k}", f"scan_{k}_unrolled")
 
@@ -273,29 +380,65 @@ def main(argv=None) -> list[dict]:
   if args.train_model:
     pair = (1, 2) if args.smoke else (1, 4)
     n = min(len(split), (16 if args.smoke else 64) * args.batch_size)
-    slopes = train_model_slope(args.model, split.take(np.arange(n)), args.batch_size, pair,
-                               1 if args.smoke else 3)
+    slopes = train_model_slope(
+        args.model,
+        split.take(np.arange(n)),
+        args.batch_size,
+        pair,
+        1 if args.smoke else 3,
+    )
     per_step = statistics.median(slopes)
     hand = statistics.median(times["wall"]["handwritten"])
     extra["train_model"] = {
-        "step_ms": 1e3 * per_step, "images_per_s": args.batch_size / per_step,
+        "step_ms": 1e3 * per_step,
+        "images_per_s": args.batch_size / per_step,
         "throughput_ratio_vs_handwritten_median": hand / per_step,
-        "slopes_ms": [1e3 * s for s in slopes], "epochs_pair": pair, "examples": n}
-    rows.append({"variant": "train_model (slope)", "step_ms": 1e3 * per_step,
-                 "images_per_s": args.batch_size / per_step,
-                 "throughput_ratio": hand / per_step})
+        "slopes_ms": [1e3 * s for s in slopes],
+        "epochs_pair": pair,
+        "examples": n,
+    }
+    rows.append(
+        {
+            "variant": "train_model (slope)",
+            "step_ms": 1e3 * per_step,
+            "images_per_s": args.batch_size / per_step,
+            "throughput_ratio": hand / per_step,
+        }
+    )
 
-  common.emit({"bench": "framework", "summary": True, "model": args.model, "data": source,
-               "batch_size": args.batch_size, "steps": steps, "repeats": args.repeats,
-               "target_throughput_ratio": TARGET, "rows": rows,
-               "scan_speedup_over_dispatch": scan_ratio,
-               "unrolled_scan_speedup_over_dispatch": unrolled_ratio, **extra, "machine": info})
-  common.table(rows, ["variant", "step_ms", "images_per_s", "throughput_ratio",
-                      "best_time_ratio", "cpu_time_ratio", "vs_handwritten_resident",
-                      "meets_target"],
-               title=f"{args.model} batch {args.batch_size} on {source}: images/s ratio to the "
-                     f"hand-written loop (target simsoft >= {TARGET}); lax.scan over {k} steps "
-                     f"is {scan_ratio:.2f}x the per-step dispatch speed ({unrolled_ratio:.2f}x unrolled)")
+  common.emit(
+      {
+          "bench": "framework",
+          "summary": True,
+          "model": args.model,
+          "data": source,
+          "batch_size": args.batch_size,
+          "steps": steps,
+          "repeats": args.repeats,
+          "target_throughput_ratio": TARGET,
+          "rows": rows,
+          "scan_speedup_over_dispatch": scan_ratio,
+          "unrolled_scan_speedup_over_dispatch": unrolled_ratio,
+          **extra,
+          "machine": info,
+      }
+  )
+  common.table(
+      rows,
+      [
+          "variant",
+          "step_ms",
+          "images_per_s",
+          "throughput_ratio",
+          "best_time_ratio",
+          "cpu_time_ratio",
+          "vs_handwritten_resident",
+          "meets_target",
+      ],
+      title=f"{args.model} batch {args.batch_size} on {source}: images/s ratio to the "
+      f"hand-written loop (target simsoft >= {TARGET}); lax.scan over {k} steps "
+      f"is {scan_ratio:.2f}x the per-step dispatch speed ({unrolled_ratio:.2f}x unrolled)",
+  )
   return rows
 
 

@@ -41,12 +41,14 @@ TARGET = 1.02
 def loss_fns(alpha: float) -> dict[str, step_lib.LossFn]:
   return {
       "optax_ce": lambda logits, labels, s: optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels),
+          logits, labels
+      ),
       "soft_target": step_lib.make_loss_fn("soft_target", alpha),
       "log_sum": step_lib.make_loss_fn("log_sum", alpha),
       # A/A control: the baseline again, built last; its ratio is the noise floor
       "optax_ce_again": lambda logits, labels, s: optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels),
+          logits, labels
+      ),
   }
 
 
@@ -55,12 +57,21 @@ def cost(compiled) -> dict:
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
     analysis = analysis[0] if analysis else {}
-  return {"flops": float(analysis.get("flops", 0.0)),
-          "bytes_accessed": float(analysis.get("bytes accessed", 0.0))}
+  return {
+      "flops": float(analysis.get("flops", 0.0)),
+      "bytes_accessed": float(analysis.get("bytes accessed", 0.0)),
+  }
 
 
-def loss_only(fns: dict, batch_size: int, num_classes: int, similarity: np.ndarray, *,
-              inner: int, repeats: int) -> dict[str, float]:
+def loss_only(
+    fns: dict,
+    batch_size: int,
+    num_classes: int,
+    similarity: np.ndarray,
+    *,
+    inner: int,
+    repeats: int,
+) -> dict[str, float]:
   """Seconds per (loss + gradient w.r.t. logits) of each loss alone, on [B, C] logits.
 
   `inner` evaluations run in one jitted fori_loop (each depends on the last, so
@@ -76,16 +87,23 @@ def loss_only(fns: dict, batch_size: int, num_classes: int, similarity: np.ndarr
 
     @jax.jit
     def many(z, grad=grad):
-      return jax.lax.fori_loop(0, inner, lambda i, acc: acc + grad(z + 1e-3 * acc), z)
+      return jax.lax.fori_loop(
+          0, inner, lambda i, acc: acc + grad(z + 1e-3 * acc), z
+      )
 
     jax.block_until_ready(many(logits))
-    variants[name] = lambda n, many=many: [jax.block_until_ready(many(logits)) for _ in range(n)]
+    variants[name] = lambda n, many=many: [
+        jax.block_until_ready(many(logits)) for _ in range(n)
+    ]
   times = common.interleave(variants, steps=1, repeats=repeats, warmup=1)
-  return {name: statistics.median(ts) / inner for name, ts in times["cpu"].items()}
+  return {
+      name: statistics.median(ts) / inner for name, ts in times["cpu"].items()
+  }
 
 
-def make_variant(path: pipeline.SimsoftPath, step, batches: list[dict],
-                 key: jax.Array) -> common.Variant:
+def make_variant(
+    path: pipeline.SimsoftPath, step, batches: list[dict], key: jax.Array
+) -> common.Variant:
   """Steps through `batches` in turn (one fixed batch would be memorised, and a
   converged model's tiny gradients change the arithmetic the step does)."""
   holder = {"state": path.state, "i": 0}
@@ -107,8 +125,12 @@ def main(argv=None) -> list[dict]:
   ap.add_argument("--batch_size", type=int, default=128)
   ap.add_argument("--num_classes", type=int, default=10)
   ap.add_argument("--alpha", type=float, default=0.5)
-  ap.add_argument("--num_batches", type=int, default=16,
-                  help="distinct device-resident batches each variant steps through")
+  ap.add_argument(
+      "--num_batches",
+      type=int,
+      default=16,
+      help="distinct device-resident batches each variant steps through",
+  )
   common.add_common_args(ap, steps=1, repeats=60)
   args = ap.parse_args(argv)
   common.apply_smoke(args)
@@ -116,56 +138,115 @@ def main(argv=None) -> list[dict]:
     args.batch_size, args.num_batches = 8, 2
 
   info = common.machine()
-  split = pipeline.synthetic_split(args.batch_size * args.num_batches, (28, 28, 1),
-                                   args.num_classes)
+  split = pipeline.synthetic_split(
+      args.batch_size * args.num_batches, (28, 28, 1), args.num_classes
+  )
   rng = np.random.default_rng(1)
-  similarity = rng.random((args.num_classes, args.num_classes)).astype(np.float32) + np.eye(
-      args.num_classes, dtype=np.float32)
+  similarity = rng.random((args.num_classes, args.num_classes)).astype(
+      np.float32
+  ) + np.eye(args.num_classes, dtype=np.float32)
   similarity /= similarity.sum(1, keepdims=True)
   variants, costs = {}, {}
   fns = loss_fns(args.alpha)
   if args.smoke:
-    del fns["optax_ce_again"]  # a copy of the baseline: nothing new to check, one compile less
+    del fns[
+        "optax_ce_again"
+    ]  # a copy of the baseline: nothing new to check, one compile less
   for name, fn in fns.items():
-    path = pipeline.simsoft_step(model=args.model, split=split, num_classes=args.num_classes,
-                                 loss_fn=fn, optimizer=pipeline.optimizer_config("sgd"),
-                                 batch_size=args.batch_size)
+    path = pipeline.simsoft_step(
+        model=args.model,
+        split=split,
+        num_classes=args.num_classes,
+        loss_fn=fn,
+        optimizer=pipeline.optimizer_config("sgd"),
+        batch_size=args.batch_size,
+    )
     path.state["similarity"] = jax.device_put(similarity, path.run.replicated)
-    batches = [pipeline.device_batch(split.take(np.arange(j * args.batch_size,
-                                                          (j + 1) * args.batch_size)),
-                                     args.batch_size, path.run.batch_sharding)
-               for j in range(args.num_batches)]
+    batches = [
+        pipeline.device_batch(
+            split.take(
+                np.arange(j * args.batch_size, (j + 1) * args.batch_size)
+            ),
+            args.batch_size,
+            path.run.batch_sharding,
+        )
+        for j in range(args.num_batches)
+    ]
     key = jax.random.key(0)
-    compiled = path.step.lower(path.state, batches[0], key).compile()  # compiled once
+    compiled = path.step.lower(
+        path.state, batches[0], key
+    ).compile()  # compiled once
     variants[name] = make_variant(path, compiled, batches, key)
     costs[name] = cost(compiled)
 
   times = common.interleave(
-      variants, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+      variants,
+      steps=args.steps,
+      repeats=args.repeats,
+      warmup=args.warmup,
       on_repeat=lambda r, row: common.emit(
-          {"bench": "losses", "repeat": r, **{k: 1e3 * v for k, v in row.items()}}))
+          {
+              "bench": "losses",
+              "repeat": r,
+              **{k: 1e3 * v for k, v in row.items()},
+          }
+      ),
+  )
   rows = common.summarize(times, base="optax_ce", batch_size=args.batch_size)
-  alone = loss_only(fns, args.batch_size, args.num_classes, similarity,
-                    inner=10 if args.smoke else 200, repeats=args.repeats if args.smoke else 15)
+  alone = loss_only(
+      fns,
+      args.batch_size,
+      args.num_classes,
+      similarity,
+      inner=10 if args.smoke else 200,
+      repeats=args.repeats if args.smoke else 15,
+  )
   base = next(r for r in rows if r["variant"] == "optax_ce")
   for row in rows:
     name = row["variant"]
-    row["meets_target"] = name.startswith("optax_ce") or row["time_ratio"] <= TARGET
+    row["meets_target"] = (
+        name.startswith("optax_ce") or row["time_ratio"] <= TARGET
+    )
     row["flops_ratio"] = costs[name]["flops"] / costs["optax_ce"]["flops"]
-    row["bytes_ratio"] = costs[name]["bytes_accessed"] / costs["optax_ce"]["bytes_accessed"]
+    row["bytes_ratio"] = (
+        costs[name]["bytes_accessed"] / costs["optax_ce"]["bytes_accessed"]
+    )
     row["loss_alone_us"] = 1e6 * alone[name]
     # the step's CPU time if the loss were the only difference
     row["implied_cpu_ratio"] = 1.0 + (alone[name] - alone["optax_ce"]) / (
-        1e-3 * base["cpu_step_ms"])
-  summary = {"bench": "losses", "summary": True, "model": args.model,
-             "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-             "target_time_ratio": TARGET, "rows": rows, "costs": costs, "machine": info}
+        1e-3 * base["cpu_step_ms"]
+    )
+  summary = {
+      "bench": "losses",
+      "summary": True,
+      "model": args.model,
+      "batch_size": args.batch_size,
+      "steps": args.steps,
+      "repeats": args.repeats,
+      "target_time_ratio": TARGET,
+      "rows": rows,
+      "costs": costs,
+      "machine": info,
+  }
   common.emit(summary)
-  common.table(rows, ["variant", "step_ms", "time_ratio", "best_time_ratio", "cpu_step_ms",
-                      "cpu_time_ratio", "flops_ratio", "bytes_ratio", "loss_alone_us",
-                      "implied_cpu_ratio", "meets_target"],
-               title=f"train step, {args.model} batch {args.batch_size}: step-time ratio to "
-                     f"optax_ce (target <= {TARGET}), median of {args.repeats} paired repeats")
+  common.table(
+      rows,
+      [
+          "variant",
+          "step_ms",
+          "time_ratio",
+          "best_time_ratio",
+          "cpu_step_ms",
+          "cpu_time_ratio",
+          "flops_ratio",
+          "bytes_ratio",
+          "loss_alone_us",
+          "implied_cpu_ratio",
+          "meets_target",
+      ],
+      title=f"train step, {args.model} batch {args.batch_size}: step-time ratio to "
+      f"optax_ce (target <= {TARGET}), median of {args.repeats} paired repeats",
+  )
   return rows
 
 

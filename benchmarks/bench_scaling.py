@@ -44,39 +44,83 @@ def worker(args) -> None:
   shape = (args.image_size, args.image_size, args.channels)
   split = pipeline.synthetic_split(max(args.batch_size, 256), shape, 10)
   path = pipeline.simsoft_step(
-      model=args.model, split=split, num_classes=10,
+      model=args.model,
+      split=split,
+      num_classes=10,
       loss_fn=lambda logits, labels, s: optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels),
-      optimizer=pipeline.optimizer_config("sgd"), batch_size=args.batch_size)
+          logits, labels
+      ),
+      optimizer=pipeline.optimizer_config("sgd"),
+      batch_size=args.batch_size,
+  )
   batch = pipeline.device_batch(split, args.batch_size, path.run.batch_sharding)
   key = jax.random.key(0)
   state = path.state
   for _ in range(max(args.warmup, 1)):
     state, metrics = path.step(state, batch, key)
   jax.block_until_ready(metrics)
-  print(json.dumps({"ready": True, "devices": jax.device_count(),
-                    "batch_per_device": args.batch_size // jax.device_count()}), flush=True)
+  print(
+      json.dumps(
+          {
+              "ready": True,
+              "devices": jax.device_count(),
+              "batch_per_device": args.batch_size // jax.device_count(),
+          }
+      ),
+      flush=True,
+  )
   for line in sys.stdin:
     n = int(line.split()[1])
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
       state, metrics = path.step(state, batch, key)
     jax.block_until_ready(metrics)
-    print(json.dumps({"wall": (time.perf_counter() - wall) / n,
-                      "cpu": (time.process_time() - cpu) / n}), flush=True)
+    print(
+        json.dumps(
+            {
+                "wall": (time.perf_counter() - wall) / n,
+                "cpu": (time.process_time() - cpu) / n,
+            }
+        ),
+        flush=True,
+    )
 
 
 def start_worker(n: int, args) -> subprocess.Popen:
-  flags = os.environ.get("XLA_FLAGS", "").replace(
-      "--xla_force_host_platform_device_count=4", "").strip()
-  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip(),
-             JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "benchmarks.bench_scaling", "--worker",
-         "--model", args.model, "--batch_size", str(args.batch_size),
-         "--image_size", str(args.image_size), "--channels", str(args.channels),
-         "--warmup", str(args.warmup)]
-  proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True)
+  flags = (
+      os.environ.get("XLA_FLAGS", "")
+      .replace("--xla_force_host_platform_device_count=4", "")
+      .strip()
+  )
+  env = dict(
+      os.environ,
+      XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip(),
+      JAX_PLATFORMS="cpu",
+  )
+  cmd = [
+      sys.executable,
+      "-m",
+      "benchmarks.bench_scaling",
+      "--worker",
+      "--model",
+      args.model,
+      "--batch_size",
+      str(args.batch_size),
+      "--image_size",
+      str(args.image_size),
+      "--channels",
+      str(args.channels),
+      "--warmup",
+      str(args.warmup),
+  ]
+  proc = subprocess.Popen(
+      cmd,
+      env=env,
+      cwd=ROOT,
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   return proc
 
 
@@ -87,7 +131,9 @@ def _read(proc: subprocess.Popen) -> dict:
   return json.loads(line)
 
 
-def gradient_all_reduce_table(num_classes: int = 10, per_chip_batch: int = 128) -> list[dict]:
+def gradient_all_reduce_table(
+    num_classes: int = 10, per_chip_batch: int = 128
+) -> list[dict]:
   """Gradient bytes per data-parallel step and their ring all-reduce time on TPU ICI."""
   import jax
   import jax.numpy as jnp
@@ -96,24 +142,42 @@ def gradient_all_reduce_table(num_classes: int = 10, per_chip_batch: int = 128) 
   from simsoft import models as models_lib
 
   rows = []
-  for label, name, kwargs in (("resnet18", "resnet18", {}),
-                              ("wrn-28-10", "wrn", {"depth": 28, "width": 10})):
-    model = nnx.eval_shape(lambda: models_lib.create_model(
-        name, num_classes=num_classes, input_shape=(32, 32, 3), rngs=nnx.Rngs(0), **kwargs))
+  for label, name, kwargs in (
+      ("resnet18", "resnet18", {}),
+      ("wrn-28-10", "wrn", {"depth": 28, "width": 10}),
+  ):
+    model = nnx.eval_shape(
+        lambda: models_lib.create_model(
+            name,
+            num_classes=num_classes,
+            input_shape=(32, 32, 3),
+            rngs=nnx.Rngs(0),
+            **kwargs,
+        )
+    )
     params = models_lib.param_count(model)
     graphdef, p, rest = nnx.split(model, nnx.Param, ...)
     x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    analysis = jax.jit(lambda p, r, x: nnx.merge(graphdef, p, r, copy=True)(x)).lower(
-        p, rest, x).cost_analysis()
+    analysis = (
+        jax.jit(lambda p, r, x: nnx.merge(graphdef, p, r, copy=True)(x))
+        .lower(p, rest, x)
+        .cost_analysis()
+    )
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     fwd = float(analysis["flops"])
     grad_bytes = 4 * params
-    row = {"model": label, "params": params, "gradient_MB_f32": grad_bytes / 1e6,
-           "forward_GFLOP_per_image": fwd / 1e9}
+    row = {
+        "model": label,
+        "params": params,
+        "gradient_MB_f32": grad_bytes / 1e6,
+        "forward_GFLOP_per_image": fwd / 1e9,
+    }
     for chip, bw in ICI_BYTES_PER_S.items():
       # ring (reduce-scatter + all-gather): each chip sends and receives 2 (N-1)/N x bytes
       t_comm = 2 * grad_bytes / bw
-      t_compute = 3 * fwd * per_chip_batch / PEAK_BF16_FLOPS[chip]  # fwd + 2x bwd at peak
+      t_compute = (
+          3 * fwd * per_chip_batch / PEAK_BF16_FLOPS[chip]
+      )  # fwd + 2x bwd at peak
       row[f"{chip} all-reduce ms"] = 1e3 * t_comm
       row[f"{chip} compute ms @peak (b{per_chip_batch}/chip)"] = 1e3 * t_compute
       row[f"{chip} comm/compute"] = t_comm / t_compute
@@ -126,7 +190,12 @@ def main(argv=None) -> list[dict]:
 
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--model", default="lenet")
-  ap.add_argument("--batch_size", type=int, default=128, help="global batch, fixed for every N")
+  ap.add_argument(
+      "--batch_size",
+      type=int,
+      default=128,
+      help="global batch, fixed for every N",
+  )
   ap.add_argument("--image_size", type=int, default=28)
   ap.add_argument("--channels", type=int, default=1)
   ap.add_argument("--devices", default="1,2,4")
@@ -141,15 +210,17 @@ def main(argv=None) -> list[dict]:
   counts = [int(n) for n in args.devices.split(",")]
   for n in counts:
     if n < 1 or args.batch_size % n:
-      raise ValueError(f"--batch_size {args.batch_size} must divide by every device count, "
-                       f"got {n}")
+      raise ValueError(
+          f"--batch_size {args.batch_size} must divide by every device count, "
+          f"got {n}"
+      )
 
   procs = {n: start_worker(n, args) for n in counts}
   try:
     ready = {n: _read(p) for n, p in procs.items()}
     times = {"wall": {n: [] for n in counts}, "cpu": {n: [] for n in counts}}
     for r in range(args.repeats):
-      order = counts[r % len(counts):] + counts[:r % len(counts)]
+      order = counts[r % len(counts) :] + counts[: r % len(counts)]
       row = {}
       for n in order:
         procs[n].stdin.write(f"steps {args.steps}\n")
@@ -164,23 +235,52 @@ def main(argv=None) -> list[dict]:
       p.stdin.close()
       p.wait(timeout=60)
 
-  timings = {clock: {f"{n} devices": v for n, v in d.items()} for clock, d in times.items()}
-  rows = common.summarize(timings, base=f"{counts[0]} devices", batch_size=args.batch_size)
+  timings = {
+      clock: {f"{n} devices": v for n, v in d.items()}
+      for clock, d in times.items()
+  }
+  rows = common.summarize(
+      timings, base=f"{counts[0]} devices", batch_size=args.batch_size
+  )
   for row, n in zip(rows, counts):
     row["devices"] = n
     row["batch_per_device"] = ready[n]["batch_per_device"]
   paper = gradient_all_reduce_table()
   info = common.machine()
   info["devices"] = "per worker: " + ",".join(map(str, counts))
-  common.emit({"bench": "scaling", "summary": True, "model": args.model,
-               "global_batch": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-               "rows": rows, "all_reduce_on_paper": paper, "machine": info})
-  common.table(rows, ["variant", "batch_per_device", "step_ms", "images_per_s",
-                      "throughput_ratio", "best_time_ratio", "cpu_time_ratio"],
-               title=f"{args.model}, global batch {args.batch_size} on {os.cpu_count()} cores: "
-                     f"throughput ratio to {counts[0]} device(s) (ideal 1.0)")
-  common.table(paper, list(paper[0]), title="data-parallel gradient all-reduce per step, "
-                                            "on paper (f32 gradients, ring)")
+  common.emit(
+      {
+          "bench": "scaling",
+          "summary": True,
+          "model": args.model,
+          "global_batch": args.batch_size,
+          "steps": args.steps,
+          "repeats": args.repeats,
+          "rows": rows,
+          "all_reduce_on_paper": paper,
+          "machine": info,
+      }
+  )
+  common.table(
+      rows,
+      [
+          "variant",
+          "batch_per_device",
+          "step_ms",
+          "images_per_s",
+          "throughput_ratio",
+          "best_time_ratio",
+          "cpu_time_ratio",
+      ],
+      title=f"{args.model}, global batch {args.batch_size} on {os.cpu_count()} cores: "
+      f"throughput ratio to {counts[0]} device(s) (ideal 1.0)",
+  )
+  common.table(
+      paper,
+      list(paper[0]),
+      title="data-parallel gradient all-reduce per step, "
+      "on paper (f32 gradients, ring)",
+  )
   return rows
 
 

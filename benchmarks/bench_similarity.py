@@ -30,7 +30,15 @@ from simsoft.similarity import init_stats, update_stats
 class SmallCNN(nnx.Module):
   """conv32-pool-conv64-pool-dense(features)-dense(classes); NHWC input."""
 
-  def __init__(self, channels: int, num_classes: int, feature_dim: int, side: int, *, rngs):
+  def __init__(
+      self,
+      channels: int,
+      num_classes: int,
+      feature_dim: int,
+      side: int,
+      *,
+      rngs,
+  ):
     self.conv1 = nnx.Conv(channels, 32, (3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
     self.dense = nnx.Linear(64 * (side // 4) ** 2, feature_dim, rngs=rngs)
@@ -55,7 +63,11 @@ def _data(name: str, n: int, seed: int):
     x = np.tile((x / 16.0).reshape(-1, 8, 8, 1), (reps, 1, 1, 1))[:n]
     return x.astype(np.float32), np.tile(y, reps)[:n].astype(np.int32), 10
   r = np.random.default_rng(seed)
-  return r.random((n, 28, 28, 1), np.float32), r.integers(0, 10, n).astype(np.int32), 10
+  return (
+      r.random((n, 28, 28, 1), np.float32),
+      r.integers(0, 10, n).astype(np.int32),
+      10,
+  )
 
 
 def main():
@@ -68,21 +80,28 @@ def main():
   args = ap.parse_args()
 
   x, y, c = _data(args.dataset, args.num_examples, 0)
-  model = SmallCNN(x.shape[-1], c, args.feature_dim, x.shape[1], rngs=nnx.Rngs(0))
+  model = SmallCNN(
+      x.shape[-1], c, args.feature_dim, x.shape[1], rngs=nnx.Rngs(0)
+  )
   graphdef, params = nnx.split(model)
 
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Explicit,))
+  mesh = jax.make_mesh(
+      (jax.device_count(),),
+      ("data",),
+      axis_types=(jax.sharding.AxisType.Explicit,),
+  )
   batch_sharding = NamedSharding(mesh, P("data"))
   bs = args.batch_size
   batches = []
   for s in range(0, len(y), bs):  # pad the last batch; mask marks real examples
-    xb, yb = x[s:s + bs], y[s:s + bs]
+    xb, yb = x[s : s + bs], y[s : s + bs]
     pad = bs - len(yb)
     mb = np.arange(bs) < len(yb)
     xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
     yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
-    batches.append(tuple(jax.device_put(a, batch_sharding) for a in (xb, yb, mb)))
+    batches.append(
+        tuple(jax.device_put(a, batch_sharding) for a in (xb, yb, mb))
+    )
   params = jax.device_put(params, NamedSharding(mesh, P()))
 
   @jax.jit
@@ -114,7 +133,9 @@ def main():
 
   _, correct = timed(run_eval)  # compile + warm up both
   _, stats = timed(run_estimate)
-  assert int(correct) == int(stats.count_correct.sum()), "the two passes disagree on accuracy"
+  assert int(correct) == int(
+      stats.count_correct.sum()
+  ), "the two passes disagree on accuracy"
   assert int(stats.count.sum()) == len(y)
 
   ratios, t_eval, t_est = [], [], []
@@ -124,14 +145,27 @@ def main():
     t_eval.append(times["run_eval"])
     t_est.append(times["run_estimate"])
     ratios.append(t_est[-1] / t_eval[-1])
-    print(json.dumps({"repeat": r, "eval_s": round(t_eval[-1], 5),
-                      "estimate_s": round(t_est[-1], 5), "ratio": round(ratios[-1], 4)}))
+    print(
+        json.dumps(
+            {
+                "repeat": r,
+                "eval_s": round(t_eval[-1], 5),
+                "estimate_s": round(t_est[-1], 5),
+                "ratio": round(ratios[-1], 4),
+            }
+        )
+    )
 
   summary = {
       "benchmark": "similarity_estimation_vs_eval",
-      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "dataset": args.dataset, "num_examples": len(y), "batch_size": bs,
-      "feature_dim": args.feature_dim, "num_classes": c, "repeats": args.repeats,
+      "device": jax.devices()[0].device_kind,
+      "num_devices": jax.device_count(),
+      "dataset": args.dataset,
+      "num_examples": len(y),
+      "batch_size": bs,
+      "feature_dim": args.feature_dim,
+      "num_classes": c,
+      "repeats": args.repeats,
       "eval_median_s": round(statistics.median(t_eval), 5),
       "estimate_median_s": round(statistics.median(t_est), 5),
       "median_ratio": round(statistics.median(ratios), 4),
@@ -140,9 +174,14 @@ def main():
   summary["meets_target"] = summary["median_ratio"] <= summary["target_ratio"]
   print(json.dumps(summary))
   print(f"\n{'pass':<12}{'median s':>12}{'examples/s':>14}")
-  for name, key in (("evaluate", "eval_median_s"), ("estimate", "estimate_median_s")):
+  for name, key in (
+      ("evaluate", "eval_median_s"),
+      ("estimate", "estimate_median_s"),
+  ):
     print(f"{name:<12}{summary[key]:>12.4f}{len(y) / summary[key]:>14.0f}")
-  print(f"median ratio estimate/evaluate = {summary['median_ratio']:.3f} (target <= 1.10)")
+  print(
+      f"median ratio estimate/evaluate = {summary['median_ratio']:.3f} (target <= 1.10)"
+  )
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ XLA_FLAG_ATTEMPTS = {
     "flag_xnn_fusion": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
     "flag_xnn_graph": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "flag_ynn_fusion": "--xla_cpu_experimental_ynn_fusion_type="
-                       "dot,eltwise,reduce,individual_dot,individual_convolution",
+    "dot,eltwise,reduce,individual_dot,individual_convolution",
     "flag_onednn": "--xla_cpu_use_onednn=true "
-                   "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce",
+    "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce",
     # one core each: XLA single-threaded and torch.set_num_threads(1), which also
     # takes busy-waiting thread pools out of the picture on a loaded machine
     "one_thread_each": "--xla_cpu_multi_thread_eigen=false",
@@ -82,23 +82,33 @@ IN_PROCESS_ATTEMPTS = ("jax_no_donation", "jax_bf16", *FN_ATTEMPTS, "b256")
 
 def _batch(shape, batch_size, seed=0):
   r = np.random.default_rng(seed)
-  return (r.random((batch_size,) + shape, np.float32),
-          r.integers(0, 10, batch_size).astype(np.int32))
+  return (
+      r.random((batch_size,) + shape, np.float32),
+      r.integers(0, 10, batch_size).astype(np.int32),
+  )
 
 
 # ----------------------------------------------------------------------------
 # PyTorch
 # ----------------------------------------------------------------------------
 
-def torch_variant(model: str, batch_size: int, *, compile: bool = False,
-                  channels_last: bool = False) -> common.Variant:
+
+def torch_variant(
+    model: str,
+    batch_size: int,
+    *,
+    compile: bool = False,
+    channels_last: bool = False,
+) -> common.Variant:
   import torch
   import torch.nn.functional as F
 
   from benchmarks import torch_models
 
   torch.manual_seed(0)
-  net = torch_models.create_model(model, num_classes=10, input_shape=INPUT_SHAPES[model])
+  net = torch_models.create_model(
+      model, num_classes=10, input_shape=INPUT_SHAPES[model]
+  )
   x, y = _batch(INPUT_SHAPES[model], batch_size)
   x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
   y = torch.from_numpy(y).long()
@@ -124,6 +134,7 @@ def torch_variant(model: str, batch_size: int, *, compile: bool = False,
 # JAX
 # ----------------------------------------------------------------------------
 
+
 def _loop(step, params, opt_state, x, y) -> common.Variant:
   holder = {"p": params, "o": opt_state}
 
@@ -137,12 +148,18 @@ def _loop(step, params, opt_state, x, y) -> common.Variant:
   return run
 
 
-def jax_variant(model: str, batch_size: int, *, dtype=jnp.float32,
-                donate: bool = True) -> common.Variant:
+def jax_variant(
+    model: str, batch_size: int, *, dtype=jnp.float32, donate: bool = True
+) -> common.Variant:
   """simsoft.models model in a plain jitted step: ((params, rest), opt) -> updated, loss."""
   tx = optax.adam(LEARNING_RATE)
-  build = lambda: models_lib.create_model(model, num_classes=10, input_shape=INPUT_SHAPES[model],
-                                          rngs=nnx.Rngs(0), dtype=dtype)
+  build = lambda: models_lib.create_model(
+      model,
+      num_classes=10,
+      input_shape=INPUT_SHAPES[model],
+      rngs=nnx.Rngs(0),
+      dtype=dtype,
+  )
   graphdef = nnx.graphdef(nnx.eval_shape(build))
 
   @jax.jit
@@ -157,7 +174,10 @@ def jax_variant(model: str, batch_size: int, *, dtype=jnp.float32,
       m = nnx.merge(graphdef, p, rest, copy=True)
       logits = m(x)
       _, _, new_rest = nnx.split(m, nnx.Param, ...)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_rest
+      return (
+          optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
+          new_rest,
+      )
 
     (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -176,8 +196,11 @@ def jax_fn_variant(batch_size: int, **lowering) -> common.Variant:
   opt_state = tx.init(params)
 
   def step(p, o, x, y):
-    loss, grads = jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        jax_lenet.apply(p, x, **lowering), y).mean())(p)
+    loss, grads = jax.value_and_grad(
+        lambda p: optax.softmax_cross_entropy_with_integer_labels(
+            jax_lenet.apply(p, x, **lowering), y
+        ).mean()
+    )(p)
     updates, o = tx.update(grads, o, p)
     return optax.apply_updates(p, updates), o, loss
 
@@ -188,6 +211,7 @@ def jax_fn_variant(batch_size: int, **lowering) -> common.Variant:
 # ----------------------------------------------------------------------------
 # Groups of variants timed together
 # ----------------------------------------------------------------------------
+
 
 def _torch_available() -> bool:
   try:
@@ -202,7 +226,9 @@ def groups(model: str, args) -> dict[str, tuple[int, dict[str, callable]]]:
   b = args.batch_size
   main = {"torch_eager": lambda: torch_variant(model, b)}
   if not args.no_channels_last:
-    main["torch_channels_last"] = lambda: torch_variant(model, b, channels_last=True)
+    main["torch_channels_last"] = lambda: torch_variant(
+        model, b, channels_last=True
+    )
   if not args.no_compile:
     main["torch_compile"] = lambda: torch_variant(model, b, compile=True)
   main["jax"] = lambda: jax_variant(model, b)
@@ -218,8 +244,13 @@ def groups(model: str, args) -> dict[str, tuple[int, dict[str, callable]]]:
         main[name] = (lambda kw: lambda: jax_fn_variant(b, **kw))(lowering)
   if "b256" in wanted:
     big = 2 * b
-    out[f"{model}_b{big}"] = (big, {"torch_eager": lambda: torch_variant(model, big),
-                                    "jax": lambda: jax_variant(model, big)})
+    out[f"{model}_b{big}"] = (
+        big,
+        {
+            "torch_eager": lambda: torch_variant(model, big),
+            "jax": lambda: jax_variant(model, big),
+        },
+    )
   return out
 
 
@@ -228,9 +259,19 @@ def run_group(name: str, batch_size: int, builders: dict, args) -> list[dict]:
   for vname, build in builders.items():
     variants[vname] = build()
   times = common.interleave(
-      variants, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+      variants,
+      steps=args.steps,
+      repeats=args.repeats,
+      warmup=args.warmup,
       on_repeat=lambda r, row: common.emit(
-          {"bench": "torch", "group": name, "repeat": r, **{k: 1e3 * v for k, v in row.items()}}))
+          {
+              "bench": "torch",
+              "group": name,
+              "repeat": r,
+              **{k: 1e3 * v for k, v in row.items()},
+          }
+      ),
+  )
   rows = common.summarize(times, base="torch_eager", batch_size=batch_size)
   torch_rows = [r for r in rows if r["variant"].startswith("torch")]
   best = max(torch_rows, key=lambda r: r["images_per_s"])
@@ -243,18 +284,45 @@ def run_group(name: str, batch_size: int, builders: dict, args) -> list[dict]:
 
 def run_flag_attempt(name: str, flags: str, model: str, args) -> dict:
   """Times torch_eager and jax for `model` in a child process with XLA_FLAGS=flags."""
-  env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())
+  env = dict(
+      os.environ,
+      XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
+  )
   threads = TORCH_THREADS.get(name, args.torch_threads)
-  cmd = [sys.executable, "-m", "benchmarks.bench_torch", "--child", "--models", model,
-         "--torch_threads", str(threads),
-         "--attempts", "none", "--no_compile", "--no_channels_last",
-         "--batch_size", str(args.batch_size), "--steps", str(args.steps),
-         "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
-  proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cmd = [
+      sys.executable,
+      "-m",
+      "benchmarks.bench_torch",
+      "--child",
+      "--models",
+      model,
+      "--torch_threads",
+      str(threads),
+      "--attempts",
+      "none",
+      "--no_compile",
+      "--no_channels_last",
+      "--batch_size",
+      str(args.batch_size),
+      "--steps",
+      str(args.steps),
+      "--repeats",
+      str(args.repeats),
+      "--warmup",
+      str(args.warmup),
+  ]
+  proc = subprocess.run(
+      cmd,
+      env=env,
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   if proc.returncode:
     return {"variant": name, "group": model, "error": proc.stderr[-2000:]}
-  summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+  summary = json.loads(
+      [line for line in proc.stdout.splitlines() if line.startswith("{")][-1]
+  )
   jax_row = next(r for r in summary["rows"] if r["variant"] == "jax")
   return {**jax_row, "variant": name, "group": model, "xla_flags": flags}
 
@@ -263,18 +331,30 @@ def main(argv=None) -> list[dict]:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--models", default="lenet,resnet20")
   ap.add_argument("--batch_size", type=int, default=128)
-  ap.add_argument("--attempts", default="all",
-                  help="comma list of attempt names, 'all' or 'none' "
-                       f"(in-process: {', '.join(IN_PROCESS_ATTEMPTS)}; "
-                       f"XLA flags: {', '.join(XLA_FLAG_ATTEMPTS)})")
-  ap.add_argument("--no_compile", action="store_true", help="skip torch.compile")
+  ap.add_argument(
+      "--attempts",
+      default="all",
+      help="comma list of attempt names, 'all' or 'none' "
+      f"(in-process: {', '.join(IN_PROCESS_ATTEMPTS)}; "
+      f"XLA flags: {', '.join(XLA_FLAG_ATTEMPTS)})",
+  )
+  ap.add_argument(
+      "--no_compile", action="store_true", help="skip torch.compile"
+  )
   ap.add_argument("--no_channels_last", action="store_true")
-  ap.add_argument("--torch_threads", type=int, default=0,
-                  help="torch.set_num_threads (0: PyTorch's default, one per core)")
-  ap.add_argument("--one_core", action="store_true",
-                  help="pin to CPU 0 with one thread each (XLA single-threaded Eigen, "
-                       "torch.set_num_threads(1)): per-core efficiency, free of the "
-                       "busy-waiting thread pools that swing on a loaded machine")
+  ap.add_argument(
+      "--torch_threads",
+      type=int,
+      default=0,
+      help="torch.set_num_threads (0: PyTorch's default, one per core)",
+  )
+  ap.add_argument(
+      "--one_core",
+      action="store_true",
+      help="pin to CPU 0 with one thread each (XLA single-threaded Eigen, "
+      "torch.set_num_threads(1)): per-core efficiency, free of the "
+      "busy-waiting thread pools that swing on a loaded machine",
+  )
   ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   common.add_common_args(ap, steps=3, repeats=7)
   args = ap.parse_args(argv)
@@ -282,10 +362,13 @@ def main(argv=None) -> list[dict]:
     # XLA reads XLA_FLAGS when the backend starts (first use), not at import;
     # children inherit both the affinity and the environment.
     if jax._src.xla_bridge.backends_are_initialized():
-      raise RuntimeError("--one_core must be set before JAX has started its backend")
+      raise RuntimeError(
+          "--one_core must be set before JAX has started its backend"
+      )
     os.sched_setaffinity(0, {0})
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+    ).strip()
     args.torch_threads = 1
   common.apply_smoke(args)
   if args.smoke:
@@ -305,9 +388,13 @@ def main(argv=None) -> list[dict]:
   models = [m.strip() for m in args.models.split(",") if m.strip()]
   for m in models:
     if m not in INPUT_SHAPES:
-      raise ValueError(f"unknown model {m!r} in --models; known: {sorted(INPUT_SHAPES)}")
+      raise ValueError(
+          f"unknown model {m!r} in --models; known: {sorted(INPUT_SHAPES)}"
+      )
   if not _torch_available():
-    raise SystemExit("bench_torch needs PyTorch: pip install -r benchmarks/requirements.txt")
+    raise SystemExit(
+        "bench_torch needs PyTorch: pip install -r benchmarks/requirements.txt"
+    )
 
   import torch
 
@@ -320,26 +407,62 @@ def main(argv=None) -> list[dict]:
     for gname, (batch, builders) in groups(model, args).items():
       rows += run_group(gname, batch, builders, args)
     if not args.child:
-      base = next(r for r in rows if r["group"] == model and r["variant"] == "jax")
-      best_torch = max((r for r in rows if r["group"] == model and r["variant"].startswith("torch")),
-                       key=lambda r: r["images_per_s"])
+      base = next(
+          r for r in rows if r["group"] == model and r["variant"] == "jax"
+      )
+      best_torch = max(
+          (
+              r
+              for r in rows
+              if r["group"] == model and r["variant"].startswith("torch")
+          ),
+          key=lambda r: r["images_per_s"],
+      )
       for name in args.attempts:
         if name in XLA_FLAG_ATTEMPTS:
           row = run_flag_attempt(name, XLA_FLAG_ATTEMPTS[name], model, args)
           if "error" not in row:
             # the child's jax / torch_eager ratio, re-expressed against this process's rows
-            eager = next(r for r in rows if r["group"] == model and r["variant"] == "torch_eager")
-            row["vs_jax_default"] = row["throughput_ratio"] / base["throughput_ratio"]
-            row["vs_best_torch"] = row["throughput_ratio"] * eager["images_per_s"] / best_torch[
-                "images_per_s"]
+            eager = next(
+                r
+                for r in rows
+                if r["group"] == model and r["variant"] == "torch_eager"
+            )
+            row["vs_jax_default"] = (
+                row["throughput_ratio"] / base["throughput_ratio"]
+            )
+            row["vs_best_torch"] = (
+                row["throughput_ratio"]
+                * eager["images_per_s"]
+                / best_torch["images_per_s"]
+            )
           common.emit({"bench": "torch", "flag_attempt": True, **row})
           rows.append(row)
-  common.emit({"bench": "torch", "summary": True, "models": models, "batch_size": args.batch_size,
-               "steps": args.steps, "repeats": args.repeats, "rows": rows, "machine": info})
-  common.table(rows, ["group", "variant", "step_ms", "images_per_s", "throughput_ratio",
-                      "vs_best_torch"],
-               title="images/s; throughput_ratio = variant / torch_eager (paired median); "
-                     "vs_best_torch = variant / fastest PyTorch variant; target jax >= 1.0")
+  common.emit(
+      {
+          "bench": "torch",
+          "summary": True,
+          "models": models,
+          "batch_size": args.batch_size,
+          "steps": args.steps,
+          "repeats": args.repeats,
+          "rows": rows,
+          "machine": info,
+      }
+  )
+  common.table(
+      rows,
+      [
+          "group",
+          "variant",
+          "step_ms",
+          "images_per_s",
+          "throughput_ratio",
+          "vs_best_torch",
+      ],
+      title="images/s; throughput_ratio = variant / torch_eager (paired median); "
+      "vs_best_torch = variant / fastest PyTorch variant; target jax >= 1.0",
+  )
   return rows
 
 

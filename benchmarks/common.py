@@ -27,7 +27,11 @@ def machine() -> dict:
   cpu = platform.processor() or "unknown"
   try:
     with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+      cpu = next(
+          line.split(":", 1)[1].strip()
+          for line in f
+          if line.startswith("model name")
+      )
   except (OSError, StopIteration):
     pass
   try:
@@ -35,10 +39,16 @@ def machine() -> dict:
   except OSError:
     load = None
   return {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "cpu": cpu, "cpu_count": os.cpu_count(), "load_1min": load,
-      "jax": jax.__version__, "backend": jax.default_backend(),
-      "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M UTC"
+      ),
+      "cpu": cpu,
+      "cpu_count": os.cpu_count(),
+      "load_1min": load,
+      "jax": jax.__version__,
+      "backend": jax.default_backend(),
+      "devices": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
   }
@@ -48,12 +58,19 @@ def timed(run: Variant, steps: int) -> tuple[float, float]:
   """(wall seconds, process CPU seconds) per step of run(steps)."""
   wall, cpu = time.perf_counter(), time.process_time()
   run(steps)
-  return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+  return (time.perf_counter() - wall) / steps, (
+      time.process_time() - cpu
+  ) / steps
 
 
-def interleave(variants: Mapping[str, Variant], *, steps: int, repeats: int,
-               warmup: int = 2, on_repeat: Callable[[int, dict], None] | None = None,
-               ) -> dict[str, dict[str, list[float]]]:
+def interleave(
+    variants: Mapping[str, Variant],
+    *,
+    steps: int,
+    repeats: int,
+    warmup: int = 2,
+    on_repeat: Callable[[int, dict], None] | None = None,
+) -> dict[str, dict[str, list[float]]]:
   """Per-step seconds of each variant, one entry per repeat, on two clocks.
 
   Returns {'wall': {name: [...]}, 'cpu': {name: [...]}}. 'cpu' is the CPU time
@@ -64,11 +81,16 @@ def interleave(variants: Mapping[str, Variant], *, steps: int, repeats: int,
   caches). In repeat r the variants run in the order rotated by r.
   """
   if steps < 1 or repeats < 1:
-    raise ValueError(f"steps and repeats must be >= 1, got steps={steps}, repeats={repeats}")
+    raise ValueError(
+        f"steps and repeats must be >= 1, got steps={steps}, repeats={repeats}"
+    )
   names = list(variants)
   for name in names:
     variants[name](max(warmup, 1))
-  times = {"wall": {name: [] for name in names}, "cpu": {name: [] for name in names}}
+  times = {
+      "wall": {name: [] for name in names},
+      "cpu": {name: [] for name in names},
+  }
   for r in range(repeats):
     k = r % len(names)
     row = {}
@@ -82,9 +104,14 @@ def interleave(variants: Mapping[str, Variant], *, steps: int, repeats: int,
   return times
 
 
-def paired_ratios(times: Mapping[str, Sequence[float]], base: str) -> dict[str, list[float]]:
+def paired_ratios(
+    times: Mapping[str, Sequence[float]], base: str
+) -> dict[str, list[float]]:
   """times[name][r] / times[base][r] for every name and repeat r."""
-  return {name: [t / b for t, b in zip(ts, times[base])] for name, ts in times.items()}
+  return {
+      name: [t / b for t, b in zip(ts, times[base])]
+      for name, ts in times.items()
+  }
 
 
 def spread(values: Sequence[float]) -> dict:
@@ -99,8 +126,12 @@ def spread(values: Sequence[float]) -> dict:
   return {"median": med, "min": values[0], "max": values[-1], "rel_iqr": iqr}
 
 
-def summarize(timings: Mapping[str, Mapping[str, Sequence[float]]], *, base: str,
-              batch_size: int) -> list[dict]:
+def summarize(
+    timings: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    base: str,
+    batch_size: int,
+) -> list[dict]:
   """One row per variant from interleave()'s timings, ratios against `base`.
 
   Wall clock: step_ms (median), images_per_s = batch_size / median step,
@@ -116,20 +147,26 @@ def summarize(timings: Mapping[str, Mapping[str, Sequence[float]]], *, base: str
   rows = []
   for name, ts in wall.items():
     s = spread(ts)
-    rows.append({
-        "variant": name, "step_ms": 1e3 * s["median"],
-        "images_per_s": batch_size / s["median"],
-        "time_ratio": statistics.median(ratios[name]),
-        "throughput_ratio": statistics.median([1.0 / x for x in ratios[name]]),
-        "time_ratio_min": min(ratios[name]), "time_ratio_max": max(ratios[name]),
-        "best_time_ratio": s["min"] / min(wall[base]),
-        "best_images_per_s": batch_size / s["min"],
-        "step_rel_iqr": s["rel_iqr"],
-        "cpu_step_ms": 1e3 * statistics.median(cpu[name]),
-        "cpu_time_ratio": statistics.median(cpu_ratios[name]),
-        "cpu_rel_iqr": spread(cpu[name])["rel_iqr"],
-        "repeats": len(ts),
-    })
+    rows.append(
+        {
+            "variant": name,
+            "step_ms": 1e3 * s["median"],
+            "images_per_s": batch_size / s["median"],
+            "time_ratio": statistics.median(ratios[name]),
+            "throughput_ratio": statistics.median(
+                [1.0 / x for x in ratios[name]]
+            ),
+            "time_ratio_min": min(ratios[name]),
+            "time_ratio_max": max(ratios[name]),
+            "best_time_ratio": s["min"] / min(wall[base]),
+            "best_images_per_s": batch_size / s["min"],
+            "step_rel_iqr": s["rel_iqr"],
+            "cpu_step_ms": 1e3 * statistics.median(cpu[name]),
+            "cpu_time_ratio": statistics.median(cpu_ratios[name]),
+            "cpu_rel_iqr": spread(cpu[name])["rel_iqr"],
+            "repeats": len(ts),
+        }
+    )
   return rows
 
 
@@ -145,15 +182,21 @@ def _jsonable(x):
     return str(x)
 
 
-def table(rows: Sequence[Mapping], columns: Sequence[str], title: str = "") -> None:
+def table(
+    rows: Sequence[Mapping], columns: Sequence[str], title: str = ""
+) -> None:
   """A short fixed-width table on stdout (floats to 3 significant digits)."""
+
   def fmt(v):
     if isinstance(v, float):
       return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
 
   cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-  widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+  widths = [
+      max(len(c), *(len(row[i]) for row in cells))
+      for i, c in enumerate(columns)
+  ]
   if title:
     print(title)
   print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
@@ -164,11 +207,20 @@ def table(rows: Sequence[Mapping], columns: Sequence[str], title: str = "") -> N
 
 def add_common_args(parser, *, steps: int, repeats: int) -> None:
   """--steps, --repeats, --warmup, --smoke (2 steps, 1 repeat, tiny sizes)."""
-  parser.add_argument("--steps", type=int, default=steps, help="steps per timed block")
-  parser.add_argument("--repeats", type=int, default=repeats, help="interleaved repeats")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-  parser.add_argument("--smoke", action="store_true",
-                      help="tiny run (2 steps, 1 repeat) to check the script end to end")
+  parser.add_argument(
+      "--steps", type=int, default=steps, help="steps per timed block"
+  )
+  parser.add_argument(
+      "--repeats", type=int, default=repeats, help="interleaved repeats"
+  )
+  parser.add_argument(
+      "--warmup", type=int, default=2, help="untimed steps per variant first"
+  )
+  parser.add_argument(
+      "--smoke",
+      action="store_true",
+      help="tiny run (2 steps, 1 repeat) to check the script end to end",
+  )
 
 
 def apply_smoke(args) -> None:

@@ -28,7 +28,9 @@ from simsoft import train_step as step_lib
 from simsoft.train import Run, make_mesh  # no TensorFlow: CLU loads when training starts
 
 
-def optimizer_config(name: str = "sgd", learning_rate: float = 0.05) -> ml_collections.ConfigDict:
+def optimizer_config(
+    name: str = "sgd", learning_rate: float = 0.05
+) -> ml_collections.ConfigDict:
   """config.optimizer of simsoft's base config ('sgd': momentum 0.9, cosine, wd 5e-4; 'adamw')."""
   cfg = config_lib.base_config().optimizer
   cfg.name = name
@@ -38,12 +40,15 @@ def optimizer_config(name: str = "sgd", learning_rate: float = 0.05) -> ml_colle
   return cfg
 
 
-def synthetic_split(n: int, image_shape: tuple[int, int, int], num_classes: int,
-                    seed: int = 0) -> data_lib.ArraySplit:
+def synthetic_split(
+    n: int, image_shape: tuple[int, int, int], num_classes: int, seed: int = 0
+) -> data_lib.ArraySplit:
   """n random uint8 images and int32 labels (the dtype real IDX/TFDS sources have)."""
   r = np.random.default_rng(seed)
-  return data_lib.ArraySplit(r.integers(0, 256, (n,) + tuple(image_shape), dtype=np.uint8),
-                             r.integers(0, num_classes, n).astype(np.int32))
+  return data_lib.ArraySplit(
+      r.integers(0, 256, (n,) + tuple(image_shape), dtype=np.uint8),
+      r.integers(0, num_classes, n).astype(np.int32),
+  )
 
 
 def fashion_mnist_or_synthetic(n: int) -> tuple[data_lib.ArraySplit, str]:
@@ -59,6 +64,7 @@ def fashion_mnist_or_synthetic(n: int) -> tuple[data_lib.ArraySplit, str]:
 @dataclasses.dataclass
 class SimsoftPath:
   """simsoft's state, raw step (`step_fn`) and jitted step; `run` is the mesh/data wiring."""
+
   run: Run
   state: dict
   step: Callable
@@ -66,49 +72,96 @@ class SimsoftPath:
   graphdef: nnx.GraphDef
 
 
-def simsoft_step(*, model: str, split: data_lib.ArraySplit, num_classes: int,
-                 loss_fn: step_lib.LossFn, optimizer: ml_collections.ConfigDict,
-                 batch_size: int, augmentation: str = "none", dtype=jnp.float32,
-                 mesh: jax.sharding.Mesh | None = None, seed: int = 0,
-                 model_kwargs: dict | None = None) -> SimsoftPath:
+def simsoft_step(
+    *,
+    model: str,
+    split: data_lib.ArraySplit,
+    num_classes: int,
+    loss_fn: step_lib.LossFn,
+    optimizer: ml_collections.ConfigDict,
+    batch_size: int,
+    augmentation: str = "none",
+    dtype=jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
+    seed: int = 0,
+    model_kwargs: dict | None = None,
+) -> SimsoftPath:
   """Builds state and step as train.train_model does (estimate phase, not online)."""
   mesh = mesh or make_mesh()
   mean, std = data_lib.channel_stats(split.images)
   ds = data_lib.Dataset(
-      name="bench", num_classes=num_classes, class_names=tuple(map(str, range(num_classes))),
-      image_shape=split.image_shape, mean=mean, std=std, augmentation=augmentation,
-      splits={"train": split})
+      name="bench",
+      num_classes=num_classes,
+      class_names=tuple(map(str, range(num_classes))),
+      image_shape=split.image_shape,
+      mean=mean,
+      std=std,
+      augmentation=augmentation,
+      splits={"train": split},
+  )
   config = config_lib.base_config()
   config.batch_size = batch_size
   run = Run(config=config, workdir="", mesh=mesh, dataset=ds)
   kwargs = model_kwargs or {}
 
   def build(rngs):
-    return models_lib.create_model(model, num_classes=num_classes, input_shape=split.image_shape,
-                                   rngs=rngs, dtype=dtype, **kwargs)
+    return models_lib.create_model(
+        model,
+        num_classes=num_classes,
+        input_shape=split.image_shape,
+        rngs=rngs,
+        dtype=dtype,
+        **kwargs,
+    )
 
   steps_per_epoch = max(len(split) // batch_size, 1)
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-  tx = step_lib.make_optimizer(optimizer, steps_per_epoch=steps_per_epoch,
-                               total_steps=100 * steps_per_epoch)
+  tx = step_lib.make_optimizer(
+      optimizer,
+      steps_per_epoch=steps_per_epoch,
+      total_steps=100 * steps_per_epoch,
+  )
 
   def init_state():
     _, params, model_state = nnx.split(build(nnx.Rngs(seed)), nnx.Param, ...)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "model_state": model_state,
-            "opt_state": tx.init(params),
-            "similarity": jnp.eye(num_classes, dtype=jnp.float32),
-            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "model_state": model_state,
+        "opt_state": tx.init(params),
+        "similarity": jnp.eye(num_classes, dtype=jnp.float32),
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+    }
 
-  step_fn = step_lib.make_train_step(graphdef, tx, loss_fn, mean=mean, std=std,
-                                     augmentation=augmentation, track_epoch_stats=False)
-  step = jax.jit(step_fn, in_shardings=(run.replicated, run.batch_sharding, run.replicated),
-                 out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  step_fn = step_lib.make_train_step(
+      graphdef,
+      tx,
+      loss_fn,
+      mean=mean,
+      std=std,
+      augmentation=augmentation,
+      track_epoch_stats=False,
+  )
+  step = jax.jit(
+      step_fn,
+      in_shardings=(run.replicated, run.batch_sharding, run.replicated),
+      out_shardings=(run.replicated, run.replicated),
+      donate_argnums=0,
+  )
   state = jax.jit(init_state, out_shardings=run.replicated)()
-  return SimsoftPath(run=run, state=state, step=step, step_fn=step_fn, graphdef=graphdef)
+  return SimsoftPath(
+      run=run, state=state, step=step, step_fn=step_fn, graphdef=graphdef
+  )
 
 
-def simsoft_feeder(path: SimsoftPath, pipeline: str, *, steps_per_dispatch: int = 1,
-                   scan_unroll: bool = False, seed: int = 0):
+def simsoft_feeder(
+    path: SimsoftPath,
+    pipeline: str,
+    *,
+    steps_per_dispatch: int = 1,
+    scan_unroll: bool = False,
+    seed: int = 0,
+):
   """train.train_model's feeder: input_pipeline.make_input for 'host' or 'device'."""
   from simsoft import input_pipeline
 
@@ -116,17 +169,27 @@ def simsoft_feeder(path: SimsoftPath, pipeline: str, *, steps_per_dispatch: int 
   cfg.pipeline, cfg.steps_per_dispatch = pipeline, steps_per_dispatch
   if scan_unroll:
     cfg.scan_unroll = True
-  return input_pipeline.make_input(cfg, path.step_fn, path.run.mesh,
-                                   path.run.dataset.split("train"),
-                                   global_batch_size=path.run.config.batch_size, seed=seed,
-                                   start_step=0)
+  return input_pipeline.make_input(
+      cfg,
+      path.step_fn,
+      path.run.mesh,
+      path.run.dataset.split("train"),
+      global_batch_size=path.run.config.batch_size,
+      seed=seed,
+      start_step=0,
+  )
 
 
-def device_batch(split: data_lib.ArraySplit, batch_size: int,
-                 sharding: NamedSharding | None = None) -> dict[str, jax.Array]:
+def device_batch(
+    split: data_lib.ArraySplit,
+    batch_size: int,
+    sharding: NamedSharding | None = None,
+) -> dict[str, jax.Array]:
   """The first batch_size examples as one device-resident (sharded) float32 batch."""
   images = split.images[:batch_size]
-  images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+  images = (
+      images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+  )
   batch = {"image": images, "label": split.labels[:batch_size]}
   if sharding is None:
     sharding = NamedSharding(make_mesh(), P("data"))

@@ -21,7 +21,9 @@ class LeNet(nn.Module):
     h, w, c = input_shape
     self.conv1 = nn.Conv2d(c, 32, 3, padding=1)
     self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-    flat = math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2) * 64
+    flat = (
+        math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2) * 64
+    )
     self.dense = nn.Linear(flat, 256)
     self.head = nn.Linear(256, num_classes)
 
@@ -47,14 +49,19 @@ class BasicBlock(nn.Module):
     self.stride, self.out_ch = stride, out_ch
     reshape = stride != 1 or in_ch != out_ch
     self.pad = reshape and shortcut == "A"
-    self.proj = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), _bn(out_ch))
-                 if reshape and shortcut == "B" else None)
+    self.proj = (
+        nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), _bn(out_ch)
+        )
+        if reshape and shortcut == "B"
+        else None
+    )
 
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
     if self.pad:
-      x = x[:, :, ::self.stride, ::self.stride]
+      x = x[:, :, :: self.stride, :: self.stride]
       pad = self.out_ch - x.shape[1]
       x = F.pad(x, (0, 0, 0, 0, pad // 2, pad - pad // 2))
     elif self.proj is not None:
@@ -63,7 +70,10 @@ class BasicBlock(nn.Module):
 
 
 class _ResNet(nn.Module):
-  def __init__(self, in_ch, stem, widths, blocks, strides, shortcut, num_classes):
+
+  def __init__(
+      self, in_ch, stem, widths, blocks, strides, shortcut, num_classes
+  ):
     super().__init__()
     self.conv = nn.Conv2d(in_ch, stem, 3, 1, 1, bias=False)
     self.bn = _bn(stem)
@@ -82,24 +92,37 @@ class _ResNet(nn.Module):
 
 def resnet20(num_classes: int = 10, input_shape=(32, 32, 3)) -> nn.Module:
   """CIFAR ResNet-20, option-A shortcuts (269,722 parameters for 10 classes)."""
-  return _ResNet(input_shape[-1], 16, (16, 32, 64), (3, 3, 3), (1, 2, 2), "A", num_classes)
+  return _ResNet(
+      input_shape[-1], 16, (16, 32, 64), (3, 3, 3), (1, 2, 2), "A", num_classes
+  )
 
 
 def resnet18(num_classes: int = 10, input_shape=(32, 32, 3)) -> nn.Module:
   """CIFAR ResNet-18 (11,173,962 parameters for 10 classes)."""
-  return _ResNet(input_shape[-1], 64, (64, 128, 256, 512), (2, 2, 2, 2), (1, 2, 2, 2), "B",
-                 num_classes)
+  return _ResNet(
+      input_shape[-1],
+      64,
+      (64, 128, 256, 512),
+      (2, 2, 2, 2),
+      (1, 2, 2, 2),
+      "B",
+      num_classes,
+  )
 
 
 class WideBlock(nn.Module):
+
   def __init__(self, in_ch, out_ch, stride):
     super().__init__()
     self.bn1 = _bn(in_ch)
     self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
     self.bn2 = _bn(out_ch)
     self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-    self.proj = (nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
-                 if stride != 1 or in_ch != out_ch else None)
+    self.proj = (
+        nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+        if stride != 1 or in_ch != out_ch
+        else None
+    )
 
   def forward(self, x):
     a = F.relu(self.bn1(x))
@@ -110,8 +133,13 @@ class WideBlock(nn.Module):
 class WideResNet(nn.Module):
   """WRN-depth-width, pre-activation (36,479,194 parameters for WRN-28-10, 10 classes)."""
 
-  def __init__(self, num_classes: int = 10, input_shape=(32, 32, 3), depth: int = 28,
-               width: int = 10):
+  def __init__(
+      self,
+      num_classes: int = 10,
+      input_shape=(32, 32, 3),
+      depth: int = 28,
+      width: int = 10,
+  ):
     super().__init__()
     n = (depth - 4) // 6
     self.conv = nn.Conv2d(input_shape[-1], 16, 3, 1, 1, bias=False)
@@ -129,14 +157,23 @@ class WideResNet(nn.Module):
     return self.head(x.mean((2, 3)))
 
 
-MODELS = {"lenet": LeNet, "resnet20": resnet20, "resnet18": resnet18, "wrn": WideResNet}
+MODELS = {
+    "lenet": LeNet,
+    "resnet20": resnet20,
+    "resnet18": resnet18,
+    "wrn": WideResNet,
+}
 
 
-def create_model(name: str, *, num_classes: int, input_shape, **kwargs) -> nn.Module:
+def create_model(
+    name: str, *, num_classes: int, input_shape, **kwargs
+) -> nn.Module:
   """The PyTorch twin of simsoft.models.create_model(name, ...)."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-  return MODELS[name](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+  return MODELS[name](
+      num_classes=num_classes, input_shape=tuple(input_shape), **kwargs
+  )
 
 
 def param_count(model: nn.Module) -> int:

@@ -23,5 +23,8 @@ from simsoft import config as config_lib
 def get_config(arg=None):
   c = config_lib.apply_args(config_lib.base_config(), arg)
   if c.model.name == "mlp":
-    c.model.kwargs.hidden = (256, 256)  # a field, so --config.model.kwargs.hidden can override it
+    c.model.kwargs.hidden = (
+        256,
+        256,
+    )  # a field, so --config.model.kwargs.hidden can override it
   return c

@@ -25,5 +25,7 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.small_cnn_recipe(config_lib.base_config(), "fashion_mnist_local")
+  c = config_lib.small_cnn_recipe(
+      config_lib.base_config(), "fashion_mnist_local"
+  )
   return config_lib.apply_args(c, arg)

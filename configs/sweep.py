@@ -50,9 +50,16 @@ ALPHA_SETTINGS = {"digits": "confusion-log_sum,online-log_sum"}
 def get_config(arg="all"):
   c = ml_collections.ConfigDict()
   groups = EXPERIMENTS if arg in ("", "all", None) else {arg: EXPERIMENTS[arg]}
-  c.experiments = ",".join(spec.split("=", 1)[0] for specs in groups.values() for spec in specs)
+  c.experiments = ",".join(
+      spec.split("=", 1)[0] for specs in groups.values() for spec in specs
+  )
   c.specs = ml_collections.ConfigDict(
-      {spec.split("=", 1)[0]: spec.split("=", 1)[1] for specs in groups.values() for spec in specs})
+      {
+          spec.split("=", 1)[0]: spec.split("=", 1)[1]
+          for specs in groups.values()
+          for spec in specs
+      }
+  )
   c.seeds = "0,1,2,3,4"
   c.masses = MASSES.get(arg, "0.1")
   c.sources = "confusion,softmax,centroid,online"

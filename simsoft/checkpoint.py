@@ -43,12 +43,26 @@ RESTART_MAY_CHANGE = ("phases", "profile.num_steps", "profile.first_step")
 
 # The config sections that define each phase's output (the rest, such as
 # input, checkpoint and log_every_steps, change how a run goes, not what it makes).
-_TRAINING = ("dataset", "model", "optimizer", "batch_size", "seed", "hierarchy_path")
+_TRAINING = (
+    "dataset",
+    "model",
+    "optimizer",
+    "batch_size",
+    "seed",
+    "hierarchy_path",
+)
 PHASE_FIELDS = {
     "estimate": _TRAINING + ("estimate", "similarity"),
     "retrain": _TRAINING + ("estimate", "similarity", "loss", "retrain"),
-    "evaluate": _TRAINING + ("estimate", "similarity", "loss", "retrain", "evaluate",
-                             "eval_batch_size"),
+    "evaluate": _TRAINING
+    + (
+        "estimate",
+        "similarity",
+        "loss",
+        "retrain",
+        "evaluate",
+        "eval_batch_size",
+    ),
 }
 # Fields inside those sections that a phase does not depend on.
 _NOT_DEFINING = {"estimate": ("similarity.from_workdir",)}
@@ -66,16 +80,23 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict, current: dict) -> list[str]:
   """Dotted names of the fields that differ between two config dicts."""
   a, b = _flatten(saved), _flatten(current)
-  return sorted(k for k in set(a) | set(b)
-                if a.get(k, "<missing>") != b.get(k, "<missing>")
-                and k not in RESTART_MAY_CHANGE)
+  return sorted(
+      k
+      for k in set(a) | set(b)
+      if a.get(k, "<missing>") != b.get(k, "<missing>")
+      and k not in RESTART_MAY_CHANGE
+  )
 
 
-def describe_differences(saved: dict, current: dict, diffs: list[str], limit: int = 6) -> str:
+def describe_differences(
+    saved: dict, current: dict, diffs: list[str], limit: int = 6
+) -> str:
   """'a.b (saved 1, now 2), ...' for the first `limit` differing fields."""
   a, b = _flatten(saved), _flatten(current)
-  parts = [f"{k} (saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r})"
-           for k in diffs[:limit]]
+  parts = [
+      f"{k} (saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r})"
+      for k in diffs[:limit]
+  ]
   more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
   return ", ".join(parts) + more
 
@@ -84,25 +105,38 @@ def describe_differences(saved: dict, current: dict, diffs: list[str], limit: in
 # Provenance: the fields that define each phase, recorded when it starts.
 # ----------------------------------------------------------------------------
 
-def phase_fields(config: ml_collections.ConfigDict, phase: str) -> dict[str, Any]:
+
+def phase_fields(
+    config: ml_collections.ConfigDict, phase: str
+) -> dict[str, Any]:
   """{dotted field: value} of every config field `phase`'s output depends on."""
   full = json.loads(config.to_json())
   flat = _flatten({k: full[k] for k in PHASE_FIELDS[phase] if k in full})
-  return {k: v for k, v in sorted(flat.items()) if k not in _NOT_DEFINING.get(phase, ())}
+  return {
+      k: v
+      for k, v in sorted(flat.items())
+      if k not in _NOT_DEFINING.get(phase, ())
+  }
 
 
 def provenance(config: ml_collections.ConfigDict, phase: str) -> dict[str, Any]:
   """{'fields': ..., 'hash': sha256 of the fields}: what defines the phase's output."""
   fields = phase_fields(config, phase)
-  digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+  digest = hashlib.sha256(
+      json.dumps(fields, sort_keys=True).encode()
+  ).hexdigest()
   return {"phase": phase, "hash": digest, "fields": fields}
 
 
 def _recorded_provenance(workdir: str) -> list[tuple[str, str, dict]]:
   """(phase, file, provenance) for every phase this workdir has records of."""
-  files = [("estimate", "estimate/done.json"), ("estimate", "estimate/provenance.json"),
-           ("retrain", "retrain/done.json"), ("retrain", "retrain/provenance.json"),
-           ("evaluate", "results.json")]
+  files = [
+      ("estimate", "estimate/done.json"),
+      ("estimate", "estimate/provenance.json"),
+      ("retrain", "retrain/done.json"),
+      ("retrain", "retrain/provenance.json"),
+      ("evaluate", "results.json"),
+  ]
   out = []
   for phase, name in files:
     record = read_json(os.path.join(workdir, name))
@@ -118,23 +152,36 @@ def check_provenance(workdir: str, config: ml_collections.ConfigDict) -> None:
     if recorded.get("hash") == now["hash"]:
       continue
     saved = recorded.get("fields", {})
-    diffs = sorted(k for k in set(saved) | set(now["fields"])
-                   if saved.get(k, "<missing>") != now["fields"].get(k, "<missing>"))
-    detail = describe_differences(saved, now["fields"], diffs) if diffs else "the recorded hash"
+    diffs = sorted(
+        k
+        for k in set(saved) | set(now["fields"])
+        if saved.get(k, "<missing>") != now["fields"].get(k, "<missing>")
+    )
+    detail = (
+        describe_differences(saved, now["fields"], diffs)
+        if diffs
+        else "the recorded hash"
+    )
     raise WorkdirError(
         f"workdir {workdir} holds a {phase} phase made with another config ({path}); "
-        f"differing fields: {detail}. Use a new --workdir, or the recorded values to resume")
+        f"differing fields: {detail}. Use a new --workdir, or the recorded values to resume"
+    )
 
 
-def write_provenance(workdir: str, config: ml_collections.ConfigDict, phase: str) -> None:
+def write_provenance(
+    workdir: str, config: ml_collections.ConfigDict, phase: str
+) -> None:
   """Records which config fields define `phase` (before it writes anything else)."""
-  write_json(os.path.join(workdir, phase, "provenance.json"),
-             {"provenance": provenance(config, phase)})
+  write_json(
+      os.path.join(workdir, phase, "provenance.json"),
+      {"provenance": provenance(config, phase)},
+  )
 
 
 # ----------------------------------------------------------------------------
 # The workdir guard: config.json and provenance, checked before anything is written.
 # ----------------------------------------------------------------------------
+
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Read-only: refuses a workdir that holds another run (config.json or a phase's provenance).
@@ -144,7 +191,9 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     DamagedFileError: config.json or a phase record is not readable JSON.
   """
   if resolve(workdir).exists() and not resolve(workdir).is_dir():
-    raise WorkdirError(f"--workdir {workdir} is a file, not a directory; give a directory")
+    raise WorkdirError(
+        f"--workdir {workdir} is a file, not a directory; give a directory"
+    )
   path = os.path.join(workdir, "config.json")
   saved = read_json(path)
   if saved is not None:
@@ -154,7 +203,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
       raise WorkdirError(
           f"workdir {workdir} holds another run's config ({resolve(path)}); differing fields: "
           f"{describe_differences(saved, current, diffs)}. Use a new --workdir, or the same "
-          "config to resume")
+          "config to resume"
+      )
   check_provenance(workdir, config)
 
 
@@ -170,6 +220,7 @@ def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 # ----------------------------------------------------------------------------
 # One run per workdir: a lock holding the host and pid.
 # ----------------------------------------------------------------------------
+
 
 class WorkdirLock:
   """An exclusive flock on WORKDIR/.lock, with the holder's host and pid written in it.
@@ -197,17 +248,26 @@ class WorkdirLock:
         os.close(fd)
         raise WorkdirBusyError(
             f"workdir {self.workdir} is in use by {_holder_text(holder)} ({self.path}); wait "
-            "for that run to finish or stop it, or use another --workdir") from None
+            "for that run to finish or stop it, or use another --workdir"
+        ) from None
       if _same_file(fd, self.path):
         self._fd = fd
       else:  # the holder released (deleted) it between our open and flock: retry
         os.close(fd)
     previous = _read_fd(self._fd)
     if previous:
-      warn(f"took over the lock of {_holder_text(previous)} in {self.workdir}: that process "
-           "is gone (killed); resuming its run")
-    _write_fd(self._fd, {"host": socket.gethostname(), "pid": os.getpid(),
-                         "since": datetime.datetime.now().isoformat(timespec="seconds")})
+      warn(
+          f"took over the lock of {_holder_text(previous)} in {self.workdir}: that process "
+          "is gone (killed); resuming its run"
+      )
+    _write_fd(
+        self._fd,
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
     return self
 
   def release(self) -> None:
@@ -268,6 +328,7 @@ def _holder_text(holder: dict) -> str:
 # Checkpoints.
 # ----------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def quiet_logs():
   """Silences absl logging (Orbax logs every unreadable file at ERROR) inside the block."""
@@ -279,26 +340,42 @@ def quiet_logs():
     logging.set_verbosity(old)
 
 
-def make_manager(directory: str, *, every_steps: int, keep: int) -> ocp.CheckpointManager:
+def make_manager(
+    directory: str, *, every_steps: int, keep: int
+) -> ocp.CheckpointManager:
   """Async Orbax manager saving every `every_steps` steps, keeping the last `keep`."""
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=every_steps, max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-      enable_async_checkpointing=True)
+      save_interval_steps=every_steps,
+      max_to_keep=keep,
+      create=True,
+      cleanup_tmp_directories=True,
+      enable_async_checkpointing=True,
+  )
   return ocp.CheckpointManager(resolve(directory), options=options)
 
 
-def save_state(manager: ocp.CheckpointManager, step: int, state: Any, *, force: bool = False) -> bool:
+def save_state(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    *,
+    force: bool = False,
+) -> bool:
   """Starts an async save of `state` at `step` (skipped off-interval unless forced)."""
   return manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
-def restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
+def restore_state(
+    manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
+):
   """Restores the latest (or given) step into `abstract_state`'s structure and shardings."""
   step = manager.latest_step() if step is None else step
   return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
 
-def restore_latest_readable(manager: ocp.CheckpointManager, abstract_state: Any, *, phase: str):
+def restore_latest_readable(
+    manager: ocp.CheckpointManager, abstract_state: Any, *, phase: str
+):
   """The newest checkpoint that restores; damaged newer ones are moved aside with a warning.
 
   A damaged checkpoint moves to <phase>/damaged_checkpoints/<step>, so the
@@ -318,18 +395,24 @@ def restore_latest_readable(manager: ocp.CheckpointManager, abstract_state: Any,
       continue
     for bad, error in failures:
       _move_aside(manager, directory, bad)
-      warn(f"phase {phase!r}: checkpoint step {bad} ({os.path.join(directory, str(bad))}) is "
-           f"damaged ({short_error(error)}); moved it to damaged_checkpoints/ and resumed from step {step}")
+      warn(
+          f"phase {phase!r}: checkpoint step {bad} ({os.path.join(directory, str(bad))}) is "
+          f"damaged ({short_error(error)}); moved it to damaged_checkpoints/ and resumed from step {step}"
+      )
     if failures:
       manager.reload()
     return state
   step, error = failures[0]
-  older = ("; no older checkpoint is kept" if len(failures) == 1
-           else f"; the older ones ({', '.join(str(s) for s, _ in failures[1:])}) are damaged too")
+  older = (
+      "; no older checkpoint is kept"
+      if len(failures) == 1
+      else f"; the older ones ({', '.join(str(s) for s, _ in failures[1:])}) are damaged too"
+  )
   raise DamagedFileError(
       f"phase {phase!r}: checkpoint step {step} at {os.path.join(directory, str(step))} cannot "
       f"be read ({short_error(error)}){older}. Delete {directory} to train the phase again "
-      "(its done.json too, if any), or restore the files from a backup")
+      "(its done.json too, if any), or restore the files from a backup"
+  )
 
 
 def _move_aside(manager, directory: str, step: int) -> None:
@@ -342,7 +425,9 @@ def _move_aside(manager, directory: str, step: int) -> None:
 
 def short_error(error: BaseException) -> str:
   text = " ".join(str(error).split())
-  return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+  return (
+      f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+  )
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -368,9 +453,13 @@ def read_json(path: str) -> dict | None:
   try:
     data = json.loads(target.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise DamagedFileError(f"{target} is damaged (not valid JSON: {short_error(e)}); restore it from a "
-                           "backup, or delete it and rerun the same command") from None
+    raise DamagedFileError(
+        f"{target} is damaged (not valid JSON: {short_error(e)}); restore it from a "
+        "backup, or delete it and rerun the same command"
+    ) from None
   if not isinstance(data, dict):
-    raise DamagedFileError(f"{target} is damaged (a JSON {type(data).__name__}, not an object); "
-                           "restore it from a backup, or delete it and rerun the same command")
+    raise DamagedFileError(
+        f"{target} is damaged (a JSON {type(data).__name__}, not an object); "
+        "restore it from a backup, or delete it and rerun the same command"
+    )
   return data

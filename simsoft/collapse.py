@@ -43,7 +43,9 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   """CLI flags, defined only when run as a program (tests import this module beside sweep)."""
-  flags.DEFINE_string("root", None, "A sweep root (DIR/<experiment>/seed<s>/<run>).")
+  flags.DEFINE_string(
+      "root", None, "A sweep root (DIR/<experiment>/seed<s>/<run>)."
+  )
   flags.DEFINE_string("experiment", "*", "Experiment name or glob.")
   flags.DEFINE_string("runs", "*log_sum*", "Run-name glob.")
   flags.DEFINE_string("out", "", "Write the rows as JSON here.")
@@ -52,9 +54,18 @@ def _define_flags() -> None:
 
 def logit_gradients(logits, labels, weights) -> tuple[jax.Array, jax.Array]:
   """Per-example d loss / d logits [N, C] of SimLoss (rows W) and of cross-entropy."""
-  log_sum = jax.vmap(jax.grad(lambda z, y: losses.similarity_log_loss(z[None], y[None], weights)[0]))
-  ce = jax.vmap(jax.grad(lambda z, y: losses.similarity_cross_entropy(
-      z[None], y[None], jnp.eye(weights.shape[0]), alpha=0.0)[0]))
+  log_sum = jax.vmap(
+      jax.grad(
+          lambda z, y: losses.similarity_log_loss(z[None], y[None], weights)[0]
+      )
+  )
+  ce = jax.vmap(
+      jax.grad(
+          lambda z, y: losses.similarity_cross_entropy(
+              z[None], y[None], jnp.eye(weights.shape[0]), alpha=0.0
+          )[0]
+      )
+  )
   return log_sum(logits, labels), ce(logits, labels)
 
 
@@ -67,22 +78,45 @@ def diagnose(workdir: str) -> dict:
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   ds = data_lib.get_dataset(
-      config.dataset.name, data_dir=config.dataset.data_dir or None,
+      config.dataset.name,
+      data_dir=config.dataset.data_dir or None,
       validation_fraction=config.dataset.validation_fraction,
-      split_seed=config.dataset.split_seed, train_examples=config.dataset.train_examples)
-  run = train.Run(config=config, workdir=workdir, mesh=train.make_mesh(jax.devices()[:1]),
-                  dataset=ds)
+      split_seed=config.dataset.split_seed,
+      train_examples=config.dataset.train_examples,
+  )
+  run = train.Run(
+      config=config,
+      workdir=workdir,
+      mesh=train.make_mesh(jax.devices()[:1]),
+      dataset=ds,
+  )
   identity = np.eye(ds.num_classes, dtype=np.float32)
-  graphdef, state = train._restore_final(run, "retrain", identity,  # pylint: disable=protected-access
-                                         online=config.similarity.source == "online")
-  weights = losses.similarity_target_matrix(state["similarity"], **config_lib.loss_amount(config))
-  predict = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
+  graphdef, state = train._restore_final(
+      run,
+      "retrain",
+      identity,  # pylint: disable=protected-access
+      online=config.similarity.source == "online",
+  )
+  weights = losses.similarity_target_matrix(
+      state["similarity"], **config_lib.loss_amount(config)
+  )
+  predict = jax.jit(
+      step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
+  )
   split = ds.split("train")
   images = np.asarray(split.images, np.float32)
   if split.images.dtype == np.uint8:
     images = images / 255.0
-  logits = np.concatenate([np.asarray(predict(state["params"], state["model_state"], images[i:i + 512]))
-                           for i in range(0, len(images), 512)])
+  logits = np.concatenate(
+      [
+          np.asarray(
+              predict(
+                  state["params"], state["model_state"], images[i : i + 512]
+              )
+          )
+          for i in range(0, len(images), 512)
+      ]
+  )
   labels = np.asarray(split.labels)
   pred = logits.argmax(1)
   probs = np.asarray(jax.nn.softmax(logits))
@@ -91,13 +125,23 @@ def diagnose(workdir: str) -> dict:
     mine = labels == c
     recall = float(np.mean(pred[mine] == c))
     if recall < 0.5:
-      absorbed[int(c)] = {"recall": recall, "predicted_as": int(np.bincount(pred[mine]).argmax())}
+      absorbed[int(c)] = {
+          "recall": recall,
+          "predicted_as": int(np.bincount(pred[mine]).argmax()),
+      }
   confident_wrong = (pred != labels) & (probs.max(1) > 0.9)
-  row = {"workdir": workdir, "train_accuracy": float(np.mean(pred == labels)),
-         "absorbed_classes": absorbed, "confident_mistakes": float(np.mean(confident_wrong))}
+  row = {
+      "workdir": workdir,
+      "train_accuracy": float(np.mean(pred == labels)),
+      "absorbed_classes": absorbed,
+      "confident_mistakes": float(np.mean(confident_wrong)),
+  }
   if confident_wrong.any():
-    g_log, g_ce = logit_gradients(jnp.asarray(logits[confident_wrong]),
-                                  jnp.asarray(labels[confident_wrong]), weights)
+    g_log, g_ce = logit_gradients(
+        jnp.asarray(logits[confident_wrong]),
+        jnp.asarray(labels[confident_wrong]),
+        weights,
+    )
     row["grad_norm_log_sum"] = float(jnp.linalg.norm(g_log, axis=1).mean())
     row["grad_norm_cross_entropy"] = float(jnp.linalg.norm(g_ce, axis=1).mean())
   return row
@@ -115,11 +159,17 @@ def main(argv):
     row = diagnose(workdir)
     rows.append(row)
     where = {k: v["predicted_as"] for k, v in row["absorbed_classes"].items()}
-    grads = (f"grad |log_sum| {row['grad_norm_log_sum']:.2e} vs CE {row['grad_norm_cross_entropy']:.3f}"
-             if "grad_norm_log_sum" in row else "no confident mistakes")
-    print(f"{os.path.relpath(workdir, FLAGS.root)}: train acc {100 * row['train_accuracy']:.2f} %, "
-          f"absorbed {where or 'none'}, confident mistakes {100 * row['confident_mistakes']:.2f} %, "
-          f"{grads}", flush=True)
+    grads = (
+        f"grad |log_sum| {row['grad_norm_log_sum']:.2e} vs CE {row['grad_norm_cross_entropy']:.3f}"
+        if "grad_norm_log_sum" in row
+        else "no confident mistakes"
+    )
+    print(
+        f"{os.path.relpath(workdir, FLAGS.root)}: train acc {100 * row['train_accuracy']:.2f} %, "
+        f"absorbed {where or 'none'}, confident mistakes {100 * row['confident_mistakes']:.2f} %, "
+        f"{grads}",
+        flush=True,
+    )
   if FLAGS.out:
     with open(FLAGS.out, "w") as f:
       json.dump(rows, f, indent=1)

@@ -29,7 +29,13 @@ from matplotlib.figure import Figure
 
 from simsoft import errors
 
-GROUP_FIELDS = ("dataset.name", "model.name", "similarity.source", "loss.form", "loss.alpha")
+GROUP_FIELDS = (
+    "dataset.name",
+    "model.name",
+    "similarity.source",
+    "loss.form",
+    "loss.alpha",
+)
 METRICS = (
     ("clean_accuracy", "clean accuracy"),
     ("clean_nll", "NLL"),
@@ -40,217 +46,297 @@ METRICS = (
 MISSING = "-"
 # Fields that may differ between pooled runs: the seed, and those that change
 # how a run goes but not what it measures (paths, checkpointing, input feeding).
-IGNORED_FIELDS = ("seed", "phases", "log_every_steps", "eval_batch_size", "dataset.data_dir",
-                  "estimate.model_from", "similarity.from_workdir")
+IGNORED_FIELDS = (
+    "seed",
+    "phases",
+    "log_every_steps",
+    "eval_batch_size",
+    "dataset.data_dir",
+    "estimate.model_from",
+    "similarity.from_workdir",
+)
 IGNORED_PREFIXES = ("checkpoint.", "input.")
 
 
 def _field(config: Mapping, dotted: str):
-    """config['a']['b'] for 'a.b', or config['a.b'], or None."""
-    if dotted in config:
-        return config[dotted]
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+  """config['a']['b'] for 'a.b', or config['a.b'], or None."""
+  if dotted in config:
+    return config[dotted]
+  node = config
+  for part in dotted.split("."):
+    if not isinstance(node, Mapping) or part not in node:
+      return None
+    node = node[part]
+  return node
 
 
 def _read_json(path: str, required: bool):
-    if not os.path.exists(path):
-        if required:
-            raise FileNotFoundError(f"{path}: missing (each RUN_DIR needs a results.json)")
-        return None
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+  if not os.path.exists(path):
+    if required:
+      raise FileNotFoundError(
+          f"{path}: missing (each RUN_DIR needs a results.json)"
+      )
+    return None
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from e
+  if not isinstance(data, dict):
+    raise ValueError(
+        f"{path}: expected a JSON object, got {type(data).__name__}"
+    )
+  return data
 
 
 def load_run(run_dir: str) -> list[dict]:
-    """One record per trained model of a run: group fields, seed, metrics."""
-    results = _read_json(os.path.join(run_dir, "results.json"), required=True)
-    config = _read_json(os.path.join(run_dir, "config.json"), required=False)
-    if config is None:
-        config = results.get("config") or {}
-    models = results.get("models")
-    if not isinstance(models, dict) or not models:
-        raise ValueError(f"{run_dir}/results.json: no 'models' mapping")
-    records = []
-    for model, suite in sorted(models.items()):
-        clean = suite.get("clean") or {}
-        summary = suite.get("summary") or suite.get("extra_summary") or {}
-        rec = {f: _field(config, f) for f in GROUP_FIELDS}
-        rec.update(trained=model, seed=_field(config, "seed"), run_dir=run_dir,
-                   config=_flatten(config))
-        rec.update(
-            clean_accuracy=clean.get("accuracy"),
-            clean_nll=clean.get("nll"),
-            clean_ece=clean.get("ece"),
-            mean_corrupted_accuracy=summary.get("mean_corrupted_accuracy"),
-            mistake_severity=clean.get("mistake_severity"),
-        )
-        records.append(rec)
-    return records
+  """One record per trained model of a run: group fields, seed, metrics."""
+  results = _read_json(os.path.join(run_dir, "results.json"), required=True)
+  config = _read_json(os.path.join(run_dir, "config.json"), required=False)
+  if config is None:
+    config = results.get("config") or {}
+  models = results.get("models")
+  if not isinstance(models, dict) or not models:
+    raise ValueError(f"{run_dir}/results.json: no 'models' mapping")
+  records = []
+  for model, suite in sorted(models.items()):
+    clean = suite.get("clean") or {}
+    summary = suite.get("summary") or suite.get("extra_summary") or {}
+    rec = {f: _field(config, f) for f in GROUP_FIELDS}
+    rec.update(
+        trained=model,
+        seed=_field(config, "seed"),
+        run_dir=run_dir,
+        config=_flatten(config),
+    )
+    rec.update(
+        clean_accuracy=clean.get("accuracy"),
+        clean_nll=clean.get("nll"),
+        clean_ece=clean.get("ece"),
+        mean_corrupted_accuracy=summary.get("mean_corrupted_accuracy"),
+        mistake_severity=clean.get("mistake_severity"),
+    )
+    records.append(rec)
+  return records
 
 
 def _key_str(v) -> str:
-    return MISSING if v is None else str(v)
+  return MISSING if v is None else str(v)
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 def _ignored(field: str) -> bool:
-    return field in IGNORED_FIELDS or field.startswith(IGNORED_PREFIXES)
+  return field in IGNORED_FIELDS or field.startswith(IGNORED_PREFIXES)
 
 
 def differing_fields(records: Sequence[Mapping]) -> list[str]:
-    """Config fields beyond GROUP_FIELDS on which two runs that record them disagree."""
-    values: dict[str, set] = {}
-    for rec in records:
-        for field, value in rec.get("config", {}).items():
-            values.setdefault(field, set()).add(json.dumps(value, sort_keys=True))
-    return sorted(f for f, v in values.items()
-                  if len(v) > 1 and f not in GROUP_FIELDS and not _ignored(f))
+  """Config fields beyond GROUP_FIELDS on which two runs that record them disagree."""
+  values: dict[str, set] = {}
+  for rec in records:
+    for field, value in rec.get("config", {}).items():
+      values.setdefault(field, set()).add(json.dumps(value, sort_keys=True))
+  return sorted(
+      f
+      for f, v in values.items()
+      if len(v) > 1 and f not in GROUP_FIELDS and not _ignored(f)
+  )
 
 
-def aggregate(records: Sequence[Mapping], extra_fields: Sequence[str] | None = None) -> list[dict]:
-    """Groups records by GROUP_FIELDS + `extra_fields` (default: differing_fields) + trained
-    model; mean/std/n over seeds per metric."""
-    extra = tuple(differing_fields(records) if extra_fields is None else extra_fields)
-    fields = GROUP_FIELDS + extra
-    groups: dict[tuple, list] = {}
-    for rec in records:
-        config = rec.get("config", {})
-        key = tuple(_key_str(rec[f] if f in rec else config.get(f)) for f in fields)
-        groups.setdefault(key + (rec["trained"],), []).append(rec)
-    rows = []
-    for key in sorted(groups):
-        recs = groups[key]
-        row = dict(zip(fields + ("trained",), key), extra_fields=extra)
-        row["seeds"] = ",".join(sorted(_key_str(r["seed"]) for r in recs))
-        row["n"] = len(recs)
-        for metric, _ in METRICS:
-            vals = [r[metric] for r in recs if r[metric] is not None and math.isfinite(r[metric])]
-            row[f"{metric}_mean"] = float(np.mean(vals)) if vals else None
-            row[f"{metric}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        rows.append(row)
-    return rows
+def aggregate(
+    records: Sequence[Mapping], extra_fields: Sequence[str] | None = None
+) -> list[dict]:
+  """Groups records by GROUP_FIELDS + `extra_fields` (default: differing_fields) + trained
+  model; mean/std/n over seeds per metric."""
+  extra = tuple(
+      differing_fields(records) if extra_fields is None else extra_fields
+  )
+  fields = GROUP_FIELDS + extra
+  groups: dict[tuple, list] = {}
+  for rec in records:
+    config = rec.get("config", {})
+    key = tuple(_key_str(rec[f] if f in rec else config.get(f)) for f in fields)
+    groups.setdefault(key + (rec["trained"],), []).append(rec)
+  rows = []
+  for key in sorted(groups):
+    recs = groups[key]
+    row = dict(zip(fields + ("trained",), key), extra_fields=extra)
+    row["seeds"] = ",".join(sorted(_key_str(r["seed"]) for r in recs))
+    row["n"] = len(recs)
+    for metric, _ in METRICS:
+      vals = [
+          r[metric]
+          for r in recs
+          if r[metric] is not None and math.isfinite(r[metric])
+      ]
+      row[f"{metric}_mean"] = float(np.mean(vals)) if vals else None
+      row[f"{metric}_std"] = (
+          float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+      )
+    rows.append(row)
+  return rows
 
 
 def _pm(mean, std) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+  if mean is None:
+    return "n/a"
+  return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def _extra(rows: Sequence[Mapping]) -> tuple:
-    return tuple(rows[0]["extra_fields"]) if rows else ()
+  return tuple(rows[0]["extra_fields"]) if rows else ()
 
 
 def to_markdown(rows: Sequence[Mapping]) -> str:
-    extra = _extra(rows)
-    header = ["dataset", "model", "similarity", "loss", "alpha", *extra, "trained", "seeds"]
-    header += [label for _, label in METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        cells = [r[f] for f in GROUP_FIELDS + extra] + [r["trained"], f"{r['n']} ({r['seeds']})"]
-        cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+  extra = _extra(rows)
+  header = [
+      "dataset",
+      "model",
+      "similarity",
+      "loss",
+      "alpha",
+      *extra,
+      "trained",
+      "seeds",
+  ]
+  header += [label for _, label in METRICS]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    cells = [r[f] for f in GROUP_FIELDS + extra] + [
+        r["trained"],
+        f"{r['n']} ({r['seeds']})",
+    ]
+    cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in METRICS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
 
 
 def write_csv(path: str, rows: Sequence[Mapping]) -> None:
-    fields = list(GROUP_FIELDS + _extra(rows)) + ["trained", "n", "seeds"]
-    fields += [f"{m}_{s}" for m, _ in METRICS for s in ("mean", "std")]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r[k] is None else r[k]) for k in fields})
+  fields = list(GROUP_FIELDS + _extra(rows)) + ["trained", "n", "seeds"]
+  fields += [f"{m}_{s}" for m, _ in METRICS for s in ("mean", "std")]
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: ("" if r[k] is None else r[k]) for k in fields})
 
 
 def _row_label(r: Mapping) -> str:
-    parts = [r[f] for f in GROUP_FIELDS if r[f] != MISSING]
-    parts += [f"{f}={r[f]}" for f in r.get("extra_fields", ()) if r[f] != MISSING]
-    return f"{r['trained']}: " + " / ".join(parts)
+  parts = [r[f] for f in GROUP_FIELDS if r[f] != MISSING]
+  parts += [f"{f}={r[f]}" for f in r.get("extra_fields", ()) if r[f] != MISSING]
+  return f"{r['trained']}: " + " / ".join(parts)
 
 
 def plot_summary(path: str, rows: Sequence[Mapping]) -> None:
-    """Clean and mean corrupted accuracy per group: dots at the mean, whiskers ± std."""
-    labels = [_row_label(r) for r in rows]
-    y = np.arange(len(rows))
-    fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)))
-    for k, (metric, title) in enumerate((("clean_accuracy", "clean accuracy"),
-                                         ("mean_corrupted_accuracy", "mean corrupted accuracy"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        mean = np.array([np.nan if r[f"{metric}_mean"] is None else r[f"{metric}_mean"] for r in rows])
-        std = np.array([0.0 if r[f"{metric}_std"] is None else r[f"{metric}_std"] for r in rows])
-        for trained, color in (("A", "tab:blue"), ("B", "tab:orange")):
-            sel = np.array([r["trained"] == trained for r in rows])
-            if sel.any():
-                ax.errorbar(mean[sel], y[sel], xerr=std[sel], fmt="o", color=color, capsize=3,
-                            label={"A": "A: cross-entropy", "B": "B: similarity loss"}[trained])
-        other = np.array([r["trained"] not in ("A", "B") for r in rows])
-        if other.any():
-            ax.errorbar(mean[other], y[other], xerr=std[other], fmt="o", color="gray", capsize=3)
-        ax.set_yticks(y, labels if k == 0 else [""] * len(rows), fontsize=7)
-        ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Runs grouped over seeds: mean ± std")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+  """Clean and mean corrupted accuracy per group: dots at the mean, whiskers ± std."""
+  labels = [_row_label(r) for r in rows]
+  y = np.arange(len(rows))
+  fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)))
+  for k, (metric, title) in enumerate(
+      (
+          ("clean_accuracy", "clean accuracy"),
+          ("mean_corrupted_accuracy", "mean corrupted accuracy"),
+      )
+  ):
+    ax = fig.add_subplot(1, 2, k + 1)
+    mean = np.array(
+        [
+            np.nan if r[f"{metric}_mean"] is None else r[f"{metric}_mean"]
+            for r in rows
+        ]
+    )
+    std = np.array(
+        [
+            0.0 if r[f"{metric}_std"] is None else r[f"{metric}_std"]
+            for r in rows
+        ]
+    )
+    for trained, color in (("A", "tab:blue"), ("B", "tab:orange")):
+      sel = np.array([r["trained"] == trained for r in rows])
+      if sel.any():
+        ax.errorbar(
+            mean[sel],
+            y[sel],
+            xerr=std[sel],
+            fmt="o",
+            color=color,
+            capsize=3,
+            label={"A": "A: cross-entropy", "B": "B: similarity loss"}[trained],
+        )
+    other = np.array([r["trained"] not in ("A", "B") for r in rows])
+    if other.any():
+      ax.errorbar(
+          mean[other],
+          y[other],
+          xerr=std[other],
+          fmt="o",
+          color="gray",
+          capsize=3,
+      )
+    ax.set_yticks(y, labels if k == 0 else [""] * len(rows), fontsize=7)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+  fig.axes[0].legend(fontsize=7, loc="best")
+  fig.suptitle("Runs grouped over seeds: mean ± std")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def compare(run_dirs: Sequence[str], out_dir: str) -> dict[str, str]:
-    """Loads, aggregates and writes the comparison; returns {'md', 'csv', 'png'} paths."""
-    if not run_dirs:
-        raise ValueError("compare needs at least one RUN_DIR")
-    records = [rec for d in run_dirs for rec in load_run(d)]
-    extra = differing_fields(records)
-    if extra:
-        print(f"runs differ in more than the seed: {', '.join(extra)}; grouped by "
-              f"{'that field' if len(extra) == 1 else 'those fields'} too", flush=True)
-    rows = aggregate(records, extra)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"comparison.{k}") for k in ("md", "csv", "png")}
-    with open(paths["md"], "w") as f:
-        f.write(to_markdown(rows))
-    write_csv(paths["csv"], rows)
-    plot_summary(paths["png"], rows)
-    return paths
+  """Loads, aggregates and writes the comparison; returns {'md', 'csv', 'png'} paths."""
+  if not run_dirs:
+    raise ValueError("compare needs at least one RUN_DIR")
+  records = [rec for d in run_dirs for rec in load_run(d)]
+  extra = differing_fields(records)
+  if extra:
+    print(
+        f"runs differ in more than the seed: {', '.join(extra)}; grouped by "
+        f"{'that field' if len(extra) == 1 else 'those fields'} too",
+        flush=True,
+    )
+  rows = aggregate(records, extra)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {
+      k: os.path.join(out_dir, f"comparison.{k}") for k in ("md", "csv", "png")
+  }
+  with open(paths["md"], "w") as f:
+    f.write(to_markdown(rows))
+  write_csv(paths["csv"], rows)
+  plot_summary(paths["png"], rows)
+  return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simsoft.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--out", default=".", help="output directory (default: current directory)")
-    args = parser.parse_args(argv)
-    try:
-        paths = compare(args.run_dirs, args.out)
-    except (FileNotFoundError, ValueError) as e:  # a missing or unreadable RUN_DIR file
-        errors.report(str(e), exc=e, argv=argv)
-        return 2
-    with open(paths["md"]) as f:
-        sys.stdout.write(f.read())
-    print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
-    return 0
+  parser = argparse.ArgumentParser(
+      prog="python -m simsoft.compare", description=__doc__.split("\n")[0]
+  )
+  parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  parser.add_argument(
+      "--out", default=".", help="output directory (default: current directory)"
+  )
+  args = parser.parse_args(argv)
+  try:
+    paths = compare(args.run_dirs, args.out)
+  except (
+      FileNotFoundError,
+      ValueError,
+  ) as e:  # a missing or unreadable RUN_DIR file
+    errors.report(str(e), exc=e, argv=argv)
+    return 2
+  with open(paths["md"]) as f:
+    sys.stdout.write(f.read())
+  print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
+  return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

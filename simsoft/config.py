@@ -75,8 +75,13 @@ ARG_ALIASES = {
 # Fields whose value is a comma-separated list: after the colon,
 # `phases=retrain,evaluate` keeps `evaluate` in phases (an item without '='
 # continues the previous list field's value).
-LIST_FIELDS = ("phases", "evaluate.evaluators", "evaluate.corruptions", "evaluate.severities",
-               "evaluate.cifar10_c")
+LIST_FIELDS = (
+    "phases",
+    "evaluate.evaluators",
+    "evaluate.corruptions",
+    "evaluate.severities",
+    "evaluate.cifar10_c",
+)
 FLAG_ARGS = ("runlocal",)
 
 
@@ -86,19 +91,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.phases = ",".join(PHASES)
 
-  c.dataset = ml_collections.ConfigDict(dict(
-      name="digits", data_dir="", validation_fraction=0.2, split_seed=0, train_examples=0))
+  c.dataset = ml_collections.ConfigDict(
+      dict(
+          name="digits",
+          data_dir="",
+          validation_fraction=0.2,
+          split_seed=0,
+          train_examples=0,
+      )
+  )
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
   c.model.kwargs = ml_collections.ConfigDict()
 
-  c.similarity = ml_collections.ConfigDict(dict(
-      source="confusion", path="", from_workdir="", shuffle=False))
+  c.similarity = ml_collections.ConfigDict(
+      dict(source="confusion", path="", from_workdir="", shuffle=False)
+  )
   # Post-processing, shared by every source. temperature 0 = the source's
   # default (0.1 for centroid and weights, else 1).
-  c.similarity.options = ml_collections.ConfigDict(dict(
-      temperature=0.0, symmetrize=False, diagonal="keep", top_k=0,
-      identity_mix=0.0, normalize=True))
+  c.similarity.options = ml_collections.ConfigDict(
+      dict(
+          temperature=0.0,
+          symmetrize=False,
+          diagonal="keep",
+          top_k=0,
+          identity_mix=0.0,
+          normalize=True,
+      )
+  )
   # Each source's own options, with that source's defaults (one section each).
   for name, defaults in source_own_options().items():
     c.similarity[name] = ml_collections.ConfigDict(defaults)
@@ -107,24 +127,47 @@ def base_config() -> ml_collections.ConfigDict:
   # amount 'mass': target (1-mass) onehot + mass Q[y] (Q: S off its diagonal,
   # rows normalised), the same off-target mass for every source.
   # as_given: W = (1 - alpha) I + alpha S, S not row-normalised (the peers' losses).
-  c.loss = ml_collections.ConfigDict(dict(
-      form="soft_target", amount="alpha", alpha=0.5, mass=0.1, as_given=False))
+  c.loss = ml_collections.ConfigDict(
+      dict(
+          form="soft_target",
+          amount="alpha",
+          alpha=0.5,
+          mass=0.1,
+          as_given=False,
+      )
+  )
   # form 'hxe': hierarchical cross-entropy over config.hierarchy_path.
   c.loss.hxe = ml_collections.ConfigDict(dict(alpha=0.1, normalize=True))
   # One class hierarchy for the 'hierarchy' source, the 'hxe' loss and evaluation.
   c.hierarchy_path = ""
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False,
-      weight_decay=5e-4, warmup_epochs=1.0, schedule="cosine",
-      grad_clip_norm=0.0, b1=0.9, b2=0.999))
+  c.optimizer = ml_collections.ConfigDict(
+      dict(
+          name="sgd",
+          learning_rate=0.05,
+          momentum=0.9,
+          nesterov=False,
+          weight_decay=5e-4,
+          warmup_epochs=1.0,
+          schedule="cosine",
+          grad_clip_norm=0.0,
+          b1=0.9,
+          b2=0.999,
+      )
+  )
 
   # Input: 'device' keeps the train split on the accelerator (all datasets here
   # fit), 'host' streams numpy batches, 'auto' picks device below device_max_bytes.
   # steps_per_dispatch > 1 runs k steps per lax.scan; scan_unroll unrolls it
   # (fastest on CPU, where a rolled scan is slow; rolled suits GPU/TPU).
-  c.input = ml_collections.ConfigDict(dict(
-      pipeline="auto", steps_per_dispatch=1, scan_unroll=False, device_max_bytes=4 << 30))
+  c.input = ml_collections.ConfigDict(
+      dict(
+          pipeline="auto",
+          steps_per_dispatch=1,
+          scan_unroll=False,
+          device_max_bytes=4 << 30,
+      )
+  )
 
   c.batch_size = 64
   c.eval_batch_size = 256
@@ -138,13 +181,22 @@ def base_config() -> ml_collections.ConfigDict:
   # A profiler trace of a few steps (like clu.periodic_actions.Profile); 0 = off.
   c.profile = ml_collections.ConfigDict(dict(num_steps=0, first_step=10))
 
-  c.evaluate = ml_collections.ConfigDict(dict(
-      evaluators="clean,corruptions", corruptions="all", severities="1,2,3,4,5",
-      corrupted_examples=0, cifar10_c="all", reference_similarity_path=""))
+  c.evaluate = ml_collections.ConfigDict(
+      dict(
+          evaluators="clean,corruptions",
+          corruptions="all",
+          severities="1,2,3,4,5",
+          corrupted_examples=0,
+          cifar10_c="all",
+          reference_similarity_path="",
+      )
+  )
   return c
 
 
-def small_cnn_recipe(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+def small_cnn_recipe(
+    c: ml_collections.ConfigDict, dataset: str
+) -> ml_collections.ConfigDict:
   """MNIST-style data: LeNet-style CNN, SGD momentum 0.9 lr 0.05, cosine, batch 128, 15 epochs."""
   c.dataset.name = dataset
   c.dataset.validation_fraction = 0.1
@@ -158,7 +210,9 @@ def small_cnn_recipe(c: ml_collections.ConfigDict, dataset: str) -> ml_collectio
   return c
 
 
-def cifar_recipe(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+def cifar_recipe(
+    c: ml_collections.ConfigDict, dataset: str
+) -> ml_collections.ConfigDict:
   """The recipe the field uses for CIFAR ResNets (He et al. 2016 style).
 
   ResNet-20, SGD momentum 0.9, lr 0.1, cosine schedule, weight decay 5e-4,
@@ -202,7 +256,12 @@ def parse_arg(arg: str | None) -> dict[str, str]:
       continue
     key, sep, value = item.partition("=")
     key = key.strip()
-    if not sep and key not in FLAG_ARGS and last is not None and _is_list_field(last):
+    if (
+        not sep
+        and key not in FLAG_ARGS
+        and last is not None
+        and _is_list_field(last)
+    ):
       out[last] += "," + key
       continue
     out[key] = value.strip() if sep else "True"
@@ -240,13 +299,22 @@ def parse_value(dotted: str, current, text: str):
     if isinstance(current, float):
       return float(text)
   except (ValueError, SyntaxError, TypeError):
-    kind = {bool: "true or false", tuple: "a tuple such as (64,)", list: "a tuple such as (64,)",
-            int: "an integer", float: "a number"}[type(current)]
-    raise ConfigError(f"config.{dotted}={text!r} is not {kind}; give {kind}") from None
+    kind = {
+        bool: "true or false",
+        tuple: "a tuple such as (64,)",
+        list: "a tuple such as (64,)",
+        int: "an integer",
+        float: "a number",
+    }[type(current)]
+    raise ConfigError(
+        f"config.{dotted}={text!r} is not {kind}; give {kind}"
+    ) from None
   return text
 
 
-def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+def apply_args(
+    c: ml_collections.ConfigDict, arg: str | None
+) -> ml_collections.ConfigDict:
   """Applies the `:key=value,...` text to a config; unknown keys raise ValueError.
 
   Keys are the aliases in ARG_ALIASES or any dotted field ('optimizer.momentum=0.8').
@@ -257,7 +325,9 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
     if key == "runlocal":
       continue
     if key == "epochs":
-      c.estimate.epochs = c.retrain.epochs = parse_value("estimate.epochs", 0, text)
+      c.estimate.epochs = c.retrain.epochs = parse_value(
+          "estimate.epochs", 0, text
+      )
       continue
     if key == "mass":
       c.loss.amount, c.loss.mass = "mass", parse_value("loss.mass", 0.0, text)
@@ -269,7 +339,8 @@ def apply_args(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.
       known = sorted(k for k in ARG_ALIASES)
       raise ConfigError(
           f"unknown config argument {key!r} after the colon; use one of {known} or a dotted "
-          "field such as optimizer.momentum") from None
+          "field such as optimizer.momentum"
+      ) from None
   if "runlocal" in args and args["runlocal"].lower() in ("1", "true", "yes"):
     runlocal(c)
   return c
@@ -291,7 +362,9 @@ def source_own_options() -> dict[str, dict]:
 def loss_amount(c: ml_collections.ConfigDict) -> dict[str, float]:
   """{'alpha': a} or {'mass': m}: the keyword the losses take, from config.loss."""
   if c.loss.amount not in LOSS_AMOUNTS:
-    raise ConfigError(f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}")
+    raise ConfigError(
+        f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}"
+    )
   return {c.loss.amount: c.loss[c.loss.amount]}
 
 

@@ -39,7 +39,7 @@ def resolve(spec: str, *, relative_to: str | None = None) -> str:
   if not path or os.path.isabs(path):
     return spec
   candidates = [os.path.join(relative_to or os.getcwd(), path)]
-  tail = path[len("configs/"):] if path.startswith("configs/") else path
+  tail = path[len("configs/") :] if path.startswith("configs/") else path
   candidates.append(os.path.join(configs_dir(), tail))
   for candidate in candidates:
     if os.path.isfile(candidate):

@@ -43,7 +43,13 @@ SHOT_NOISE_RATE = (500.0, 250.0, 100.0, 75.0, 50.0)
 IMPULSE_NOISE_AMOUNT = (0.01, 0.02, 0.03, 0.05, 0.07)
 SPECKLE_NOISE_SCALE = (0.06, 0.10, 0.12, 0.16, 0.20)
 GAUSSIAN_BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)
-DEFOCUS_BLUR_RADIUS_ALIAS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))
+DEFOCUS_BLUR_RADIUS_ALIAS = (
+    (0.3, 0.4),
+    (0.4, 0.5),
+    (0.5, 0.6),
+    (1.0, 0.2),
+    (1.5, 0.1),
+)
 CONTRAST_FACTOR = (0.75, 0.5, 0.4, 0.3, 0.15)
 BRIGHTNESS_SHIFT = (0.05, 0.1, 0.15, 0.2, 0.3)
 PIXELATE_FACTOR = (0.95, 0.9, 0.85, 0.75, 0.65)
@@ -52,189 +58,201 @@ OCCLUSION_FILL = 0.5
 
 
 def _param(table: Sequence[float], severity):
-    """``table[severity - 1]``; a traced severity gives a traced (clamped) lookup."""
-    if isinstance(severity, jax.Array):
-        return jnp.asarray(table)[severity - 1]
-    return table[severity - 1]
+  """``table[severity - 1]``; a traced severity gives a traced (clamped) lookup."""
+  if isinstance(severity, jax.Array):
+    return jnp.asarray(table)[severity - 1]
+  return table[severity - 1]
 
 
 def gaussian_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """:math:`x + \\mathcal{N}(0, c^2)`, c in ``GAUSSIAN_NOISE_SCALE``."""
-    c = _param(GAUSSIAN_NOISE_SCALE, severity)
-    return x + c * jax.random.normal(key, x.shape, jnp.float32)
+  """:math:`x + \\mathcal{N}(0, c^2)`, c in ``GAUSSIAN_NOISE_SCALE``."""
+  c = _param(GAUSSIAN_NOISE_SCALE, severity)
+  return x + c * jax.random.normal(key, x.shape, jnp.float32)
 
 
 def shot_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Poisson photon noise :math:`\\mathrm{Poisson}(c x) / c`, c in ``SHOT_NOISE_RATE``."""
-    c = _param(SHOT_NOISE_RATE, severity)
-    return jax.random.poisson(key, x * c, x.shape).astype(jnp.float32) / c
+  """Poisson photon noise :math:`\\mathrm{Poisson}(c x) / c`, c in ``SHOT_NOISE_RATE``."""
+  c = _param(SHOT_NOISE_RATE, severity)
+  return jax.random.poisson(key, x * c, x.shape).astype(jnp.float32) / c
 
 
 def impulse_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Salt and pepper: a fraction c of elements set to 0 or 1 with equal odds."""
-    c = _param(IMPULSE_NOISE_AMOUNT, severity)
-    k_flip, k_salt = jax.random.split(key)
-    flipped = jax.random.uniform(k_flip, x.shape) < c
-    salt = jax.random.uniform(k_salt, x.shape) < 0.5
-    return jnp.where(flipped, salt.astype(jnp.float32), x)
+  """Salt and pepper: a fraction c of elements set to 0 or 1 with equal odds."""
+  c = _param(IMPULSE_NOISE_AMOUNT, severity)
+  k_flip, k_salt = jax.random.split(key)
+  flipped = jax.random.uniform(k_flip, x.shape) < c
+  salt = jax.random.uniform(k_salt, x.shape) < 0.5
+  return jnp.where(flipped, salt.astype(jnp.float32), x)
 
 
 def speckle_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Multiplicative noise :math:`x + x\\,\\mathcal{N}(0, c^2)`."""
-    c = _param(SPECKLE_NOISE_SCALE, severity)
-    return x + x * c * jax.random.normal(key, x.shape, jnp.float32)
+  """Multiplicative noise :math:`x + x\\,\\mathcal{N}(0, c^2)`."""
+  c = _param(SPECKLE_NOISE_SCALE, severity)
+  return x + x * c * jax.random.normal(key, x.shape, jnp.float32)
 
 
 def _pad_axis(x: jax.Array, axis: int, width: int, mode: str) -> jax.Array:
-    """Pads one spatial axis by concatenation ('edge' or reflect-101 'reflect').
+  """Pads one spatial axis by concatenation ('edge' or reflect-101 'reflect').
 
-    Unlike ``jnp.pad`` this never slices the batch axis, which an Explicit-axis
-    mesh may shard.
-    """
-    n = x.shape[axis]
-    if mode == "edge":
-        before, after = [0] * width, [n - 1] * width
-    else:
-        before, after = list(range(width, 0, -1)), list(range(n - 2, n - 2 - width, -1))
-    take = lambda idx: jax.lax.slice_in_dim(x, idx, idx + 1, axis=axis)
-    return jnp.concatenate([take(i) for i in before] + [x] + [take(i) for i in after], axis=axis)
+  Unlike ``jnp.pad`` this never slices the batch axis, which an Explicit-axis
+  mesh may shard.
+  """
+  n = x.shape[axis]
+  if mode == "edge":
+    before, after = [0] * width, [n - 1] * width
+  else:
+    before, after = list(range(width, 0, -1)), list(
+        range(n - 2, n - 2 - width, -1)
+    )
+  take = lambda idx: jax.lax.slice_in_dim(x, idx, idx + 1, axis=axis)
+  return jnp.concatenate(
+      [take(i) for i in before] + [x] + [take(i) for i in after], axis=axis
+  )
 
 
 def _filter2d(x: jax.Array, kernel: np.ndarray, pad_mode: str) -> jax.Array:
-    """Correlate each channel of ``x`` [B,H,W,C] with a small static 2-D kernel."""
-    kh, kw = kernel.shape
-    padded = _pad_axis(_pad_axis(x, 1, kh // 2, pad_mode), 2, kw // 2, pad_mode)
-    h, w = x.shape[1], x.shape[2]
-    out = jnp.zeros_like(x)
-    for i in range(kh):
-        for j in range(kw):
-            if kernel[i, j] != 0.0:
-                out = out + float(kernel[i, j]) * padded[:, i : i + h, j : j + w, :]
-    return out
+  """Correlate each channel of ``x`` [B,H,W,C] with a small static 2-D kernel."""
+  kh, kw = kernel.shape
+  padded = _pad_axis(_pad_axis(x, 1, kh // 2, pad_mode), 2, kw // 2, pad_mode)
+  h, w = x.shape[1], x.shape[2]
+  out = jnp.zeros_like(x)
+  for i in range(kh):
+    for j in range(kw):
+      if kernel[i, j] != 0.0:
+        out = out + float(kernel[i, j]) * padded[:, i : i + h, j : j + w, :]
+  return out
 
 
 def _gaussian_taps(sigma: float, radius: int) -> np.ndarray:
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-0.5 * t**2 / sigma**2)
-    return g / g.sum()
+  t = np.arange(-radius, radius + 1, dtype=np.float64)
+  g = np.exp(-0.5 * t**2 / sigma**2)
+  return g / g.sum()
 
 
 def gaussian_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding.
+  """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding.
 
-    Matches the script's ``skimage.filters.gaussian(..., mode='nearest', truncate=4)``.
-    """
-    del key
-    sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
-    g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
-    return _filter2d(x, np.outer(g, g), "edge")
+  Matches the script's ``skimage.filters.gaussian(..., mode='nearest', truncate=4)``.
+  """
+  del key
+  sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
+  g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
+  return _filter2d(x, np.outer(g, g), "edge")
 
 
 def defocus_kernel(severity: int) -> np.ndarray:
-    """The script's defocus kernel, a [5, 5] float64 array summing to 1.
+  """The script's defocus kernel, a [5, 5] float64 array summing to 1.
 
-    A disk :math:`\\{(u,v): u^2+v^2 \\le r^2\\}` on the integer grid, normalised,
-    then smoothed by a 3x3 Gaussian of sigma ``alias`` (OpenCV's
-    ``GaussianBlur(ksize=(3, 3))``). Radii here are at most 1.5, so the result
-    fits in 5x5.
-    """
-    radius, alias = DEFOCUS_BLUR_RADIUS_ALIAS[severity - 1]
-    t = np.arange(-2, 3)
-    u, v = np.meshgrid(t, t)
-    disk = (u**2 + v**2 <= radius**2).astype(np.float64)
-    disk /= disk.sum()
-    g = _gaussian_taps(alias, 1)
-    out = np.zeros_like(disk)
-    for i in range(3):
-        for j in range(3):
-            out += g[i] * g[j] * np.roll(disk, (i - 1, j - 1), axis=(0, 1))
-    return out
+  A disk :math:`\\{(u,v): u^2+v^2 \\le r^2\\}` on the integer grid, normalised,
+  then smoothed by a 3x3 Gaussian of sigma ``alias`` (OpenCV's
+  ``GaussianBlur(ksize=(3, 3))``). Radii here are at most 1.5, so the result
+  fits in 5x5.
+  """
+  radius, alias = DEFOCUS_BLUR_RADIUS_ALIAS[severity - 1]
+  t = np.arange(-2, 3)
+  u, v = np.meshgrid(t, t)
+  disk = (u**2 + v**2 <= radius**2).astype(np.float64)
+  disk /= disk.sum()
+  g = _gaussian_taps(alias, 1)
+  out = np.zeros_like(disk)
+  for i in range(3):
+    for j in range(3):
+      out += g[i] * g[j] * np.roll(disk, (i - 1, j - 1), axis=(0, 1))
+  return out
 
 
 def defocus_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Correlation with :func:`defocus_kernel`, reflect-101 border (OpenCV's default)."""
-    del key
-    return _filter2d(x, defocus_kernel(severity), "reflect")
+  """Correlation with :func:`defocus_kernel`, reflect-101 border (OpenCV's default)."""
+  del key
+  return _filter2d(x, defocus_kernel(severity), "reflect")
 
 
 def contrast(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """:math:`(x - \\mu) c + \\mu`, :math:`\\mu` the per-image, per-channel mean."""
-    del key
-    c = _param(CONTRAST_FACTOR, severity)
-    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-    return (x - mean) * c + mean
+  """:math:`(x - \\mu) c + \\mu`, :math:`\\mu` the per-image, per-channel mean."""
+  del key
+  c = _param(CONTRAST_FACTOR, severity)
+  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+  return (x - mean) * c + mean
 
 
 def brightness(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Adds c to the HSV value channel :math:`V = \\max_k x_k`, clipped to [0, 1].
+  """Adds c to the HSV value channel :math:`V = \\max_k x_k`, clipped to [0, 1].
 
-    Hue and saturation fixed, every RGB channel scales with V, so this is
-    :math:`x \\cdot V'/V` (and :math:`V'` in each channel where V = 0, which
-    has S = 0), identical to the script's rgb2hsv / hsv2rgb round trip. For one
-    channel V is the intensity and this is :math:`\\mathrm{clip}(x + c)`.
-    """
-    del key
-    c = _param(BRIGHTNESS_SHIFT, severity)
-    v = jnp.max(x, axis=-1, keepdims=True)
-    v_new = jnp.clip(v + c, 0.0, 1.0)
-    ratio = v_new / jnp.where(v > 0, v, 1.0)
-    return jnp.where(v > 0, x * ratio, v_new)
+  Hue and saturation fixed, every RGB channel scales with V, so this is
+  :math:`x \\cdot V'/V` (and :math:`V'` in each channel where V = 0, which
+  has S = 0), identical to the script's rgb2hsv / hsv2rgb round trip. For one
+  channel V is the intensity and this is :math:`\\mathrm{clip}(x + c)`.
+  """
+  del key
+  c = _param(BRIGHTNESS_SHIFT, severity)
+  v = jnp.max(x, axis=-1, keepdims=True)
+  v_new = jnp.clip(v + c, 0.0, 1.0)
+  ratio = v_new / jnp.where(v > 0, v, 1.0)
+  return jnp.where(v > 0, x * ratio, v_new)
 
 
 def box_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """[out_size, in_size] linear map of PIL's ``Image.resize(..., BOX)`` on one axis.
+  """[out_size, in_size] linear map of PIL's ``Image.resize(..., BOX)`` on one axis.
 
-    Follows ``precompute_coeffs`` in Pillow's Resample.c: output pixel ``o``
-    averages the input pixels whose centres fall in its footprint
-    ``[(o) s, (o + 1) s)``, ``s = in/out``; upsampling copies the nearest one.
-    """
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 0.5 * filterscale
-    m = np.zeros((out_size, in_size))
-    for o in range(out_size):
-        center = (o + 0.5) * scale
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        for i in range(lo, hi):
-            t = (i - center + 0.5) / filterscale
-            if -0.5 < t <= 0.5:
-                m[o, i] = 1.0
-        m[o] /= m[o].sum()
-    return m
+  Follows ``precompute_coeffs`` in Pillow's Resample.c: output pixel ``o``
+  averages the input pixels whose centres fall in its footprint
+  ``[(o) s, (o + 1) s)``, ``s = in/out``; upsampling copies the nearest one.
+  """
+  scale = in_size / out_size
+  filterscale = max(scale, 1.0)
+  support = 0.5 * filterscale
+  m = np.zeros((out_size, in_size))
+  for o in range(out_size):
+    center = (o + 0.5) * scale
+    lo = max(int(center - support + 0.5), 0)
+    hi = min(int(center + support + 0.5), in_size)
+    for i in range(lo, hi):
+      t = (i - center + 0.5) / filterscale
+      if -0.5 < t <= 0.5:
+        m[o, i] = 1.0
+    m[o] /= m[o].sum()
+  return m
 
 
 def pixelate(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Box-downsample each axis to ``int(n c)`` pixels, then box-upsample back."""
-    del key
-    c = PIXELATE_FACTOR[severity - 1]
-    h, w = x.shape[1], x.shape[2]
-    mh = box_resize_matrix(int(h * c), h) @ box_resize_matrix(h, int(h * c))
-    mw = box_resize_matrix(int(w * c), w) @ box_resize_matrix(w, int(w * c))
-    return jnp.einsum(
-        "hH,bHWc,wW->bhwc",
-        jnp.asarray(mh, jnp.float32),
-        x,
-        jnp.asarray(mw, jnp.float32),
-        precision=jax.lax.Precision.HIGHEST,
-    )
+  """Box-downsample each axis to ``int(n c)`` pixels, then box-upsample back."""
+  del key
+  c = PIXELATE_FACTOR[severity - 1]
+  h, w = x.shape[1], x.shape[2]
+  mh = box_resize_matrix(int(h * c), h) @ box_resize_matrix(h, int(h * c))
+  mw = box_resize_matrix(int(w * c), w) @ box_resize_matrix(w, int(w * c))
+  return jnp.einsum(
+      "hH,bHWc,wW->bhwc",
+      jnp.asarray(mh, jnp.float32),
+      x,
+      jnp.asarray(mw, jnp.float32),
+      precision=jax.lax.Precision.HIGHEST,
+  )
 
 
 def occlusion(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Grey square of side ``round(f min(H, W))`` at a random centre per image.
+  """Grey square of side ``round(f min(H, W))`` at a random centre per image.
 
-    For a fixed key, the square at a higher severity contains the one at a
-    lower severity (same centre), so the damage grows monotonically.
-    """
-    b, h, w = x.shape[:3]
-    side = _param([max(1, math.floor(f * min(h, w) + 0.5)) for f in OCCLUSION_FRACTION], severity)
-    ky, kx = jax.random.split(key)
-    top = jax.random.randint(ky, (b, 1, 1, 1), 0, h) - side // 2
-    left = jax.random.randint(kx, (b, 1, 1, 1), 0, w) - side // 2
-    rows = jnp.arange(h)[None, :, None, None]
-    cols = jnp.arange(w)[None, None, :, None]
-    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-    return jnp.where(inside, OCCLUSION_FILL, x)
+  For a fixed key, the square at a higher severity contains the one at a
+  lower severity (same centre), so the damage grows monotonically.
+  """
+  b, h, w = x.shape[:3]
+  side = _param(
+      [max(1, math.floor(f * min(h, w) + 0.5)) for f in OCCLUSION_FRACTION],
+      severity,
+  )
+  ky, kx = jax.random.split(key)
+  top = jax.random.randint(ky, (b, 1, 1, 1), 0, h) - side // 2
+  left = jax.random.randint(kx, (b, 1, 1, 1), 0, w) - side // 2
+  rows = jnp.arange(h)[None, :, None, None]
+  cols = jnp.arange(w)[None, None, :, None]
+  inside = (
+      (rows >= top)
+      & (rows < top + side)
+      & (cols >= left)
+      & (cols < left + side)
+  )
+  return jnp.where(inside, OCCLUSION_FILL, x)
 
 
 Corruption = Callable[[jax.Array, int, jax.Array], jax.Array]
@@ -255,7 +273,15 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 TRACEABLE_SEVERITY = frozenset(
-    {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "contrast", "brightness", "occlusion"}
+    {
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "speckle_noise",
+        "contrast",
+        "brightness",
+        "occlusion",
+    }
 )
 """Corruptions whose parameters are scalars: ``severity`` may be a traced int, so
 one compiled function serves all five severities (the others' kernel or matrix
@@ -263,54 +289,64 @@ shapes depend on it)."""
 
 
 def check_severity(severity) -> int:
-    """Returns ``severity`` as an int, or raises ValueError unless it is in 1..5."""
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)):
-        raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
-    if not 1 <= int(severity) <= 5:
-        raise ValueError(f"severity must be in 1..5, got {severity}")
-    return int(severity)
+  """Returns ``severity`` as an int, or raises ValueError unless it is in 1..5."""
+  if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)):
+    raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
+  if not 1 <= int(severity) <= 5:
+    raise ValueError(f"severity must be in 1..5, got {severity}")
+  return int(severity)
 
 
 def get_corruption(name: str) -> Corruption:
-    """The corruption registered as ``name``; ValueError listing known names otherwise."""
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; known: {sorted(CORRUPTIONS)}")
-    return CORRUPTIONS[name]
+  """The corruption registered as ``name``; ValueError listing known names otherwise."""
+  if name not in CORRUPTIONS:
+    raise ValueError(
+        f"unknown corruption {name!r}; known: {sorted(CORRUPTIONS)}"
+    )
+  return CORRUPTIONS[name]
 
 
-def corrupt(name: str, images: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-    """Applies corruption ``name`` at ``severity`` to a batch of images.
+def corrupt(
+    name: str, images: jax.Array, severity: int, key: jax.Array
+) -> jax.Array:
+  """Applies corruption ``name`` at ``severity`` to a batch of images.
 
-    Args:
-      name: a key of ``CORRUPTIONS`` (static under jit).
-      images: float array [B, H, W, C] in [0, 1], C in {1, 3}, H, W >= 8.
-      severity: int in 1..5, static under jit; for names in
-        ``TRACEABLE_SEVERITY`` also a scalar integer jax array (may be traced;
-        the caller keeps it in 1..5, out-of-range values are clamped).
-      key: PRNG key; deterministic corruptions ignore it.
+  Args:
+    name: a key of ``CORRUPTIONS`` (static under jit).
+    images: float array [B, H, W, C] in [0, 1], C in {1, 3}, H, W >= 8.
+    severity: int in 1..5, static under jit; for names in
+      ``TRACEABLE_SEVERITY`` also a scalar integer jax array (may be traced;
+      the caller keeps it in 1..5, out-of-range values are clamped).
+    key: PRNG key; deterministic corruptions ignore it.
 
-    Returns:
-      [B, H, W, C], dtype of ``images``, clipped to [0, 1].
-    """
-    fn = get_corruption(name)
-    if isinstance(severity, jax.Array):
-        if name not in TRACEABLE_SEVERITY:
-            raise ValueError(
-                f"severity of {name!r} must be a static int in 1..5; a traced severity "
-                f"works only for {sorted(TRACEABLE_SEVERITY)}"
-            )
-        if severity.shape != () or not jnp.issubdtype(severity.dtype, jnp.integer):
-            raise ValueError(f"severity must be a scalar integer, got {severity.dtype}{severity.shape}")
-    else:
-        severity = check_severity(severity)
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
-    if images.shape[-1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got shape {images.shape}")
-    if min(images.shape[1], images.shape[2]) < 8:
-        raise ValueError(f"images must be at least 8x8, got shape {images.shape}")
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
-    out = fn(images.astype(jnp.float32), severity, key)
-    return jnp.clip(out, 0.0, 1.0).astype(images.dtype)
+  Returns:
+    [B, H, W, C], dtype of ``images``, clipped to [0, 1].
+  """
+  fn = get_corruption(name)
+  if isinstance(severity, jax.Array):
+    if name not in TRACEABLE_SEVERITY:
+      raise ValueError(
+          f"severity of {name!r} must be a static int in 1..5; a traced severity "
+          f"works only for {sorted(TRACEABLE_SEVERITY)}"
+      )
+    if severity.shape != () or not jnp.issubdtype(severity.dtype, jnp.integer):
+      raise ValueError(
+          f"severity must be a scalar integer, got {severity.dtype}{severity.shape}"
+      )
+  else:
+    severity = check_severity(severity)
+  images = jnp.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"images must be [B, H, W, C], got shape {images.shape}")
+  if images.shape[-1] not in (1, 3):
+    raise ValueError(
+        f"images must have 1 or 3 channels, got shape {images.shape}"
+    )
+  if min(images.shape[1], images.shape[2]) < 8:
+    raise ValueError(f"images must be at least 8x8, got shape {images.shape}")
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise TypeError(
+        f"images must be floating point in [0, 1], got {images.dtype}"
+    )
+  out = fn(images.astype(jnp.float32), severity, key)
+  return jnp.clip(out, 0.0, 1.0).astype(images.dtype)

@@ -24,41 +24,49 @@ TRACEBACK_ENV = "SIMSOFT_TRACEBACK"
 
 class UserError(Exception):
   """A problem the user can fix; the message is shown as one line."""
+
   exit_code = 1
 
 
 class ConfigError(UserError, ValueError):
   """A config field, argument or flag has a bad value (usage error)."""
+
   exit_code = 2
 
 
 class MissingInputError(UserError, FileNotFoundError):
   """A file or workdir the config names does not exist or is not finished."""
+
   exit_code = 2
 
 
 class WorkdirError(UserError, ValueError):
   """The workdir holds another run (config.json or a phase's provenance differs)."""
+
   exit_code = 2
 
 
 class WorkdirBusyError(UserError):
   """Another live process holds the workdir's lock."""
+
   exit_code = 3
 
 
 class DamagedFileError(UserError):
   """A file of the workdir (checkpoint, JSON record) cannot be read."""
+
   exit_code = 4
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
   """Training produced a NaN or inf loss."""
+
   exit_code = 5
 
 
 class InterruptedRun(UserError):
   """The run was stopped by Ctrl-C (SIGINT)."""
+
   exit_code = 130
 
 
@@ -71,11 +79,15 @@ def one_line(message: str) -> str:
 def traceback_wanted(argv=None) -> bool:
   """True when --traceback is on the command line or SIMSOFT_TRACEBACK is set (not 0)."""
   argv = sys.argv if argv is None else argv
-  flag = any(a in ("--traceback", "--traceback=true", "--traceback=1") for a in argv)
+  flag = any(
+      a in ("--traceback", "--traceback=true", "--traceback=1") for a in argv
+  )
   return flag or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
 
 
-def report(message: str, *, exc: BaseException | None = None, argv=None) -> None:
+def report(
+    message: str, *, exc: BaseException | None = None, argv=None
+) -> None:
   """Prints `simsoft: error: <message>` on stderr (after the traceback, if asked for)."""
   if exc is not None and traceback_wanted(argv):
     traceback.print_exception(exc, file=sys.stderr)

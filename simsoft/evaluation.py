@@ -35,31 +35,57 @@ if TYPE_CHECKING:
 EVALUATORS = ("clean", "corruptions", "cifar10_c")
 
 
-def similarity_stats(run: "Run", graphdef, state, split: data_lib.ArraySplit, *,
-                     with_features: bool):
+def similarity_stats(
+    run: "Run",
+    graphdef,
+    state,
+    split: data_lib.ArraySplit,
+    *,
+    with_features: bool,
+):
   """One forward pass over `split` accumulating SimilarityStats; returns (stats, N)."""
   ds = run.dataset
   feature_dim = 0
-  predict = step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std,
-                                     return_features=with_features)
+  predict = step_lib.make_predict_fn(
+      graphdef, mean=ds.mean, std=ds.std, return_features=with_features
+  )
 
   def update(stats, params, model_state, batch):
     out = predict(params, model_state, batch["image"])
     logits, features = out if with_features else (out, None)
-    return sim_lib.update_stats(stats, logits, batch["label"], features, batch["mask"])
+    return sim_lib.update_stats(
+        stats, logits, batch["label"], features, batch["mask"]
+    )
 
   if with_features:
-    probe = jax.eval_shape(predict, state["params"], state["model_state"],
-                           jax.ShapeDtypeStruct((1,) + ds.image_shape, np.float32))
+    probe = jax.eval_shape(
+        predict,
+        state["params"],
+        state["model_state"],
+        jax.ShapeDtypeStruct((1,) + ds.image_shape, np.float32),
+    )
     feature_dim = probe[1].shape[-1]
   stats = run.replicate(sim_lib.init_stats(ds.num_classes, feature_dim))
-  update = jax.jit(update, in_shardings=(run.replicated, run.replicated, run.replicated,
-                                         run.batch_sharding),
-                   out_shardings=run.replicated, donate_argnums=0)
-  for batch in data_lib.eval_batches(split, global_batch_size=run.config.eval_batch_size,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count()):
-    stats = update(stats, state["params"], state["model_state"], run.global_batch(batch))
+  update = jax.jit(
+      update,
+      in_shardings=(
+          run.replicated,
+          run.replicated,
+          run.replicated,
+          run.batch_sharding,
+      ),
+      out_shardings=run.replicated,
+      donate_argnums=0,
+  )
+  for batch in data_lib.eval_batches(
+      split,
+      global_batch_size=run.config.eval_batch_size,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  ):
+    stats = update(
+        stats, state["params"], state["model_state"], run.global_batch(batch)
+    )
   return stats, len(split)
 
 
@@ -88,7 +114,9 @@ def _reference_similarity(run: "Run", groups, distances=None):
   largest), else the dataset's super-class groups."""
   path = run.config.evaluate.reference_similarity_path
   if path:
-    matrix, _ = sim_lib.read_similarity_file(path, num_classes=run.dataset.num_classes)
+    matrix, _ = sim_lib.read_similarity_file(
+        path, num_classes=run.dataset.num_classes
+    )
     return matrix
   if distances is not None:
     return 1.0 - distances / distances.max()
@@ -96,11 +124,15 @@ def _reference_similarity(run: "Run", groups, distances=None):
 
 
 def evaluators_of(config) -> tuple[str, ...]:
-  names = tuple(n.strip() for n in config.evaluate.evaluators.split(",") if n.strip())
+  names = tuple(
+      n.strip() for n in config.evaluate.evaluators.split(",") if n.strip()
+  )
   for name in names:
     if name not in EVALUATORS:
-      raise ValueError(f"unknown evaluator {name!r} in config.evaluate.evaluators; "
-                       f"known: {list(EVALUATORS)}")
+      raise ValueError(
+          f"unknown evaluator {name!r} in config.evaluate.evaluators; "
+          f"known: {list(EVALUATORS)}"
+      )
   return names
 
 
@@ -111,17 +143,33 @@ class Cifar10CSets(Mapping):
   """
 
   def __init__(self, data_dir: str | None, corruptions="all", severities=None):
-    names = data_lib.CIFAR10_C_CORRUPTIONS if corruptions == "all" else corruptions
-    unknown = sorted(set(names) - set(data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS))
+    names = (
+        data_lib.CIFAR10_C_CORRUPTIONS if corruptions == "all" else corruptions
+    )
+    unknown = sorted(
+        set(names)
+        - set(
+            data_lib.CIFAR10_C_CORRUPTIONS
+            + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS
+        )
+    )
     if unknown:
-      raise ValueError(f"unknown CIFAR-10-C corruption(s) {unknown} (config.evaluate.cifar10_c); "
-                       f"known: {list(data_lib.CIFAR10_C_CORRUPTIONS)}")
+      raise ValueError(
+          f"unknown CIFAR-10-C corruption(s) {unknown} (config.evaluate.cifar10_c); "
+          f"known: {list(data_lib.CIFAR10_C_CORRUPTIONS)}"
+      )
     self._data_dir = data_dir
-    self._keys = [f"{n}_{s}" for n in names for s in severities or data_lib.CIFAR10_C_SEVERITIES]
+    self._keys = [
+        f"{n}_{s}"
+        for n in names
+        for s in severities or data_lib.CIFAR10_C_SEVERITIES
+    ]
 
   def __getitem__(self, key):
     name, _, severity = key.rpartition("_")
-    split = data_lib.load_cifar10_corrupted(name, int(severity), data_dir=self._data_dir)
+    split = data_lib.load_cifar10_corrupted(
+        name, int(severity), data_dir=self._data_dir
+    )
     return split.images, split.labels
 
   def __iter__(self):
@@ -131,7 +179,9 @@ class Cifar10CSets(Mapping):
     return len(self._keys)
 
 
-def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -> dict:
+def evaluate_models(
+    run: "Run", models: dict, precomputed: dict | None = None
+) -> dict:
   """Runs the configured evaluators on each model; returns the results.json payload.
 
   `precomputed` maps other model keys to results already measured under this
@@ -143,35 +193,66 @@ def evaluate_models(run: "Run", models: dict, precomputed: dict | None = None) -
   groups = _class_to_group(ds)
   distances = hierarchy_distances(config, ds.num_classes)
   reference = _reference_similarity(run, groups, distances)
-  severities = [int(s) for s in config.evaluate.severities.split(",") if s.strip()]
+  severities = [
+      int(s) for s in config.evaluate.severities.split(",") if s.strip()
+  ]
   suite = []
   if "corruptions" in names:
-    suite = "all" if config.evaluate.corruptions == "all" else [
-        n.strip() for n in config.evaluate.corruptions.split(",") if n.strip()]
+    suite = (
+        "all"
+        if config.evaluate.corruptions == "all"
+        else [
+            n.strip()
+            for n in config.evaluate.corruptions.split(",")
+            if n.strip()
+        ]
+    )
   extra = None
   if "cifar10_c" in names:
     chosen = config.evaluate.cifar10_c
-    extra = Cifar10CSets(config.dataset.data_dir or None,
-                         "all" if chosen == "all" else [n.strip() for n in chosen.split(",")],
-                         severities)
-  results = {"config": config.to_dict(), "dataset": ds.name, "class_names": list(ds.class_names),
-             "models": {}}
+    extra = Cifar10CSets(
+        config.dataset.data_dir or None,
+        "all" if chosen == "all" else [n.strip() for n in chosen.split(",")],
+        severities,
+    )
+  results = {
+      "config": config.to_dict(),
+      "dataset": ds.name,
+      "class_names": list(ds.class_names),
+      "models": {},
+  }
   results["models"].update(precomputed or {})
   predict_jits = {}
   for key, (graphdef, state) in models.items():
     if graphdef not in predict_jits:  # A and B share one compiled program
-      predict_jits[graphdef] = jax.jit(step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std))
-    predict_fn = functools.partial(predict_jits[graphdef], state["params"], state["model_state"])
+      predict_jits[graphdef] = jax.jit(
+          step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
+      )
+    predict_fn = functools.partial(
+        predict_jits[graphdef], state["params"], state["model_state"]
+    )
     results["models"][key] = robustness.run_suite(
-        predict_fn, test.images, test.labels, suite=suite, severities=severities,
-        key=jax.random.key(config.seed + 17), batch_size=config.eval_batch_size,
-        num_classes=ds.num_classes, class_to_group=groups, reference_similarity=reference,
-        mistake_distance=distances, extra_sets=extra, mesh=run.mesh,
-        corrupted_examples=config.evaluate.corrupted_examples, progress=EvalProgress(key))
+        predict_fn,
+        test.images,
+        test.labels,
+        suite=suite,
+        severities=severities,
+        key=jax.random.key(config.seed + 17),
+        batch_size=config.eval_batch_size,
+        num_classes=ds.num_classes,
+        class_to_group=groups,
+        reference_similarity=reference,
+        mistake_distance=distances,
+        extra_sets=extra,
+        mesh=run.mesh,
+        corrupted_examples=config.evaluate.corrupted_examples,
+        progress=EvalProgress(key),
+    )
     results["models"][key]["label"] = MODEL_LABELS[key]
   if "A" in results["models"] and "B" in results["models"]:
     results["comparison"] = robustness.compare_to_baseline(
-        results["models"]["B"], results["models"]["A"])
+        results["models"]["B"], results["models"]["A"]
+    )
   return results
 
 
@@ -179,10 +260,16 @@ def write_report(workdir: str, results: dict, similarity, class_names) -> str:
   """workdir/report.md with figures; written locally first when workdir is a bucket."""
   target = resolve(workdir)
   if "://" not in os.fspath(workdir):
-    return report_lib.write_report(os.fspath(target), results, similarity=similarity,
-                                   class_names=class_names)
+    return report_lib.write_report(
+        os.fspath(target),
+        results,
+        similarity=similarity,
+        class_names=class_names,
+    )
   with tempfile.TemporaryDirectory() as local:
-    report_lib.write_report(local, results, similarity=similarity, class_names=class_names)
+    report_lib.write_report(
+        local, results, similarity=similarity, class_names=class_names
+    )
     for name in os.listdir(local):
       (target / name).write_bytes(open(os.path.join(local, name), "rb").read())
   return os.fspath(target / "report.md")
@@ -195,9 +282,15 @@ _ROWS = (
     ("mistake severity", lambda r: r["clean"].get("mistake_severity")),
     ("mistake LCA height", lambda r: r["clean"].get("mistake_distance")),
     ("super-class accuracy", lambda r: r["clean"].get("superclass_accuracy")),
-    ("mean corrupted accuracy", lambda r: r.get("summary", {}).get("mean_corrupted_accuracy")),
+    (
+        "mean corrupted accuracy",
+        lambda r: r.get("summary", {}).get("mean_corrupted_accuracy"),
+    ),
     ("mean corruption error", lambda r: r.get("summary", {}).get("mce")),
-    ("CIFAR-10-C accuracy", lambda r: r.get("extra_summary", {}).get("mean_corrupted_accuracy")),
+    (
+        "CIFAR-10-C accuracy",
+        lambda r: r.get("extra_summary", {}).get("mean_corrupted_accuracy"),
+    ),
 )
 
 
@@ -213,25 +306,36 @@ def format_table(results: dict) -> str:
     values = [get(models[k]) for k in keys]
     if all(v is None for v in values):
       continue
-    line = f"{name:<26}" + "".join(f"{v:>22.4f}" if v is not None else f"{'-':>22}" for v in values)
+    line = f"{name:<26}" + "".join(
+        f"{v:>22.4f}" if v is not None else f"{'-':>22}" for v in values
+    )
     if len(keys) == 2 and None not in values:
       line += f"{values[1] - values[0]:>+10.4f}"
     lines.append(line)
   paired = (results.get("comparison") or {}).get("clean_accuracy_paired")
   if paired:
     lo, hi = paired["ci"]
-    lines.append(f"B - A clean accuracy {100 * paired['difference']:+.2f} points, 95 % CI "
-                 f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (paired, {paired['n']} test images)")
+    lines.append(
+        f"B - A clean accuracy {100 * paired['difference']:+.2f} points, 95 % CI "
+        f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (paired, {paired['n']} test images)"
+    )
   robustness_table = _robustness_table(models, keys)
-  return "\n".join(lines) + ("\n\n" + robustness_table if robustness_table else "")
+  return "\n".join(lines) + (
+      "\n\n" + robustness_table if robustness_table else ""
+  )
 
 
 def _robustness_table(models: dict, keys: list[str]) -> str:
   """Accuracy per corruption (mean over severities), one row per corruption."""
-  by = {k: models[k].get("summary", {}).get("accuracy_by_corruption") for k in keys}
+  by = {
+      k: models[k].get("summary", {}).get("accuracy_by_corruption")
+      for k in keys
+  }
   if not all(by.values()):
     return ""
-  header = f"{'accuracy under corruption':<26}" + "".join(f"{MODEL_LABELS[k]:>22}" for k in keys)
+  header = f"{'accuracy under corruption':<26}" + "".join(
+      f"{MODEL_LABELS[k]:>22}" for k in keys
+  )
   if len(keys) == 2:
     header += f"{'B - A':>10}"
   lines = [header, "-" * len(header)]

@@ -26,5 +26,7 @@ def missing_dependency_message(error: ModuleNotFoundError) -> str | None:
   extra = EXTRA_OF.get(name)
   if extra is None:
     return None
-  return (f"simsoft: this command needs the optional dependency {name!r} (extra "
-          f"'{extra}'): pip install 'simsoft[{extra}]', or 'simsoft[all]' for everything")
+  return (
+      f"simsoft: this command needs the optional dependency {name!r} (extra "
+      f"'{extra}'): pip install 'simsoft[{extra}]', or 'simsoft[all]' for everything"
+  )

@@ -33,8 +33,10 @@ PIPELINES = ("auto", "host", "device")
 def choose_pipeline(cfg: ml_collections.ConfigDict, split: ArraySplit) -> str:
   """'host' or 'device' for config.input and a train split."""
   if cfg.pipeline not in PIPELINES:
-    raise ValueError(f"unknown input pipeline {cfg.pipeline!r} (config.input.pipeline); "
-                     f"known: {list(PIPELINES)}")
+    raise ValueError(
+        f"unknown input pipeline {cfg.pipeline!r} (config.input.pipeline); "
+        f"known: {list(PIPELINES)}"
+    )
   if cfg.pipeline != "auto":
     return cfg.pipeline
   return "device" if split.images.nbytes <= cfg.device_max_bytes else "host"
@@ -45,57 +47,117 @@ class HostInput:
 
   max_steps_per_dispatch = 1
 
-  def __init__(self, step: Callable, mesh: jax.sharding.Mesh, split: ArraySplit, *,
-               global_batch_size: int, seed: int, start_step: int):
+  def __init__(
+      self,
+      step: Callable,
+      mesh: jax.sharding.Mesh,
+      split: ArraySplit,
+      *,
+      global_batch_size: int,
+      seed: int,
+      start_step: int,
+  ):
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     self._batch_sharding = batch
-    self._step = jax.jit(step, in_shardings=(replicated, batch, replicated),
-                         out_shardings=(replicated, replicated), donate_argnums=0)
-    self._batches = train_batches(split, global_batch_size=global_batch_size, seed=seed,
-                                  start_step=start_step, process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+    self._step = jax.jit(
+        step,
+        in_shardings=(replicated, batch, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    self._batches = train_batches(
+        split,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
 
   def run(self, state, key, num_steps: int):
     assert num_steps == 1
     local = next(self._batches)
-    batch = {k: jax.make_array_from_process_local_data(self._batch_sharding, v)
-             for k, v in local.items()}
+    batch = {
+        k: jax.make_array_from_process_local_data(self._batch_sharding, v)
+        for k, v in local.items()
+    }
     return self._step(state, batch, key)
 
 
 class DeviceInput:
   """The split lives on device; `num_steps` steps per dispatch (lax.scan when > 1)."""
 
-  def __init__(self, step: Callable, mesh: jax.sharding.Mesh, split: ArraySplit, *,
-               global_batch_size: int, seed: int, start_step: int, steps_per_dispatch: int,
-               scan_unroll: bool = False):
+  def __init__(
+      self,
+      step: Callable,
+      mesh: jax.sharding.Mesh,
+      split: ArraySplit,
+      *,
+      global_batch_size: int,
+      seed: int,
+      start_step: int,
+      steps_per_dispatch: int,
+      scan_unroll: bool = False,
+  ):
     if steps_per_dispatch < 1:
-      raise ValueError(f"config.input.steps_per_dispatch must be >= 1, got {steps_per_dispatch}")
+      raise ValueError(
+          f"config.input.steps_per_dispatch must be >= 1, got {steps_per_dispatch}"
+      )
     self.max_steps_per_dispatch = steps_per_dispatch
     replicated = NamedSharding(mesh, P())
     self._index_sharding = NamedSharding(mesh, P(None, "data"))
     # make_array_from_callback, unlike device_put, builds arrays that span the
     # devices of every process (each process holds the same split).
-    self._data = {k: jax.make_array_from_callback(v.shape, replicated, lambda i, v=v: v[i])
-                  for k, v in (("image", split.images), ("label", split.labels))}
-    self._steps = jax.jit(step_lib.make_device_steps(step, unroll=scan_unroll),
-                          in_shardings=(replicated, replicated, self._index_sharding, replicated),
-                          out_shardings=(replicated, replicated), donate_argnums=0)
-    self._indices = train_indices(len(split), global_batch_size=global_batch_size, seed=seed,
-                                  start_step=start_step, process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+    self._data = {
+        k: jax.make_array_from_callback(
+            v.shape, replicated, lambda i, v=v: v[i]
+        )
+        for k, v in (("image", split.images), ("label", split.labels))
+    }
+    self._steps = jax.jit(
+        step_lib.make_device_steps(step, unroll=scan_unroll),
+        in_shardings=(replicated, replicated, self._index_sharding, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    self._indices = train_indices(
+        len(split),
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
 
   def run(self, state, key, num_steps: int):
     local = np.stack([next(self._indices) for _ in range(num_steps)])
-    indices = jax.make_array_from_process_local_data(self._index_sharding, local)
+    indices = jax.make_array_from_process_local_data(
+        self._index_sharding, local
+    )
     return self._steps(state, self._data, indices, key)
 
 
-def make_input(cfg: ml_collections.ConfigDict, step: Callable, mesh, split: ArraySplit, *,
-               global_batch_size: int, seed: int, start_step: int):
+def make_input(
+    cfg: ml_collections.ConfigDict,
+    step: Callable,
+    mesh,
+    split: ArraySplit,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int,
+):
   """The HostInput or DeviceInput that config.input selects."""
-  kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step)
+  kwargs = dict(
+      global_batch_size=global_batch_size, seed=seed, start_step=start_step
+  )
   if choose_pipeline(cfg, split) == "device":
-    return DeviceInput(step, mesh, split, steps_per_dispatch=cfg.steps_per_dispatch,
-                       scan_unroll=cfg.scan_unroll, **kwargs)
+    return DeviceInput(
+        step,
+        mesh,
+        split,
+        steps_per_dispatch=cfg.steps_per_dispatch,
+        scan_unroll=cfg.scan_unroll,
+        **kwargs,
+    )
   return HostInput(step, mesh, split, **kwargs)

@@ -53,29 +53,53 @@ def paired_difference(a_correct, b_correct, *, z: float = Z95) -> dict:
   """
   a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
   if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-    raise ValueError(f"need two non-empty [n] vectors of the same images, got {a.shape} and {b.shape}")
+    raise ValueError(
+        f"need two non-empty [n] vectors of the same images, got {a.shape} and {b.shape}"
+    )
   n = a.size
   both, only_b = int(np.sum(a & b)), int(np.sum(b & ~a))
   only_a, neither = int(np.sum(a & ~b)), int(np.sum(~a & ~b))
   p1, p2 = (both + only_b) / n, (both + only_a) / n
   l1, u1 = wilson(both + only_b, n, z=z)
   l2, u2 = wilson(both + only_a, n, z=z)
-  den = math.sqrt(float(both + only_b) * (only_a + neither) * (both + only_a) * (only_b + neither))
+  den = math.sqrt(
+      float(both + only_b)
+      * (only_a + neither)
+      * (both + only_a)
+      * (only_b + neither)
+  )
   phi = (both * neither - only_b * only_a) / den if den > 0 else 0.0
   theta = p1 - p2
-  lower = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
-  upper = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
-  return {"n": n, "both": both, "only_b": only_b, "only_a": only_a, "neither": neither,
-          "difference": theta, "ci": [max(-1.0, theta - lower), min(1.0, theta + upper)],
-          "method": "Newcombe (1998) paired score interval, method 10"}
+  lower = math.sqrt(
+      max(
+          (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0
+      )
+  )
+  upper = math.sqrt(
+      max(
+          (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0
+      )
+  )
+  return {
+      "n": n,
+      "both": both,
+      "only_b": only_b,
+      "only_a": only_a,
+      "neither": neither,
+      "difference": theta,
+      "ci": [max(-1.0, theta - lower), min(1.0, theta + upper)],
+      "method": "Newcombe (1998) paired score interval, method 10",
+  }
 
 
 def pack_correct(correct) -> str:
   """bool [n] -> base64 text of the packed bits (n/8 bytes)."""
-  return base64.b64encode(np.packbits(np.asarray(correct, bool)).tobytes()).decode("ascii")
+  return base64.b64encode(
+      np.packbits(np.asarray(correct, bool)).tobytes()
+  ).decode("ascii")
 
 
 def unpack_correct(text: str, n: int) -> np.ndarray:
   """pack_correct's text -> bool [n]."""
   bits = np.unpackbits(np.frombuffer(base64.b64decode(text), np.uint8))
-  return bits[:int(n)].astype(bool)
+  return bits[: int(n)].astype(bool)

@@ -154,7 +154,9 @@ def _apply_where(loss: jax.Array, where) -> jax.Array:
 def _check_square(similarity) -> int:
   shape = jnp.shape(similarity)
   if len(shape) != 2 or shape[0] != shape[1]:
-    raise ValueError(f"`similarity` must be a square [C, C] matrix, got {shape}.")
+    raise ValueError(
+        f"`similarity` must be a square [C, C] matrix, got {shape}."
+    )
   _check_similarity(similarity, shape[0])
   return shape[0]
 
@@ -165,7 +167,9 @@ def _check_fraction(value, name: str) -> None:
     return
   v = np.asarray(value)
   if v.shape != () or not np.isfinite(v) or not 0.0 <= float(v) <= 1.0:
-    raise ValueError(f"`{name}` must be a finite scalar in [0, 1], got {value!r}.")
+    raise ValueError(
+        f"`{name}` must be a finite scalar in [0, 1], got {value!r}."
+    )
 
 
 def off_target_distribution(similarity) -> jax.Array:
@@ -243,7 +247,9 @@ def similarity_target_matrix(similarity, *, alpha=None, mass=None) -> jax.Array:
   return (1.0 - alpha) * eye + alpha * rows
 
 
-def similarity_targets(labels, similarity, *, alpha=None, mass=None) -> jax.Array:
+def similarity_targets(
+    labels, similarity, *, alpha=None, mass=None
+) -> jax.Array:
   r"""Soft targets built from a class-similarity matrix.
 
   .. math::
@@ -273,7 +279,9 @@ def similarity_targets(labels, similarity, *, alpha=None, mass=None) -> jax.Arra
   _check_labels(labels)
   c = _check_square(similarity)
   _check_label_range(labels, c)
-  rows = _rows_of(labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass))
+  rows = _rows_of(
+      labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass)
+  )
   return _nan_where_invalid(rows, _valid_labels(labels, c))
 
 
@@ -314,7 +322,9 @@ def similarity_cross_entropy(
   """
   dtype = _check_inputs(logits, labels, similarity, where)
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
-  matrix = similarity_target_matrix(jnp.asarray(similarity, dtype), alpha=alpha, mass=mass)
+  matrix = similarity_target_matrix(
+      jnp.asarray(similarity, dtype), alpha=alpha, mass=mass
+  )
   loss = -jnp.sum(_rows_of(labels, matrix) * log_probs, axis=-1)
   loss = _nan_where_invalid(loss, _valid_labels(labels, log_probs.shape[-1]))
   return _apply_where(loss, where)
@@ -359,7 +369,9 @@ def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
   return _apply_where(loss, where)
 
 
-def validate_similarity(similarity, num_classes: int | None = None) -> np.ndarray:
+def validate_similarity(
+    similarity, num_classes: int | None = None
+) -> np.ndarray:
   """Checks a concrete similarity matrix; returns it as a float32 numpy array.
 
   Rules, in order: concrete (not traced), square [C, C], C == num_classes when
@@ -383,14 +395,21 @@ def validate_similarity(similarity, num_classes: int | None = None) -> np.ndarra
     )
   matrix = np.asarray(similarity)
   if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-    raise ValueError(f"similarity must be a square [C, C] matrix, got shape {matrix.shape}.")
+    raise ValueError(
+        f"similarity must be a square [C, C] matrix, got shape {matrix.shape}."
+    )
   if num_classes is not None and matrix.shape[0] != num_classes:
     raise ValueError(
         f"similarity is {matrix.shape[0]} x {matrix.shape[1]} but there are "
         f"{num_classes} classes."
     )
-  if not (np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)):
-    raise ValueError(f"similarity must be real-valued, got dtype {matrix.dtype}.")
+  if not (
+      np.issubdtype(matrix.dtype, np.floating)
+      or np.issubdtype(matrix.dtype, np.integer)
+  ):
+    raise ValueError(
+        f"similarity must be real-valued, got dtype {matrix.dtype}."
+    )
   matrix = matrix.astype(np.float32)
   bad = np.argwhere(~np.isfinite(matrix))
   if bad.size:
@@ -441,8 +460,9 @@ def weighted_cross_entropy(logits, labels, weights, *, where=None) -> jax.Array:
   return _apply_where(-jnp.sum(rows * log_probs, axis=-1), where)
 
 
-def hierarchical_cross_entropy(logits, labels, node_leaves, path_weights, *,
-                               where=None) -> jax.Array:
+def hierarchical_cross_entropy(
+    logits, labels, node_leaves, path_weights, *, where=None
+) -> jax.Array:
   r"""Hierarchical cross-entropy, HXE (Bertinetto et al. 2020, "Making Better Mistakes").
 
   With :math:`P(n) = \sum_{c \text{ under } n} \mathrm{softmax}(x)_c` the
@@ -483,12 +503,16 @@ def hierarchical_cross_entropy(logits, labels, node_leaves, path_weights, *,
   if jnp.shape(node_leaves) != (n, c) or jnp.shape(path_weights) != (c, n):
     raise ValueError(
         f"`node_leaves` must be [N, C] and `path_weights` [C, N] with C = {c}, got "
-        f"{jnp.shape(node_leaves)} and {jnp.shape(path_weights)}.")
+        f"{jnp.shape(node_leaves)} and {jnp.shape(path_weights)}."
+    )
   dtype = _check_inputs(logits, labels, jnp.zeros((c, c)), where)
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
   inside = jnp.asarray(node_leaves) > 0
-  log_nodes = jax.nn.logsumexp(log_probs[..., None, :], axis=-1,
-                               where=jnp.broadcast_to(inside, log_probs.shape[:-1] + (n, c)))
+  log_nodes = jax.nn.logsumexp(
+      log_probs[..., None, :],
+      axis=-1,
+      where=jnp.broadcast_to(inside, log_probs.shape[:-1] + (n, c)),
+  )
   k = _rows_of(labels, jnp.asarray(path_weights, dtype))
   loss = -jnp.sum(jnp.where(k != 0, k * log_nodes, 0.0), axis=-1)
   return _apply_where(loss, where)

@@ -33,20 +33,44 @@ def define_flags(fv: flags.FlagValues, sys_argv=None) -> None:
   """Defines this command's flags in `fv` (`sys_argv`: where --config.* overrides are read;
   default sys.argv)."""
   config_flags.DEFINE_config_file(
-      "config", None, "Config file, optionally with ':args'.", lock_config=True, flag_values=fv,
-      sys_argv=sys_argv)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, S, metrics and reports.",
-                      flag_values=fv)
-  flags.DEFINE_bool("distributed", False,
-                    "Call jax.distributed.initialize() (auto-detected on Cloud TPU and SLURM; "
-                    "else set --coordinator_address, --num_processes and --process_id).",
-                    flag_values=fv)
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).",
-                      flag_values=fv)
-  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).", flag_values=fv)
-  flags.DEFINE_integer("process_id", None, "This process's index (multi-host).", flag_values=fv)
-  flags.DEFINE_bool("traceback", False, "On an error, print its traceback too "
-                    "(or set SIMSOFT_TRACEBACK=1).", flag_values=fv)
+      "config",
+      None,
+      "Config file, optionally with ':args'.",
+      lock_config=True,
+      flag_values=fv,
+      sys_argv=sys_argv,
+  )
+  flags.DEFINE_string(
+      "workdir",
+      None,
+      "Directory for checkpoints, S, metrics and reports.",
+      flag_values=fv,
+  )
+  flags.DEFINE_bool(
+      "distributed",
+      False,
+      "Call jax.distributed.initialize() (auto-detected on Cloud TPU and SLURM; "
+      "else set --coordinator_address, --num_processes and --process_id).",
+      flag_values=fv,
+  )
+  flags.DEFINE_string(
+      "coordinator_address",
+      None,
+      "host:port of process 0 (multi-host).",
+      flag_values=fv,
+  )
+  flags.DEFINE_integer(
+      "num_processes", None, "Number of processes (multi-host).", flag_values=fv
+  )
+  flags.DEFINE_integer(
+      "process_id", None, "This process's index (multi-host).", flag_values=fv
+  )
+  flags.DEFINE_bool(
+      "traceback",
+      False,
+      "On an error, print its traceback too " "(or set SIMSOFT_TRACEBACK=1).",
+      flag_values=fv,
+  )
 
 
 define_flags(FLAGS)
@@ -55,6 +79,7 @@ define_flags(FLAGS)
 # ----------------------------------------------------------------------------
 # Command-line mistakes -> one line.
 # ----------------------------------------------------------------------------
+
 
 def _suggest(field: str) -> str | None:
   """The config field a misspelled one most likely meant ('optimizer.lr' -> 'optimizer.learning_rate')."""
@@ -70,11 +95,13 @@ def _suggest(field: str) -> str | None:
 
 def _unknown_flag(name: str) -> str:
   if name.startswith("config."):
-    field = name[len("config."):]
+    field = name[len("config.") :]
     close = _suggest(field)
     hint = f"did you mean --config.{close}? " if close else ""
-    return (f"--{name}: the config has no field {field!r}; {hint}the fields are listed in "
-            "simsoft/config.py")
+    return (
+        f"--{name}: the config has no field {field!r}; {hint}the fields are listed in "
+        "simsoft/config.py"
+    )
   return f"unknown flag --{name}; see --helpfull for the flags"
 
 
@@ -83,8 +110,10 @@ def _config_file_error(value: str, last_line: str) -> str:
   kind, _, message = last_line.partition(": ")
   if kind.endswith("ConfigError"):
     return f"--config {value}: {message}"
-  return (f"--config {value}: the config file is broken ({kind.rsplit('.', 1)[-1]}: {message}); "
-          "fix it, or use a file from configs/ such as configs/default.py")
+  return (
+      f"--config {value}: the config file is broken ({kind.rsplit('.', 1)[-1]}: {message}); "
+      "fix it, or use a file from configs/ such as configs/default.py"
+  )
 
 
 def flag_error_message(error: BaseException, argv) -> str:
@@ -94,15 +123,21 @@ def flag_error_message(error: BaseException, argv) -> str:
     return _unknown_flag(error.flagname)
   if "Failed loading config file" in text:
     reason = text.strip().splitlines()[-1].strip()
-    path = next((a.split("=", 1)[-1] for a in argv if a.startswith("--config=")), None)
-    path = path or next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), "?")
-    return (f"--config {path}: cannot load the config file ({reason}); give an existing file "
-            "such as configs/default.py")
+    path = next(
+        (a.split("=", 1)[-1] for a in argv if a.startswith("--config=")), None
+    )
+    path = path or next(
+        (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), "?"
+    )
+    return (
+        f"--config {path}: cannot load the config file ({reason}); give an existing file "
+        "such as configs/default.py"
+    )
   if "Error whilst parsing config file" in text:
     value = text.split(":", 1)[0].partition("=")[2]
     return _config_file_error(value, text.strip().splitlines()[-1].strip())
   first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-  return first[len("flag "):] if first.startswith("flag ") else first
+  return first[len("flag ") :] if first.startswith("flag ") else first
 
 
 def _config_arg(argv) -> str:
@@ -132,11 +167,17 @@ def _unknown_override(argv) -> str | None:
   from simsoft import checkpoint, config as config_lib  # pylint: disable=g-import-not-at-top
 
   config = _config_without_overrides(argv)
-  fields = set(checkpoint._flatten(config or config_lib.base_config().to_dict()))
-  names = [a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+  fields = set(
+      checkpoint._flatten(config or config_lib.base_config().to_dict())
+  )
+  names = [
+      a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
+  ]
   kwargs = [n for n in names if n.startswith("config.model.kwargs.")]
-  for name in [n for n in names if n not in kwargs] + kwargs:  # kwargs vary by model: last
-    if name[len("config."):] not in fields:
+  for name in [
+      n for n in names if n not in kwargs
+  ] + kwargs:  # kwargs vary by model: last
+    if name[len("config.") :] not in fields:
       return _unknown_flag(name)
   return None
 
@@ -152,17 +193,26 @@ def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list[str]:
   except OSError as e:  # config_flags: the file could not be read
     raise errors.ConfigError(flag_error_message(e.__cause__ or e, argv)) from e
   except (AttributeError, KeyError) as e:  # --config.<field> names no field
-    raise errors.ConfigError(_unknown_override(argv) or errors.one_line(str(e))) from e
+    raise errors.ConfigError(
+        _unknown_override(argv) or errors.one_line(str(e))
+    ) from e
   except Exception as e:  # pylint: disable=broad-except  # the config file raised while loading
-    raise errors.ConfigError(_config_file_error(
-        _config_arg(argv), f"{type(e).__name__}: {errors.one_line(str(e))}")) from e
-  for name, example in (("config", "configs/default.py"), ("workdir", "/tmp/simsoft/run1")):
+    raise errors.ConfigError(
+        _config_file_error(
+            _config_arg(argv), f"{type(e).__name__}: {errors.one_line(str(e))}"
+        )
+    ) from e
+  for name, example in (
+      ("config", "configs/default.py"),
+      ("workdir", "/tmp/simsoft/run1"),
+  ):
     if fv[name].value is None:
       raise errors.ConfigError(f"--{name} is required, e.g. --{name}={example}")
   if len(rest) > 1:
     raise errors.ConfigError(
         f"unexpected arguments {rest[1:]}; give options as --name=value (quote a value that "
-        "holds spaces)")
+        "holds spaces)"
+    )
   return rest
 
 
@@ -170,19 +220,27 @@ def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list[str]:
 # The run.
 # ----------------------------------------------------------------------------
 
+
 def run(fv: flags.FlagValues = FLAGS) -> None:
   """Joins the distributed job if asked, then runs the configured phases."""
   import jax  # pylint: disable=g-import-not-at-top
 
   if fv.distributed or fv.coordinator_address:
-    jax.distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
+    jax.distributed.initialize(
+        fv.coordinator_address, fv.num_processes, fv.process_id
+    )
   if not ("verbosity" in fv and fv["verbosity"].present):
     _import_tensorflow_quietly()
   try:
     from simsoft import train  # pylint: disable=g-import-not-at-top  # after distributed init: TF
 
-    logging.info("JAX processes %d/%d, devices %d local / %d global", jax.process_index() + 1,
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "JAX processes %d/%d, devices %d local / %d global",
+        jax.process_index() + 1,
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     train.train_and_evaluate(fv.config, fv.workdir)
   except ModuleNotFoundError as e:
     message = extras.missing_dependency_message(e)
@@ -213,15 +271,21 @@ def guarded(fn, argv) -> int:
     errors.report(str(e), exc=e, argv=argv)
     return e.exit_code
   except KeyboardInterrupt as e:
-    errors.report("interrupted (Ctrl-C) outside training; nothing finished was lost; run the same "
-                  "command to resume", exc=e, argv=argv)
+    errors.report(
+        "interrupted (Ctrl-C) outside training; nothing finished was lost; run the same "
+        "command to resume",
+        exc=e,
+        argv=argv,
+    )
     return errors.InterruptedRun.exit_code
   return 0
 
 
 def main(argv, fv: flags.FlagValues = FLAGS) -> int:
   if "verbosity" in fv and not fv["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and CLU log every save at INFO.
+    logging.set_verbosity(
+        logging.WARNING
+    )  # Orbax and CLU log every save at INFO.
   return guarded(lambda: run(fv), argv)
 
 

@@ -63,10 +63,13 @@ def make_writer(logdir: str, *, asynchronous: bool = True):
   try:
     from clu import metric_writers  # imports TensorFlow: only once training starts
   except ImportError as e:
-    logging.warning("no TensorBoard event files (%s); install 'simsoft[report]'", e)
+    logging.warning(
+        "no TensorBoard event files (%s); install 'simsoft[report]'", e
+    )
     return _NoEventsWriter()
   return metric_writers.create_default_writer(
-      logdir, just_logging=jax.process_index() > 0, asynchronous=asynchronous)
+      logdir, just_logging=jax.process_index() > 0, asynchronous=asynchronous
+  )
 
 
 def flat_hparams(config: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -98,13 +101,16 @@ def similarity_image(similarity, *, max_pixels: int = 320) -> np.ndarray:
   x = np.kron(x, np.ones((cell, cell)))
   try:
     from matplotlib import colormaps
+
     rgb = colormaps["viridis"](x)[..., :3]
   except ImportError:
     rgb = np.repeat(x[..., None], 3, axis=-1)
   return np.round(255 * rgb).astype(np.uint8)[None]
 
 
-def write_similarity_image(logdir: str, step: int, similarity, tag: str = "similarity") -> None:
+def write_similarity_image(
+    logdir: str, step: int, similarity, tag: str = "similarity"
+) -> None:
   writer = make_writer(logdir, asynchronous=False)
   writer.write_images(step, {tag: similarity_image(similarity)})
   writer.flush()
@@ -114,9 +120,15 @@ def write_similarity_image(logdir: str, step: int, similarity, tag: str = "simil
 def evaluation_scalars(suite: Mapping) -> dict[str, float]:
   """The TensorBoard scalars of one model's results (simsoft.robustness.run_suite)."""
   clean = suite["clean"]
-  out = {"eval/clean_accuracy": clean["accuracy"], "eval/clean_nll": clean["nll"],
-         "eval/clean_ece": clean["ece"]}
-  for key, summary in (("corrupted", suite.get("summary")), ("cifar10_c", suite.get("extra_summary"))):
+  out = {
+      "eval/clean_accuracy": clean["accuracy"],
+      "eval/clean_nll": clean["nll"],
+      "eval/clean_ece": clean["ece"],
+  }
+  for key, summary in (
+      ("corrupted", suite.get("summary")),
+      ("cifar10_c", suite.get("extra_summary")),
+  ):
     if not summary:
       continue
     out[f"eval/mean_{key}_accuracy"] = summary["mean_corrupted_accuracy"]
@@ -143,8 +155,17 @@ class Progress:
   step): rates and the ETA count only the steps after it.
   """
 
-  def __init__(self, phase: str, total_steps: int, *, start_step: int, batch_size: int,
-               steps_per_epoch: int, logdir: str, hparams: Mapping[str, Any] | None = None):
+  def __init__(
+      self,
+      phase: str,
+      total_steps: int,
+      *,
+      start_step: int,
+      batch_size: int,
+      steps_per_epoch: int,
+      logdir: str,
+      hparams: Mapping[str, Any] | None = None,
+  ):
     self.phase, self.total, self.batch_size = phase, total_steps, batch_size
     self.steps_per_epoch = steps_per_epoch
     self._start_time = time.perf_counter()
@@ -162,8 +183,11 @@ class Progress:
     seconds = now - self._start_time
     self._writer.write_scalars(step, {"compile_seconds": seconds})
     if jax.process_index() == 0:
-      print(f"[{self.phase}] compiled; first step(s) ran in {seconds:.1f}s "
-            "(not counted in rates and ETA)", flush=True)
+      print(
+          f"[{self.phase}] compiled; first step(s) ran in {seconds:.1f}s "
+          "(not counted in rates and ETA)",
+          flush=True,
+      )
 
   def update(self, step: int, scalars: dict[str, float]) -> None:
     now = time.perf_counter()
@@ -174,17 +198,30 @@ class Progress:
     if step == self._last_step:  # only the compiled dispatch in this window
       steps_per_s = steady or 0.0
     self._last_step, self._last_time = step, now
-    rates = {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * self.batch_size}
+    rates = {
+        "steps_per_s": steps_per_s,
+        "images_per_s": steps_per_s * self.batch_size,
+    }
     self._writer.write_scalars(
-        step, {**{k if "/" in k else f"train/{k}": v for k, v in scalars.items()}, **rates})
+        step,
+        {
+            **{k if "/" in k else f"train/{k}": v for k, v in scalars.items()},
+            **rates,
+        },
+    )
     if jax.process_index() == 0:
       epochs = -(-self.total // self.steps_per_epoch)
-      shown = " ".join(f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
-                       for k, v in scalars.items())
+      shown = " ".join(
+          f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+          for k, v in scalars.items()
+      )
       eta = f"ETA {clock((self.total - step) / steady)}" if steady else "ETA -"
-      print(f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
-            f"/{epochs}) {shown} | {rates['images_per_s']:,.0f} img/s "
-            f"{steps_per_s:.1f} steps/s {eta}", flush=True)
+      print(
+          f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
+          f"/{epochs}) {shown} | {rates['images_per_s']:,.0f} img/s "
+          f"{steps_per_s:.1f} steps/s {eta}",
+          flush=True,
+      )
 
   def close(self) -> None:
     self._writer.flush()
@@ -210,5 +247,7 @@ class EvalProgress:
     elapsed = now - self._start
     eta = clock(elapsed / done * (total - done))
     if jax.process_index() == 0:
-      print(f"[evaluate] model {self.label}: {done}/{total} {name} | {elapsed:.1f}s, ETA {eta}",
-            flush=True)
+      print(
+          f"[evaluate] model {self.label}: {done}/{total} {name} | {elapsed:.1f}s, ETA {eta}",
+          flush=True,
+      )

@@ -65,327 +65,481 @@ _GLOSSARY = """\
 
 
 def _label(name: str) -> str:
-    return MODEL_LABELS.get(name, name)
+  return MODEL_LABELS.get(name, name)
 
 
 def _fmt(x, pct: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    return f"{100 * x:.2f}%" if pct else f"{x:.4f}"
+  if x is None:
+    return "n/a"
+  return f"{100 * x:.2f}%" if pct else f"{x:.4f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(lines)
 
 
 def _grids(suite: Mapping) -> dict[str, Mapping]:
-    """{'title': {name: {severity: metrics}}} for the synthetic and extra grids."""
-    out = {}
-    if suite.get("corruptions"):
-        out["corruptions"] = suite["corruptions"]
-    if suite.get("extra_sets"):
-        out["extra_sets"] = suite["extra_sets"]
-    return out
+  """{'title': {name: {severity: metrics}}} for the synthetic and extra grids."""
+  out = {}
+  if suite.get("corruptions"):
+    out["corruptions"] = suite["corruptions"]
+  if suite.get("extra_sets"):
+    out["extra_sets"] = suite["extra_sets"]
+  return out
 
 
 def _save(fig: Figure, path: str) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return os.path.basename(path)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  return os.path.basename(path)
 
 
-def plot_similarity(path: str, similarity, class_names: Sequence[str] | None = None) -> str:
-    """Heatmap of S [C, C] with class names on both axes; returns the file name."""
-    s = np.asarray(similarity, dtype=np.float64)
-    if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ValueError(f"similarity must be [C, C], got shape {s.shape}")
-    c = s.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
-    if len(names) != c:
-        raise ValueError(f"class_names has {len(names)} names for a {c}x{c} similarity")
-    size = min(4 + 0.35 * c, 16)
-    fig = Figure(figsize=(size + 1, size))
-    ax = fig.add_subplot()
-    im = ax.imshow(s, cmap="viridis")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fontsize = 8 if c <= 20 else max(3, 160 // c)
-    ax.set_xticks(range(c), names, rotation=90, fontsize=fontsize)
-    ax.set_yticks(range(c), names, fontsize=fontsize)
-    ax.set_xlabel("class j")
-    ax.set_ylabel("class i (row)")
-    ax.set_title("Class similarity S[i, j]")
-    if c <= 12:
-        mid = 0.5 * (s.min() + s.max())
-        for i in range(c):
-            for j in range(c):
-                color = "k" if s[i, j] > mid else "w"
-                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
-    return _save(fig, path)
+def plot_similarity(
+    path: str, similarity, class_names: Sequence[str] | None = None
+) -> str:
+  """Heatmap of S [C, C] with class names on both axes; returns the file name."""
+  s = np.asarray(similarity, dtype=np.float64)
+  if s.ndim != 2 or s.shape[0] != s.shape[1]:
+    raise ValueError(f"similarity must be [C, C], got shape {s.shape}")
+  c = s.shape[0]
+  names = (
+      list(class_names)
+      if class_names is not None
+      else [str(i) for i in range(c)]
+  )
+  if len(names) != c:
+    raise ValueError(
+        f"class_names has {len(names)} names for a {c}x{c} similarity"
+    )
+  size = min(4 + 0.35 * c, 16)
+  fig = Figure(figsize=(size + 1, size))
+  ax = fig.add_subplot()
+  im = ax.imshow(s, cmap="viridis")
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  fontsize = 8 if c <= 20 else max(3, 160 // c)
+  ax.set_xticks(range(c), names, rotation=90, fontsize=fontsize)
+  ax.set_yticks(range(c), names, fontsize=fontsize)
+  ax.set_xlabel("class j")
+  ax.set_ylabel("class i (row)")
+  ax.set_title("Class similarity S[i, j]")
+  if c <= 12:
+    mid = 0.5 * (s.min() + s.max())
+    for i in range(c):
+      for j in range(c):
+        color = "k" if s[i, j] > mid else "w"
+        ax.text(
+            j,
+            i,
+            f"{s[i, j]:.2f}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color=color,
+        )
+  return _save(fig, path)
 
 
-def plot_accuracy_vs_severity(path: str, models: Mapping[str, Mapping], grid: str = "corruptions") -> str:
-    """One panel per corruption: accuracy against severity (0 = clean), per model."""
-    names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
-    if not names:
-        raise ValueError(f"no model has a {grid!r} grid to plot")
-    cols = min(4, len(names))
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
-    # One y range for all panels, tight enough to show a few points' difference.
-    ys = [suite["clean"]["accuracy"] for suite in models.values()]
-    ys += [m["accuracy"] for suite in models.values() for by in suite.get(grid, {}).values()
-           for m in by.values()]
-    ylim = (max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
-    for k, name in enumerate(names):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        for model, suite in models.items():
-            cells = suite.get(grid, {}).get(name)
-            if not cells:
-                continue
-            sev = sorted(cells, key=int)
-            x = [0] + [int(s) for s in sev]
-            y = [suite["clean"]["accuracy"]] + [cells[s]["accuracy"] for s in sev]
-            ax.plot(x, y, marker="o", label=_label(model))
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks(range(0, 6))
-        ax.set_ylim(*ylim)
-        ax.grid(alpha=0.3)
-        if k % cols == 0:
-            ax.set_ylabel("accuracy")
-        if k >= len(names) - cols:
-            ax.set_xlabel("severity (0 = clean)")
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
-    fig.suptitle("Accuracy against corruption severity")
-    return _save(fig, path)
+def plot_accuracy_vs_severity(
+    path: str, models: Mapping[str, Mapping], grid: str = "corruptions"
+) -> str:
+  """One panel per corruption: accuracy against severity (0 = clean), per model."""
+  names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
+  if not names:
+    raise ValueError(f"no model has a {grid!r} grid to plot")
+  cols = min(4, len(names))
+  rows = -(-len(names) // cols)
+  fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
+  # One y range for all panels, tight enough to show a few points' difference.
+  ys = [suite["clean"]["accuracy"] for suite in models.values()]
+  ys += [
+      m["accuracy"]
+      for suite in models.values()
+      for by in suite.get(grid, {}).values()
+      for m in by.values()
+  ]
+  ylim = (max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
+  for k, name in enumerate(names):
+    ax = fig.add_subplot(rows, cols, k + 1)
+    for model, suite in models.items():
+      cells = suite.get(grid, {}).get(name)
+      if not cells:
+        continue
+      sev = sorted(cells, key=int)
+      x = [0] + [int(s) for s in sev]
+      y = [suite["clean"]["accuracy"]] + [cells[s]["accuracy"] for s in sev]
+      ax.plot(x, y, marker="o", label=_label(model))
+    ax.set_title(name, fontsize=9)
+    ax.set_xticks(range(0, 6))
+    ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    if k % cols == 0:
+      ax.set_ylabel("accuracy")
+    if k >= len(names) - cols:
+      ax.set_xlabel("severity (0 = clean)")
+  handles, labels = fig.axes[0].get_legend_handles_labels()
+  fig.legend(
+      handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9
+  )
+  fig.suptitle("Accuracy against corruption severity")
+  return _save(fig, path)
 
 
 def pooled_reliability(cells: Sequence[Mapping]) -> dict:
-    """Sums the per-bin statistics of several metric dicts into one reliability dict."""
-    count = np.zeros(len(cells[0]["reliability"]["count"]))
-    correct, conf = np.zeros_like(count), np.zeros_like(count)
-    for m in cells:
-        r = m["reliability"]
-        n = np.asarray(r["count"], np.float64)
-        count += n
-        correct += n * np.asarray(r["accuracy"], np.float64)
-        conf += n * np.asarray(r["confidence"], np.float64)
-    safe = np.maximum(count, 1.0)
-    return {
-        "bin_edges": cells[0]["reliability"]["bin_edges"],
-        "count": count.tolist(),
-        "accuracy": (correct / safe).tolist(),
-        "confidence": (conf / safe).tolist(),
-        "ece": float(np.sum(np.abs(correct - conf)) / max(count.sum(), 1.0)),
-    }
+  """Sums the per-bin statistics of several metric dicts into one reliability dict."""
+  count = np.zeros(len(cells[0]["reliability"]["count"]))
+  correct, conf = np.zeros_like(count), np.zeros_like(count)
+  for m in cells:
+    r = m["reliability"]
+    n = np.asarray(r["count"], np.float64)
+    count += n
+    correct += n * np.asarray(r["accuracy"], np.float64)
+    conf += n * np.asarray(r["confidence"], np.float64)
+  safe = np.maximum(count, 1.0)
+  return {
+      "bin_edges": cells[0]["reliability"]["bin_edges"],
+      "count": count.tolist(),
+      "accuracy": (correct / safe).tolist(),
+      "confidence": (conf / safe).tolist(),
+      "ece": float(np.sum(np.abs(correct - conf)) / max(count.sum(), 1.0)),
+  }
 
 
 def _corrupted_cells(suite: Mapping) -> list[Mapping]:
-    return [m for g in _grids(suite).values() for by in g.values() for m in by.values()]
+  return [
+      m
+      for g in _grids(suite).values()
+      for by in g.values()
+      for m in by.values()
+  ]
 
 
 def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
-    """Reliability diagrams: rows = clean / corrupted, columns = models.
+  """Reliability diagrams: rows = clean / corrupted, columns = models.
 
-    Bars are the accuracy per confidence bin with the bin's image count above
-    it. A corrupted panel pools the bins of every cell; its title gives the
-    mean of the cells' ECEs, the number the tables report.
-    """
-    panels = []
-    for model, suite in models.items():
-        clean = dict(suite["clean"]["reliability"], ece=suite["clean"]["ece"])
-        panels.append((model, "clean test set, ECE", clean))
-        cells = _corrupted_cells(suite)
-        if cells:
-            pooled = pooled_reliability(cells)
-            pooled["ece"] = float(np.mean([m["ece"] for m in cells]))
-            panels.append((model, f"corrupted, {len(cells)} cells pooled;\nmean ECE over cells", pooled))
-    cols = len(models)
-    rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(3.6 * cols, 3.4 * rows))
-    order = sorted(range(len(panels)), key=lambda i: (not panels[i][1].startswith("clean"), i))
-    for k, i in enumerate(order):
-        model, title, r = panels[i]
-        ax = fig.add_subplot(rows, cols, k + 1)
-        edges = np.asarray(r["bin_edges"])
-        width = np.diff(edges)
-        n = np.asarray(r["count"])
-        acc = np.where(n > 0, r["accuracy"], 0.0)
-        ax.bar(edges[:-1], acc, width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
-        for left, w, a, count in zip(edges[:-1], width, acc, n):
-            if count > 0:  # inside a tall bar, above a short one
-                inside = a > 0.25
-                ax.text(left + w / 2, a - 0.02 if inside else a + 0.02, f"{int(count)}", ha="center",
-                        va="top" if inside else "bottom", rotation=90, fontsize=6)
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (top softmax probability)")
-        ax.set_ylabel("accuracy in bin")
-        ax.set_title(f"{_label(model)}\n{title} {r['ece']:.3f}", fontsize=9)
-        if k == 0:
-            ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return _save(fig, path)
+  Bars are the accuracy per confidence bin with the bin's image count above
+  it. A corrupted panel pools the bins of every cell; its title gives the
+  mean of the cells' ECEs, the number the tables report.
+  """
+  panels = []
+  for model, suite in models.items():
+    clean = dict(suite["clean"]["reliability"], ece=suite["clean"]["ece"])
+    panels.append((model, "clean test set, ECE", clean))
+    cells = _corrupted_cells(suite)
+    if cells:
+      pooled = pooled_reliability(cells)
+      pooled["ece"] = float(np.mean([m["ece"] for m in cells]))
+      panels.append(
+          (
+              model,
+              f"corrupted, {len(cells)} cells pooled;\nmean ECE over cells",
+              pooled,
+          )
+      )
+  cols = len(models)
+  rows = -(-len(panels) // cols)
+  fig = Figure(figsize=(3.6 * cols, 3.4 * rows))
+  order = sorted(
+      range(len(panels)),
+      key=lambda i: (not panels[i][1].startswith("clean"), i),
+  )
+  for k, i in enumerate(order):
+    model, title, r = panels[i]
+    ax = fig.add_subplot(rows, cols, k + 1)
+    edges = np.asarray(r["bin_edges"])
+    width = np.diff(edges)
+    n = np.asarray(r["count"])
+    acc = np.where(n > 0, r["accuracy"], 0.0)
+    ax.bar(
+        edges[:-1],
+        acc,
+        width=width,
+        align="edge",
+        edgecolor="k",
+        alpha=0.8,
+        label="accuracy",
+    )
+    for left, w, a, count in zip(edges[:-1], width, acc, n):
+      if count > 0:  # inside a tall bar, above a short one
+        inside = a > 0.25
+        ax.text(
+            left + w / 2,
+            a - 0.02 if inside else a + 0.02,
+            f"{int(count)}",
+            ha="center",
+            va="top" if inside else "bottom",
+            rotation=90,
+            fontsize=6,
+        )
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top softmax probability)")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(f"{_label(model)}\n{title} {r['ece']:.3f}", fontsize=9)
+    if k == 0:
+      ax.legend(fontsize=7, loc="upper left")
+  fig.tight_layout()
+  return _save(fig, path)
 
 
 def _accuracy_ci(metrics: Mapping) -> str:
-    """'97.21% [95.0, 98.5]': accuracy with its Wilson 95 % interval (points)."""
-    n = metrics.get("count")
-    if not n:
-        return _fmt(metrics["accuracy"], True)
-    lo, hi = intervals.wilson(round(metrics["accuracy"] * n), n)
-    return f"{100 * metrics['accuracy']:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+  """'97.21% [95.0, 98.5]': accuracy with its Wilson 95 % interval (points)."""
+  n = metrics.get("count")
+  if not n:
+    return _fmt(metrics["accuracy"], True)
+  lo, hi = intervals.wilson(round(metrics["accuracy"] * n), n)
+  return f"{100 * metrics['accuracy']:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def _clean_table(models: Mapping[str, Mapping]) -> str:
-    rows = []
-    for model, suite in models.items():
-        c = suite["clean"]
-        rows.append([_label(model), _accuracy_ci(c), _fmt(c["nll"]), _fmt(c["ece"]),
-                     _fmt(c.get("mistake_severity")), _fmt(c.get("superclass_accuracy"), True)])
-    return _table(["model", "accuracy [95 % CI]", "NLL", "ECE", "mistake severity",
-                   "super-class accuracy"], rows)
+  rows = []
+  for model, suite in models.items():
+    c = suite["clean"]
+    rows.append(
+        [
+            _label(model),
+            _accuracy_ci(c),
+            _fmt(c["nll"]),
+            _fmt(c["ece"]),
+            _fmt(c.get("mistake_severity")),
+            _fmt(c.get("superclass_accuracy"), True),
+        ]
+    )
+  return _table(
+      [
+          "model",
+          "accuracy [95 % CI]",
+          "NLL",
+          "ECE",
+          "mistake severity",
+          "super-class accuracy",
+      ],
+      rows,
+  )
 
 
 def paired_sentence(models: Mapping[str, Mapping]) -> str | None:
-    """B - A in clean accuracy with its paired 95 % interval, in words; None if not computable."""
-    if "A" not in models or "B" not in models:
-        return None
-    d = robustness.paired_clean_difference(models["B"], models["A"])
-    if d is None:
-        return None
-    lo, hi = d["ci"]
-    return (f"**B - A, clean accuracy: {100 * d['difference']:+.2f} points, 95 % CI "
-            f"[{100 * lo:+.2f}, {100 * hi:+.2f}]** (paired over the same {d['n']} test images: "
-            f"B right where A was wrong on {d['only_b']}, A right where B was wrong on "
-            f"{d['only_a']}; Newcombe's paired score interval). "
-            + ("The interval excludes 0." if lo > 0 or hi < 0 else
-               "The interval includes 0: this test set cannot tell the two models apart."))
+  """B - A in clean accuracy with its paired 95 % interval, in words; None if not computable."""
+  if "A" not in models or "B" not in models:
+    return None
+  d = robustness.paired_clean_difference(models["B"], models["A"])
+  if d is None:
+    return None
+  lo, hi = d["ci"]
+  return (
+      f"**B - A, clean accuracy: {100 * d['difference']:+.2f} points, 95 % CI "
+      f"[{100 * lo:+.2f}, {100 * hi:+.2f}]** (paired over the same {d['n']} test images: "
+      f"B right where A was wrong on {d['only_b']}, A right where B was wrong on "
+      f"{d['only_a']}; Newcombe's paired score interval). "
+      + (
+          "The interval excludes 0."
+          if lo > 0 or hi < 0
+          else "The interval includes 0: this test set cannot tell the two models apart."
+      )
+  )
 
 
-def _corrupted_table(models, summary_key: str, comparison_key: str | None) -> str:
-    rows = []
-    for model, suite in models.items():
-        s = suite.get(summary_key)
-        if not s:
-            continue
-        cmp = {}
-        if model != "A" and "A" in models:
-            try:
-                cmp = robustness.compare_to_baseline(suite, models["A"])
-            except ValueError:  # A and B ran different corruption cells
-                cmp = {"normalized_mce": None, "relative_mce": None}
-            cmp = cmp.get(comparison_key, {}) if comparison_key else cmp
-        rows.append([_label(model), _fmt(s["mean_corrupted_accuracy"], True), _fmt(s["mce"], True),
-                     _fmt(s.get("mean_corrupted_nll")), _fmt(s.get("mean_corrupted_ece")),
-                     _fmt(s.get("mean_corrupted_mistake_severity")),
-                     _fmt(cmp.get("normalized_mce")) if cmp else "(baseline)",
-                     _fmt(cmp.get("relative_mce")) if cmp else "(baseline)"])
-    header = ["model", "mCA", "mCE", "mean NLL", "mean ECE", "mean mistake severity",
-              "normalized mCE vs A", "relative mCE vs A"]
-    return _table(header, rows)
+def _corrupted_table(
+    models, summary_key: str, comparison_key: str | None
+) -> str:
+  rows = []
+  for model, suite in models.items():
+    s = suite.get(summary_key)
+    if not s:
+      continue
+    cmp = {}
+    if model != "A" and "A" in models:
+      try:
+        cmp = robustness.compare_to_baseline(suite, models["A"])
+      except ValueError:  # A and B ran different corruption cells
+        cmp = {"normalized_mce": None, "relative_mce": None}
+      cmp = cmp.get(comparison_key, {}) if comparison_key else cmp
+    rows.append(
+        [
+            _label(model),
+            _fmt(s["mean_corrupted_accuracy"], True),
+            _fmt(s["mce"], True),
+            _fmt(s.get("mean_corrupted_nll")),
+            _fmt(s.get("mean_corrupted_ece")),
+            _fmt(s.get("mean_corrupted_mistake_severity")),
+            _fmt(cmp.get("normalized_mce")) if cmp else "(baseline)",
+            _fmt(cmp.get("relative_mce")) if cmp else "(baseline)",
+        ]
+    )
+  header = [
+      "model",
+      "mCA",
+      "mCE",
+      "mean NLL",
+      "mean ECE",
+      "mean mistake severity",
+      "normalized mCE vs A",
+      "relative mCE vs A",
+  ]
+  return _table(header, rows)
 
 
 def _per_corruption_table(models, grid: str) -> str:
-    names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
-    keys = list(models)
-    rows = []
-    for name in names:
-        accs = []
-        for m in keys:
-            cells = models[m].get(grid, {}).get(name)
-            accs.append(float(np.mean([c["accuracy"] for c in cells.values()])) if cells else None)
-        row = [name] + [_fmt(a, True) for a in accs]
-        if keys[:2] == ["A", "B"] and None not in accs[:2]:
-            row.append(f"{100 * (accs[1] - accs[0]):+.2f}")
-        rows.append(row)
-    header = ["corruption"] + [_label(m) for m in keys]
-    if keys[:2] == ["A", "B"]:
-        header.append("B - A (points)")
-    return _table(header, rows)
+  names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
+  keys = list(models)
+  rows = []
+  for name in names:
+    accs = []
+    for m in keys:
+      cells = models[m].get(grid, {}).get(name)
+      accs.append(
+          float(np.mean([c["accuracy"] for c in cells.values()]))
+          if cells
+          else None
+      )
+    row = [name] + [_fmt(a, True) for a in accs]
+    if keys[:2] == ["A", "B"] and None not in accs[:2]:
+      row.append(f"{100 * (accs[1] - accs[0]):+.2f}")
+    rows.append(row)
+  header = ["corruption"] + [_label(m) for m in keys]
+  if keys[:2] == ["A", "B"]:
+    header.append("B - A (points)")
+  return _table(header, rows)
 
 
 def _severity_table(models, summary_key: str) -> str:
-    sevs = sorted({s for suite in models.values()
-                   for s in suite.get(summary_key, {}).get("accuracy_by_severity", {})}, key=int)
-    rows = []
-    for model, suite in models.items():
-        by = suite.get(summary_key, {}).get("accuracy_by_severity", {})
-        rows.append([_label(model), _fmt(suite["clean"]["accuracy"], True)]
-                    + [_fmt(by.get(s), True) for s in sevs])
-    return _table(["model", "clean"] + [f"severity {s}" for s in sevs], rows)
+  sevs = sorted(
+      {
+          s
+          for suite in models.values()
+          for s in suite.get(summary_key, {}).get("accuracy_by_severity", {})
+      },
+      key=int,
+  )
+  rows = []
+  for model, suite in models.items():
+    by = suite.get(summary_key, {}).get("accuracy_by_severity", {})
+    rows.append(
+        [_label(model), _fmt(suite["clean"]["accuracy"], True)]
+        + [_fmt(by.get(s), True) for s in sevs]
+    )
+  return _table(["model", "clean"] + [f"severity {s}" for s in sevs], rows)
 
 
-def write_report(workdir: str, results: Mapping, *, similarity=None,
-                 class_names: Sequence[str] | None = None) -> str:
-    """Writes ``workdir/report.md`` and its PNG figures; returns the report's path.
+def write_report(
+    workdir: str,
+    results: Mapping,
+    *,
+    similarity=None,
+    class_names: Sequence[str] | None = None,
+) -> str:
+  """Writes ``workdir/report.md`` and its PNG figures; returns the report's path.
 
-    Args:
-      workdir: run directory (created if missing); figures go next to report.md.
-      results: ``{'config': {...}, 'models': {'A': suite, 'B': suite}}``.
-      similarity: optional S [C, C] to draw as a heatmap.
-      class_names: optional C names for the heatmap axes.
-    """
-    models = results.get("models") if isinstance(results, Mapping) else None
-    if not models:
-        raise ValueError("results must contain a non-empty 'models' mapping, e.g. {'A': ..., 'B': ...}")
-    for model, suite in models.items():
-        if "clean" not in suite:
-            raise ValueError(f"results['models'][{model!r}] has no 'clean' metrics")
-    os.makedirs(workdir, exist_ok=True)
-    fig = lambda name: os.path.join(workdir, name)
-    parts = ["# simsoft run report", "", _INTRO]
+  Args:
+    workdir: run directory (created if missing); figures go next to report.md.
+    results: ``{'config': {...}, 'models': {'A': suite, 'B': suite}}``.
+    similarity: optional S [C, C] to draw as a heatmap.
+    class_names: optional C names for the heatmap axes.
+  """
+  models = results.get("models") if isinstance(results, Mapping) else None
+  if not models:
+    raise ValueError(
+        "results must contain a non-empty 'models' mapping, e.g. {'A': ..., 'B': ...}"
+    )
+  for model, suite in models.items():
+    if "clean" not in suite:
+      raise ValueError(f"results['models'][{model!r}] has no 'clean' metrics")
+  os.makedirs(workdir, exist_ok=True)
+  fig = lambda name: os.path.join(workdir, name)
+  parts = ["# simsoft run report", "", _INTRO]
 
-    if similarity is not None:
-        png = plot_similarity(fig("similarity.png"), similarity, class_names)
-        parts += ["## Class similarity S", "",
-                  "Brighter = more similar. Model B's loss uses this matrix.", "",
-                  f"![similarity heatmap]({png})", ""]
+  if similarity is not None:
+    png = plot_similarity(fig("similarity.png"), similarity, class_names)
+    parts += [
+        "## Class similarity S",
+        "",
+        "Brighter = more similar. Model B's loss uses this matrix.",
+        "",
+        f"![similarity heatmap]({png})",
+        "",
+    ]
 
-    parts += ["## Clean test set", "", _clean_table(models), ""]
-    sentence = paired_sentence(models)
-    if sentence:
-        parts += [sentence, ""]
+  parts += ["## Clean test set", "", _clean_table(models), ""]
+  sentence = paired_sentence(models)
+  if sentence:
+    parts += [sentence, ""]
 
-    titles = {"corruptions": ("Synthetic corruptions", "summary", None),
-              "extra_sets": ("Pre-corrupted test sets (e.g. CIFAR-10-C)", "extra_summary", "extra_sets")}
-    for grid in ("corruptions", "extra_sets"):
-        if not any(suite.get(grid) for suite in models.values()):
-            continue
-        title, summary_key, cmp_key = titles[grid]
-        png = plot_accuracy_vs_severity(fig(f"accuracy_vs_severity_{grid}.png"), models, grid)
-        parts += [f"## {title}", "",
-                  "Averages over every corruption and severity:", "",
-                  _corrupted_table(models, summary_key, cmp_key), "",
-                  "Accuracy by severity (mean over corruptions):", "",
-                  _severity_table(models, summary_key), "",
-                  "Accuracy per corruption (mean over severities):", "",
-                  _per_corruption_table(models, grid), "",
-                  f"![accuracy against severity]({png})", ""]
+  titles = {
+      "corruptions": ("Synthetic corruptions", "summary", None),
+      "extra_sets": (
+          "Pre-corrupted test sets (e.g. CIFAR-10-C)",
+          "extra_summary",
+          "extra_sets",
+      ),
+  }
+  for grid in ("corruptions", "extra_sets"):
+    if not any(suite.get(grid) for suite in models.values()):
+      continue
+    title, summary_key, cmp_key = titles[grid]
+    png = plot_accuracy_vs_severity(
+        fig(f"accuracy_vs_severity_{grid}.png"), models, grid
+    )
+    parts += [
+        f"## {title}",
+        "",
+        "Averages over every corruption and severity:",
+        "",
+        _corrupted_table(models, summary_key, cmp_key),
+        "",
+        "Accuracy by severity (mean over corruptions):",
+        "",
+        _severity_table(models, summary_key),
+        "",
+        "Accuracy per corruption (mean over severities):",
+        "",
+        _per_corruption_table(models, grid),
+        "",
+        f"![accuracy against severity]({png})",
+        "",
+    ]
 
-    png = plot_reliability(fig("reliability.png"), models)
-    pooled = {m: pooled_reliability(_corrupted_cells(s))["ece"]
-              for m, s in models.items() if _corrupted_cells(s)}
-    note = []
-    if pooled:
-        values = ", ".join(f"{m} {e:.3f}" for m, e in pooled.items())
-        note = ["Corrupted panels pool the bins of every corruption cell, but their "
-                "ECE is the mean of the cells' ECEs, as in the tables. The ECE of the "
-                f"pooled bins themselves ({values}) differs because over- and "
-                "under-confidence in different cells cancel when pooled.", ""]
-    parts += ["## Calibration", "",
-              "Bars show the accuracy of the predictions in each confidence bin, with "
-              "the number of test images in the bin above the bar (a bar of a few "
-              "images says little); a calibrated model's bars follow the dashed "
-              "diagonal. Bars below it mean over-confidence. ECE: see the definitions "
-              "below.", ""] + note + [f"![reliability diagram]({png})", ""]
-    parts += ["## What the numbers mean", "", _GLOSSARY]
-    if results.get("config"):
-        parts += ["## Configuration", "", "```json",
-                  json.dumps(results["config"], indent=2, sort_keys=True, default=str), "```", ""]
-    path = os.path.join(workdir, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
-    return path
+  png = plot_reliability(fig("reliability.png"), models)
+  pooled = {
+      m: pooled_reliability(_corrupted_cells(s))["ece"]
+      for m, s in models.items()
+      if _corrupted_cells(s)
+  }
+  note = []
+  if pooled:
+    values = ", ".join(f"{m} {e:.3f}" for m, e in pooled.items())
+    note = [
+        "Corrupted panels pool the bins of every corruption cell, but their "
+        "ECE is the mean of the cells' ECEs, as in the tables. The ECE of the "
+        f"pooled bins themselves ({values}) differs because over- and "
+        "under-confidence in different cells cancel when pooled.",
+        "",
+    ]
+  parts += (
+      [
+          "## Calibration",
+          "",
+          "Bars show the accuracy of the predictions in each confidence bin, with "
+          "the number of test images in the bin above the bar (a bar of a few "
+          "images says little); a calibrated model's bars follow the dashed "
+          "diagonal. Bars below it mean over-confidence. ECE: see the definitions "
+          "below.",
+          "",
+      ]
+      + note
+      + [f"![reliability diagram]({png})", ""]
+  )
+  parts += ["## What the numbers mean", "", _GLOSSARY]
+  if results.get("config"):
+    parts += [
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(results["config"], indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(parts))
+  return path

@@ -47,166 +47,227 @@ _EXTRA_KEY = re.compile(r"^(?P<name>.+)_(?P<severity>\d+)$")
 
 
 def _json_clean(x):
-    """Recursively: numpy scalars -> Python, non-finite floats -> None."""
-    if isinstance(x, Mapping):
-        return {str(k): _json_clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+  """Recursively: numpy scalars -> Python, non-finite floats -> None."""
+  if isinstance(x, Mapping):
+    return {str(k): _json_clean(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_clean(v) for v in x]
+  if isinstance(x, (np.floating, float)):
+    return float(x) if math.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
 
 
-def _check_split(images, labels, num_classes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"{what} images must be [N, H, W, 1|3], got shape {images.shape}")
-    if labels.shape != images.shape[:1]:
-        raise ValueError(f"{what} labels must be [{images.shape[0]}], got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what} labels must be integers, got {labels.dtype}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{what} is empty")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"{what} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0, labels.astype(np.int32)
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{what} images must be float in [0, 1] or uint8, got {images.dtype}")
-    return images.astype(np.float32), labels.astype(np.int32)
+def _check_split(
+    images, labels, num_classes: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+  images, labels = np.asarray(images), np.asarray(labels)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(
+        f"{what} images must be [N, H, W, 1|3], got shape {images.shape}"
+    )
+  if labels.shape != images.shape[:1]:
+    raise ValueError(
+        f"{what} labels must be [{images.shape[0]}], got shape {labels.shape}"
+    )
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"{what} labels must be integers, got {labels.dtype}")
+  if images.shape[0] == 0:
+    raise ValueError(f"{what} is empty")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise ValueError(
+        f"{what} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+    )
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+  if not np.issubdtype(images.dtype, np.floating):
+    raise ValueError(
+        f"{what} images must be float in [0, 1] or uint8, got {images.dtype}"
+    )
+  return images.astype(np.float32), labels.astype(np.int32)
 
 
 class _Batches:
-    """A split padded to [num_batches, batch_size, ...] on device, with its mask."""
+  """A split padded to [num_batches, batch_size, ...] on device, with its mask."""
 
-    def __init__(self, images, labels, batch_size, mask_padding, mesh):
-        n = images.shape[0]
-        if not mask_padding:
-            n = (n // batch_size) * batch_size
-            if n == 0:
-                raise ValueError(f"mask_padding=False drops every sample: {images.shape[0]} < batch_size {batch_size}")
-            images, labels = images[:n], labels[:n]
-        nb = -(-n // batch_size)
-        pad = nb * batch_size - n
-        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-        images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
-        labels = np.concatenate([labels, np.zeros(pad, np.int32)])
-        shape = lambda a: a.reshape((nb, batch_size) + a.shape[1:])
-        if mesh is None:
-            put = jax.device_put
-        else:
-            # Every process holds the whole split; make_array_from_callback (unlike
-            # device_put) also builds arrays spanning several processes' devices.
-            sharding = NamedSharding(mesh, P(None, "data"))
-            put = lambda a: jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
-        self.num_batches, self.count = nb, n
-        self.images, self.labels, self.mask = put(shape(images)), put(shape(labels)), put(shape(mask))
+  def __init__(self, images, labels, batch_size, mask_padding, mesh):
+    n = images.shape[0]
+    if not mask_padding:
+      n = (n // batch_size) * batch_size
+      if n == 0:
+        raise ValueError(
+            f"mask_padding=False drops every sample: {images.shape[0]} < batch_size {batch_size}"
+        )
+      images, labels = images[:n], labels[:n]
+    nb = -(-n // batch_size)
+    pad = nb * batch_size - n
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    images = np.concatenate(
+        [images, np.zeros((pad,) + images.shape[1:], np.float32)]
+    )
+    labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+    shape = lambda a: a.reshape((nb, batch_size) + a.shape[1:])
+    if mesh is None:
+      put = jax.device_put
+    else:
+      # Every process holds the whole split; make_array_from_callback (unlike
+      # device_put) also builds arrays spanning several processes' devices.
+      sharding = NamedSharding(mesh, P(None, "data"))
+      put = lambda a: jax.make_array_from_callback(
+          a.shape, sharding, lambda i: a[i]
+      )
+    self.num_batches, self.count = nb, n
+    self.images, self.labels, self.mask = (
+        put(shape(images)),
+        put(shape(labels)),
+        put(shape(mask)),
+    )
 
 
 def _stable_id(name: str) -> int:
-    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+  return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
 @functools.partial(jax.jit, static_argnames=("name", "severity"))
 def _corrupt_batch(images, i, key, traced_severity, *, name, severity):
-    """Batch ``i`` of ``images`` [nb, B, ...], corrupted with key ``fold_in(key, i)``.
+  """Batch ``i`` of ``images`` [nb, B, ...], corrupted with key ``fold_in(key, i)``.
 
-    ``severity`` None means use ``traced_severity``: one compilation serves all
-    severities of a corruption in ``corruptions.TRACEABLE_SEVERITY``. Module
-    level, so compilations are shared across run_suite calls (models A and B).
-    """
-    sev = traced_severity if severity is None else severity
-    return corruptions_lib.corrupt(name, images[i], sev, jax.random.fold_in(key, i))
+  ``severity`` None means use ``traced_severity``: one compilation serves all
+  severities of a corruption in ``corruptions.TRACEABLE_SEVERITY``. Module
+  level, so compilations are shared across run_suite calls (models A and B).
+  """
+  sev = traced_severity if severity is None else severity
+  return corruptions_lib.corrupt(
+      name, images[i], sev, jax.random.fold_in(key, i)
+  )
 
 
 @jax.jit
 def _select(images, i):
-    return images[i]
+  return images[i]
 
 
 @jax.jit
 def _update(stats, logits, labels, mask, i):
-    return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
+  return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
 
 
 class _Evaluator:
-    """Evaluates one predict_fn on padded splits, clean or corrupted."""
+  """Evaluates one predict_fn on padded splits, clean or corrupted."""
 
-    def __init__(self, predict_fn, num_classes, class_to_group, reference_similarity,
-                 mistake_distance=None, mesh=None):
-        self.predict_fn = predict_fn
-        self.num_classes = num_classes
-        self.finalize_kw = {"class_to_group": class_to_group, "reference_similarity": reference_similarity,
-                            "mistake_distance": mistake_distance}
-        # Per-image correctness, replicated so that every process can read it.
-        self._correct = jax.jit(lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
-                                out_shardings=None if mesh is None else NamedSharding(mesh, P()))
+  def __init__(
+      self,
+      predict_fn,
+      num_classes,
+      class_to_group,
+      reference_similarity,
+      mistake_distance=None,
+      mesh=None,
+  ):
+    self.predict_fn = predict_fn
+    self.num_classes = num_classes
+    self.finalize_kw = {
+        "class_to_group": class_to_group,
+        "reference_similarity": reference_similarity,
+        "mistake_distance": mistake_distance,
+    }
+    # Per-image correctness, replicated so that every process can read it.
+    self._correct = jax.jit(
+        lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
+        out_shardings=None if mesh is None else NamedSharding(mesh, P()),
+    )
 
-    def evaluate(self, batches: _Batches, name: str | None = None, severity: int = 0, key=None,
-                 *, correct_bits: bool = False) -> dict:
-        """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals)."""
-        stats = metrics_lib.init_metric_stats(self.num_classes)
-        correct = []
-        traced = name in corruptions_lib.TRACEABLE_SEVERITY
-        static_severity = None if traced else severity
-        traced_severity = jnp.asarray(severity, jnp.int32)
-        for i in range(batches.num_batches):
-            if name is None:
-                x = _select(batches.images, i)
-            else:
-                x = _corrupt_batch(batches.images, i, key, traced_severity, name=name, severity=static_severity)
-            logits = self.predict_fn(x)
-            stats = _update(stats, logits, batches.labels, batches.mask, i)
-            if correct_bits:
-                correct.append(self._correct(logits, batches.labels, i))
-        out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
-        if correct_bits:
-            out["correct_bits"] = intervals.pack_correct(
-                np.concatenate([np.asarray(c) for c in correct])[:batches.count])
-        return out
+  def evaluate(
+      self,
+      batches: _Batches,
+      name: str | None = None,
+      severity: int = 0,
+      key=None,
+      *,
+      correct_bits: bool = False,
+  ) -> dict:
+    """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals)."""
+    stats = metrics_lib.init_metric_stats(self.num_classes)
+    correct = []
+    traced = name in corruptions_lib.TRACEABLE_SEVERITY
+    static_severity = None if traced else severity
+    traced_severity = jnp.asarray(severity, jnp.int32)
+    for i in range(batches.num_batches):
+      if name is None:
+        x = _select(batches.images, i)
+      else:
+        x = _corrupt_batch(
+            batches.images,
+            i,
+            key,
+            traced_severity,
+            name=name,
+            severity=static_severity,
+        )
+      logits = self.predict_fn(x)
+      stats = _update(stats, logits, batches.labels, batches.mask, i)
+      if correct_bits:
+        correct.append(self._correct(logits, batches.labels, i))
+    out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+    if correct_bits:
+      out["correct_bits"] = intervals.pack_correct(
+          np.concatenate([np.asarray(c) for c in correct])[: batches.count]
+      )
+    return out
 
 
-_SUMMARY_METRICS = ("accuracy", "nll", "ece", "mistake_severity", "superclass_accuracy")
+_SUMMARY_METRICS = (
+    "accuracy",
+    "nll",
+    "ece",
+    "mistake_severity",
+    "superclass_accuracy",
+)
 
 
 def summarize(cells: Mapping[str, Mapping[str, Mapping]]) -> dict:
-    """Aggregates a {name: {severity: metrics}} grid.
+  """Aggregates a {name: {severity: metrics}} grid.
 
-    Returns ``mean_corrupted_accuracy``, ``mce`` (unnormalised, = 1 - mCA), the
-    mean over all cells of each other scalar metric (``mean_corrupted_nll``,
-    ``..._ece``, ``..._mistake_severity``, ``..._superclass_accuracy``, cells
-    with an undefined value skipped), ``accuracy_by_corruption`` (mean over
-    severities) and ``accuracy_by_severity`` (mean over corruptions).
-    """
-    acc = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()}
-    out = {
-        "mean_corrupted_accuracy": metrics_lib.mean_corrupted_accuracy(acc),
-        "mce": metrics_lib.mean_corruption_error(acc),
-    }
-    for metric in _SUMMARY_METRICS[1:]:
-        vals = [m.get(metric) for by in cells.values() for m in by.values()]
-        if any(v is not None for v in vals):
-            finite = [v for v in vals if v is not None and math.isfinite(v)]
-            out[f"mean_corrupted_{metric}"] = float(np.mean(finite)) if finite else math.nan
-    out["accuracy_by_corruption"] = {n: float(np.mean(list(by.values()))) for n, by in acc.items()}
-    sevs = sorted({s for by in acc.values() for s in by}, key=int)
-    out["accuracy_by_severity"] = {
-        s: float(np.mean([by[s] for by in acc.values() if s in by])) for s in sevs
-    }
-    return _json_clean(out)
+  Returns ``mean_corrupted_accuracy``, ``mce`` (unnormalised, = 1 - mCA), the
+  mean over all cells of each other scalar metric (``mean_corrupted_nll``,
+  ``..._ece``, ``..._mistake_severity``, ``..._superclass_accuracy``, cells
+  with an undefined value skipped), ``accuracy_by_corruption`` (mean over
+  severities) and ``accuracy_by_severity`` (mean over corruptions).
+  """
+  acc = {
+      n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()
+  }
+  out = {
+      "mean_corrupted_accuracy": metrics_lib.mean_corrupted_accuracy(acc),
+      "mce": metrics_lib.mean_corruption_error(acc),
+  }
+  for metric in _SUMMARY_METRICS[1:]:
+    vals = [m.get(metric) for by in cells.values() for m in by.values()]
+    if any(v is not None for v in vals):
+      finite = [v for v in vals if v is not None and math.isfinite(v)]
+      out[f"mean_corrupted_{metric}"] = (
+          float(np.mean(finite)) if finite else math.nan
+      )
+  out["accuracy_by_corruption"] = {
+      n: float(np.mean(list(by.values()))) for n, by in acc.items()
+  }
+  sevs = sorted({s for by in acc.values() for s in by}, key=int)
+  out["accuracy_by_severity"] = {
+      s: float(np.mean([by[s] for by in acc.values() if s in by])) for s in sevs
+  }
+  return _json_clean(out)
 
 
 def _resolve_suite(suite) -> list[str]:
-    if isinstance(suite, str):
-        if suite == "all":
-            return list(corruptions_lib.CORRUPTIONS)
-        suite = [suite]
-    names = list(suite)
-    for name in names:
-        corruptions_lib.get_corruption(name)
-    return names
+  if isinstance(suite, str):
+    if suite == "all":
+      return list(corruptions_lib.CORRUPTIONS)
+    suite = [suite]
+  names = list(suite)
+  for name in names:
+    corruptions_lib.get_corruption(name)
+  return names
 
 
 def run_suite(
@@ -228,143 +289,201 @@ def run_suite(
     corrupted_examples: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
-    """Evaluates ``predict_fn`` on the clean split and every corruption cell.
+  """Evaluates ``predict_fn`` on the clean split and every corruption cell.
 
-    Args:
-      predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
-      images: clean test images [N, H, W, C] (numpy), float in [0, 1] or
-        uint8 (divided by 255).
-      labels: int [N].
-      suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
-      severities: subset of 1..5.
-      key: PRNG key; cell (name, s) batch i uses
-        ``fold_in(fold_in(fold_in(key, crc32(name)), s), i)``.
-      batch_size: evaluation batch size (a multiple of the mesh size).
-      num_classes: C.
-      mask_padding: True pads the last batch and masks the padding, so every
-        sample counts; False drops the last partial batch.
-      class_to_group: int [C], adds ``superclass_accuracy``.
-      reference_similarity: [C, C], adds ``mistake_severity``.
-      mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
-      extra_sets: pre-corrupted sets such as CIFAR-10-C,
-        ``{'<name>_<severity>': (images, labels)}``; reported under
-        ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
-        Sets are read one at a time, so a lazy Mapping that loads on access
-        keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
-      mesh: optional 1-D ('data',) mesh: batches are sharded over it.
-      corrupted_examples: > 0 corrupts only the first that many test examples
-        (every cell the same ones); 0 corrupts the whole split. Clean metrics
-        use the whole split; ``clean_on_corrupted_images`` holds the clean
-        metrics of exactly the corrupted images (the severity-0 point of a
-        robustness curve).
-      progress: called as progress(done, total, name) after each test set
-        (clean, every corruption cell, every extra set).
+  Args:
+    predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
+    images: clean test images [N, H, W, C] (numpy), float in [0, 1] or
+      uint8 (divided by 255).
+    labels: int [N].
+    suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
+    severities: subset of 1..5.
+    key: PRNG key; cell (name, s) batch i uses
+      ``fold_in(fold_in(fold_in(key, crc32(name)), s), i)``.
+    batch_size: evaluation batch size (a multiple of the mesh size).
+    num_classes: C.
+    mask_padding: True pads the last batch and masks the padding, so every
+      sample counts; False drops the last partial batch.
+    class_to_group: int [C], adds ``superclass_accuracy``.
+    reference_similarity: [C, C], adds ``mistake_severity``.
+    mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
+    extra_sets: pre-corrupted sets such as CIFAR-10-C,
+      ``{'<name>_<severity>': (images, labels)}``; reported under
+      ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
+      Sets are read one at a time, so a lazy Mapping that loads on access
+      keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
+    mesh: optional 1-D ('data',) mesh: batches are sharded over it.
+    corrupted_examples: > 0 corrupts only the first that many test examples
+      (every cell the same ones); 0 corrupts the whole split. Clean metrics
+      use the whole split; ``clean_on_corrupted_images`` holds the clean
+      metrics of exactly the corrupted images (the severity-0 point of a
+      robustness curve).
+    progress: called as progress(done, total, name) after each test set
+      (clean, every corruption cell, every extra set).
 
-    Returns:
-      JSON-able dict, see the module docstring.
-    """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if mesh is not None and batch_size % mesh.size:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}")
-    if int(corrupted_examples) < 0:
-        raise ValueError(f"corrupted_examples must be >= 0, got {corrupted_examples}")
-    names = _resolve_suite(suite)
-    severities = [corruptions_lib.check_severity(s) for s in severities]
-    if class_to_group is not None:
-        class_to_group = np.asarray(class_to_group)
-    if reference_similarity is not None:
-        reference_similarity = np.asarray(reference_similarity)
-    evaluator = _Evaluator(predict_fn, num_classes, class_to_group, reference_similarity,
-                           mistake_distance, mesh)
+  Returns:
+    JSON-able dict, see the module docstring.
+  """
+  if int(batch_size) < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if mesh is not None and batch_size % mesh.size:
+    raise ValueError(
+        f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}"
+    )
+  if int(corrupted_examples) < 0:
+    raise ValueError(
+        f"corrupted_examples must be >= 0, got {corrupted_examples}"
+    )
+  names = _resolve_suite(suite)
+  severities = [corruptions_lib.check_severity(s) for s in severities]
+  if class_to_group is not None:
+    class_to_group = np.asarray(class_to_group)
+  if reference_similarity is not None:
+    reference_similarity = np.asarray(reference_similarity)
+  evaluator = _Evaluator(
+      predict_fn,
+      num_classes,
+      class_to_group,
+      reference_similarity,
+      mistake_distance,
+      mesh,
+  )
 
-    total = (1 + len(names) * len(severities) + bool(names and 0 < corrupted_examples < len(labels))
-             + len(extra_sets or ()))
-    counter = iter(range(1, total + 1))
-    report = (lambda name: progress(next(counter), total, name)) if progress else (lambda name: None)
+  total = (
+      1
+      + len(names) * len(severities)
+      + bool(names and 0 < corrupted_examples < len(labels))
+      + len(extra_sets or ())
+  )
+  counter = iter(range(1, total + 1))
+  report = (
+      (lambda name: progress(next(counter), total, name))
+      if progress
+      else (lambda name: None)
+  )
 
-    images, labels = _check_split(images, labels, num_classes, "clean test split")
-    clean = _Batches(images, labels, batch_size, mask_padding, mesh)
-    results = {"clean": evaluator.evaluate(clean, correct_bits=True), "corruptions": {}}
-    report("clean")
-    if names and 0 < corrupted_examples < len(labels):
-        clean = _Batches(images[:corrupted_examples], labels[:corrupted_examples], batch_size,
-                         mask_padding, mesh)
-        results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
-        report("clean (corrupted subset)")
-    elif names:
-        results["clean_on_corrupted_images"] = results["clean"]
-    for name in names:
-        name_key = jax.random.fold_in(key, _stable_id(name))
-        results["corruptions"][name] = {}
-        for s in severities:
-            results["corruptions"][name][str(s)] = evaluator.evaluate(
-                clean, name, s, jax.random.fold_in(name_key, s))
-            report(f"{name} s{s}")
-    del clean
+  images, labels = _check_split(images, labels, num_classes, "clean test split")
+  clean = _Batches(images, labels, batch_size, mask_padding, mesh)
+  results = {
+      "clean": evaluator.evaluate(clean, correct_bits=True),
+      "corruptions": {},
+  }
+  report("clean")
+  if names and 0 < corrupted_examples < len(labels):
+    clean = _Batches(
+        images[:corrupted_examples],
+        labels[:corrupted_examples],
+        batch_size,
+        mask_padding,
+        mesh,
+    )
+    results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
+    report("clean (corrupted subset)")
+  elif names:
+    results["clean_on_corrupted_images"] = results["clean"]
+  for name in names:
+    name_key = jax.random.fold_in(key, _stable_id(name))
+    results["corruptions"][name] = {}
+    for s in severities:
+      results["corruptions"][name][str(s)] = evaluator.evaluate(
+          clean, name, s, jax.random.fold_in(name_key, s)
+      )
+      report(f"{name} s{s}")
+  del clean
 
-    if extra_sets:
-        results["extra_sets"] = {}
-        for set_key in sorted(extra_sets):
-            match = _EXTRA_KEY.match(set_key)
-            if match is None:
-                raise ValueError(f"extra_sets key {set_key!r} must look like '<name>_<severity>'")
-            x, y = _check_split(*extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]")
-            cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
-            results["extra_sets"].setdefault(match["name"], {})[str(int(match["severity"]))] = cell
-            report(set_key)
-    results = _json_clean(results)
-    if results["corruptions"]:
-        results["summary"] = summarize(results["corruptions"])
-    if results.get("extra_sets"):
-        results["extra_summary"] = summarize(results["extra_sets"])
-    return results
+  if extra_sets:
+    results["extra_sets"] = {}
+    for set_key in sorted(extra_sets):
+      match = _EXTRA_KEY.match(set_key)
+      if match is None:
+        raise ValueError(
+            f"extra_sets key {set_key!r} must look like '<name>_<severity>'"
+        )
+      x, y = _check_split(
+          *extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]"
+      )
+      cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
+      results["extra_sets"].setdefault(match["name"], {})[
+          str(int(match["severity"]))
+      ] = cell
+      report(set_key)
+  results = _json_clean(results)
+  if results["corruptions"]:
+    results["summary"] = summarize(results["corruptions"])
+  if results.get("extra_sets"):
+    results["extra_summary"] = summarize(results["extra_sets"])
+  return results
 
 
 def _compare_grid(cells, base_cells, clean, base_clean) -> dict:
-    acc = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()}
-    base = {n: {s: m["accuracy"] for s, m in by.items()} for n, by in base_cells.items()}
-    out = {
-        "normalized_mce": metrics_lib.normalized_mce(acc, base),
-        "relative_mce": metrics_lib.relative_mce(acc, clean["accuracy"], base, base_clean["accuracy"]),
-        "corruption_error_ratio": {
-            n: metrics_lib.normalized_mce({n: acc[n]}, {n: base[n]}) for n in acc
-        },
-        "mean_corrupted_accuracy_delta": metrics_lib.mean_corrupted_accuracy(acc)
-        - metrics_lib.mean_corrupted_accuracy(base),
-    }
-    return out
+  acc = {
+      n: {s: m["accuracy"] for s, m in by.items()} for n, by in cells.items()
+  }
+  base = {
+      n: {s: m["accuracy"] for s, m in by.items()}
+      for n, by in base_cells.items()
+  }
+  out = {
+      "normalized_mce": metrics_lib.normalized_mce(acc, base),
+      "relative_mce": metrics_lib.relative_mce(
+          acc, clean["accuracy"], base, base_clean["accuracy"]
+      ),
+      "corruption_error_ratio": {
+          n: metrics_lib.normalized_mce({n: acc[n]}, {n: base[n]}) for n in acc
+      },
+      "mean_corrupted_accuracy_delta": metrics_lib.mean_corrupted_accuracy(acc)
+      - metrics_lib.mean_corrupted_accuracy(base),
+  }
+  return out
 
 
-def paired_clean_difference(results: Mapping, baseline_results: Mapping) -> dict | None:
-    """results - baseline in clean accuracy on the same images, with its paired 95 % interval
-    (:func:`simsoft.intervals.paired_difference`); None without per-image correctness."""
-    clean, base = results["clean"], baseline_results["clean"]
-    if "correct_bits" not in clean or "correct_bits" not in base or clean["count"] != base["count"]:
-        return None
-    n = int(clean["count"])
-    return intervals.paired_difference(intervals.unpack_correct(base["correct_bits"], n),
-                                       intervals.unpack_correct(clean["correct_bits"], n))
+def paired_clean_difference(
+    results: Mapping, baseline_results: Mapping
+) -> dict | None:
+  """results - baseline in clean accuracy on the same images, with its paired 95 % interval
+  (:func:`simsoft.intervals.paired_difference`); None without per-image correctness.
+  """
+  clean, base = results["clean"], baseline_results["clean"]
+  if (
+      "correct_bits" not in clean
+      or "correct_bits" not in base
+      or clean["count"] != base["count"]
+  ):
+    return None
+  n = int(clean["count"])
+  return intervals.paired_difference(
+      intervals.unpack_correct(base["correct_bits"], n),
+      intervals.unpack_correct(clean["correct_bits"], n),
+  )
 
 
 def compare_to_baseline(results: Mapping, baseline_results: Mapping) -> dict:
-    """Robustness of ``results`` relative to a baseline (the run's CE model A).
+  """Robustness of ``results`` relative to a baseline (the run's CE model A).
 
-    Returns ``clean_accuracy_delta`` and, for ``corruptions`` (and
-    ``extra_sets`` under key ``extra_sets``) present in both:
-    ``normalized_mce`` (:func:`metrics.normalized_mce`, < 1 is better than the
-    baseline), ``relative_mce`` (:func:`metrics.relative_mce`),
-    ``corruption_error_ratio`` per corruption and
-    ``mean_corrupted_accuracy_delta``; ``clean_accuracy_paired`` (the paired
-    difference with its 95 % interval) when both carry per-image correctness. JSON-able; undefined ratios are None.
-    """
-    clean, base_clean = results["clean"], baseline_results["clean"]
-    out = {"clean_accuracy_delta": clean["accuracy"] - base_clean["accuracy"]}
-    paired = paired_clean_difference(results, baseline_results)
-    if paired is not None:
-        out["clean_accuracy_paired"] = paired
-    if results.get("corruptions") and baseline_results.get("corruptions"):
-        out.update(_compare_grid(results["corruptions"], baseline_results["corruptions"], clean, base_clean))
-    if results.get("extra_sets") and baseline_results.get("extra_sets"):
-        out["extra_sets"] = _compare_grid(results["extra_sets"], baseline_results["extra_sets"], clean, base_clean)
-    return _json_clean(out)
+  Returns ``clean_accuracy_delta`` and, for ``corruptions`` (and
+  ``extra_sets`` under key ``extra_sets``) present in both:
+  ``normalized_mce`` (:func:`metrics.normalized_mce`, < 1 is better than the
+  baseline), ``relative_mce`` (:func:`metrics.relative_mce`),
+  ``corruption_error_ratio`` per corruption and
+  ``mean_corrupted_accuracy_delta``; ``clean_accuracy_paired`` (the paired
+  difference with its 95 % interval) when both carry per-image correctness. JSON-able; undefined ratios are None.
+  """
+  clean, base_clean = results["clean"], baseline_results["clean"]
+  out = {"clean_accuracy_delta": clean["accuracy"] - base_clean["accuracy"]}
+  paired = paired_clean_difference(results, baseline_results)
+  if paired is not None:
+    out["clean_accuracy_paired"] = paired
+  if results.get("corruptions") and baseline_results.get("corruptions"):
+    out.update(
+        _compare_grid(
+            results["corruptions"],
+            baseline_results["corruptions"],
+            clean,
+            base_clean,
+        )
+    )
+  if results.get("extra_sets") and baseline_results.get("extra_sets"):
+    out["extra_sets"] = _compare_grid(
+        results["extra_sets"], baseline_results["extra_sets"], clean, base_clean
+    )
+  return _json_clean(out)

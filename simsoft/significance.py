@@ -30,18 +30,32 @@ def paired_difference(deltas, *, confidence: float = 0.95) -> dict:
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
 
-  d = np.asarray([x for x in deltas if x is not None and np.isfinite(x)], np.float64)
+  d = np.asarray(
+      [x for x in deltas if x is not None and np.isfinite(x)], np.float64
+  )
   n = d.size
-  out = {"n": int(n), "mean": float(d.mean()) if n else None, "sd": None,
-         "ci": None, "t": None, "p": None, "wins": int(np.sum(d > 0))}
+  out = {
+      "n": int(n),
+      "mean": float(d.mean()) if n else None,
+      "sd": None,
+      "ci": None,
+      "t": None,
+      "p": None,
+      "wins": int(np.sum(d > 0)),
+  }
   if n < 2:
     return out
   sd = float(d.std(ddof=1))
-  if sd <= 1e-12 * max(1.0, abs(out["mean"])):  # equal differences up to rounding
+  if sd <= 1e-12 * max(
+      1.0, abs(out["mean"])
+  ):  # equal differences up to rounding
     sd = 0.0
   se = sd / np.sqrt(n)
   half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-  out |= {"sd": sd, "ci": [float(out["mean"] - half), float(out["mean"] + half)]}
+  out |= {
+      "sd": sd,
+      "ci": [float(out["mean"] - half), float(out["mean"] + half)],
+  }
   if se == 0:
     out |= {"t": None, "p": 0.0 if out["mean"] != 0 else 1.0}
   else:

@@ -42,27 +42,45 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """The sweep's flags, defined only when it runs as a program: simsoft.main (imported
   beside it in tests) defines its own --config."""
-  config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweep.py:GROUP).",
-                                  lock_config=True)
-  flags.DEFINE_string("root", None, "Directory of the sweep's runs and summary.")
-  flags.DEFINE_bool("summary_only", False, "Only rebuild the summary from finished runs.")
-  flags.DEFINE_integer("workers", 1, "Worker processes, each pinned to its share of the cores.")
-  flags.DEFINE_integer("worker_index", -1, "Internal: this process is worker i of --workers.")
+  config_flags.DEFINE_config_file(
+      "config", None, "Sweep config (configs/sweep.py:GROUP).", lock_config=True
+  )
+  flags.DEFINE_string(
+      "root", None, "Directory of the sweep's runs and summary."
+  )
+  flags.DEFINE_bool(
+      "summary_only", False, "Only rebuild the summary from finished runs."
+  )
+  flags.DEFINE_integer(
+      "workers", 1, "Worker processes, each pinned to its share of the cores."
+  )
+  flags.DEFINE_integer(
+      "worker_index", -1, "Internal: this process is worker i of --workers."
+  )
   flags.mark_flags_as_required(["config", "root"])
 
 
 METRICS = (
     ("clean accuracy", lambda m: m["clean"]["accuracy"]),
-    ("clean accuracy, corrupted images",
-     lambda m: m.get("clean_on_corrupted_images", {}).get("accuracy")),
+    (
+        "clean accuracy, corrupted images",
+        lambda m: m.get("clean_on_corrupted_images", {}).get("accuracy"),
+    ),
     ("NLL", lambda m: m["clean"]["nll"]),
     ("ECE", lambda m: m["clean"]["ece"]),
-    ("mean corrupted accuracy", lambda m: m.get("summary", {}).get("mean_corrupted_accuracy")),
+    (
+        "mean corrupted accuracy",
+        lambda m: m.get("summary", {}).get("mean_corrupted_accuracy"),
+    ),
     ("mistake severity", lambda m: m["clean"].get("mistake_severity")),
     ("super-class accuracy", lambda m: m["clean"].get("superclass_accuracy")),
 )
-PERCENT_METRICS = ("clean accuracy", "clean accuracy, corrupted images",
-                   "mean corrupted accuracy", "super-class accuracy")
+PERCENT_METRICS = (
+    "clean accuracy",
+    "clean accuracy, corrupted images",
+    "mean corrupted accuracy",
+    "super-class accuracy",
+)
 
 
 def load_experiment_config(spec: str, *, relative_to: str | None = None):
@@ -73,11 +91,17 @@ def load_experiment_config(spec: str, *, relative_to: str | None = None):
   'configs/' dropped (simsoft.config_files.resolve): the same sweep runs from
   any directory, in a checkout or installed.
   """
-  path, _, arg = config_files.resolve(spec, relative_to=relative_to).partition(":")
+  path, _, arg = config_files.resolve(spec, relative_to=relative_to).partition(
+      ":"
+  )
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"experiment config {spec!r} not found (looked relative to "
-                            f"{relative_to or os.getcwd()} and in {config_files.configs_dir()})")
-  module_spec = importlib.util.spec_from_file_location("experiment_config", path)
+    raise FileNotFoundError(
+        f"experiment config {spec!r} not found (looked relative to "
+        f"{relative_to or os.getcwd()} and in {config_files.configs_dir()})"
+    )
+  module_spec = importlib.util.spec_from_file_location(
+      "experiment_config", path
+  )
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -90,6 +114,7 @@ class Setting:
   `control` is the mass-matched label-smoothing run of the same form;
   `shuffled` the run with the same S, classes permuted (None where absent).
   """
+
   name: str
   source: str
   form: str
@@ -123,16 +148,33 @@ def variants(sweep) -> list[Setting]:
       for source in sources:
         name = f"{source}-{form}-m{m:g}"
         shuffled = f"{name}-shuffled" if sweep.shuffled else None
-        out.append(Setting(name, source, form, ("mass", m), control=ls, shuffled=shuffled))
+        out.append(
+            Setting(
+                name, source, form, ("mass", m), control=ls, shuffled=shuffled
+            )
+        )
         if shuffled:
-          out.append(Setting(shuffled, source, form, ("mass", m), shuffle=True, control=ls))
+          out.append(
+              Setting(
+                  shuffled, source, form, ("mass", m), shuffle=True, control=ls
+              )
+          )
   for item in _csv(sweep.alpha_settings):
     source, form = item.split("-")
-    out.append(Setting(f"{source}-{form}-a{sweep.alpha:g}", source, form, ("alpha", sweep.alpha)))
+    out.append(
+        Setting(
+            f"{source}-{form}-a{sweep.alpha:g}",
+            source,
+            form,
+            ("alpha", sweep.alpha),
+        )
+    )
   return out
 
 
-def plan(sweep, root: str, config_dir: str | None = None) -> list[tuple[str, object]]:
+def plan(
+    sweep, root: str, config_dir: str | None = None
+) -> list[tuple[str, object]]:
   """Every run of the sweep as (workdir, config): all bases, then the runs using them.
 
   `config_dir` (the sweep config's directory) is where relative experiment
@@ -141,6 +183,7 @@ def plan(sweep, root: str, config_dir: str | None = None) -> list[tuple[str, obj
   bases, runs = [], []
   for name in _csv(sweep.experiments):
     for seed in (int(s) for s in _csv(sweep.seeds)):
+
       def make(setting: Setting | None, phases, model_from=""):
         c = load_experiment_config(sweep.specs[name], relative_to=config_dir)
         _apply_overrides(c, sweep.overrides)
@@ -153,11 +196,16 @@ def plan(sweep, root: str, config_dir: str | None = None) -> list[tuple[str, obj
           c.loss.amount = setting.amount[0]
           c.loss[setting.amount[0]] = setting.amount[1]
         return c
+
       base = os.path.join(root, name, f"seed{seed}", "base")
       bases.append((base, make(None, "estimate")))
       for setting in variants(sweep):
-        runs.append((os.path.join(root, name, f"seed{seed}", setting.name),
-                     make(setting, ",".join(config_lib.PHASES), base)))
+        runs.append(
+            (
+                os.path.join(root, name, f"seed{seed}", setting.name),
+                make(setting, ",".join(config_lib.PHASES), base),
+            )
+        )
   return bases + runs
 
 
@@ -188,7 +236,9 @@ def _claim(root: str, workdir: str):
   return lock
 
 
-def run_all(sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None = None) -> None:
+def run_all(
+    sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None = None
+) -> None:
   """Runs every unfinished run this process can claim, in plan order, until none is left.
 
   A run waits for its base (estimate.model_from) to finish; runs that other
@@ -198,7 +248,11 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None 
 
   runs = plan(sweep, root, config_dir)
   while True:
-    pending = [(i, w, c) for i, (w, c) in enumerate(runs, 1) if not _finished(w, c.phases)]
+    pending = [
+        (i, w, c)
+        for i, (w, c) in enumerate(runs, 1)
+        if not _finished(w, c.phases)
+    ]
     if not pending:
       return
     claimed = waiting = False
@@ -211,7 +265,9 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None 
       if lock is None:
         continue
       with lock:
-        if _finished(workdir, config.phases):  # another worker finished it meanwhile
+        if _finished(
+            workdir, config.phases
+        ):  # another worker finished it meanwhile
           continue
         start = time.time()
         print(f"=== sweep run {i}/{len(runs)}: {workdir}", flush=True)
@@ -229,19 +285,37 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None 
 def start_workers(workers: int, root: str) -> int:
   """Starts `workers` copies of this command as worker processes; returns the worst exit code."""
   cpus = sorted(os.sched_getaffinity(0))
-  shares = [cpus[i::workers] for i in range(workers)] if workers <= len(cpus) else [cpus] * workers
+  shares = (
+      [cpus[i::workers] for i in range(workers)]
+      if workers <= len(cpus)
+      else [cpus] * workers
+  )
   procs = []
   for i in range(workers):
     log = open(os.path.join(root, f"worker{i}.log"), "a")
-    cmd = [sys.executable, "-m", "simsoft.sweep", *sys.argv[1:], f"--worker_index={i}"]
-    procs.append(subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=lambda share=shares[i]: os.sched_setaffinity(0, share)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "simsoft.sweep",
+        *sys.argv[1:],
+        f"--worker_index={i}",
+    ]
+    procs.append(
+        subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda share=shares[i]: os.sched_setaffinity(0, share),
+        )
+    )
     print(f"worker {i}: cores {shares[i]}, log {log.name}", flush=True)
   codes = [p.wait() for p in procs]
   for i, code in enumerate(codes):
     if code:
-      print(f"worker {i} failed with exit code {code}; see {root}/worker{i}.log", flush=True)
+      print(
+          f"worker {i} failed with exit code {code}; see {root}/worker{i}.log",
+          flush=True,
+      )
   return max(codes)
 
 
@@ -249,7 +323,10 @@ def _mean_std(values):
   values = [v for v in values if v is not None and np.isfinite(v)]
   if not values:
     return None, None
-  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return (
+      float(np.mean(values)),
+      float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+  )
 
 
 def _results(root: str, experiment: str, seed: str, run: str) -> dict | None:
@@ -262,26 +339,37 @@ def _results(root: str, experiment: str, seed: str, run: str) -> dict | None:
 
 CE = "cross-entropy (A)"
 PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
-COMPARISONS = ("vs cross-entropy", "vs label smoothing, same mass", "vs shuffled S")
+COMPARISONS = (
+    "vs cross-entropy",
+    "vs label smoothing, same mass",
+    "vs shuffled S",
+)
 
 
 def summarise(sweep, root: str) -> dict:
   """summary.json / summary.md: per experiment, mean ± std over seeds of every
-  metric, and paired comparisons with 95 % intervals, t-test p-values and Holm."""
+  metric, and paired comparisons with 95 % intervals, t-test p-values and Holm.
+  """
   summary = {}
   seeds = _csv(sweep.seeds)
   settings = variants(sweep)
   for name in _csv(sweep.experiments):
-    results = {(st.name, seed): _results(root, name, seed, st.name)
-               for st in settings for seed in seeds}
+    results = {
+        (st.name, seed): _results(root, name, seed, st.name)
+        for st in settings
+        for seed in seeds
+    }
     model_a = {}
     for (_, seed), r in results.items():
       if r is not None:
         model_a.setdefault(seed, r["models"]["A"])
     per_setting = {CE: model_a}
     for st in settings:
-      found = {seed: results[(st.name, seed)]["models"]["B"]
-               for seed in seeds if results[(st.name, seed)] is not None}
+      found = {
+          seed: results[(st.name, seed)]["models"]["B"]
+          for seed in seeds
+          if results[(st.name, seed)] is not None
+      }
       if found:
         per_setting[st.name] = found
     rows = {}
@@ -298,14 +386,19 @@ def summarise(sweep, root: str) -> dict:
         row["off-target mass"] = _mean_std(masses)
       by = [m.get("summary", {}).get("accuracy_by_corruption") for m in models]
       if all(by):
-        row["accuracy by corruption"] = {c: _mean_std([b[c] for b in by]) for c in by[0]}
+        row["accuracy by corruption"] = {
+            c: _mean_std([b[c] for b in by]) for c in by[0]
+        }
       by = [m.get("summary", {}).get("accuracy_by_severity") for m in models]
       if all(by):
-        row["accuracy by severity"] = {"0": row["clean accuracy, corrupted images"]} | {
-            sev: _mean_std([b[sev] for b in by]) for sev in by[0]}
+        row["accuracy by severity"] = {
+            "0": row["clean accuracy, corrupted images"]
+        } | {sev: _mean_std([b[sev] for b in by]) for sev in by[0]}
       rows[label] = row
-    summary[name] = {"rows": rows,
-                     "comparisons": _comparisons(settings, per_setting, seeds)}
+    summary[name] = {
+        "rows": rows,
+        "comparisons": _comparisons(settings, per_setting, seeds),
+    }
   with open(os.path.join(root, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(root, "summary.md"), "w") as f:
@@ -314,11 +407,15 @@ def summarise(sweep, root: str) -> dict:
     if exp["rows"]:
       plot_summary(name, exp["rows"], os.path.join(root, f"summary_{name}.png"))
     if any("accuracy by severity" in row for row in exp["rows"].values()):
-      plot_severity(name, exp["rows"], os.path.join(root, f"severity_{name}.png"))
+      plot_severity(
+          name, exp["rows"], os.path.join(root, f"severity_{name}.png")
+      )
   return summary
 
 
-def _comparisons(settings: list[Setting], per_setting: dict, seeds: list[str]) -> dict:
+def _comparisons(
+    settings: list[Setting], per_setting: dict, seeds: list[str]
+) -> dict:
   """{comparison: {metric: {setting: paired_difference + holm}}}.
 
   Each setting against cross-entropy (model A of the same seed), against its
@@ -328,10 +425,17 @@ def _comparisons(settings: list[Setting], per_setting: dict, seeds: list[str]) -
   """
   from simsoft import significance  # scipy: only the summary needs it
 
-  pairs = {"vs cross-entropy": [(st.name, CE) for st in settings],
-           "vs label smoothing, same mass": [(st.name, st.control) for st in settings
-                                             if st.control and not st.shuffle],
-           "vs shuffled S": [(st.name, st.shuffled) for st in settings if st.shuffled]}
+  pairs = {
+      "vs cross-entropy": [(st.name, CE) for st in settings],
+      "vs label smoothing, same mass": [
+          (st.name, st.control)
+          for st in settings
+          if st.control and not st.shuffle
+      ],
+      "vs shuffled S": [
+          (st.name, st.shuffled) for st in settings if st.shuffled
+      ],
+  }
   out = {}
   for comparison, todo in pairs.items():
     out[comparison] = {}
@@ -340,10 +444,18 @@ def _comparisons(settings: list[Setting], per_setting: dict, seeds: list[str]) -
       table = {}
       for setting, baseline in todo:
         b, a = per_setting.get(setting, {}), per_setting.get(baseline, {})
-        deltas = [get(b[s]) - get(a[s]) for s in seeds
-                  if s in b and s in a and get(b[s]) is not None and get(a[s]) is not None]
+        deltas = [
+            get(b[s]) - get(a[s])
+            for s in seeds
+            if s in b
+            and s in a
+            and get(b[s]) is not None
+            and get(a[s]) is not None
+        ]
         if deltas:
-          table[setting] = significance.paired_difference(deltas) | {"baseline": baseline}
+          table[setting] = significance.paired_difference(deltas) | {
+              "baseline": baseline
+          }
       adjusted, rejected = significance.holm([t["p"] for t in table.values()])
       for t, adj, rej in zip(table.values(), adjusted, rejected):
         t |= {"p_holm": adj, "significant_holm": rej}
@@ -358,22 +470,33 @@ def wall_times(sweep, root: str) -> dict:
     times = {"base": [], "model B": []}
     for seed in _csv(sweep.seeds):
       for run_name in ["base"] + [v.name for v in variants(sweep)]:
-        path = os.path.join(root, name, f"seed{seed}", run_name, "wall_time.json")
+        path = os.path.join(
+            root, name, f"seed{seed}", run_name, "wall_time.json"
+        )
         if os.path.exists(path):
           with open(path) as f:
-            times["base" if run_name == "base" else "model B"].append(json.load(f)["seconds"])
-    out[name] = {kind: {"runs": len(t), "seconds": float(np.sum(t))} for kind, t in times.items()}
+            times["base" if run_name == "base" else "model B"].append(
+                json.load(f)["seconds"]
+            )
+    out[name] = {
+        kind: {"runs": len(t), "seconds": float(np.sum(t))}
+        for kind, t in times.items()
+    }
   return out
 
 
 def wall_time_markdown(times: dict) -> str:
-  lines = ["Wall time of the runs (summed over runs, whichever worker ran them):\n",
-           "| experiment | base runs (model A) | s | model-B runs | s | total s |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      "Wall time of the runs (summed over runs, whichever worker ran them):\n",
+      "| experiment | base runs (model A) | s | model-B runs | s | total s |",
+      "|---|---|---|---|---|---|",
+  ]
   for name, t in times.items():
     base, b = t["base"], t["model B"]
-    lines.append(f"| {name} | {base['runs']} | {base['seconds']:,.0f} | {b['runs']} | "
-                 f"{b['seconds']:,.0f} | {base['seconds'] + b['seconds']:,.0f} |")
+    lines.append(
+        f"| {name} | {base['runs']} | {base['seconds']:,.0f} | {b['runs']} | "
+        f"{b['seconds']:,.0f} | {base['seconds'] + b['seconds']:,.0f} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -390,7 +513,12 @@ def plot_summary(name: str, rows: dict, path: str) -> str:
     ax.errorbar(means, range(len(labels)), xerr=stds, fmt="o", capsize=3)
     baseline = rows.get("cross-entropy (A)", {}).get(metric, (None,))[0]
     if baseline is not None:
-      ax.axvline(100 * baseline, linestyle="--", color="gray", label="cross-entropy (A)")
+      ax.axvline(
+          100 * baseline,
+          linestyle="--",
+          color="gray",
+          label="cross-entropy (A)",
+      )
     ax.set_title(f"{name}: {metric} (%)")
     ax.grid(axis="x", alpha=0.3)
   fig.axes[0].set_yticks(range(len(labels)), labels)
@@ -401,23 +529,38 @@ def plot_summary(name: str, rows: dict, path: str) -> str:
 
 def plot_severity(name: str, rows: dict, path: str) -> str:
   """Accuracy against corruption severity (0 = clean, on the corrupted images),
-  mean ± std over seeds: cross-entropy and every non-shuffled soft-target setting."""
+  mean ± std over seeds: cross-entropy and every non-shuffled soft-target setting.
+  """
   from matplotlib.figure import Figure
 
   fig = Figure(figsize=(7, 4.5))
   ax = fig.subplots()
   for label, row in rows.items():
     by = row.get("accuracy by severity")
-    if not by or "log_sum" in label or label.endswith("shuffled") or None in by["0"]:
+    if (
+        not by
+        or "log_sum" in label
+        or label.endswith("shuffled")
+        or None in by["0"]
+    ):
       continue
     severities = sorted(by, key=int)
     means = np.array([100 * by[s][0] for s in severities])
     stds = np.array([100 * by[s][1] for s in severities])
     x = [int(s) for s in severities]
-    style = dict(color="black", linewidth=2.5) if label == CE else (
-        dict(color="gray", linestyle="--") if label.startswith("label_smoothing") else {})
-    line, = ax.plot(x, means, marker="o", label=label, **style)
-    ax.fill_between(x, means - stds, means + stds, color=line.get_color(), alpha=0.12)
+    style = (
+        dict(color="black", linewidth=2.5)
+        if label == CE
+        else (
+            dict(color="gray", linestyle="--")
+            if label.startswith("label_smoothing")
+            else {}
+        )
+    )
+    (line,) = ax.plot(x, means, marker="o", label=label, **style)
+    ax.fill_between(
+        x, means - stds, means + stds, color=line.get_color(), alpha=0.12
+    )
   ax.set_xlabel("corruption severity (0 = clean; mean over corruptions)")
   ax.set_ylabel("accuracy (%)")
   ax.set_title(f"{name}: accuracy under corruption (mean ± std over seeds)")
@@ -431,7 +574,11 @@ def _cell(ms, pct):
   mean, std = ms if ms else (None, None)
   if mean is None:
     return "n/a"
-  return f"{100 * mean:.2f} ± {100 * std:.2f}" if pct else f"{mean:.4f} ± {std:.4f}"
+  return (
+      f"{100 * mean:.2f} ± {100 * std:.2f}"
+      if pct
+      else f"{mean:.4f} ± {std:.4f}"
+  )
 
 
 def _paired_cell(d: dict) -> str:
@@ -439,8 +586,10 @@ def _paired_cell(d: dict) -> str:
   if d["ci"] is None:
     return f"{100 * d['mean']:+.2f} (n={d['n']})"
   mark = " **" if d["significant_holm"] else ""
-  return (f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] "
-          f"p={d['p']:.3g} Holm {d['p_holm']:.3g}{mark}")
+  return (
+      f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] "
+      f"p={d['p']:.3g} Holm {d['p_holm']:.3g}{mark}"
+  )
 
 
 def to_markdown(summary: dict) -> str:
@@ -453,32 +602,55 @@ def to_markdown(summary: dict) -> str:
     parts.append("|" + "---|" * len(header))
     for label, row in rows.items():
       mass = row.get("off-target mass")
-      cells = [label, str(row["seeds"]), "0" if mass is None else f"{mass[0]:.4f}"] + [
-          _cell(row[m], pct=m in PERCENT_METRICS) for m, _ in METRICS]
+      cells = [
+          label,
+          str(row["seeds"]),
+          "0" if mass is None else f"{mass[0]:.4f}",
+      ] + [_cell(row[m], pct=m in PERCENT_METRICS) for m, _ in METRICS]
       parts.append("| " + " | ".join(cells) + " |")
-    corr = {label: row["accuracy by corruption"] for label, row in rows.items()
-            if "accuracy by corruption" in row}
+    corr = {
+        label: row["accuracy by corruption"]
+        for label, row in rows.items()
+        if "accuracy by corruption" in row
+    }
     if corr:
       names = list(next(iter(corr.values())))
-      parts.append("\nAccuracy (%) per corruption, mean over severities and seeds:\n")
+      parts.append(
+          "\nAccuracy (%) per corruption, mean over severities and seeds:\n"
+      )
       parts.append("| setting | " + " | ".join(names) + " |")
       parts.append("|" + "---|" * (len(names) + 1))
       for label, by in corr.items():
-        parts.append(f"| {label} | " + " | ".join(f"{100 * by[n][0]:.2f}" for n in names) + " |")
+        parts.append(
+            f"| {label} | "
+            + " | ".join(f"{100 * by[n][0]:.2f}" for n in names)
+            + " |"
+        )
     for comparison, by_metric in exp["comparisons"].items():
-      settings = list(dict.fromkeys(s for table in by_metric.values() for s in table))
+      settings = list(
+          dict.fromkeys(s for table in by_metric.values() for s in table)
+      )
       if not settings:
         continue
-      parts.append(f"\nPaired difference {comparison} (setting - baseline within each seed), "
-                   "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings; "
-                   "** = significant after Holm at 0.05:\n")
+      parts.append(
+          f"\nPaired difference {comparison} (setting - baseline within each seed), "
+          "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings; "
+          "** = significant after Holm at 0.05:\n"
+      )
       parts.append("| setting | baseline | " + " | ".join(by_metric) + " |")
       parts.append("|" + "---|" * (len(by_metric) + 2))
       for setting in settings:
-        cells = [_paired_cell(by_metric[m][setting]) if setting in by_metric[m] else "n/a"
-                 for m in by_metric]
-        baseline = next(by_metric[m][setting]["baseline"] for m in by_metric
-                        if setting in by_metric[m])
+        cells = [
+            _paired_cell(by_metric[m][setting])
+            if setting in by_metric[m]
+            else "n/a"
+            for m in by_metric
+        ]
+        baseline = next(
+            by_metric[m][setting]["baseline"]
+            for m in by_metric
+            if setting in by_metric[m]
+        )
         parts.append(f"| {setting} | {baseline} | " + " | ".join(cells) + " |")
     parts.append("")
   return "\n".join(parts) + "\n"
@@ -499,7 +671,9 @@ def main(argv):
 
 
 def _main():
-  config_dir = os.path.dirname(os.path.abspath(config_flags.get_config_filename(FLAGS["config"])))
+  config_dir = os.path.dirname(
+      os.path.abspath(config_flags.get_config_filename(FLAGS["config"]))
+  )
   os.makedirs(FLAGS.root, exist_ok=True)
   if FLAGS.worker_index >= 0:
     run_all(FLAGS.config, FLAGS.root, config_dir=config_dir)

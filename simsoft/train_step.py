@@ -44,7 +44,9 @@ State = dict[str, Any]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def log_sum_weights(similarity: jax.Array, alpha=None, *, mass=None) -> jax.Array:
+def log_sum_weights(
+    similarity: jax.Array, alpha=None, *, mass=None
+) -> jax.Array:
   r"""SimLoss weights with the soft-target mixing: :math:`W = (1-\alpha) I + \alpha R`,
   or :math:`W = (1-m) I + m Q` with ``mass``.
 
@@ -57,8 +59,9 @@ def log_sum_weights(similarity: jax.Array, alpha=None, *, mass=None) -> jax.Arra
   return losses.similarity_target_matrix(similarity, alpha=alpha, mass=mass)
 
 
-def make_loss_fn(form: str, alpha=None, *, mass=None, as_given: bool = False,
-                 hxe=None) -> LossFn:
+def make_loss_fn(
+    form: str, alpha=None, *, mass=None, as_given: bool = False, hxe=None
+) -> LossFn:
   """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
 
   soft_target: cross-entropy against row y of similarity_target_matrix(S);
@@ -74,34 +77,50 @@ def make_loss_fn(form: str, alpha=None, *, mass=None, as_given: bool = False,
   """
   if alpha is not None and mass is not None:
     raise ValueError("give alpha or mass, not both")
-  losses.similarity_target_matrix(jnp.eye(2), alpha=alpha, mass=mass)  # range checks now
+  losses.similarity_target_matrix(
+      jnp.eye(2), alpha=alpha, mass=mass
+  )  # range checks now
   if form == "hxe":
     if hxe is None:
-      raise ValueError("loss form 'hxe' needs a class hierarchy (config.hierarchy_path)")
+      raise ValueError(
+          "loss form 'hxe' needs a class hierarchy (config.hierarchy_path)"
+      )
     leaves, weights = (jnp.asarray(a, jnp.float32) for a in hxe)
     return lambda logits, labels, s: losses.hierarchical_cross_entropy(
-        logits, labels, leaves, weights)
+        logits, labels, leaves, weights
+    )
   if as_given:
     if mass is not None:
-      raise ValueError("loss.as_given uses S as given: set loss.amount='alpha', not 'mass'")
+      raise ValueError(
+          "loss.as_given uses S as given: set loss.amount='alpha', not 'mass'"
+      )
     a = 1.0 if alpha is None else alpha
     given = lambda s: (1.0 - a) * jnp.eye(s.shape[0], dtype=s.dtype) + a * s
     if form == "soft_target":
-      return lambda logits, labels, s: losses.weighted_cross_entropy(logits, labels, given(s))
+      return lambda logits, labels, s: losses.weighted_cross_entropy(
+          logits, labels, given(s)
+      )
     if form == "log_sum":
-      return lambda logits, labels, s: losses.similarity_log_loss(logits, labels, given(s))
+      return lambda logits, labels, s: losses.similarity_log_loss(
+          logits, labels, given(s)
+      )
   elif form == "soft_target":
     return lambda logits, labels, s: losses.similarity_cross_entropy(
-        logits, labels, s, alpha=alpha, mass=mass)
+        logits, labels, s, alpha=alpha, mass=mass
+    )
   elif form == "log_sum":
     return lambda logits, labels, s: losses.similarity_log_loss(
-        logits, labels, log_sum_weights(s, alpha, mass=mass))
-  raise ValueError(f"unknown loss form {form!r} (config.loss.form); known: "
-                   "['soft_target', 'log_sum', 'hxe']")
+        logits, labels, log_sum_weights(s, alpha, mass=mass)
+    )
+  raise ValueError(
+      f"unknown loss form {form!r} (config.loss.form); known: "
+      "['soft_target', 'log_sum', 'hxe']"
+  )
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                  total_steps: int) -> optax.Schedule:
+def make_schedule(
+    cfg: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
+) -> optax.Schedule:
   """The learning rate of step t (0-based): warmup + cosine decay, constant, or step.
 
   schedule 'step' (no warmup) is Online Label Smoothing's CIFAR schedule: the
@@ -111,8 +130,12 @@ def make_schedule(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
   warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
   if cfg.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, warmup_steps=min(warmup, total_steps - 1) if warmup else 0,
-        decay_steps=max(total_steps, 1), end_value=0.0)
+        0.0,
+        cfg.learning_rate,
+        warmup_steps=min(warmup, total_steps - 1) if warmup else 0,
+        decay_steps=max(total_steps, 1),
+        end_value=0.0,
+    )
   if cfg.schedule == "constant":
     return optax.constant_schedule(cfg.learning_rate)
   if cfg.schedule == "step":
@@ -122,45 +145,87 @@ def make_schedule(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
       boundary = math.ceil(fraction * epochs) * steps_per_epoch
       scales[boundary] = scales.get(boundary, 1.0) * 0.1
     return optax.piecewise_constant_schedule(cfg.learning_rate, scales)
-  raise ValueError(f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); "
-                   "known: ['cosine', 'constant', 'step']")
+  raise ValueError(
+      f"unknown schedule {cfg.schedule!r} (config.optimizer.schedule); "
+      "known: ['cosine', 'constant', 'step']"
+  )
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                   total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, *, steps_per_epoch: int, total_steps: int
+) -> optax.GradientTransformation:
   """SGD (momentum, L2 weight decay on kernels) or AdamW, with make_schedule's learning rate."""
-  lr = make_schedule(cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  lr = make_schedule(
+      cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   if cfg.name == "sgd":
-    core = [optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-            optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)]
+    core = [
+        optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+        optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov),
+    ]
   elif cfg.name == "adamw":
-    core = [optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)]
+    core = [
+        optax.adamw(
+            lr,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        )
+    ]
   else:
-    raise ValueError(f"unknown optimizer {cfg.name!r} (config.optimizer.name); known: ['sgd', 'adamw']")
-  clip = [optax.clip_by_global_norm(cfg.grad_clip_norm)] if cfg.grad_clip_norm > 0 else []
+    raise ValueError(
+        f"unknown optimizer {cfg.name!r} (config.optimizer.name); known: ['sgd', 'adamw']"
+    )
+  clip = (
+      [optax.clip_by_global_norm(cfg.grad_clip_norm)]
+      if cfg.grad_clip_norm > 0
+      else []
+  )
   return optax.chain(*clip, *core)
 
 
 def normalise(images: jax.Array, mean, std) -> jax.Array:
   """(x - mean) / std per channel; images [B,H,W,C] in [0,1]."""
-  return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+  return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(
+      std, images.dtype
+  )
 
 
-def apply_model(graphdef: nnx.GraphDef, params: nnx.State, model_state: nnx.State,
-                images: jax.Array, *, train: bool, return_features: bool = False):
+def apply_model(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    model_state: nnx.State,
+    images: jax.Array,
+    *,
+    train: bool,
+    return_features: bool = False,
+):
   """Runs the model; returns (output, new model_state). Output as the model's __call__."""
   model = nnx.merge(graphdef, params, model_state, copy=True)
   if not train:
-    model = nnx.view(model, use_running_average=True, deterministic=True,
-                     raise_if_not_found=False)
+    model = nnx.view(
+        model,
+        use_running_average=True,
+        deterministic=True,
+        raise_if_not_found=False,
+    )
   out = model(images, return_features=return_features)
   _, _, new_state = nnx.split(model, nnx.Param, ...)
   return out, new_state
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn: LossFn,
-                    *, mean, std, augmentation: str, track_epoch_stats: bool):
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    *,
+    mean,
+    std,
+    augmentation: str,
+    track_epoch_stats: bool,
+):
   """Builds the pure train step (jit it with the shardings of the caller's mesh).
 
   step(state, batch, key) -> (state, metrics) where metrics = {'loss', 'accuracy'}
@@ -175,29 +240,51 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
     labels = batch["label"]
 
     def objective(params):
-      logits, model_state = apply_model(graphdef, params, state["model_state"], images, train=True)
+      logits, model_state = apply_model(
+          graphdef, params, state["model_state"], images, train=True
+      )
       loss = loss_fn(logits, labels, state["similarity"]).mean()
       return loss, (logits, model_state)
 
-    (loss, (logits, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+    (loss, (logits, model_state)), grads = jax.value_and_grad(
+        objective, has_aux=True
+    )(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss)
-    first_bad = jnp.where((state["nonfinite_step"] < 0) & ~finite,
-                          state["step"], state["nonfinite_step"])
-    new_state = dict(state, step=state["step"] + 1, params=params, model_state=model_state,
-                     opt_state=opt_state, nonfinite_step=first_bad)
+    first_bad = jnp.where(
+        (state["nonfinite_step"] < 0) & ~finite,
+        state["step"],
+        state["nonfinite_step"],
+    )
+    new_state = dict(
+        state,
+        step=state["step"] + 1,
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+        nonfinite_step=first_bad,
+    )
     if track_epoch_stats:
-      stats = sim_lib.update_stats(stats_from_state(state["epoch_stats"]),
-                                   jax.lax.stop_gradient(logits), labels)
+      stats = sim_lib.update_stats(
+          stats_from_state(state["epoch_stats"]),
+          jax.lax.stop_gradient(logits),
+          labels,
+      )
       new_state["epoch_stats"] = stats_to_state(stats)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return new_state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
+    return new_state, {
+        "loss": loss,
+        "accuracy": accuracy,
+        "grad_norm": optax.tree.norm(grads),
+    }
 
   return step
 
 
-def gather_batch(data: dict[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
+def gather_batch(
+    data: dict[str, jax.Array], indices: jax.Array
+) -> dict[str, jax.Array]:
   """Rows `indices` [B] of a device-resident split {'image': uint8|float32, 'label'}.
 
   uint8 pixels become float32 exactly as simsoft.data's host path makes them
@@ -224,8 +311,9 @@ def make_device_steps(step: Callable, *, unroll: bool = False):
   def steps(state, data, indices, key):
     if indices.shape[0] == 1:
       return one(state, data, indices[0], key)
-    state, metrics = jax.lax.scan(lambda s, idx: one(s, data, idx, key), state, indices,
-                                  unroll=unroll)
+    state, metrics = jax.lax.scan(
+        lambda s, idx: one(s, data, idx, key), state, indices, unroll=unroll
+    )
     return state, jax.tree.map(jnp.mean, metrics)
 
   return steps
@@ -236,21 +324,39 @@ def stats_to_state(stats: sim_lib.SimilarityStats) -> dict[str, jax.Array]:
 
   (Orbax cannot save the zero-width feature_sum of feature-less statistics.)
   """
-  return {k: getattr(stats, k) for k in ("confusion", "prob_sum", "prob_sum_correct",
-                                         "count", "count_correct")}
+  return {
+      k: getattr(stats, k)
+      for k in (
+          "confusion",
+          "prob_sum",
+          "prob_sum_correct",
+          "count",
+          "count_correct",
+      )
+  }
 
 
 def stats_from_state(fields: dict[str, jax.Array]) -> sim_lib.SimilarityStats:
   c = fields["count"].shape[0]
-  return sim_lib.SimilarityStats(**fields, feature_sum=jnp.zeros((c, 0), jnp.float32))
+  return sim_lib.SimilarityStats(
+      **fields, feature_sum=jnp.zeros((c, 0), jnp.float32)
+  )
 
 
-def make_predict_fn(graphdef: nnx.GraphDef, *, mean, std, return_features: bool = False):
+def make_predict_fn(
+    graphdef: nnx.GraphDef, *, mean, std, return_features: bool = False
+):
   """predict(params, model_state, images in [0,1]) -> logits (, features); eval mode."""
 
   def predict(params, model_state, images):
-    out, _ = apply_model(graphdef, params, model_state, normalise(images, mean, std),
-                         train=False, return_features=return_features)
+    out, _ = apply_model(
+        graphdef,
+        params,
+        model_state,
+        normalise(images, mean, std),
+        train=False,
+        return_features=return_features,
+    )
     return out
 
   return predict

@@ -38,7 +38,9 @@ def _number(field: str, value, *, integer: bool = False) -> float:
   return value
 
 
-def at_least(field: str, value, low, *, integer: bool = True, advice: str = "") -> None:
+def at_least(
+    field: str, value, low, *, integer: bool = True, advice: str = ""
+) -> None:
   """value >= low (an integer unless integer=False)."""
   if _number(field, value, integer=integer) < low:
     _fail(field, value, f"must be >= {low}", advice)
@@ -50,16 +52,22 @@ def positive(field: str, value, advice: str = "") -> None:
     _fail(field, value, "must be > 0", advice)
 
 
-def fraction(field: str, value, *, upper_open: bool = False, advice: str = "") -> None:
+def fraction(
+    field: str, value, *, upper_open: bool = False, advice: str = ""
+) -> None:
   """value in [0, 1] (or [0, 1) with upper_open), finite."""
   v = _number(field, value)
   if v < 0 or v > 1 or (upper_open and v == 1):
-    _fail(field, value, f"must lie in [0, 1{')' if upper_open else ']'}", advice)
+    _fail(
+        field, value, f"must lie in [0, 1{')' if upper_open else ']'}", advice
+    )
 
 
 def one_of(field: str, value, known, what: str = "value") -> None:
   if value not in known:
-    raise ConfigError(f"unknown {what} {value!r} (config.{field}); use one of {list(known)}")
+    raise ConfigError(
+        f"unknown {what} {value!r} (config.{field}); use one of {list(known)}"
+    )
 
 
 def flag(field: str, value) -> None:
@@ -67,40 +75,57 @@ def flag(field: str, value) -> None:
     _fail(field, value, "must be True or False")
 
 
-def names_in(field: str, text: str, known, *, what: str, allow_all: bool = False) -> list[str]:
+def names_in(
+    field: str, text: str, known, *, what: str, allow_all: bool = False
+) -> list[str]:
   """The comma-separated names of a field, each checked against `known`."""
   if allow_all and text == "all":
     return list(known)
   names = [n.strip() for n in str(text).split(",") if n.strip()]
   if not names:
-    _fail(field, text, f"is empty; give one or more of {list(known)}"
-          + (" or 'all'" if allow_all else ""))
+    _fail(
+        field,
+        text,
+        f"is empty; give one or more of {list(known)}"
+        + (" or 'all'" if allow_all else ""),
+    )
   for name in names:
     if name not in known:
-      raise ConfigError(f"unknown {what} {name!r} in config.{field}={text!r}; use "
-                        f"{'all or ' if allow_all else ''}names from {sorted(known)}")
+      raise ConfigError(
+          f"unknown {what} {name!r} in config.{field}={text!r}; use "
+          f"{'all or ' if allow_all else ''}names from {sorted(known)}"
+      )
   return names
 
 
 def existing_file(field: str, path: str) -> None:
   if path and "://" not in path and not os.path.exists(path):
-    raise MissingInputError(f"config.{field}={path!r}: no such file; give an existing path")
+    raise MissingInputError(
+        f"config.{field}={path!r}: no such file; give an existing path"
+    )
 
 
 # ----------------------------------------------------------------------------
 # Sections.
 # ----------------------------------------------------------------------------
 
+
 def check_phases(c) -> tuple[str, ...]:
   """The phases to run: not empty, known names, no repeats."""
   names = [p.strip() for p in str(c.phases).split(",") if p.strip()]
   if not names:
-    _fail("phases", c.phases, f"is empty: nothing would run; give some of {list(config_lib.PHASES)}, "
-          "e.g. phases=estimate or --config.phases=retrain,evaluate")
+    _fail(
+        "phases",
+        c.phases,
+        f"is empty: nothing would run; give some of {list(config_lib.PHASES)}, "
+        "e.g. phases=estimate or --config.phases=retrain,evaluate",
+    )
   for name in names:
     if name not in config_lib.PHASES:
-      raise ConfigError(f"unknown phase {name!r} in config.phases={c.phases!r}; known phases: "
-                        f"{list(config_lib.PHASES)}")
+      raise ConfigError(
+          f"unknown phase {name!r} in config.phases={c.phases!r}; known phases: "
+          f"{list(config_lib.PHASES)}"
+      )
   if len(set(names)) != len(names):
     _fail("phases", c.phases, "repeats a phase; name each phase once")
   return tuple(names)
@@ -112,11 +137,19 @@ def check_dataset(c) -> None:
   one_of("dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset")
   v = _number("dataset.validation_fraction", c.dataset.validation_fraction)
   if not 0 < v < 1:
-    _fail("dataset.validation_fraction", v, "must lie in (0, 1): the estimate phase needs a "
-          "held-out split", "e.g. 0.1")
+    _fail(
+        "dataset.validation_fraction",
+        v,
+        "must lie in (0, 1): the estimate phase needs a " "held-out split",
+        "e.g. 0.1",
+    )
   at_least("dataset.split_seed", c.dataset.split_seed, 0)
-  at_least("dataset.train_examples", c.dataset.train_examples, 0,
-           advice="0 keeps the whole training split")
+  at_least(
+      "dataset.train_examples",
+      c.dataset.train_examples,
+      0,
+      advice="0 keeps the whole training split",
+  )
 
 
 def check_model(c) -> None:
@@ -130,25 +163,47 @@ def check_similarity(c) -> None:
   from simsoft import similarity as sim_lib  # pylint: disable=g-import-not-at-top
 
   s = c.similarity
-  one_of("similarity.source", s.source, sorted(sim_lib.SOURCES), "similarity source")
+  one_of(
+      "similarity.source",
+      s.source,
+      sorted(sim_lib.SOURCES),
+      "similarity source",
+  )
   flag("similarity.shuffle", s.shuffle)
   if s.source == "file" and not s.path:
-    _fail("similarity.path", s.path, "is empty but similarity.source is 'file'",
-          "give the .npy/.json/.csv file that holds S")
+    _fail(
+        "similarity.path",
+        s.path,
+        "is empty but similarity.source is 'file'",
+        "give the .npy/.json/.csv file that holds S",
+    )
   existing_file("similarity.path", s.path)
-  if s.from_workdir and "://" not in s.from_workdir and not os.path.isdir(s.from_workdir):
-    raise MissingInputError(f"config.similarity.from_workdir={s.from_workdir!r}: no such workdir; "
-                            "give a workdir whose estimate phase finished")
+  if (
+      s.from_workdir
+      and "://" not in s.from_workdir
+      and not os.path.isdir(s.from_workdir)
+  ):
+    raise MissingInputError(
+        f"config.similarity.from_workdir={s.from_workdir!r}: no such workdir; "
+        "give a workdir whose estimate phase finished"
+    )
   check_postprocess_options(s.options)
   for name in config_lib.source_own_options():
     check_source_options(name, s[name])
 
 
 def check_postprocess_options(o) -> None:
-  at_least("similarity.options.temperature", o.temperature, 0, integer=False,
-           advice="0 picks the source's default")
+  at_least(
+      "similarity.options.temperature",
+      o.temperature,
+      0,
+      integer=False,
+      advice="0 picks the source's default",
+  )
   flag("similarity.options.symmetrize", o.symmetrize)
-  one_of("similarity.options.diagonal", o.diagonal, DIAGONALS, "diagonal option")
+  one_of(
+      "similarity.options.diagonal", o.diagonal, DIAGONALS, "diagonal option"
+  )
   at_least("similarity.options.top_k", o.top_k, 0, advice="0 keeps every class")
   fraction("similarity.options.identity_mix", o.identity_mix)
   flag("similarity.options.normalize", o.normalize)
@@ -171,15 +226,24 @@ def check_source_options(source: str, section) -> None:
 def check_loss(c) -> None:
   one_of("loss.form", c.loss.form, config_lib.LOSS_FORMS, "loss form")
   one_of("loss.amount", c.loss.amount, config_lib.LOSS_AMOUNTS, "loss amount")
-  fraction("loss.alpha", c.loss.alpha, advice="0 is plain cross-entropy, 1 the full similarity target")
-  fraction("loss.mass", c.loss.mass,
-           advice="the off-target mass of each soft target, e.g. 0.1")
+  fraction(
+      "loss.alpha",
+      c.loss.alpha,
+      advice="0 is plain cross-entropy, 1 the full similarity target",
+  )
+  fraction(
+      "loss.mass",
+      c.loss.mass,
+      advice="the off-target mass of each soft target, e.g. 0.1",
+  )
   flag("loss.as_given", c.loss.as_given)
   at_least("loss.hxe.alpha", c.loss.hxe.alpha, 0, integer=False)
   flag("loss.hxe.normalize", c.loss.hxe.normalize)
   if c.loss.form == "hxe" and not c.hierarchy_path:
-    raise ConfigError("loss form 'hxe' needs a class hierarchy: set config.hierarchy_path "
-                      "(a JSON/CSV tree or a [C, C] distance matrix)")
+    raise ConfigError(
+        "loss form 'hxe' needs a class hierarchy: set config.hierarchy_path "
+        "(a JSON/CSV tree or a [C, C] distance matrix)"
+    )
 
 
 def check_optimizer(c) -> None:
@@ -190,8 +254,19 @@ def check_optimizer(c) -> None:
   flag("optimizer.nesterov", o.nesterov)
   at_least("optimizer.weight_decay", o.weight_decay, 0, integer=False)
   at_least("optimizer.warmup_epochs", o.warmup_epochs, 0, integer=False)
-  one_of("optimizer.schedule", o.schedule, ("cosine", "constant", "step"), "schedule")
-  at_least("optimizer.grad_clip_norm", o.grad_clip_norm, 0, integer=False, advice="0 turns clipping off")
+  one_of(
+      "optimizer.schedule",
+      o.schedule,
+      ("cosine", "constant", "step"),
+      "schedule",
+  )
+  at_least(
+      "optimizer.grad_clip_norm",
+      o.grad_clip_norm,
+      0,
+      integer=False,
+      advice="0 turns clipping off",
+  )
   fraction("optimizer.b1", o.b1, upper_open=True)
   fraction("optimizer.b2", o.b2, upper_open=True)
 
@@ -199,7 +274,12 @@ def check_optimizer(c) -> None:
 def check_training(c) -> None:
   from simsoft import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  one_of("input.pipeline", c.input.pipeline, input_pipeline.PIPELINES, "input pipeline")
+  one_of(
+      "input.pipeline",
+      c.input.pipeline,
+      input_pipeline.PIPELINES,
+      "input pipeline",
+  )
   at_least("input.steps_per_dispatch", c.input.steps_per_dispatch, 1)
   flag("input.scan_unroll", c.input.scan_unroll)
   at_least("input.device_max_bytes", c.input.device_max_bytes, 0)
@@ -208,13 +288,23 @@ def check_training(c) -> None:
   at_least("estimate.epochs", c.estimate.epochs, 1, advice="e.g. epochs=1")
   at_least("retrain.epochs", c.retrain.epochs, 1, advice="e.g. epochs=1")
   at_least("checkpoint.every_steps", c.checkpoint.every_steps, 1)
-  at_least("checkpoint.keep", c.checkpoint.keep, 1, advice="2 keeps a fallback if the latest is damaged")
+  at_least(
+      "checkpoint.keep",
+      c.checkpoint.keep,
+      1,
+      advice="2 keeps a fallback if the latest is damaged",
+  )
   at_least("log_every_steps", c.log_every_steps, 1)
   at_least("seed", c.seed, 0)
-  if c.estimate.model_from and "://" not in c.estimate.model_from and not os.path.isdir(
-      c.estimate.model_from):
-    raise MissingInputError(f"config.estimate.model_from={c.estimate.model_from!r}: no such "
-                            "workdir; give a workdir whose estimate phase finished")
+  if (
+      c.estimate.model_from
+      and "://" not in c.estimate.model_from
+      and not os.path.isdir(c.estimate.model_from)
+  ):
+    raise MissingInputError(
+        f"config.estimate.model_from={c.estimate.model_from!r}: no such "
+        "workdir; give a workdir whose estimate phase finished"
+    )
 
 
 def check_evaluate(c) -> None:
@@ -223,31 +313,70 @@ def check_evaluate(c) -> None:
   from simsoft import evaluation  # pylint: disable=g-import-not-at-top
 
   e = c.evaluate
-  names_in("evaluate.evaluators", e.evaluators, evaluation.EVALUATORS, what="evaluator")
-  names_in("evaluate.corruptions", e.corruptions, sorted(corruptions_lib.CORRUPTIONS), what="corruption",
-           allow_all=True)
+  names_in(
+      "evaluate.evaluators",
+      e.evaluators,
+      evaluation.EVALUATORS,
+      what="evaluator",
+  )
+  names_in(
+      "evaluate.corruptions",
+      e.corruptions,
+      sorted(corruptions_lib.CORRUPTIONS),
+      what="corruption",
+      allow_all=True,
+  )
   check_severities(e.severities)
-  at_least("evaluate.corrupted_examples", e.corrupted_examples, 0, advice="0 corrupts every test image")
-  names_in("evaluate.cifar10_c", e.cifar10_c,
-           list(data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS), what="CIFAR-10-C corruption",
-           allow_all=True)
-  existing_file("evaluate.reference_similarity_path", e.reference_similarity_path)
+  at_least(
+      "evaluate.corrupted_examples",
+      e.corrupted_examples,
+      0,
+      advice="0 corrupts every test image",
+  )
+  names_in(
+      "evaluate.cifar10_c",
+      e.cifar10_c,
+      list(
+          data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS
+      ),
+      what="CIFAR-10-C corruption",
+      allow_all=True,
+  )
+  existing_file(
+      "evaluate.reference_similarity_path", e.reference_similarity_path
+  )
 
 
 def check_severities(text: str) -> list[int]:
   """'1,3,5' -> [1, 3, 5], each in 1..5."""
   items = [s.strip() for s in str(text).split(",") if s.strip()]
   if not items:
-    _fail("evaluate.severities", text, f"is empty; give severities in 1..{MAX_SEVERITY}, e.g. 1,3,5")
+    _fail(
+        "evaluate.severities",
+        text,
+        f"is empty; give severities in 1..{MAX_SEVERITY}, e.g. 1,3,5",
+    )
   for item in items:
     if not item.isdigit() or not 1 <= int(item) <= MAX_SEVERITY:
-      _fail("evaluate.severities", text, f"holds {item!r}; each severity must be an integer "
-            f"in 1..{MAX_SEVERITY}", "e.g. 1,3,5")
+      _fail(
+          "evaluate.severities",
+          text,
+          f"holds {item!r}; each severity must be an integer "
+          f"in 1..{MAX_SEVERITY}",
+          "e.g. 1,3,5",
+      )
   return [int(s) for s in items]
 
 
-SECTIONS = (check_dataset, check_model, check_similarity, check_loss, check_optimizer,
-            check_training, check_evaluate)
+SECTIONS = (
+    check_dataset,
+    check_model,
+    check_similarity,
+    check_loss,
+    check_optimizer,
+    check_training,
+    check_evaluate,
+)
 
 
 def check_values(c: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -262,15 +391,31 @@ def check_values(c: ml_collections.ConfigDict) -> tuple[str, ...]:
 # Checks that need the dataset and the devices.
 # ----------------------------------------------------------------------------
 
-def check_against_data(c: ml_collections.ConfigDict, ds, num_devices: int) -> None:
+
+def check_against_data(
+    c: ml_collections.ConfigDict, ds, num_devices: int
+) -> None:
   """Batch sizes vs devices and the training split; top_k vs the class count."""
   train_size = len(ds.split("train").labels)
   if c.batch_size % num_devices:
-    _fail("batch_size", c.batch_size, f"is not a multiple of the {num_devices} devices",
-          f"use a multiple of {num_devices}")
+    _fail(
+        "batch_size",
+        c.batch_size,
+        f"is not a multiple of the {num_devices} devices",
+        f"use a multiple of {num_devices}",
+    )
   if c.batch_size > train_size:
-    _fail("batch_size", c.batch_size, f"is larger than the {train_size} examples of "
-          f"{ds.name}'s training split", f"use at most {train_size - train_size % num_devices}")
+    _fail(
+        "batch_size",
+        c.batch_size,
+        f"is larger than the {train_size} examples of "
+        f"{ds.name}'s training split",
+        f"use at most {train_size - train_size % num_devices}",
+    )
   if c.similarity.options.top_k > ds.num_classes:
-    _fail("similarity.options.top_k", c.similarity.options.top_k,
-          f"exceeds the {ds.num_classes} classes of {ds.name}", "use 0 (all) or fewer")
+    _fail(
+        "similarity.options.top_k",
+        c.similarity.options.top_k,
+        f"exceeds the {ds.num_classes} classes of {ds.name}",
+        "use 0 (all) or fewer",
+    )

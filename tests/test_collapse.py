@@ -19,11 +19,15 @@ def test_log_sum_gradient_closed_form_and_vanishing_pull():
   wy = np.asarray(w)[0]
   expect = p - wy * p / (p @ wy)[:, None]  # d/dz_j -log sum_k W_yk p_k
   np.testing.assert_allclose(g_log, expect, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(g_ce, p - np.eye(3)[[0, 0, 0]], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+      g_ce, p - np.eye(3)[[0, 0, 0]], rtol=1e-5, atol=1e-7
+  )
   norms_log = np.linalg.norm(np.asarray(g_log), axis=1)
   norms_ce = np.linalg.norm(np.asarray(g_ce), axis=1)
   # By hand at z = (0, 12, 0): p_y = e^-12 / (1 + 2 e^-12) ~ 6.1e-6; the true-class pull is
   # p_y (W_yy / W_yk - 1) ~ 5.7e-5 under SimLoss but 1 - p_y ~ 1 under cross-entropy.
   assert abs(float(g_log[2, 0]) + 6.144e-6 * (0.7 / 0.15 - 1)) < 1e-6
   assert norms_log[2] < 1e-4 < 1.0 < norms_ce[2]
-  assert norms_log[0] > norms_log[1] > norms_log[2]  # the pull fades as the mistake firms up
+  assert (
+      norms_log[0] > norms_log[1] > norms_log[2]
+  )  # the pull fades as the mistake firms up

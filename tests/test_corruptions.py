@@ -11,143 +11,189 @@ from PIL import Image
 from simsoft import corruptions as C
 
 SHAPES = [(8, 8, 1), (28, 28, 1), (32, 32, 3)]
-RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "occlusion"}
+RANDOM = {
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "occlusion",
+}
 
 
 def _images(shape, n=12, seed=0):
-    """Smooth random images plus fine texture, in [0, 1], like natural images."""
-    rng = np.random.default_rng(seed)
-    h, w, c = shape
-    coarse = rng.random((n, 4, 4, c))
-    smooth = scipy.ndimage.zoom(coarse, (1, h / 4, w / 4, 1), order=1)
-    x = 0.8 * smooth + 0.2 * rng.random((n, h, w, c))
-    return np.clip(x, 0, 1).astype(np.float32)
+  """Smooth random images plus fine texture, in [0, 1], like natural images."""
+  rng = np.random.default_rng(seed)
+  h, w, c = shape
+  coarse = rng.random((n, 4, 4, c))
+  smooth = scipy.ndimage.zoom(coarse, (1, h / 4, w / 4, 1), order=1)
+  x = 0.8 * smooth + 0.2 * rng.random((n, h, w, c))
+  return np.clip(x, 0, 1).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.fixture(
+    scope="module", params=SHAPES, ids=lambda s: "x".join(map(str, s))
+)
 def images(request):
-    return _images(request.param)
+  return _images(request.param)
 
 
 @pytest.mark.parametrize("name", sorted(C.CORRUPTIONS))
 def test_shape_range_determinism_and_growth(name, images):
-    key = jax.random.key(0)
-    x = jnp.asarray(images)
-    dists = []
-    for severity in C.SEVERITIES:
-        y = C.corrupt(name, x, severity, key)
-        assert y.shape == x.shape and y.dtype == x.dtype
-        y = np.asarray(y)
-        assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
-        dists.append(float(np.mean(np.abs(y - images))))
-    np.testing.assert_array_equal(np.asarray(C.corrupt(name, x, 5, key)), y)
-    if name in RANDOM:
-        assert not np.array_equal(np.asarray(C.corrupt(name, x, 5, jax.random.key(1))), y)
-    # Mean distance from the clean image grows with severity (same key throughout).
-    assert np.all(np.diff(dists) >= -1e-3 * dists[-1]), dists
-    assert dists[-1] > dists[0] > 0.0, dists
+  key = jax.random.key(0)
+  x = jnp.asarray(images)
+  dists = []
+  for severity in C.SEVERITIES:
+    y = C.corrupt(name, x, severity, key)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y = np.asarray(y)
+    assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
+    dists.append(float(np.mean(np.abs(y - images))))
+  np.testing.assert_array_equal(np.asarray(C.corrupt(name, x, 5, key)), y)
+  if name in RANDOM:
+    assert not np.array_equal(
+        np.asarray(C.corrupt(name, x, 5, jax.random.key(1))), y
+    )
+  # Mean distance from the clean image grows with severity (same key throughout).
+  assert np.all(np.diff(dists) >= -1e-3 * dists[-1]), dists
+  assert dists[-1] > dists[0] > 0.0, dists
 
 
 def test_jit_static_and_traced_severity_match_eager():
-    x = jnp.asarray(_images((8, 8, 3), n=4))
-    key = jax.random.key(3)
-    static = jax.jit(C.corrupt, static_argnames=("name", "severity"))
-    for name in ("gaussian_blur", "pixelate"):
-        np.testing.assert_allclose(np.asarray(static(name=name, images=x, severity=2, key=key)),
-                                   np.asarray(C.corrupt(name, x, 2, key)), atol=1e-6)
-    for name in ("gaussian_noise", "contrast", "occlusion"):
-        assert name in C.TRACEABLE_SEVERITY
-        traced = jax.jit(lambda im, k, s: C.corrupt(name, im, s, k))
-        for severity in (1, 3, 5):
-            np.testing.assert_allclose(np.asarray(traced(x, key, jnp.int32(severity))),
-                                       np.asarray(C.corrupt(name, x, severity, key)), atol=1e-6)
-    with pytest.raises(ValueError, match="static int"):
-        C.corrupt("pixelate", x, jnp.int32(2), key)
-    with pytest.raises(ValueError, match="scalar integer"):
-        C.corrupt("contrast", x, jnp.float32(2), key)
+  x = jnp.asarray(_images((8, 8, 3), n=4))
+  key = jax.random.key(3)
+  static = jax.jit(C.corrupt, static_argnames=("name", "severity"))
+  for name in ("gaussian_blur", "pixelate"):
+    np.testing.assert_allclose(
+        np.asarray(static(name=name, images=x, severity=2, key=key)),
+        np.asarray(C.corrupt(name, x, 2, key)),
+        atol=1e-6,
+    )
+  for name in ("gaussian_noise", "contrast", "occlusion"):
+    assert name in C.TRACEABLE_SEVERITY
+    traced = jax.jit(lambda im, k, s: C.corrupt(name, im, s, k))
+    for severity in (1, 3, 5):
+      np.testing.assert_allclose(
+          np.asarray(traced(x, key, jnp.int32(severity))),
+          np.asarray(C.corrupt(name, x, severity, key)),
+          atol=1e-6,
+      )
+  with pytest.raises(ValueError, match="static int"):
+    C.corrupt("pixelate", x, jnp.int32(2), key)
+  with pytest.raises(ValueError, match="scalar integer"):
+    C.corrupt("contrast", x, jnp.float32(2), key)
 
 
 def test_bad_arguments_raise():
-    x = jnp.zeros((2, 8, 8, 1))
-    with pytest.raises(ValueError, match="known: .*gaussian_noise"):
-        C.corrupt("fog", x, 1, jax.random.key(0))
-    for severity in (0, 6, 2.0, True):
-        with pytest.raises(ValueError, match="severity"):
-            C.corrupt("contrast", x, severity, jax.random.key(0))
-    with pytest.raises(ValueError, match="channels"):
-        C.corrupt("contrast", jnp.zeros((2, 8, 8, 2)), 1, jax.random.key(0))
-    with pytest.raises(ValueError, match="at least 8x8"):
-        C.corrupt("contrast", jnp.zeros((2, 4, 4, 1)), 1, jax.random.key(0))
-    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        C.corrupt("contrast", jnp.zeros((8, 8, 1)), 1, jax.random.key(0))
-    with pytest.raises(TypeError, match="floating"):
-        C.corrupt("contrast", jnp.zeros((2, 8, 8, 1), jnp.uint8), 1, jax.random.key(0))
+  x = jnp.zeros((2, 8, 8, 1))
+  with pytest.raises(ValueError, match="known: .*gaussian_noise"):
+    C.corrupt("fog", x, 1, jax.random.key(0))
+  for severity in (0, 6, 2.0, True):
+    with pytest.raises(ValueError, match="severity"):
+      C.corrupt("contrast", x, severity, jax.random.key(0))
+  with pytest.raises(ValueError, match="channels"):
+    C.corrupt("contrast", jnp.zeros((2, 8, 8, 2)), 1, jax.random.key(0))
+  with pytest.raises(ValueError, match="at least 8x8"):
+    C.corrupt("contrast", jnp.zeros((2, 4, 4, 1)), 1, jax.random.key(0))
+  with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+    C.corrupt("contrast", jnp.zeros((8, 8, 1)), 1, jax.random.key(0))
+  with pytest.raises(TypeError, match="floating"):
+    C.corrupt(
+        "contrast", jnp.zeros((2, 8, 8, 1), jnp.uint8), 1, jax.random.key(0)
+    )
 
 
 @pytest.mark.parametrize("size", [8, 28, 32])
 def test_pixelate_matches_pil_box_resize(size):
-    x = _images((size, size, 1), n=2)
-    for severity, c in enumerate(C.PIXELATE_FACTOR, start=1):
-        m = int(size * c)
-        ref = np.stack([
-            np.asarray(Image.fromarray(img[..., 0], mode="F").resize((m, m), Image.BOX)
-                       .resize((size, size), Image.BOX))
-            for img in x])[..., None]
-        np.testing.assert_allclose(np.asarray(C.corrupt("pixelate", x, severity, None)), ref, atol=1e-5)
+  x = _images((size, size, 1), n=2)
+  for severity, c in enumerate(C.PIXELATE_FACTOR, start=1):
+    m = int(size * c)
+    ref = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(img[..., 0], mode="F")
+                .resize((m, m), Image.BOX)
+                .resize((size, size), Image.BOX)
+            )
+            for img in x
+        ]
+    )[..., None]
+    np.testing.assert_allclose(
+        np.asarray(C.corrupt("pixelate", x, severity, None)), ref, atol=1e-5
+    )
 
 
 def test_gaussian_blur_matches_scipy():
-    for shape in ((8, 8, 1), (32, 32, 3)):
-        x = _images(shape, n=2)
-        ref = scipy.ndimage.gaussian_filter(x, sigma=(0, 0.8, 0.8, 0), mode="nearest", truncate=4.0)
-        np.testing.assert_allclose(np.asarray(C.corrupt("gaussian_blur", x, 4, None)), ref, atol=1e-5)
+  for shape in ((8, 8, 1), (32, 32, 3)):
+    x = _images(shape, n=2)
+    ref = scipy.ndimage.gaussian_filter(
+        x, sigma=(0, 0.8, 0.8, 0), mode="nearest", truncate=4.0
+    )
+    np.testing.assert_allclose(
+        np.asarray(C.corrupt("gaussian_blur", x, 4, None)), ref, atol=1e-5
+    )
 
 
 def test_defocus_kernels_by_hand_and_filter_matches_scipy():
-    g = np.exp(-0.5 * np.array([1.0, 0.0, 1.0]) / 0.4**2)
-    g /= g.sum()
-    k1 = np.zeros((5, 5))
-    k1[1:4, 1:4] = np.outer(g, g)  # radius 0.3: the disk is the centre pixel alone
-    np.testing.assert_allclose(C.defocus_kernel(1), k1, atol=1e-12)
-    k5 = np.zeros((5, 5))
-    k5[1:4, 1:4] = 1 / 9  # radius 1.5: the full 3x3 square; alias sigma 0.1 ~ identity
-    np.testing.assert_allclose(C.defocus_kernel(5), k5, atol=1e-12)
-    x = _images((28, 28, 1), n=2)
-    ref = scipy.ndimage.correlate(x, C.defocus_kernel(3)[None, :, :, None], mode="mirror")
-    np.testing.assert_allclose(np.asarray(C.corrupt("defocus_blur", x, 3, None)), ref, atol=1e-5)
+  g = np.exp(-0.5 * np.array([1.0, 0.0, 1.0]) / 0.4**2)
+  g /= g.sum()
+  k1 = np.zeros((5, 5))
+  k1[1:4, 1:4] = np.outer(
+      g, g
+  )  # radius 0.3: the disk is the centre pixel alone
+  np.testing.assert_allclose(C.defocus_kernel(1), k1, atol=1e-12)
+  k5 = np.zeros((5, 5))
+  k5[1:4, 1:4] = (
+      1 / 9
+  )  # radius 1.5: the full 3x3 square; alias sigma 0.1 ~ identity
+  np.testing.assert_allclose(C.defocus_kernel(5), k5, atol=1e-12)
+  x = _images((28, 28, 1), n=2)
+  ref = scipy.ndimage.correlate(
+      x, C.defocus_kernel(3)[None, :, :, None], mode="mirror"
+  )
+  np.testing.assert_allclose(
+      np.asarray(C.corrupt("defocus_blur", x, 3, None)), ref, atol=1e-5
+  )
 
 
 def test_brightness_equals_hsv_value_shift():
-    x = _images((8, 8, 3), n=3)
-    x[0, 0, 0] = 0.0  # black pixel: V = 0, S = 0
-    for severity, c in ((1, 0.05), (5, 0.3)):
-        hsv = mcolors.rgb_to_hsv(x)
-        hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
-        ref = mcolors.hsv_to_rgb(hsv)
-        np.testing.assert_allclose(np.asarray(C.corrupt("brightness", x, severity, None)), ref, atol=1e-5)
-    gray = _images((8, 8, 1), n=2)
-    np.testing.assert_allclose(np.asarray(C.corrupt("brightness", gray, 3, None)),
-                               np.clip(gray + 0.15, 0, 1), atol=1e-6)
+  x = _images((8, 8, 3), n=3)
+  x[0, 0, 0] = 0.0  # black pixel: V = 0, S = 0
+  for severity, c in ((1, 0.05), (5, 0.3)):
+    hsv = mcolors.rgb_to_hsv(x)
+    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+    ref = mcolors.hsv_to_rgb(hsv)
+    np.testing.assert_allclose(
+        np.asarray(C.corrupt("brightness", x, severity, None)), ref, atol=1e-5
+    )
+  gray = _images((8, 8, 1), n=2)
+  np.testing.assert_allclose(
+      np.asarray(C.corrupt("brightness", gray, 3, None)),
+      np.clip(gray + 0.15, 0, 1),
+      atol=1e-6,
+  )
 
 
 def test_contrast_and_occlusion_by_hand():
-    x = _images((32, 32, 3), n=2)
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(np.asarray(C.corrupt("contrast", x, 2, None)),
-                               np.clip((x - mean) * 0.5 + mean, 0, 1), atol=1e-6)
-    y = np.asarray(C.corrupt("occlusion", x, 5, jax.random.key(0)))
-    changed = np.any(y != x, axis=-1)
-    for b in range(2):  # a 16x16 grey square, clipped at the border
-        rows, cols = np.nonzero(changed[b])
-        assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16
-        box = y[b, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        np.testing.assert_array_equal(box, 0.5)
+  x = _images((32, 32, 3), n=2)
+  mean = x.mean(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(
+      np.asarray(C.corrupt("contrast", x, 2, None)),
+      np.clip((x - mean) * 0.5 + mean, 0, 1),
+      atol=1e-6,
+  )
+  y = np.asarray(C.corrupt("occlusion", x, 5, jax.random.key(0)))
+  changed = np.any(y != x, axis=-1)
+  for b in range(2):  # a 16x16 grey square, clipped at the border
+    rows, cols = np.nonzero(changed[b])
+    assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16
+    box = y[b, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    np.testing.assert_array_equal(box, 0.5)
 
 
 def test_impulse_noise_fraction():
-    x = jnp.full((12, 32, 32, 3), 0.5)  # the fixture's shape: compiled already
-    y = np.asarray(C.corrupt("impulse_noise", x, 5, jax.random.key(0)))
-    flipped = y != 0.5
-    assert set(np.unique(y[flipped])) <= {0.0, 1.0}
-    assert abs(flipped.mean() - 0.07) < 0.01
-    assert abs((y[flipped] == 1.0).mean() - 0.5) < 0.05
+  x = jnp.full((12, 32, 32, 3), 0.5)  # the fixture's shape: compiled already
+  y = np.asarray(C.corrupt("impulse_noise", x, 5, jax.random.key(0)))
+  flipped = y != 0.5
+  assert set(np.unique(y[flipped])) <= {0.0, 1.0}
+  assert abs(flipped.mean() - 0.07) < 0.01
+  assert abs((y[flipped] == 1.0).mean() - 0.5) < 0.05

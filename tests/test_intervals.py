@@ -17,22 +17,39 @@ def _pairs(both, only_b, only_a, neither):
 def test_wilson_published_value_and_edges():
   # Newcombe (1998, single proportions), 81/263: 0.2553 to 0.3662.
   lo, hi = intervals.wilson(81, 263)
-  assert (lo, hi) == (pytest.approx(0.2553, abs=1e-4), pytest.approx(0.3662, abs=1e-4))
-  assert intervals.wilson(0, 10)[0] == 0.0 and intervals.wilson(10, 10)[1] == pytest.approx(1.0)
-  assert 0.0 < intervals.wilson(0, 10)[1] < 0.35  # no zero-width interval at the edge
+  assert (lo, hi) == (
+      pytest.approx(0.2553, abs=1e-4),
+      pytest.approx(0.3662, abs=1e-4),
+  )
+  assert intervals.wilson(0, 10)[0] == 0.0 and intervals.wilson(10, 10)[
+      1
+  ] == pytest.approx(1.0)
+  assert (
+      0.0 < intervals.wilson(0, 10)[1] < 0.35
+  )  # no zero-width interval at the edge
   with pytest.raises(ValueError, match="k must lie"):
     intervals.wilson(11, 10)
 
 
 def test_paired_interval_matches_the_large_sample_normal_one():
   """For large n Newcombe's interval tends to the paired Wald interval
-  (b - c)/n +- z sqrt(b + c - (b - c)^2 / n) / n, far narrower than the unpaired one."""
+  (b - c)/n +- z sqrt(b + c - (b - c)^2 / n) / n, far narrower than the unpaired one.
+  """
   n, only_b, only_a = 100_000, 3_000, 2_000
-  d = intervals.paired_difference(*_pairs(n - 10_000 - only_b - only_a, only_b, only_a, 10_000))
+  d = intervals.paired_difference(
+      *_pairs(n - 10_000 - only_b - only_a, only_b, only_a, 10_000)
+  )
   diff = (only_b - only_a) / n
-  half = intervals.Z95 * math.sqrt(only_b + only_a - (only_b - only_a) ** 2 / n) / n
+  half = (
+      intervals.Z95
+      * math.sqrt(only_b + only_a - (only_b - only_a) ** 2 / n)
+      / n
+  )
   assert d["difference"] == pytest.approx(diff)
-  assert d["ci"] == [pytest.approx(diff - half, abs=2e-4), pytest.approx(diff + half, abs=2e-4)]
+  assert d["ci"] == [
+      pytest.approx(diff - half, abs=2e-4),
+      pytest.approx(diff + half, abs=2e-4),
+  ]
 
 
 def test_paired_interval_properties():
@@ -41,7 +58,10 @@ def test_paired_interval_properties():
   assert (d["n"], d["only_b"], d["only_a"]) == (359, 12, 4)
   assert d["ci"][0] < d["difference"] < d["ci"][1]
   swapped = intervals.paired_difference(b, a)  # A - B mirrors B - A
-  assert swapped["ci"] == [pytest.approx(-d["ci"][1]), pytest.approx(-d["ci"][0])]
+  assert swapped["ci"] == [
+      pytest.approx(-d["ci"][1]),
+      pytest.approx(-d["ci"][0]),
+  ]
   same = intervals.paired_difference(a, a)
   assert same["difference"] == 0.0 and same["ci"][0] < 0 < same["ci"][1]
   with pytest.raises(ValueError, match="same images"):

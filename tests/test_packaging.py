@@ -16,12 +16,25 @@ import pytest
 
 from tests.helpers.tiny import ROOT
 
-_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
-                                 "docs", "benchmarks", "tests")
+_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "docs",
+    "benchmarks",
+    "tests",
+)
 
 
 def _env():
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ("PYTHONPATH", "PYTHONHOME")
+  }
   env["JAX_PLATFORMS"] = "cpu"
   return env
 
@@ -32,65 +45,147 @@ def installed(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("wheel")
   source = tmp / "source"
   shutil.copytree(ROOT, source, ignore=_IGNORE)
-  build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), str(source)]
+  build = [
+      sys.executable,
+      "-m",
+      "pip",
+      "wheel",
+      "-q",
+      "--no-deps",
+      "-w",
+      str(tmp / "dist"),
+      str(source),
+  ]
   if subprocess.run(build + ["--no-build-isolation"], env=_env()).returncode:
-    subprocess.run(build, check=True, env=_env())  # fetches setuptools into an isolated build env
-  wheel, = (tmp / "dist").glob("simsoft-*.whl")
+    subprocess.run(
+        build, check=True, env=_env()
+    )  # fetches setuptools into an isolated build env
+  (wheel,) = (tmp / "dist").glob("simsoft-*.whl")
   venv = tmp / "venv"
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+  subprocess.run(
+      [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
+  )
   python = str(venv / "bin" / "python")
-  purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                           check=True, capture_output=True, text=True).stdout.strip()
+  purelib = subprocess.run(
+      [
+          python,
+          "-c",
+          "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+      ],
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout.strip()
   deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
   with open(os.path.join(purelib, "test_deps.pth"), "w") as f:
     f.write("\n".join(sorted(deps)) + "\n")
-  subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                 check=True, env=_env(), cwd=tmp)
+  subprocess.run(
+      [
+          python,
+          "-m",
+          "pip",
+          "install",
+          "-q",
+          "--no-deps",
+          "--no-index",
+          str(wheel),
+      ],
+      check=True,
+      env=_env(),
+      cwd=tmp,
+  )
   return python, str(wheel), tmp
 
 
 def test_wheel_ships_configs_launchers_license_and_types(installed):
   _, wheel, _ = installed
   names = zipfile.ZipFile(wheel).namelist()
-  for name in ("simsoft/configs/default.py", "simsoft/configs/sweep.py", "simsoft/launch/tpu_pod.sh",
-               "simsoft/launch/gpu.sh", "simsoft/py.typed"):
+  for name in (
+      "simsoft/configs/default.py",
+      "simsoft/configs/sweep.py",
+      "simsoft/launch/tpu_pod.sh",
+      "simsoft/launch/gpu.sh",
+      "simsoft/py.typed",
+  ):
     assert name in names, name
-  assert any(n.endswith(".dist-info/LICENSE") or "licenses/LICENSE" in n for n in names)
-  metadata = zipfile.ZipFile(wheel).read(
-      next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-  for line in ("License: Apache-2.0", "Provides-Extra: all", "Author: The simsoft authors"):
+  assert any(
+      n.endswith(".dist-info/LICENSE") or "licenses/LICENSE" in n for n in names
+  )
+  metadata = (
+      zipfile.ZipFile(wheel)
+      .read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+      .decode()
+  )
+  for line in (
+      "License: Apache-2.0",
+      "Provides-Extra: all",
+      "Author: The simsoft authors",
+  ):
     assert line in metadata, line
 
 
-def test_installed_cli_runs_the_default_config_from_another_directory(installed):
+def test_installed_cli_runs_the_default_config_from_another_directory(
+    installed,
+):
   python, _, tmp = installed
   elsewhere = tmp / "elsewhere"
   elsewhere.mkdir()
-  where = subprocess.run([python, "-c", "import simsoft, simsoft.config_files as c; "
-                          "print(simsoft.__file__); print(c.configs_dir())"],
-                         check=True, capture_output=True, text=True, cwd=elsewhere, env=_env())
+  where = subprocess.run(
+      [
+          python,
+          "-c",
+          "import simsoft, simsoft.config_files as c; "
+          "print(simsoft.__file__); print(c.configs_dir())",
+      ],
+      check=True,
+      capture_output=True,
+      text=True,
+      cwd=elsewhere,
+      env=_env(),
+  )
   module, configs = where.stdout.split()
   venv = os.path.dirname(os.path.dirname(python))
-  assert module.startswith(venv) and configs.startswith(venv), where.stdout  # not the checkout
+  assert module.startswith(venv) and configs.startswith(
+      venv
+  ), where.stdout  # not the checkout
   workdir = elsewhere / "run"
   out = subprocess.run(
-      [os.path.join(venv, "bin", "simsoft"), "--config", "configs/default.py:epochs=1",
-       f"--workdir={workdir}", "--config.evaluate.corruptions=contrast",
-       "--config.evaluate.severities=2"],
-      capture_output=True, text=True, cwd=elsewhere, env=_env(), timeout=600)
+      [
+          os.path.join(venv, "bin", "simsoft"),
+          "--config",
+          "configs/default.py:epochs=1",
+          f"--workdir={workdir}",
+          "--config.evaluate.corruptions=contrast",
+          "--config.evaluate.severities=2",
+      ],
+      capture_output=True,
+      text=True,
+      cwd=elsewhere,
+      env=_env(),
+      timeout=600,
+  )
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert "[evaluate] report:" in out.stdout
-  assert (workdir / "results.json").exists() and (workdir / "report.md").exists()
+  assert (workdir / "results.json").exists() and (
+      workdir / "report.md"
+  ).exists()
 
 
 def test_missing_optional_dependency_names_its_extra(installed):
   python, _, tmp = installed
-  code = ("import sys; sys.modules['matplotlib'] = None; "
-          "sys.argv = ['simsoft', '--config', 'configs/default.py', '--workdir', 'w']; "
-          "from simsoft.main import console_main; console_main()")
-  out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp, env=_env())
+  code = (
+      "import sys; sys.modules['matplotlib'] = None; "
+      "sys.argv = ['simsoft', '--config', 'configs/default.py', '--workdir', 'w']; "
+      "from simsoft.main import console_main; console_main()"
+  )
+  out = subprocess.run(
+      [python, "-c", code], capture_output=True, text=True, cwd=tmp, env=_env()
+  )
   assert out.returncode != 0
-  assert "pip install 'simsoft[report]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
+  assert (
+      "pip install 'simsoft[report]'" in out.stderr
+      and "Traceback" not in out.stderr
+  ), out.stderr
 
 
 def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
@@ -99,15 +194,33 @@ def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
 
   monkeypatch.chdir(tmp_path)
   shipped = os.path.join(config_files.configs_dir(), "default.py")
-  assert config_files.resolve("configs/default.py:epochs=1") == shipped + ":epochs=1"
+  assert (
+      config_files.resolve("configs/default.py:epochs=1")
+      == shipped + ":epochs=1"
+  )
   assert config_files.resolve("default.py") == shipped
-  assert config_files.resolve_argv(["m", "--config", "configs/sweep.py:digits", "--config.seeds=0"])[2] \
+  assert (
+      config_files.resolve_argv(
+          ["m", "--config", "configs/sweep.py:digits", "--config.seeds=0"]
+      )[2]
       == os.path.join(config_files.configs_dir(), "sweep.py") + ":digits"
+  )
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "exp.py").write_text(
-      "from simsoft import config as c\ndef get_config(arg):\n  return c.apply_args(c.base_config(), arg)\n")
+      "from simsoft import config as c\ndef get_config(arg):\n  return c.apply_args(c.base_config(), arg)\n"
+  )
   # Relative to the sweep config's directory first, then the shipped configs.
-  assert sweep.load_experiment_config("exp.py:seed=3", relative_to=str(tmp_path / "mine")).seed == 3
-  assert sweep.load_experiment_config("configs/default.py:seed=4", relative_to=str(tmp_path / "mine")).seed == 4
+  assert (
+      sweep.load_experiment_config(
+          "exp.py:seed=3", relative_to=str(tmp_path / "mine")
+      ).seed
+      == 3
+  )
+  assert (
+      sweep.load_experiment_config(
+          "configs/default.py:seed=4", relative_to=str(tmp_path / "mine")
+      ).seed
+      == 4
+  )
   with pytest.raises(FileNotFoundError, match="nope.py"):
     sweep.load_experiment_config("nope.py", relative_to=str(tmp_path))

@@ -49,19 +49,30 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert 0.5 < model["clean"]["accuracy"] <= 1.0
     assert set(model["corruptions"]) == {"gaussian_noise", "contrast"}
     assert set(model["corruptions"]["contrast"]) == {"1", "5"}
-  assert json.loads((tmp_path / "config.json").read_text())["similarity"]["source"] == "centroid"
+  assert (
+      json.loads((tmp_path / "config.json").read_text())["similarity"]["source"]
+      == "centroid"
+  )
 
   # A restart skips the finished phases and reproduces the evaluation.
   train.train_and_evaluate(c, str(tmp_path))
   assert "already finished" in capsys.readouterr().out
-  assert json.loads((tmp_path / "results.json").read_text())["models"]["B"]["clean"] == results["models"]["B"]["clean"]
+  assert (
+      json.loads((tmp_path / "results.json").read_text())["models"]["B"][
+          "clean"
+      ]
+      == results["models"]["B"]["clean"]
+  )
 
   # Another run's config in the same workdir is refused, naming the fields.
   other = small_config("epochs=2,similarity=centroid,form=log_sum,seed=3")
   other.evaluate.evaluators = "clean,corruptions"
   other.evaluate.corruptions = "gaussian_noise,contrast"
   other.evaluate.severities = "1,5"
-  with pytest.raises(ValueError, match=r"another run's config.*differing fields: seed \(saved 0, now 3\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"another run's config.*differing fields: seed \(saved 0, now 3\)",
+  ):
     train.train_and_evaluate(other, str(tmp_path))
 
 
@@ -73,7 +84,9 @@ def test_sources_without_estimation_pass(tmp_path, source):
   if source == "online":
     s = np.load(tmp_path / "retrain" / "online_similarity.npy")
     np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
-    assert not np.allclose(s, np.asarray(s[0, 0]) * np.eye(10))  # updated from predictions
+    assert not np.allclose(
+        s, np.asarray(s[0, 0]) * np.eye(10)
+    )  # updated from predictions
 
 
 def test_retrain_reuses_another_workdirs_similarity(tmp_path):
@@ -92,7 +105,9 @@ def test_four_devices_match_one_device(tmp_path):
   four = final_params(tiny_config(), str(tmp_path / "four"), jax.devices())
   assert one.keys() == four.keys() and one
   for name in one:
-    np.testing.assert_allclose(one[name], four[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+        one[name], four[name], rtol=1e-4, atol=1e-5, err_msg=name
+    )
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -100,10 +115,14 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   c.optimizer.warmup_epochs = 0.0
   c.checkpoint.every_steps = 1
   c.log_every_steps = 100
-  with pytest.raises(train.NonFiniteLossError,
-                     match=r"phase 'estimate'.*step \d+.*last good checkpoint, step \d+ in .*, is intact"):
+  with pytest.raises(
+      train.NonFiniteLossError,
+      match=r"phase 'estimate'.*step \d+.*last good checkpoint, step \d+ in .*, is intact",
+  ):
     train.train_and_evaluate(c, str(tmp_path))
-  manager = ckpt.make_manager(str(tmp_path / "estimate" / "checkpoints"), every_steps=1, keep=2)
+  manager = ckpt.make_manager(
+      str(tmp_path / "estimate" / "checkpoints"), every_steps=1, keep=2
+  )
   latest = manager.latest_step()
   assert latest is not None
   restored = manager.restore(latest)
@@ -114,7 +133,10 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_bad_inputs_fail_before_training(tmp_path):
   c = small_config()
   c.phases = "estimate,train"
-  with pytest.raises(ValueError, match=r"unknown phase 'train'.*\['estimate', 'retrain', 'evaluate'\]"):
+  with pytest.raises(
+      ValueError,
+      match=r"unknown phase 'train'.*\['estimate', 'retrain', 'evaluate'\]",
+  ):
     train.train_and_evaluate(c, str(tmp_path / "1"))
   for field, value, message in [
       ("model.name", "resnet7", "unknown model 'resnet7'"),
@@ -146,16 +168,27 @@ def test_bad_inputs_fail_before_training(tmp_path):
 
 
 def _main(workdir, arg):
-  cmd = [sys.executable, "-m", "simsoft.main", f"--config={ROOT}/configs/default.py:{arg}",
-         f"--workdir={workdir}", "--config.evaluate.evaluators=clean",
-         "--config.checkpoint.every_steps=5", "--config.model.kwargs.hidden=(64,)"]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  cmd = [
+      sys.executable,
+      "-m",
+      "simsoft.main",
+      f"--config={ROOT}/configs/default.py:{arg}",
+      f"--workdir={workdir}",
+      "--config.evaluate.evaluators=clean",
+      "--config.checkpoint.every_steps=5",
+      "--config.model.kwargs.hidden=(64,)",
+  ]
+  return subprocess.Popen(
+      cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
 
 
 def _kill_when(proc, condition, timeout=240):
   start = time.time()
   while not condition():
-    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
+    assert proc.poll() is None, (
+        "the run ended before it could be killed:\n" + proc.stdout.read()
+    )
     assert time.time() - start < timeout
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
@@ -170,7 +203,9 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
   workdir = tmp_path / "killed"
   estimate_ckpts = workdir / "estimate" / "checkpoints"
   retrain_ckpts = workdir / "retrain" / "checkpoints"
-  has_step = lambda d, n: d.exists() and any(p.name.isdigit() and int(p.name) >= n for p in d.iterdir())
+  has_step = lambda d, n: d.exists() and any(
+      p.name.isdigit() and int(p.name) >= n for p in d.iterdir()
+  )
   # Kill 1: in the estimate phase, mid-epoch, after a few checkpoints.
   _kill_when(_main(workdir, arg), lambda: has_step(estimate_ckpts, 25))
   # Kill 2: in the retrain phase, as soon as it has written anything.
@@ -183,27 +218,47 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
   ref, got = _metrics(str(tmp_path / "ref")), _metrics(str(workdir))
   for key in ("A", "B"):
     for metric in ("accuracy", "nll", "ece"):
-      assert got[key][metric] == pytest.approx(ref[key][metric], rel=1e-6, abs=1e-7), (key, metric)
+      assert got[key][metric] == pytest.approx(
+          ref[key][metric], rel=1e-6, abs=1e-7
+      ), (key, metric)
 
 
 def test_host_and_device_input_paths_train_the_same_model(tmp_path):
   params = {}
-  for name, pipeline, per_dispatch, unroll in [("host", "host", 1, False), ("device", "device", 1, False),
-                                               ("scan", "device", 4, False), ("unrolled", "device", 3, True)]:
+  for name, pipeline, per_dispatch, unroll in [
+      ("host", "host", 1, False),
+      ("device", "device", 1, False),
+      ("scan", "device", 4, False),
+      ("unrolled", "device", 3, True),
+  ]:
     c = tiny_config()
-    c.input.pipeline, c.input.steps_per_dispatch, c.input.scan_unroll = pipeline, per_dispatch, unroll
-    c.log_every_steps = 7  # chunks must also stop at log and checkpoint boundaries
+    c.input.pipeline, c.input.steps_per_dispatch, c.input.scan_unroll = (
+        pipeline,
+        per_dispatch,
+        unroll,
+    )
+    c.log_every_steps = (
+        7  # chunks must also stop at log and checkpoint boundaries
+    )
     params[name] = final_params(c, str(tmp_path / name))
   for other in ("device", "scan", "unrolled"):
     for key in params["host"]:
-      np.testing.assert_allclose(params[other][key], params["host"][key], rtol=1e-5, atol=1e-6,
-                                 err_msg=f"{other}: {key}")
+      np.testing.assert_allclose(
+          params[other][key],
+          params["host"][key],
+          rtol=1e-5,
+          atol=1e-6,
+          err_msg=f"{other}: {key}",
+      )
 
 
 def test_unknown_input_pipeline(tmp_path):
   c = tiny_config()
   c.input.pipeline = "tape"
-  with pytest.raises(ValueError, match=r"unknown input pipeline 'tape'.*\['auto', 'host', 'device'\]"):
+  with pytest.raises(
+      ValueError,
+      match=r"unknown input pipeline 'tape'.*\['auto', 'host', 'device'\]",
+  ):
     train.train_and_evaluate(c, str(tmp_path))
 
 
@@ -221,7 +276,10 @@ def test_cifar10_pipeline_with_cifar10_c_under_mock_data(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   for key in ("A", "B"):
     cells = results["models"][key]["extra_sets"]
-    assert set(cells) == {"fog", "gaussian_noise"} and set(cells["fog"]) == {"1", "5"}
+    assert set(cells) == {"fog", "gaussian_noise"} and set(cells["fog"]) == {
+        "1",
+        "5",
+    }
     assert cells["fog"]["1"]["count"] == 96
   assert "mean_corrupted_accuracy" in results["models"]["B"]["extra_summary"]
   assert "Pre-corrupted test sets" in (tmp_path / "report.md").read_text()
@@ -233,7 +291,9 @@ def test_estimate_reuses_another_workdirs_model_a(tmp_path):
   variant = tiny_config("epochs=1,similarity=softmax")
   variant.estimate.model_from = str(tmp_path / "base")
   train.train_and_evaluate(variant, str(tmp_path / "variant"))
-  assert not (tmp_path / "variant" / "estimate" / "checkpoints").exists()  # A was not retrained
+  assert not (
+      tmp_path / "variant" / "estimate" / "checkpoints"
+  ).exists()  # A was not retrained
   assert (tmp_path / "variant" / "estimate" / "similarity.npy").exists()
   results = json.loads((tmp_path / "variant" / "results.json").read_text())
   assert results["models"]["A"]["clean"]["accuracy"] > 0.5
@@ -241,27 +301,39 @@ def test_estimate_reuses_another_workdirs_model_a(tmp_path):
 
   # A second run on the same A reads A's test results instead of re-evaluating A;
   # they equal the ones measured, and a changed evaluation config measures again.
-  (tmp_path / "base" / "evaluate_A.json").write_text(json.dumps({
-      "evaluated_under": json.loads((tmp_path / "base" / "evaluate_A.json").read_text())[
-          "evaluated_under"],
-      "results": dict(results["models"]["A"], marker="cached")}))
+  (tmp_path / "base" / "evaluate_A.json").write_text(
+      json.dumps(
+          {
+              "evaluated_under": json.loads(
+                  (tmp_path / "base" / "evaluate_A.json").read_text()
+              )["evaluated_under"],
+              "results": dict(results["models"]["A"], marker="cached"),
+          }
+      )
+  )
   second = tiny_config("epochs=1,similarity=confusion")
   second.estimate.model_from = str(tmp_path / "base")
   train.train_and_evaluate(second, str(tmp_path / "second"))
-  second_a = json.loads((tmp_path / "second" / "results.json").read_text())["models"]["A"]
+  second_a = json.loads((tmp_path / "second" / "results.json").read_text())[
+      "models"
+  ]["A"]
   assert second_a.pop("marker") == "cached"
   assert second_a == results["models"]["A"]
   third = tiny_config("epochs=1,similarity=confusion")
   third.estimate.model_from = str(tmp_path / "base")
   third.evaluate.corrupted_examples = 50
   train.train_and_evaluate(third, str(tmp_path / "third"))
-  third_a = json.loads((tmp_path / "third" / "results.json").read_text())["models"]["A"]
+  third_a = json.loads((tmp_path / "third" / "results.json").read_text())[
+      "models"
+  ]["A"]
   assert "marker" not in third_a
   assert third_a["clean"] == results["models"]["A"]["clean"]
 
   other_seed = tiny_config("epochs=1,similarity=softmax,seed=5")
   other_seed.estimate.model_from = str(tmp_path / "base")
-  with pytest.raises(ValueError, match=r"trained model A with another config.*seed"):
+  with pytest.raises(
+      ValueError, match=r"trained model A with another config.*seed"
+  ):
     train.train_and_evaluate(other_seed, str(tmp_path / "other"))
 
 

@@ -21,19 +21,30 @@ def test_paired_difference_hand_values():
 
 def test_paired_difference_edges():
   one = significance.paired_difference([0.2])
-  assert one["ci"] is None and one["p"] is None and one["mean"] == pytest.approx(0.2)
+  assert (
+      one["ci"] is None
+      and one["p"] is None
+      and one["mean"] == pytest.approx(0.2)
+  )
   flat = significance.paired_difference([0.1, 0.1, 0.1])
   assert flat["p"] == 0.0 and flat["ci"] == pytest.approx([0.1, 0.1])
   assert significance.paired_difference([0.0, 0.0])["p"] == 1.0
   # Negative mean: the interval is below zero, p is symmetric.
   neg = significance.paired_difference([-1.0, -2.0, -3.0, -4.0, -5.0])
-  assert neg["p"] == pytest.approx(0.0132356, rel=1e-4) and neg["ci"][1] < 0 and neg["wins"] == 0
+  assert (
+      neg["p"] == pytest.approx(0.0132356, rel=1e-4)
+      and neg["ci"][1] < 0
+      and neg["wins"] == 0
+  )
 
 
 def test_holm_hand_values():
   # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (monotone).
   adjusted, rejected = significance.holm([0.01, 0.04, 0.03, 0.005, None])
-  assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and adjusted[4] is None
+  assert (
+      adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+      and adjusted[4] is None
+  )
   assert rejected == [True, False, False, True, None]
   assert significance.holm([0.6, 0.9])[0] == pytest.approx([1.0, 1.0])
 
@@ -41,7 +52,9 @@ def test_holm_hand_values():
 def test_derangement_is_fixed_by_seed_and_moves_every_class():
   for seed in range(20):
     perm = derangement(10, seed)
-    assert sorted(perm.tolist()) == list(range(10)) and np.all(perm != np.arange(10))
+    assert sorted(perm.tolist()) == list(range(10)) and np.all(
+        perm != np.arange(10)
+    )
     np.testing.assert_array_equal(perm, derangement(10, seed))
   assert not np.array_equal(derangement(10, 0), derangement(10, 1))
   np.testing.assert_array_equal(derangement(2, 5), [1, 0])

@@ -29,9 +29,17 @@ def _np_stats(logits, labels, feats=None, mask=None):
   n, c = logits.shape
   d = 0 if feats is None else feats.shape[1]
   mask = np.ones(n) if mask is None else mask
-  out = {k: np.zeros(s) for k, s in [("confusion", (c, c)), ("prob_sum", (c, c)),
-                                     ("prob_sum_correct", (c, c)), ("count", c),
-                                     ("count_correct", c), ("feature_sum", (c, d))]}
+  out = {
+      k: np.zeros(s)
+      for k, s in [
+          ("confusion", (c, c)),
+          ("prob_sum", (c, c)),
+          ("prob_sum_correct", (c, c)),
+          ("count", c),
+          ("count_correct", c),
+          ("feature_sum", (c, d)),
+      ]
+  }
   for i in range(n):
     if not mask[i]:
       continue
@@ -52,7 +60,9 @@ def _np_stats(logits, labels, feats=None, mask=None):
 
 def _assert_stats(stats, ref, rtol=1e-5, atol=1e-5):
   for k, v in ref.items():
-    np.testing.assert_allclose(np.asarray(getattr(stats, k)), v, rtol=rtol, atol=atol, err_msg=k)
+    np.testing.assert_allclose(
+        np.asarray(getattr(stats, k)), v, rtol=rtol, atol=atol, err_msg=k
+    )
 
 
 def _accumulate(logits, labels, feats, batch_size, mask=None, d=D):
@@ -60,8 +70,13 @@ def _accumulate(logits, labels, feats, batch_size, mask=None, d=D):
   stats = sim.init_stats(logits.shape[1], d)
   for s in range(0, len(labels), batch_size):
     sl = slice(s, s + batch_size)
-    stats = update(stats, logits[sl], labels[sl], None if feats is None else feats[sl],
-                   None if mask is None else mask[sl])
+    stats = update(
+        stats,
+        logits[sl],
+        labels[sl],
+        None if feats is None else feats[sl],
+        None if mask is None else mask[sl],
+    )
   return stats
 
 
@@ -75,9 +90,16 @@ def _assert_valid(s, c, rows_sum_to_one=True):
 def _all_sources(stats, kernel, path, paths=None):
   """Every source; `paths` gives some sources their own file (else `path`)."""
   paths = paths or {}
-  return {name: sim.build_similarity(name, num_classes=stats.num_classes, stats=stats,
-                                     classifier_kernel=kernel, path=paths.get(name, path))
-          for name in sim.SOURCES}
+  return {
+      name: sim.build_similarity(
+          name,
+          num_classes=stats.num_classes,
+          stats=stats,
+          classifier_kernel=kernel,
+          path=paths.get(name, path),
+      )
+      for name in sim.SOURCES
+  }
 
 
 # ------------------------------------------------------------------ statistics
@@ -86,7 +108,9 @@ def _all_sources(stats, kernel, path, paths=None):
 def test_update_matches_numpy_reference_with_mask():
   logits, labels, feats = _batch(37)
   mask = (RNG.random(37) > 0.3).astype(np.float32)
-  stats = jax.jit(sim.update_stats)(sim.init_stats(C, D), logits, labels, feats, mask)
+  stats = jax.jit(sim.update_stats)(
+      sim.init_stats(C, D), logits, labels, feats, mask
+  )
   _assert_stats(stats, _np_stats(logits, labels, feats, mask))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(stats))
 
@@ -96,7 +120,9 @@ def test_perfect_classifier_gives_identity_confusion():
   logits = np.eye(C, dtype=np.float32)[labels] * 10
   stats = sim.update_stats(sim.init_stats(C), logits, labels)
   np.testing.assert_array_equal(stats.confusion, np.diag([2, 1, 3, 1, 1]))
-  s = sim.build_similarity("confusion", num_classes=C, stats=stats, options={"smoothing": 0.0})
+  s = sim.build_similarity(
+      "confusion", num_classes=C, stats=stats, options={"smoothing": 0.0}
+  )
   np.testing.assert_array_equal(s, np.eye(C))
   # Smoothing 1: row y = (n_y e_y + 1) / (n_y + C); class 2 has n = 3.
   s1 = sim.build_similarity("confusion", num_classes=C, stats=stats)
@@ -107,11 +133,24 @@ def test_two_indistinguishable_classes_share_mass_equally():
   # Classes 0 and 1 look the same to the model: it predicts each half the time,
   # and its probabilities do not depend on which of the two is true.
   labels = np.array([0, 0, 1, 1, 2, 2], np.int32)
-  logits = np.array([[3, 2.9, 0], [2.9, 3, 0], [3, 2.9, 0], [2.9, 3, 0], [0, 0, 4], [0, 0, 4]],
-                    np.float32)
+  logits = np.array(
+      [
+          [3, 2.9, 0],
+          [2.9, 3, 0],
+          [3, 2.9, 0],
+          [2.9, 3, 0],
+          [0, 0, 4],
+          [0, 0, 4],
+      ],
+      np.float32,
+  )
   stats = sim.update_stats(sim.init_stats(3), logits, labels)
-  conf = sim.build_similarity("confusion", num_classes=3, stats=stats, options={"smoothing": 0.0})
-  np.testing.assert_allclose(conf[:2], [[0.5, 0.5, 0], [0.5, 0.5, 0]], atol=1e-7)
+  conf = sim.build_similarity(
+      "confusion", num_classes=3, stats=stats, options={"smoothing": 0.0}
+  )
+  np.testing.assert_allclose(
+      conf[:2], [[0.5, 0.5, 0], [0.5, 0.5, 0]], atol=1e-7
+  )
   soft = sim.build_similarity("softmax", num_classes=3, stats=stats)
   np.testing.assert_allclose(soft[0, 0], soft[0, 1], rtol=1e-6)
   np.testing.assert_allclose(soft[0], soft[1], rtol=1e-6)
@@ -119,10 +158,18 @@ def test_two_indistinguishable_classes_share_mass_equally():
 
 def test_identical_centroids_get_equal_similarity():
   labels = np.array([0, 0, 1, 1, 2], np.int32)
-  feats = np.array([[1, 0], [1, 0], [2, 0], [3, 0], [0, 1]], np.float32)  # 0 and 1 same direction
-  stats = sim.update_stats(sim.init_stats(3, 2), np.zeros((5, 3), np.float32), labels, feats)
-  s = sim.build_similarity("centroid", num_classes=3, stats=stats,
-                           options={"temperature": 0.5, "center": False})
+  feats = np.array(
+      [[1, 0], [1, 0], [2, 0], [3, 0], [0, 1]], np.float32
+  )  # 0 and 1 same direction
+  stats = sim.update_stats(
+      sim.init_stats(3, 2), np.zeros((5, 3), np.float32), labels, feats
+  )
+  s = sim.build_similarity(
+      "centroid",
+      num_classes=3,
+      stats=stats,
+      options={"temperature": 0.5, "center": False},
+  )
   e = np.exp(-1 / 0.5)  # cos = 0 -> exp((0 - 1) / T)
   np.testing.assert_allclose(s[0], np.array([1, 1, e]) / (2 + e), rtol=1e-6)
   np.testing.assert_allclose(s[1], s[0], rtol=1e-6)
@@ -134,9 +181,15 @@ def test_centred_centroids_separate_same_orthant_classes():
   # (all features >= 0); centred, 0 and 1 stay alike and 2 is opposite.
   labels = np.array([0, 1, 2], np.int32)
   feats = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], np.float32)
-  stats = sim.update_stats(sim.init_stats(3, 2), np.zeros((3, 3), np.float32), labels, feats)
-  s = sim.build_similarity("centroid", num_classes=3, stats=stats,
-                           options={"temperature": 1.0, "normalize": False})
+  stats = sim.update_stats(
+      sim.init_stats(3, 2), np.zeros((3, 3), np.float32), labels, feats
+  )
+  s = sim.build_similarity(
+      "centroid",
+      num_classes=3,
+      stats=stats,
+      options={"temperature": 1.0, "normalize": False},
+  )
   centred = feats - feats.mean(0)
   unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
   np.testing.assert_allclose(s, np.exp(unit @ unit.T - 1.0), rtol=1e-5)
@@ -150,11 +203,18 @@ def test_batch_size_and_order_do_not_matter():
   perm = RNG.permutation(96)
   c = _accumulate(logits[perm], labels[perm], feats[perm], 32)
   for other in (b, c):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), a, other)
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5),
+        a,
+        other,
+    )
     for name in ("confusion", "softmax", "centroid", "online"):
-      np.testing.assert_allclose(sim.build_similarity(name, num_classes=C, stats=a),
-                                 sim.build_similarity(name, num_classes=C, stats=other),
-                                 rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(
+          sim.build_similarity(name, num_classes=C, stats=a),
+          sim.build_similarity(name, num_classes=C, stats=other),
+          rtol=1e-5,
+          atol=1e-6,
+      )
 
 
 def test_masked_padding_is_ignored_even_if_not_finite():
@@ -181,16 +241,32 @@ def test_four_sharded_devices_match_one(axis_type):
   stats = sim.init_stats(C, D)
   for s in range(0, 64, 32):
     sl = slice(s, s + 32)
-    stats = update(stats, shard(logits[sl]), shard(labels[sl]), shard(feats[sl]), shard(mask[sl]))
+    stats = update(
+        stats,
+        shard(logits[sl]),
+        shard(labels[sl]),
+        shard(feats[sl]),
+        shard(mask[sl]),
+    )
   assert stats.confusion.sharding.is_fully_replicated
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6), single, stats)
+  jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6),
+      single,
+      stats,
+  )
   _assert_stats(stats, _np_stats(logits, labels, feats, mask))
   kernel = RNG.normal(size=(D, C))
   for name in ("confusion", "softmax", "centroid", "online", "weights"):
     np.testing.assert_allclose(
-        sim.build_similarity(name, num_classes=C, stats=single, classifier_kernel=kernel),
-        sim.build_similarity(name, num_classes=C, stats=stats, classifier_kernel=kernel),
-        rtol=1e-6, atol=1e-7)
+        sim.build_similarity(
+            name, num_classes=C, stats=single, classifier_kernel=kernel
+        ),
+        sim.build_similarity(
+            name, num_classes=C, stats=stats, classifier_kernel=kernel
+        ),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_update_rejects_bad_shapes():
@@ -216,8 +292,12 @@ def test_update_rejects_bad_shapes():
 
 def test_merge_stats_sums():
   logits, labels, feats = _batch(30, seed=4)
-  a = sim.update_stats(sim.init_stats(C, D), logits[:10], labels[:10], feats[:10])
-  b = sim.update_stats(sim.init_stats(C, D), logits[10:], labels[10:], feats[10:])
+  a = sim.update_stats(
+      sim.init_stats(C, D), logits[:10], labels[:10], feats[:10]
+  )
+  b = sim.update_stats(
+      sim.init_stats(C, D), logits[10:], labels[10:], feats[10:]
+  )
   _assert_stats(sim.merge_stats(a, b), _np_stats(logits, labels, feats))
 
 
@@ -238,39 +318,63 @@ def good_file(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(sim.SOURCES))
-@pytest.mark.parametrize("options", [
-    {},
-    {"symmetrize": True, "diagonal": "remove"},
-    {"top_k": 2, "identity_mix": 0.3, "temperature": 0.5},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"symmetrize": True, "diagonal": "remove"},
+        {"top_k": 2, "identity_mix": 0.3, "temperature": 0.5},
+    ],
+)
 def test_every_source_gives_valid_rows(name, options, random_stats, good_file):
-  s = sim.build_similarity(name, num_classes=C, stats=random_stats,
-                           classifier_kernel=RNG.normal(size=(7, C)), path=good_file,
-                           options=options)
+  s = sim.build_similarity(
+      name,
+      num_classes=C,
+      stats=random_stats,
+      classifier_kernel=RNG.normal(size=(7, C)),
+      path=good_file,
+      options=options,
+  )
   _assert_valid(s, C)
   if options.get("diagonal") == "remove":
     np.testing.assert_array_equal(np.diag(s), 0.0)
   if options.get("top_k"):
     mix = options["identity_mix"]
-    assert np.all(((s - mix * np.eye(C)) > 1e-7).sum(axis=1) <= options["top_k"])
+    assert np.all(
+        ((s - mix * np.eye(C)) > 1e-7).sum(axis=1) <= options["top_k"]
+    )
 
 
 def test_fixed_sources_values():
-  np.testing.assert_array_equal(sim.build_similarity("identity", num_classes=4), np.eye(4))
-  np.testing.assert_allclose(sim.build_similarity("uniform", num_classes=4), 0.25)
-  off = sim.build_similarity("uniform", num_classes=4, options={"diagonal": "remove"})
+  np.testing.assert_array_equal(
+      sim.build_similarity("identity", num_classes=4), np.eye(4)
+  )
+  np.testing.assert_allclose(
+      sim.build_similarity("uniform", num_classes=4), 0.25
+  )
+  off = sim.build_similarity(
+      "uniform", num_classes=4, options={"diagonal": "remove"}
+  )
   np.testing.assert_allclose(off, (1 - np.eye(4)) / 3, rtol=1e-6)
   # No diagonal and no evidence: uniform over the other classes.
   np.testing.assert_allclose(
-      sim.build_similarity("identity", num_classes=4, options={"diagonal": "remove"}), off)
+      sim.build_similarity(
+          "identity", num_classes=4, options={"diagonal": "remove"}
+      ),
+      off,
+  )
   s0 = sim.build_similarity("online", num_classes=4)
   np.testing.assert_allclose(s0, 0.9 * np.eye(4) + 0.1 / 4, rtol=1e-6)
 
 
 def test_weights_source_cosine_softmax():
   kernel = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])  # columns: e1, 2 e1, e2
-  s = sim.build_similarity("weights", num_classes=3, classifier_kernel=kernel,
-                           options={"temperature": 1.0})
+  s = sim.build_similarity(
+      "weights",
+      num_classes=3,
+      classifier_kernel=kernel,
+      options={"temperature": 1.0},
+  )
   # Row softmax of cos / T: cos rows [1, 1, 0], [1, 1, 0], [0, 0, 1].
   ref = np.exp(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]]))
   np.testing.assert_allclose(s, ref / ref.sum(1, keepdims=True), rtol=1e-6)
@@ -280,55 +384,86 @@ def test_weights_source_cosine_softmax():
 
 def test_softmax_correct_only_and_empty_class():
   labels = np.array([0, 0, 1], np.int32)
-  logits = np.array([[2, 0, 0], [0, 2, 0], [0, 1, 0]], np.float32)  # one class-0 miss; no class 2
+  logits = np.array(
+      [[2, 0, 0], [0, 2, 0], [0, 1, 0]], np.float32
+  )  # one class-0 miss; no class 2
   stats = sim.update_stats(sim.init_stats(3), logits, labels)
   p = lambda z: np.exp(z) / np.exp(z).sum()
   s_all = sim.build_similarity("softmax", num_classes=3, stats=stats)
-  np.testing.assert_allclose(s_all[0], (p(logits[0]) + p(logits[1])) / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+      s_all[0], (p(logits[0]) + p(logits[1])) / 2, rtol=1e-6
+  )
   np.testing.assert_array_equal(s_all[2], [0, 0, 1])  # no samples: one-hot row
-  s_ok = sim.build_similarity("softmax", num_classes=3, stats=stats, options={"correct_only": True})
+  s_ok = sim.build_similarity(
+      "softmax", num_classes=3, stats=stats, options={"correct_only": True}
+  )
   np.testing.assert_allclose(s_ok[0], p(logits[0]), rtol=1e-6)
 
 
 def test_postprocess_hand_computed():
   a = np.array([[4.0, 1.0, 1.0], [2.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
-  np.testing.assert_allclose(sim.postprocess(a, {"temperature": 0.5}),
-                             (a**2) / (a**2).sum(1, keepdims=True), rtol=1e-6)
+  np.testing.assert_allclose(
+      sim.postprocess(a, {"temperature": 0.5}),
+      (a**2) / (a**2).sum(1, keepdims=True),
+      rtol=1e-6,
+  )
   sym = (a + a.T) / 2
-  np.testing.assert_allclose(sim.postprocess(a, {"symmetrize": True}),
-                             sym / sym.sum(1, keepdims=True), rtol=1e-6)
-  np.testing.assert_allclose(sim.postprocess(a, {"diagonal": "remove"})[0], [0, 0.5, 0.5])
+  np.testing.assert_allclose(
+      sim.postprocess(a, {"symmetrize": True}),
+      sym / sym.sum(1, keepdims=True),
+      rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+      sim.postprocess(a, {"diagonal": "remove"})[0], [0, 0.5, 0.5]
+  )
   # top_k=1 keeps the largest; the tie in row 1 goes to the lower index.
-  np.testing.assert_array_equal(sim.postprocess(a, {"top_k": 1}), [[1, 0, 0], [1, 0, 0], [0, 0, 1]])
+  np.testing.assert_array_equal(
+      sim.postprocess(a, {"top_k": 1}), [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+  )
   np.testing.assert_allclose(sim.postprocess(a, {"top_k": 2})[0], [0.8, 0.2, 0])
-  np.testing.assert_allclose(sim.postprocess(a, {"identity_mix": 0.5})[1], [0.25, 0.75, 0])
+  np.testing.assert_allclose(
+      sim.postprocess(a, {"identity_mix": 0.5})[1], [0.25, 0.75, 0]
+  )
   np.testing.assert_allclose(sim.postprocess(a, {"normalize": False}), a)
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"temprature": 1.0}, "temprature"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"diagonal": "drop"}, "diagonal"),
-    ({"top_k": 9}, "top_k"),
-    ({"identity_mix": 1.5}, "identity_mix"),
-    ({"symmetrize": "yes"}, "symmetrize"),
-    ({"smoothing": -1.0}, "smoothing"),
-    ({"correct_only": "no"}, "correct_only"),
-    ({"initial_smoothing": 2.0}, "initial_smoothing"),
-    ({"temperature": -1.0}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"temprature": 1.0}, "temprature"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"diagonal": "drop"}, "diagonal"),
+        ({"top_k": 9}, "top_k"),
+        ({"identity_mix": 1.5}, "identity_mix"),
+        ({"symmetrize": "yes"}, "symmetrize"),
+        ({"smoothing": -1.0}, "smoothing"),
+        ({"correct_only": "no"}, "correct_only"),
+        ({"initial_smoothing": 2.0}, "initial_smoothing"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
 def test_bad_options_raise(options, match, random_stats):
   source = {"correct_only": "online", "initial_smoothing": "online"}.get(
-      next(iter(options)), "confusion")
+      next(iter(options)), "confusion"
+  )
   with pytest.raises(ValueError, match=match):
-    sim.build_similarity(source, num_classes=C, stats=random_stats, options=options)
-  with pytest.raises(ValueError, match="temprature|temperature|smoothing|correct_only|top_k"
-                     "|diagonal|identity_mix|symmetrize"):
-    sim.build_similarity("centroid", num_classes=C, stats=random_stats, options=options)
+    sim.build_similarity(
+        source, num_classes=C, stats=random_stats, options=options
+    )
+  with pytest.raises(
+      ValueError,
+      match="temprature|temperature|smoothing|correct_only|top_k"
+      "|diagonal|identity_mix|symmetrize",
+  ):
+    sim.build_similarity(
+        "centroid", num_classes=C, stats=random_stats, options=options
+    )
 
 
 def test_registry_errors_and_flags(random_stats):
-  with pytest.raises(ValueError, match=r"unknown similarity source 'nope'.*confusion"):
+  with pytest.raises(
+      ValueError, match=r"unknown similarity source 'nope'.*confusion"
+  ):
     sim.build_similarity("nope", num_classes=C)
   for name in ("confusion", "softmax", "centroid"):
     with pytest.raises(ValueError, match="stats"):
@@ -342,8 +477,14 @@ def test_registry_errors_and_flags(random_stats):
   with pytest.raises(ValueError, match="feature"):
     sim.build_similarity("centroid", num_classes=C, stats=sim.init_stats(C))
   assert {n for n in sim.SOURCES if sim.source_needs_data(n)} == {
-      "confusion", "softmax", "centroid", "online"}
-  assert {n for n in sim.SOURCES if sim.source_needs_features(n)} == {"centroid"}
+      "confusion",
+      "softmax",
+      "centroid",
+      "online",
+  }
+  assert {n for n in sim.SOURCES if sim.source_needs_features(n)} == {
+      "centroid"
+  }
   with pytest.raises(ValueError, match="known"):
     sim.source_needs_data("nope")
 
@@ -354,7 +495,9 @@ def test_registry_errors_and_flags(random_stats):
 def test_online_update_matches_numpy_reference():
   logits, labels, _ = _batch(60, seed=6)
   labels[labels == 3] = 0  # class 3 has no samples: keeps its previous row
-  logits[labels == 4, 4] = -10.0  # class 4 never correct: keeps its row (correct_only)
+  logits[labels == 4, 4] = (
+      -10.0
+  )  # class 4 never correct: keeps its row (correct_only)
   stats = sim.update_stats(sim.init_stats(C), logits, labels)
   prev = RNG.dirichlet(np.ones(C), size=C).astype(np.float32)
 
@@ -371,8 +514,12 @@ def test_online_update_matches_numpy_reference():
   new = jax.jit(sim.online_update)(prev, stats)
   np.testing.assert_allclose(new, ref_ok, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(new)[[3, 4]], prev[[3, 4]])
-  np.testing.assert_allclose(sim.online_update(prev, stats, correct_only=False), ref_all,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      sim.online_update(prev, stats, correct_only=False),
+      ref_all,
+      rtol=1e-5,
+      atol=1e-6,
+  )
   with pytest.raises(ValueError, match="similarity_prev"):
     sim.online_update(prev[:3], stats)
 
@@ -391,22 +538,47 @@ def _write(tmp_path, name, content):
   return str(path)
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("wrong_c.npy", np.ones((4, 4)), r"4 x 4 but there are 5 classes"),
-    ("not_square.csv", "1,2,3\n4,5,6\n", r"square"),
-    ("nan.npy", np.where(np.eye(C) > 0, np.nan, 1.0), r"non-finite entry at row 0"),
-    ("negative.json", (np.ones((C, C)) - 2 * np.eye(C)).tolist(), r"negative entry"),
-    ("zero_row.csv", "\n".join(",".join("0" if r == 2 else "1" for _ in range(C)) for r in range(C)),
-     r"row 2 is all zeros"),
-    ("matrix.txt", "1", r"unsupported extension '.txt'"),
-    ("pickled.npy", np.array([{"a": 1}], dtype=object), r"pickled/object data"),
-    ("ragged.json", [[1, 2], [1]], r"different lengths"),
-    ("strings.json", {"similarity": [["a"]]}, r"not a number"),
-    ("no_key.json", {"matrix": [[1]]}, r"no 'similarity' key"),
-    ("names.json", {"similarity": np.eye(C).tolist(), "class_names": ["a"]}, r"1 class_names"),
-    ("garbage.csv", "a,b\nc,d\n", r"cannot be read as a numeric .csv"),
-    ("garbage.json", "{not json", r"cannot be read as a numeric .json"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("wrong_c.npy", np.ones((4, 4)), r"4 x 4 but there are 5 classes"),
+        ("not_square.csv", "1,2,3\n4,5,6\n", r"square"),
+        (
+            "nan.npy",
+            np.where(np.eye(C) > 0, np.nan, 1.0),
+            r"non-finite entry at row 0",
+        ),
+        (
+            "negative.json",
+            (np.ones((C, C)) - 2 * np.eye(C)).tolist(),
+            r"negative entry",
+        ),
+        (
+            "zero_row.csv",
+            "\n".join(
+                ",".join("0" if r == 2 else "1" for _ in range(C))
+                for r in range(C)
+            ),
+            r"row 2 is all zeros",
+        ),
+        ("matrix.txt", "1", r"unsupported extension '.txt'"),
+        (
+            "pickled.npy",
+            np.array([{"a": 1}], dtype=object),
+            r"pickled/object data",
+        ),
+        ("ragged.json", [[1, 2], [1]], r"different lengths"),
+        ("strings.json", {"similarity": [["a"]]}, r"not a number"),
+        ("no_key.json", {"matrix": [[1]]}, r"no 'similarity' key"),
+        (
+            "names.json",
+            {"similarity": np.eye(C).tolist(), "class_names": ["a"]},
+            r"1 class_names",
+        ),
+        ("garbage.csv", "a,b\nc,d\n", r"cannot be read as a numeric .csv"),
+        ("garbage.json", "{not json", r"cannot be read as a numeric .json"),
+    ],
+)
 def test_bad_files_each_get_a_clear_error(tmp_path, name, content, match):
   path = _write(tmp_path, name, content)
   with pytest.raises(ValueError, match=match) as info:
@@ -434,7 +606,9 @@ def test_good_files_read_back(tmp_path, ext):
   got, names = sim.read_similarity_file(path, num_classes=C)
   np.testing.assert_allclose(got, m, rtol=1e-6)
   assert names == (list("abcde") if ext == ".json" else None)
-  s = sim.build_similarity("file", num_classes=C, path=path, options={"normalize": False})
+  s = sim.build_similarity(
+      "file", num_classes=C, path=path, options={"normalize": False}
+  )
   np.testing.assert_allclose(s, m, rtol=1e-6)
 
 
@@ -442,10 +616,18 @@ def test_good_files_read_back(tmp_path, ext):
 
 
 def test_record_orbax_round_trip_and_plain_export(tmp_path):
-  s = sim.build_similarity("uniform", num_classes=3, options={"identity_mix": 0.4})
-  rec = sim.make_record(s, source="uniform", dataset="digits", class_names=["a", "b", "c"],
-                        num_samples=np.int64(123), model_step=77,
-                        options={"identity_mix": np.float32(0.4), "top_k": 0})
+  s = sim.build_similarity(
+      "uniform", num_classes=3, options={"identity_mix": 0.4}
+  )
+  rec = sim.make_record(
+      s,
+      source="uniform",
+      dataset="digits",
+      class_names=["a", "b", "c"],
+      num_samples=np.int64(123),
+      model_step=77,
+      options={"identity_mix": np.float32(0.4), "top_k": 0},
+  )
   tree = sim.to_pytree(rec)
   assert set(tree) == {"similarity", "metadata"}
   json.dumps(tree["metadata"])  # JSON-able
@@ -465,7 +647,11 @@ def test_record_orbax_round_trip_and_plain_export(tmp_path):
   npy, js = sim.export_plain(back, tmp_path / "plain")
   np.testing.assert_array_equal(np.load(npy, allow_pickle=False), s)
   doc = json.loads(open(js).read())
-  assert doc["metadata"]["dataset"] == "digits" and doc["class_names"] == ["a", "b", "c"]
+  assert doc["metadata"]["dataset"] == "digits" and doc["class_names"] == [
+      "a",
+      "b",
+      "c",
+  ]
   got, names = sim.read_similarity_file(js, num_classes=3)
   np.testing.assert_array_equal(got, s)
   assert names == ["a", "b", "c"]
@@ -496,8 +682,12 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
   c, hidden = 10, 32
 
   k1, k2 = jax.random.split(jax.random.key(0))
-  params = {"w1": jax.random.normal(k1, (64, hidden)) * 0.1, "b1": jnp.zeros(hidden),
-            "w2": jax.random.normal(k2, (hidden, c)) * 0.1, "b2": jnp.zeros(c)}
+  params = {
+      "w1": jax.random.normal(k1, (64, hidden)) * 0.1,
+      "b1": jnp.zeros(hidden),
+      "w2": jax.random.normal(k2, (hidden, c)) * 0.1,
+      "b2": jnp.zeros(c),
+  }
 
   def forward(params, xb):
     h = jax.nn.relu(xb @ params["w1"] + params["b1"])
@@ -507,7 +697,9 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
 
   @jax.jit
   def step(params, opt_state, xb, yb):
-    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(forward(p, xb)[0], yb).mean()
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        forward(p, xb)[0], yb
+    ).mean()
     grads = jax.grad(loss)(params)
     updates, opt_state = opt.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state
@@ -526,7 +718,7 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
   stats = sim.init_stats(c, hidden)
   bs = 128
   for s in range(0, len(held), bs):  # last batch padded to a fixed shape
-    idx = held[s:s + bs]
+    idx = held[s : s + bs]
     pad = bs - len(idx)
     xb = np.concatenate([x[idx], np.zeros((pad, 64), np.float32)])
     yb = np.concatenate([y[idx], np.zeros(pad, np.int32)])
@@ -539,20 +731,34 @@ def test_every_source_from_a_model_trained_on_digits(tmp_path):
   conf = np.asarray(stats.confusion)
   assert np.all(np.diag(conf) >= conf.max(axis=1))
 
-  rec = sim.make_record(sim.build_similarity("confusion", num_classes=c, stats=stats),
-                        source="confusion", dataset="digits", num_samples=len(held),
-                        model_step=200)
+  rec = sim.make_record(
+      sim.build_similarity("confusion", num_classes=c, stats=stats),
+      source="confusion",
+      dataset="digits",
+      num_samples=len(held),
+      model_step=200,
+  )
   _, json_path = sim.export_plain(rec, tmp_path)
   embeddings = tmp_path / "embeddings.npy"
   np.save(embeddings, np.asarray(params["w2"]).T)  # one row per class
-  tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "configs", "peers", "digits_hierarchy.json")
-  built = _all_sources(stats, params["w2"], json_path,
-                       {"hierarchy": tree, "embedding": str(embeddings)})
+  tree = os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      "configs",
+      "peers",
+      "digits_hierarchy.json",
+  )
+  built = _all_sources(
+      stats,
+      params["w2"],
+      json_path,
+      {"hierarchy": tree, "embedding": str(embeddings)},
+  )
   assert set(built) == set(sim.SOURCES)
   for name, s in built.items():
     _assert_valid(s, c)
-    if name not in ("uniform",):  # data-driven rows put most mass on the true class
+    if name not in (
+        "uniform",
+    ):  # data-driven rows put most mass on the true class
       assert np.all(np.argmax(s, axis=1) == np.arange(c)), name
   np.testing.assert_allclose(built["file"], built["confusion"], rtol=1e-6)
 
@@ -563,5 +769,8 @@ def test_import_does_not_pull_tensorflow():
 
   code = "import sys, simsoft.similarity; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  env = {
+      **os.environ,
+      "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  }
   subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)

@@ -17,12 +17,19 @@ def tiny_sweep():
   return tiny_sweep_config.get_config()
 
 
-LS, CONF, SHUF = ("label_smoothing-soft_target-m0.2", "confusion-soft_target-m0.2",
-                  "confusion-soft_target-m0.2-shuffled")
+LS, CONF, SHUF = (
+    "label_smoothing-soft_target-m0.2",
+    "confusion-soft_target-m0.2",
+    "confusion-soft_target-m0.2-shuffled",
+)
 
 
 def _b(tmp_path, seed, run, get):
-  results = json.loads((tmp_path / "digits_tiny" / f"seed{seed}" / run / "results.json").read_text())
+  results = json.loads(
+      (
+          tmp_path / "digits_tiny" / f"seed{seed}" / run / "results.json"
+      ).read_text()
+  )
   return get(results)
 
 
@@ -31,15 +38,24 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   config = tiny_sweep()
   settings = sweep.variants(config)
   assert [s.name for s in settings] == [LS, CONF, SHUF]
-  assert settings[1].control == LS and settings[1].shuffled == SHUF and settings[2].shuffle
+  assert (
+      settings[1].control == LS
+      and settings[1].shuffled == SHUF
+      and settings[2].shuffle
+  )
   sweep.run_all(config, str(tmp_path))
   seed0 = tmp_path / "digits_tiny" / "seed0"
   assert (seed0 / "base" / "estimate" / "done.json").exists()
   assert not (seed0 / CONF / "estimate" / "checkpoints").exists()  # A shared
   saved = json.loads((seed0 / CONF / "config.json").read_text())
   assert saved["loss"]["amount"] == "mass" and saved["loss"]["mass"] == 0.2
-  assert saved["evaluate"]["severities"] == "2" and not saved["similarity"]["shuffle"]
-  assert json.loads((seed0 / SHUF / "config.json").read_text())["similarity"]["shuffle"]
+  assert (
+      saved["evaluate"]["severities"] == "2"
+      and not saved["similarity"]["shuffle"]
+  )
+  assert json.loads((seed0 / SHUF / "config.json").read_text())["similarity"][
+      "shuffle"
+  ]
 
   # The target each run trained with: mass 0.2 for every class, whatever S is.
   for run in (LS, CONF, SHUF):
@@ -50,7 +66,9 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   s_real = np.load(seed0 / CONF / "estimate" / "similarity.npy")
   s_shuf = np.load(seed0 / SHUF / "estimate" / "similarity.npy")
   perm = _b(tmp_path, 0, SHUF, lambda r: r["target"]["shuffle_permutation"])
-  assert sorted(perm) == list(range(10)) and all(p != i for i, p in enumerate(perm))
+  assert sorted(perm) == list(range(10)) and all(
+      p != i for i, p in enumerate(perm)
+  )
   np.testing.assert_allclose(s_shuf, s_real[np.ix_(perm, perm)], rtol=1e-6)
 
   mtime = (seed0 / LS / "results.json").stat().st_mtime
@@ -63,32 +81,60 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
   clean = lambda r: r["models"]["B"]["clean"]["accuracy"]
   accs = [_b(tmp_path, s, LS, clean) for s in (0, 1)]
   assert rows[LS]["seeds"] == 2
-  np.testing.assert_allclose(rows[LS]["clean accuracy"], [np.mean(accs), np.std(accs, ddof=1)],
-                             rtol=1e-9)
-  np.testing.assert_allclose(rows[CONF]["off-target mass"], [0.2, 0.0], atol=1e-6)
-  assert set(rows["cross-entropy (A)"]["accuracy by corruption"]) == {"contrast", "pixelate"}
+  np.testing.assert_allclose(
+      rows[LS]["clean accuracy"],
+      [np.mean(accs), np.std(accs, ddof=1)],
+      rtol=1e-9,
+  )
+  np.testing.assert_allclose(
+      rows[CONF]["off-target mass"], [0.2, 0.0], atol=1e-6
+  )
+  assert set(rows["cross-entropy (A)"]["accuracy by corruption"]) == {
+      "contrast",
+      "pixelate",
+  }
 
   # Paired comparisons: per-seed differences, t-interval, Holm over the settings.
-  a_accs = [_b(tmp_path, s, LS, lambda r: r["models"]["A"]["clean"]["accuracy"]) for s in (0, 1)]
+  a_accs = [
+      _b(tmp_path, s, LS, lambda r: r["models"]["A"]["clean"]["accuracy"])
+      for s in (0, 1)
+  ]
   vs_ce = summary["comparisons"]["vs cross-entropy"]["clean accuracy"]
   assert set(vs_ce) == {LS, CONF, SHUF}
   deltas = np.subtract(accs, a_accs)
-  mean, half = np.mean(deltas), 12.706204736174705 * np.std(deltas, ddof=1) / np.sqrt(2)
+  mean, half = np.mean(deltas), 12.706204736174705 * np.std(
+      deltas, ddof=1
+  ) / np.sqrt(2)
   np.testing.assert_allclose(vs_ce[LS]["mean"], mean, rtol=1e-9)
-  np.testing.assert_allclose(vs_ce[LS]["ci"], [mean - half, mean + half], rtol=1e-9, atol=1e-12)
-  assert vs_ce[LS]["wins"] == int(np.sum(deltas > 0)) and vs_ce[LS]["baseline"] == "cross-entropy (A)"
-  vs_ls = summary["comparisons"]["vs label smoothing, same mass"]["clean accuracy"]
+  np.testing.assert_allclose(
+      vs_ce[LS]["ci"], [mean - half, mean + half], rtol=1e-9, atol=1e-12
+  )
+  assert (
+      vs_ce[LS]["wins"] == int(np.sum(deltas > 0))
+      and vs_ce[LS]["baseline"] == "cross-entropy (A)"
+  )
+  vs_ls = summary["comparisons"]["vs label smoothing, same mass"][
+      "clean accuracy"
+  ]
   assert set(vs_ls) == {CONF}  # the shuffled control is not itself compared
   conf = [_b(tmp_path, s, CONF, clean) for s in (0, 1)]
-  np.testing.assert_allclose(vs_ls[CONF]["mean"], np.mean(np.subtract(conf, accs)), rtol=1e-9)
+  np.testing.assert_allclose(
+      vs_ls[CONF]["mean"], np.mean(np.subtract(conf, accs)), rtol=1e-9
+  )
   vs_shuf = summary["comparisons"]["vs shuffled S"]["clean accuracy"]
   shuf = [_b(tmp_path, s, SHUF, clean) for s in (0, 1)]
-  np.testing.assert_allclose(vs_shuf[CONF]["mean"], np.mean(np.subtract(conf, shuf)), rtol=1e-9)
+  np.testing.assert_allclose(
+      vs_shuf[CONF]["mean"], np.mean(np.subtract(conf, shuf)), rtol=1e-9
+  )
   ps = [vs_ce[s]["p"] for s in (LS, CONF, SHUF)]
   if None not in ps:
     order = np.argsort(ps)
-    expect = np.maximum.accumulate([min(1, (3 - i) * ps[j]) for i, j in enumerate(order)])
-    np.testing.assert_allclose([vs_ce[(LS, CONF, SHUF)[j]]["p_holm"] for j in order], expect)
+    expect = np.maximum.accumulate(
+        [min(1, (3 - i) * ps[j]) for i, j in enumerate(order)]
+    )
+    np.testing.assert_allclose(
+        [vs_ce[(LS, CONF, SHUF)[j]]["p_holm"] for j in order], expect
+    )
 
   by_severity = rows[LS]["accuracy by severity"]
   assert by_severity["0"] == rows[LS]["clean accuracy, corrupted images"]
@@ -98,9 +144,13 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   times = sweep.wall_times(config, str(tmp_path))["digits_tiny"]
   assert times["base"]["runs"] == 2 and times["model B"]["runs"] == 6
-  walls = [json.loads(p.read_text())["seconds"]
-           for p in (tmp_path / "digits_tiny").glob("seed*/*/wall_time.json")]
-  assert times["base"]["seconds"] + times["model B"]["seconds"] == pytest.approx(sum(walls))
+  walls = [
+      json.loads(p.read_text())["seconds"]
+      for p in (tmp_path / "digits_tiny").glob("seed*/*/wall_time.json")
+  ]
+  assert times["base"]["seconds"] + times["model B"][
+      "seconds"
+  ] == pytest.approx(sum(walls))
   markdown = (tmp_path / "summary.md").read_text()
   assert "| digits_tiny | 2 |" in markdown
   assert f"| {LS} | 2 | 0.2000 |" in markdown and "pixelate" in markdown
@@ -125,14 +175,31 @@ def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
 def test_two_workers_share_the_runs(tmp_path):
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
   out = subprocess.run(
-      [sys.executable, "-m", "simsoft.sweep", "--config", "tests/helpers/tiny_sweep.py",
-       "--root", str(tmp_path), "--workers", "2"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "simsoft.sweep",
+          "--config",
+          "tests/helpers/tiny_sweep.py",
+          "--root",
+          str(tmp_path),
+          "--workers",
+          "2",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stdout + out.stderr
   config = tiny_sweep()
   for workdir, run_config in sweep.plan(config, str(tmp_path)):
     assert sweep._finished(workdir, run_config.phases), workdir
   logs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
   started = [log.count("=== sweep run") for log in logs]
-  assert sum(started) == len(sweep.plan(config, str(tmp_path))) and min(started) > 0, started
+  assert (
+      sum(started) == len(sweep.plan(config, str(tmp_path)))
+      and min(started) > 0
+  ), started
   assert f"| {LS} | 2 |" in out.stdout

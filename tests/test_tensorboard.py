@@ -51,6 +51,7 @@ def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tensorboard"))
   import contextlib
   import io
+
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
     train.train_and_evaluate(c, workdir)
@@ -61,15 +62,27 @@ def test_train_scalars_hparams_and_similarity_image(finished_run):
   config, workdir, _ = finished_run
   for phase in ("estimate", "retrain"):
     events = _events(os.path.join(workdir, phase))
-    for tag in ("train/loss", "train/accuracy", "train/grad_norm", "train/learning_rate"):
-      assert [s for s, _ in events[tag]] == [4, 8], (phase, tag)  # one point per window
+    for tag in (
+        "train/loss",
+        "train/accuracy",
+        "train/grad_norm",
+        "train/learning_rate",
+    ):
+      assert [s for s, _ in events[tag]] == [4, 8], (
+          phase,
+          tag,
+      )  # one point per window
     assert "compile_seconds" in events and "steps_per_s" in events
     assert all(v > 0 for _, v in events["train/grad_norm"])
-    schedule = step_lib.make_schedule(config.optimizer, steps_per_epoch=8, total_steps=8)
+    schedule = step_lib.make_schedule(
+        config.optimizer, steps_per_epoch=8, total_steps=8
+    )
     for step, value in events["train/learning_rate"]:
       assert value == pytest.approx(float(schedule(step - 1)), rel=1e-6)
-    assert any(p == "hparams" for v in events.values() for _, p in v), f"{phase}: no hparams"
-  image, = _events(os.path.join(workdir, "estimate"))["similarity"]
+    assert any(
+        p == "hparams" for v in events.values() for _, p in v
+    ), f"{phase}: no hparams"
+  (image,) = _events(os.path.join(workdir, "estimate"))["similarity"]
   assert image == (8, "images")
 
 
@@ -79,31 +92,50 @@ def test_evaluation_metrics_of_both_models_are_scalars(finished_run):
   for key in ("A", "B"):
     events = _events(os.path.join(workdir, "evaluate", key))
     suite = results["models"][key]
-    expected = {"eval/clean_accuracy": suite["clean"]["accuracy"],
-                "eval/clean_nll": suite["clean"]["nll"], "eval/clean_ece": suite["clean"]["ece"],
-                "eval/mean_corrupted_accuracy": suite["summary"]["mean_corrupted_accuracy"],
-                "eval/corrupted_accuracy/contrast": suite["corruptions"]["contrast"]["1"]["accuracy"]}
+    expected = {
+        "eval/clean_accuracy": suite["clean"]["accuracy"],
+        "eval/clean_nll": suite["clean"]["nll"],
+        "eval/clean_ece": suite["clean"]["ece"],
+        "eval/mean_corrupted_accuracy": suite["summary"][
+            "mean_corrupted_accuracy"
+        ],
+        "eval/corrupted_accuracy/contrast": suite["corruptions"]["contrast"][
+            "1"
+        ]["accuracy"],
+    }
     for tag, value in expected.items():
-      (step, logged), = events[tag]
+      ((step, logged),) = events[tag]
       assert step == 8 and logged == pytest.approx(value, rel=1e-6), (key, tag)
 
 
 def test_profile_trace_and_progress_lines(finished_run):
   _, workdir, out = finished_run
-  assert glob.glob(os.path.join(workdir, "estimate", "plugins", "profile", "*", "*.xplane.pb"))
+  assert glob.glob(
+      os.path.join(
+          workdir, "estimate", "plugins", "profile", "*", "*.xplane.pb"
+      )
+  )
   assert "[estimate] compiled; first step(s) ran in" in out
   assert "[retrain] step 8/8" in out and "ETA 0:00:00" in out
-  assert "[evaluate] model A: 1/2 clean" in out and "[evaluate] model B: 2/2 contrast s1" in out
+  assert (
+      "[evaluate] model A: 1/2 clean" in out
+      and "[evaluate] model B: 2/2 contrast s1" in out
+  )
 
 
 def test_window_means_weigh_every_step():
-  window = [({"loss": np.float32(1.0)}, 1), ({"loss": np.float32(4.0)}, 2)]  # a 2-step chunk's mean
+  window = [
+      ({"loss": np.float32(1.0)}, 1),
+      ({"loss": np.float32(4.0)}, 2),
+  ]  # a 2-step chunk's mean
   assert train._window_means(window) == {"loss": pytest.approx(3.0)}
 
 
 def test_similarity_image_and_flat_hparams():
   image = progress_lib.similarity_image(np.eye(10))
   assert image.shape == (1, 320, 320, 3) and image.dtype == np.uint8
-  assert (image[0, 0, 0] != image[0, 0, -1]).any()  # diagonal and off-diagonal differ
+  assert (
+      image[0, 0, 0] != image[0, 0, -1]
+  ).any()  # diagonal and off-diagonal differ
   flat = progress_lib.flat_hparams(tiny_config())
   assert flat["model.name"] == "mlp" and flat["model.kwargs.hidden"] == "(64,)"

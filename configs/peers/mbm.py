@@ -37,17 +37,23 @@ import os
 from simsoft import config as config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HIERARCHIES = {"digits": "digits_hierarchy.json",
-               "fashion_mnist": "fashion_mnist_hierarchy.json",
-               "fashion_mnist_local": "fashion_mnist_hierarchy.json"}
+HIERARCHIES = {
+    "digits": "digits_hierarchy.json",
+    "fashion_mnist": "fashion_mnist_hierarchy.json",
+    "fashion_mnist_local": "fashion_mnist_hierarchy.json",
+}
 
 
 def get_config(arg=None):
   args = config_lib.parse_arg(arg)
   method = args.pop("method", "soft_labels")
   if method not in ("soft_labels", "hxe"):
-    raise ValueError(f"unknown method {method!r}; known: ['soft_labels', 'hxe']")
-  c = config_lib.small_cnn_recipe(config_lib.base_config(), "fashion_mnist_local")
+    raise ValueError(
+        f"unknown method {method!r}; known: ['soft_labels', 'hxe']"
+    )
+  c = config_lib.small_cnn_recipe(
+      config_lib.base_config(), "fashion_mnist_local"
+  )
   c.batch_size = 256
   if method == "soft_labels":
     c.similarity.source = "hierarchy"

@@ -38,7 +38,9 @@ def get_config(arg=None):
   args = config_lib.parse_arg(arg)
   variant = args.pop("variant", "cifar")
   if variant not in ("cifar", "fine_grained"):
-    raise ValueError(f"unknown variant {variant!r}; known: ['cifar', 'fine_grained']")
+    raise ValueError(
+        f"unknown variant {variant!r}; known: ['cifar', 'fine_grained']"
+    )
   c = config_lib.base_config()
   c.model.kwargs.hidden = (256, 256)
   c.batch_size = 128

@@ -35,39 +35,68 @@ Loader = Callable[..., Dataset]
 DATASETS: dict[str, Loader] = {
     "digits": digits.load,
     "fashion_mnist_local": fashion_mnist_local.load,
-    **{name: functools.partial(tfds_sources.load, name) for name in tfds_sources.SOURCES},
+    **{
+        name: functools.partial(tfds_sources.load, name)
+        for name in tfds_sources.SOURCES
+    },
 }
 
 
-def get_dataset(name: str, *, data_dir: str | None = None, validation_fraction: float = 0.1,
-                split_seed: int = 0, train_examples: int = 0) -> Dataset:
-    """Load dataset `name` (a key of DATASETS) into memory.
+def get_dataset(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+    train_examples: int = 0,
+) -> Dataset:
+  """Load dataset `name` (a key of DATASETS) into memory.
 
-    Args:
-      name: registry name.
-      data_dir: where the source lives (TFDS data_dir, local or gs://; the IDX
-        directory for 'fashion_mnist_local'); None for each source's default.
-      validation_fraction: share of the source's train split held out, per
-        class, as 'validation' (0 <= f < 1).
-      split_seed: seed of that hold-out.
-      train_examples: > 0 keeps a class-stratified subset of that many
-        examples of the remaining train split (drawn with split_seed; see
-        `subset_train`), for low-data runs and budgets; 0 keeps all.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(
-            f"validation_fraction must satisfy 0 <= validation_fraction < 1, got "
-            f"{validation_fraction}")
-    ds = DATASETS[name](data_dir=data_dir, validation_fraction=validation_fraction,
-                        split_seed=split_seed)
-    return subset_train(ds, train_examples, seed=split_seed) if train_examples else ds
+  Args:
+    name: registry name.
+    data_dir: where the source lives (TFDS data_dir, local or gs://; the IDX
+      directory for 'fashion_mnist_local'); None for each source's default.
+    validation_fraction: share of the source's train split held out, per
+      class, as 'validation' (0 <= f < 1).
+    split_seed: seed of that hold-out.
+    train_examples: > 0 keeps a class-stratified subset of that many
+      examples of the remaining train split (drawn with split_seed; see
+      `subset_train`), for low-data runs and budgets; 0 keeps all.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(
+        f"validation_fraction must satisfy 0 <= validation_fraction < 1, got "
+        f"{validation_fraction}"
+    )
+  ds = DATASETS[name](
+      data_dir=data_dir,
+      validation_fraction=validation_fraction,
+      split_seed=split_seed,
+  )
+  return (
+      subset_train(ds, train_examples, seed=split_seed)
+      if train_examples
+      else ds
+  )
 
 
 __all__ = [
-    "ArraySplit", "CIFAR10_C_CORRUPTIONS", "CIFAR10_C_EXTRA_CORRUPTIONS",
-    "CIFAR10_C_SEVERITIES", "DATASETS", "Dataset", "SPLITS", "channel_stats",
-    "eval_batches", "get_dataset", "load_cifar10_corrupted", "steps_per_epoch",
-    "stratified_holdout", "subset_train", "train_batches", "train_indices",
+    "ArraySplit",
+    "CIFAR10_C_CORRUPTIONS",
+    "CIFAR10_C_EXTRA_CORRUPTIONS",
+    "CIFAR10_C_SEVERITIES",
+    "DATASETS",
+    "Dataset",
+    "SPLITS",
+    "channel_stats",
+    "eval_batches",
+    "get_dataset",
+    "load_cifar10_corrupted",
+    "steps_per_epoch",
+    "stratified_holdout",
+    "subset_train",
+    "train_batches",
+    "train_indices",
 ]

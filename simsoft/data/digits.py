@@ -13,26 +13,38 @@ TEST_SEED = 0
 CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
-def load(*, data_dir: str | None = None, validation_fraction: float = 0.1,
-         split_seed: int = 0) -> Dataset:
-    """Digits as float32 [N, 8, 8, 1] in [0, 1] (source values 0..16, divided by 16).
+def load(
+    *,
+    data_dir: str | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> Dataset:
+  """Digits as float32 [N, 8, 8, 1] in [0, 1] (source values 0..16, divided by 16).
 
-    The source has no test split: a stratified TEST_FRACTION of it
-    (seed TEST_SEED) becomes 'test', then 'validation' is held out of the rest.
-    `data_dir` is unused (the data ships with scikit-learn).
-    """
-    del data_dir
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError("dataset 'digits' needs scikit-learn: pip install scikit-learn") from e
-    source = load_digits()
-    images = (source.images.astype(np.float32) / np.float32(16.0))[..., None]
-    labels = source.target.astype(np.int32)
-    everything = ArraySplit(images, labels)
-    train_idx, test_idx = splits_lib.stratified_holdout(
-        labels, fraction=TEST_FRACTION, seed=TEST_SEED)
-    return build_dataset(
-        name="digits", class_names=CLASS_NAMES, train=everything.take(train_idx),
-        test=everything.take(test_idx), augmentation="none",
-        validation_fraction=validation_fraction, split_seed=split_seed)
+  The source has no test split: a stratified TEST_FRACTION of it
+  (seed TEST_SEED) becomes 'test', then 'validation' is held out of the rest.
+  `data_dir` is unused (the data ships with scikit-learn).
+  """
+  del data_dir
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError as e:
+    raise ImportError(
+        "dataset 'digits' needs scikit-learn: pip install scikit-learn"
+    ) from e
+  source = load_digits()
+  images = (source.images.astype(np.float32) / np.float32(16.0))[..., None]
+  labels = source.target.astype(np.int32)
+  everything = ArraySplit(images, labels)
+  train_idx, test_idx = splits_lib.stratified_holdout(
+      labels, fraction=TEST_FRACTION, seed=TEST_SEED
+  )
+  return build_dataset(
+      name="digits",
+      class_names=CLASS_NAMES,
+      train=everything.take(train_idx),
+      test=everything.take(test_idx),
+      augmentation="none",
+      validation_fraction=validation_fraction,
+      split_seed=split_seed,
+  )

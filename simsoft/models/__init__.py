@@ -60,58 +60,88 @@ _COMMON = ("self", "num_classes", "input_shape", "rngs", "dtype")
 
 
 def _model_kwargs(constructor: Callable) -> list[str]:
-    # nnx.Module's metaclass hides a class's __init__ signature behind (*args, **kwargs).
-    fn = constructor.__init__ if isinstance(constructor, type) else constructor
-    return [p for p in inspect.signature(fn).parameters if p not in _COMMON]
+  # nnx.Module's metaclass hides a class's __init__ signature behind (*args, **kwargs).
+  fn = constructor.__init__ if isinstance(constructor, type) else constructor
+  return [p for p in inspect.signature(fn).parameters if p not in _COMMON]
 
 
-def create_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
-                 rngs: nnx.Rngs, dtype=jnp.float32, **kwargs) -> nnx.Module:
-    """Build the model registered as ``name``.
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    rngs: nnx.Rngs,
+    dtype=jnp.float32,
+    **kwargs,
+) -> nnx.Module:
+  """Build the model registered as ``name``.
 
-    Args:
-      name: a key of MODELS.
-      num_classes: C >= 1, the number of logits.
-      input_shape: (H, W, C) of one image, e.g. (28, 28, 1) or (32, 32, 3).
-      rngs: parameter initialisation (and dropout) randomness.
-      dtype: compute dtype, jnp.float32 or jnp.bfloat16 (float16 also accepted); parameters
-        stay float32 and logits/features are returned as float32.
-      **kwargs: model-specific options (see MODELS); unknown ones raise TypeError.
+  Args:
+    name: a key of MODELS.
+    num_classes: C >= 1, the number of logits.
+    input_shape: (H, W, C) of one image, e.g. (28, 28, 1) or (32, 32, 3).
+    rngs: parameter initialisation (and dropout) randomness.
+    dtype: compute dtype, jnp.float32 or jnp.bfloat16 (float16 also accepted); parameters
+      stay float32 and logits/features are returned as float32.
+    **kwargs: model-specific options (see MODELS); unknown ones raise TypeError.
 
-    Raises:
-      ValueError: unknown name (the message lists the known ones) or a bad argument value.
-      TypeError: a keyword the model does not take, or rngs that is not an nnx.Rngs.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    constructor = MODELS[name]
-    accepted = _model_kwargs(constructor)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TypeError(f"model {name!r} got unknown keyword argument(s) {unknown}; "
-                        f"it accepts {accepted or 'none'}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if shape is None or len(shape) != 3 or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-    if not isinstance(rngs, nnx.Rngs):
-        raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
-    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
-        raise ValueError(f"dtype must be one of float32, bfloat16, float16, got {dtype!r}")
-    return constructor(num_classes=num_classes, input_shape=shape, rngs=rngs,
-                       dtype=jnp.dtype(dtype), **kwargs)
+  Raises:
+    ValueError: unknown name (the message lists the known ones) or a bad argument value.
+    TypeError: a keyword the model does not take, or rngs that is not an nnx.Rngs.
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+  constructor = MODELS[name]
+  accepted = _model_kwargs(constructor)
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise TypeError(
+        f"model {name!r} got unknown keyword argument(s) {unknown}; "
+        f"it accepts {accepted or 'none'}"
+    )
+  if (
+      isinstance(num_classes, bool)
+      or not isinstance(num_classes, int)
+      or num_classes < 1
+  ):
+    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+  shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+  if (
+      shape is None
+      or len(shape) != 3
+      or not all(
+          isinstance(d, int) and not isinstance(d, bool) and d > 0
+          for d in shape
+      )
+  ):
+    raise ValueError(
+        f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}"
+    )
+  if not isinstance(rngs, nnx.Rngs):
+    raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+  if jnp.dtype(dtype) not in [jnp.dtype(d) for d in COMPUTE_DTYPES]:
+    raise ValueError(
+        f"dtype must be one of float32, bfloat16, float16, got {dtype!r}"
+    )
+  return constructor(
+      num_classes=num_classes,
+      input_shape=shape,
+      rngs=rngs,
+      dtype=jnp.dtype(dtype),
+      **kwargs,
+  )
 
 
 def classifier_kernel(model: nnx.Module) -> jax.Array:
-    """The head's weight matrix W [D, C], logits = features @ W + b."""
-    return model.head.kernel[...]
+  """The head's weight matrix W [D, C], logits = features @ W + b."""
+  return model.head.kernel[...]
 
 
 def param_count(model: nnx.Module) -> int:
-    """Number of scalars in the model's nnx.Param variables (BatchNorm statistics excluded).
+  """Number of scalars in the model's nnx.Param variables (BatchNorm statistics excluded).
 
-    Works on abstract models from nnx.eval_shape as well.
-    """
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  Works on abstract models from nnx.eval_shape as well.
+  """
+  return sum(
+      math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))
+  )

@@ -24,7 +24,9 @@ def derangement(num_classes: int, seed: int) -> np.ndarray:
     int64 [num_classes].
   """
   if num_classes < 2:
-    raise ValueError(f"a derangement needs at least 2 classes, got {num_classes}")
+    raise ValueError(
+        f"a derangement needs at least 2 classes, got {num_classes}"
+    )
   rng = np.random.default_rng(seed)
   while True:
     perm = rng.permutation(num_classes)
@@ -36,6 +38,12 @@ def permute_classes(similarity, permutation) -> np.ndarray:
   """S'[i, j] = S[perm[i], perm[j]]: rows and columns permuted together. [C, C] -> [C, C]."""
   s = np.asarray(similarity)
   perm = np.asarray(permutation)
-  if s.ndim != 2 or s.shape[0] != s.shape[1] or sorted(perm.tolist()) != list(range(s.shape[0])):
-    raise ValueError(f"permutation {perm.tolist()} is not a permutation of the {s.shape} matrix's classes")
+  if (
+      s.ndim != 2
+      or s.shape[0] != s.shape[1]
+      or sorted(perm.tolist()) != list(range(s.shape[0]))
+  ):
+    raise ValueError(
+        f"permutation {perm.tolist()} is not a permutation of the {s.shape} matrix's classes"
+    )
   return s[np.ix_(perm, perm)]

@@ -35,8 +35,15 @@ import os
 
 import numpy as np
 
-__all__ = ["Hierarchy", "from_parents", "read_hierarchy", "read_distances", "is_hierarchy_file",
-           "mbm_soft_labels", "hxe_arrays"]
+__all__ = [
+    "Hierarchy",
+    "from_parents",
+    "read_hierarchy",
+    "read_distances",
+    "is_hierarchy_file",
+    "mbm_soft_labels",
+    "hxe_arrays",
+]
 
 IMPLICIT_ROOT = "<root>"
 
@@ -100,17 +107,23 @@ def _error(path, problem):
   return ValueError(f"hierarchy file {os.fspath(path)!r}: {problem}")
 
 
-def from_parents(parents: dict[str, str], classes, *, where: str = "hierarchy") -> Hierarchy:
+def from_parents(
+    parents: dict[str, str], classes, *, where: str = "hierarchy"
+) -> Hierarchy:
   """Builds and checks the tree from {node: parent} and the class leaves in label order."""
   classes = [str(c) for c in classes]
   parents = {str(k): str(v) for k, v in parents.items()}
   missing = [c for c in classes if c not in parents]
   if missing:
-    raise ValueError(f"{where}: classes {missing} are not in the hierarchy (no parent).")
+    raise ValueError(
+        f"{where}: classes {missing} are not in the hierarchy (no parent)."
+    )
   nodes = set(parents) | set(parents.values()) | set(classes)
   tops = sorted(n for n in nodes if n not in parents)
   if not tops:
-    raise ValueError(f"{where}: the parent links form a cycle (no node without a parent).")
+    raise ValueError(
+        f"{where}: the parent links form a cycle (no node without a parent)."
+    )
   root = tops[0] if len(tops) == 1 else IMPLICIT_ROOT
   if len(tops) > 1:
     parents.update({t: IMPLICIT_ROOT for t in tops})
@@ -123,7 +136,9 @@ def from_parents(parents: dict[str, str], classes, *, where: str = "hierarchy") 
     seen, node = set(), n
     while node > 0:
       if node in seen:
-        raise ValueError(f"{where}: the parent links of {names[n]!r} form a cycle.")
+        raise ValueError(
+            f"{where}: the parent links of {names[n]!r} form a cycle."
+        )
       seen.add(node)
       node = int(parent[node])
   has_child = np.zeros(len(names), bool)
@@ -132,10 +147,16 @@ def from_parents(parents: dict[str, str], classes, *, where: str = "hierarchy") 
     raise ValueError(f"{where}: class names repeat: {classes}.")
   inner = [c for c in classes if has_child[index[c]]]
   if inner:
-    raise ValueError(f"{where}: classes must be leaves, but {inner} have children.")
-  extra = sorted(set(names[i] for i in np.flatnonzero(~has_child)) - set(classes))
+    raise ValueError(
+        f"{where}: classes must be leaves, but {inner} have children."
+    )
+  extra = sorted(
+      set(names[i] for i in np.flatnonzero(~has_child)) - set(classes)
+  )
   if extra:
-    raise ValueError(f"{where}: leaves {extra} are not classes (classes: {classes}).")
+    raise ValueError(
+        f"{where}: leaves {extra} are not classes (classes: {classes})."
+    )
   return Hierarchy(tuple(names), parent, np.array([index[c] for c in classes]))
 
 
@@ -166,12 +187,19 @@ def read_hierarchy(path, *, num_classes: int | None = None) -> Hierarchy:
     with open(p, encoding="utf-8") as f:
       data = json.load(f)
     if not isinstance(data, dict) or not isinstance(data.get("parents"), dict):
-      raise _error(p, "a JSON hierarchy is an object with a 'parents' mapping {node: parent}.")
+      raise _error(
+          p,
+          "a JSON hierarchy is an object with a 'parents' mapping {node: parent}.",
+      )
     parents = data["parents"]
     classes = data.get("classes")
   elif ext == ".csv":
     with open(p, encoding="utf-8", newline="") as f:
-      rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row and any(row)]
+      rows = [
+          [cell.strip() for cell in row]
+          for row in csv.reader(f)
+          if row and any(row)
+      ]
     if rows and [c.lower() for c in rows[0]] == ["node", "parent"]:
       rows = rows[1:]
     bad = [r for r in rows if len(r) != 2 or not all(r)]
@@ -180,13 +208,21 @@ def read_hierarchy(path, *, num_classes: int | None = None) -> Hierarchy:
     parents = {}
     for node, par in rows:
       if parents.setdefault(node, par) != par:
-        raise _error(p, f"node {node!r} has two parents: {parents[node]!r} and {par!r}.")
+        raise _error(
+            p, f"node {node!r} has two parents: {parents[node]!r} and {par!r}."
+        )
     classes = None
   else:
-    raise _error(p, f"unsupported extension {ext!r}; a hierarchy is a .json or .csv file.")
+    raise _error(
+        p,
+        f"unsupported extension {ext!r}; a hierarchy is a .json or .csv file.",
+    )
   if classes is None:
     if num_classes is None:
-      raise _error(p, "without a 'classes' list, num_classes is needed (leaves '0'..'C-1').")
+      raise _error(
+          p,
+          "without a 'classes' list, num_classes is needed (leaves '0'..'C-1').",
+      )
     classes = [str(i) for i in range(num_classes)]
   if num_classes is not None and len(classes) != num_classes:
     raise _error(p, f"has {len(classes)} classes, the dataset {num_classes}.")
@@ -203,8 +239,12 @@ def _read_matrix(path) -> np.ndarray:
   if ext == ".json":
     with open(p, encoding="utf-8") as f:
       data = json.load(f)
-    return np.asarray(data["distances"] if isinstance(data, dict) else data, np.float64)
-  raise ValueError(f"distance file {p!r}: unsupported extension {ext!r}; use .npy, .csv or .json.")
+    return np.asarray(
+        data["distances"] if isinstance(data, dict) else data, np.float64
+    )
+  raise ValueError(
+      f"distance file {p!r}: unsupported extension {ext!r}; use .npy, .csv or .json."
+  )
 
 
 def read_distances(path, *, num_classes: int | None = None) -> np.ndarray:
@@ -220,12 +260,18 @@ def read_distances(path, *, num_classes: int | None = None) -> np.ndarray:
   try:
     d = np.asarray(_read_matrix(p), np.float64)
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"distance file {p!r}: cannot be read as a matrix: {e}") from None
+    raise ValueError(
+        f"distance file {p!r}: cannot be read as a matrix: {e}"
+    ) from None
   c = num_classes or (d.shape[0] if d.ndim == 2 else 0)
   if d.shape != (c, c):
-    raise ValueError(f"distance file {p!r}: must be a [C, C] = [{c}, {c}] matrix, got {d.shape}.")
+    raise ValueError(
+        f"distance file {p!r}: must be a [C, C] = [{c}, {c}] matrix, got {d.shape}."
+    )
   if not np.all(np.isfinite(d)) or np.any(d < 0) or not np.any(d > 0):
-    raise ValueError(f"distance file {p!r}: distances must be finite, >= 0, not all zero.")
+    raise ValueError(
+        f"distance file {p!r}: distances must be finite, >= 0, not all zero."
+    )
   return d
 
 

@@ -47,7 +47,14 @@ __all__ = [
 ]
 
 FILE_EXTENSIONS = (".npy", ".csv", ".json")
-METADATA_KEYS = ("source", "dataset", "class_names", "num_samples", "model_step", "options")
+METADATA_KEYS = (
+    "source",
+    "dataset",
+    "class_names",
+    "num_samples",
+    "model_step",
+    "options",
+)
 ARRAY_ITEM = "similarity"
 METADATA_ITEM = "similarity_metadata"
 
@@ -63,25 +70,36 @@ def _json_matrix(path: str, data: Any) -> tuple[Any, list[str] | None]:
   class_names = None
   if isinstance(data, Mapping):
     if "similarity" not in data:
-      raise _file_error(path, f"JSON object has no 'similarity' key (keys: {sorted(data)}).")
+      raise _file_error(
+          path, f"JSON object has no 'similarity' key (keys: {sorted(data)})."
+      )
     class_names = data.get("class_names")
     if class_names is not None and (
-        not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names)
+        not isinstance(class_names, list)
+        or not all(isinstance(n, str) for n in class_names)
     ):
       raise _file_error(path, "'class_names' must be a list of strings.")
     data = data["similarity"]
-  if not isinstance(data, list) or not all(isinstance(row, list) for row in data):
-    raise _file_error(path, "the matrix must be a list of rows (lists of numbers).")
+  if not isinstance(data, list) or not all(
+      isinstance(row, list) for row in data
+  ):
+    raise _file_error(
+        path, "the matrix must be a list of rows (lists of numbers)."
+    )
   for r, row in enumerate(data):
     for c, v in enumerate(row):
       if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise _file_error(path, f"entry at row {r}, column {c} is not a number: {v!r}.")
+        raise _file_error(
+            path, f"entry at row {r}, column {c} is not a number: {v!r}."
+        )
   if len({len(row) for row in data}) > 1:
     raise _file_error(path, "rows have different lengths.")
   return data, class_names
 
 
-def read_similarity_file(path, *, num_classes: int | None = None) -> tuple[np.ndarray, list[str] | None]:
+def read_similarity_file(
+    path, *, num_classes: int | None = None
+) -> tuple[np.ndarray, list[str] | None]:
   """Reads and validates a user-given similarity matrix; never unpickles.
 
   Args:
@@ -100,7 +118,9 @@ def read_similarity_file(path, *, num_classes: int | None = None) -> tuple[np.nd
   p = os.fspath(path)
   ext = os.path.splitext(p)[1].lower()
   if ext not in FILE_EXTENSIONS:
-    raise _file_error(p, f"unsupported extension {ext!r}; use one of {list(FILE_EXTENSIONS)}.")
+    raise _file_error(
+        p, f"unsupported extension {ext!r}; use one of {list(FILE_EXTENSIONS)}."
+    )
   if not os.path.isfile(p):
     raise FileNotFoundError(f"similarity file {p!r} does not exist.")
   class_names = None
@@ -120,7 +140,9 @@ def read_similarity_file(path, *, num_classes: int | None = None) -> tuple[np.nd
     problem = str(e)
     if "pickle" in problem.lower() or "object arrays" in problem.lower():
       problem = f"holds pickled/object data, which is refused (allow_pickle=False): {problem}"
-    raise _file_error(p, f"cannot be read as a numeric {ext} matrix: {problem}") from e
+    raise _file_error(
+        p, f"cannot be read as a numeric {ext} matrix: {problem}"
+    ) from e
   except OSError as e:
     raise _file_error(p, f"cannot be read: {e}") from e
   try:
@@ -128,7 +150,10 @@ def read_similarity_file(path, *, num_classes: int | None = None) -> tuple[np.nd
   except (ValueError, TypeError) as e:
     raise _file_error(p, str(e)) from e
   if class_names is not None and len(class_names) != matrix.shape[0]:
-    raise _file_error(p, f"has {len(class_names)} class_names for a {matrix.shape[0]} x {matrix.shape[0]} matrix.")
+    raise _file_error(
+        p,
+        f"has {len(class_names)} class_names for a {matrix.shape[0]} x {matrix.shape[0]} matrix.",
+    )
   return matrix, class_names
 
 
@@ -150,7 +175,9 @@ def _jsonable(value: Any, where: str) -> Any:
     return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
   if isinstance(value, np.ndarray) and value.ndim <= 1:
     return _jsonable(value.tolist(), where)
-  raise TypeError(f"metadata {where} is not JSON-serialisable: {type(value).__name__}.")
+  raise TypeError(
+      f"metadata {where} is not JSON-serialisable: {type(value).__name__}."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +215,9 @@ def make_record(
   if class_names is not None:
     class_names = [str(n) for n in class_names]
     if len(class_names) != matrix.shape[0]:
-      raise ValueError(f"`class_names` has {len(class_names)} names for C = {matrix.shape[0]}.")
+      raise ValueError(
+          f"`class_names` has {len(class_names)} names for C = {matrix.shape[0]}."
+      )
   if hasattr(options, "to_dict"):
     options = options.to_dict()
   metadata = {
@@ -205,13 +234,18 @@ def make_record(
 
 def to_pytree(record: SimilarityRecord) -> dict[str, Any]:
   """``{"similarity": float32 [C, C], "metadata": JSON-able dict}``."""
-  return {"similarity": np.asarray(record.similarity, np.float32), "metadata": dict(record.metadata)}
+  return {
+      "similarity": np.asarray(record.similarity, np.float32),
+      "metadata": dict(record.metadata),
+  }
 
 
 def from_pytree(tree: Mapping[str, Any]) -> SimilarityRecord:
   """Inverse of :func:`to_pytree`; validates the matrix and the metadata keys."""
   if "similarity" not in tree or "metadata" not in tree:
-    raise ValueError(f"a record tree needs keys 'similarity' and 'metadata', got {sorted(tree)}.")
+    raise ValueError(
+        f"a record tree needs keys 'similarity' and 'metadata', got {sorted(tree)}."
+    )
   metadata = dict(tree["metadata"])
   missing = [k for k in METADATA_KEYS if k not in metadata]
   if missing:
@@ -234,18 +268,25 @@ def orbax_restore_args() -> dict[str, Any]:
   """Restore items matching :func:`orbax_save_args`."""
   import orbax.checkpoint as ocp
 
-  return {ARRAY_ITEM: ocp.args.StandardRestore(), METADATA_ITEM: ocp.args.JsonRestore()}
+  return {
+      ARRAY_ITEM: ocp.args.StandardRestore(),
+      METADATA_ITEM: ocp.args.JsonRestore(),
+  }
 
 
 def from_restored(restored) -> SimilarityRecord:
   """Record from the result of restoring :func:`orbax_restore_args` items."""
-  return from_pytree({
-      "similarity": np.asarray(restored[ARRAY_ITEM]["similarity"]),
-      "metadata": restored[METADATA_ITEM],
-  })
+  return from_pytree(
+      {
+          "similarity": np.asarray(restored[ARRAY_ITEM]["similarity"]),
+          "metadata": restored[METADATA_ITEM],
+      }
+  )
 
 
-def save_record(directory, record: SimilarityRecord, *, force: bool = False) -> str:
+def save_record(
+    directory, record: SimilarityRecord, *, force: bool = False
+) -> str:
   """Writes `record` as an Orbax checkpoint at `directory`; returns its absolute path.
 
   Raises if `directory` exists, unless `force`. Call from every process.
@@ -264,7 +305,9 @@ def load_record(directory) -> SimilarityRecord:
 
   path = resolve(directory)
   if not path.is_dir():
-    raise FileNotFoundError(f"similarity checkpoint {os.fspath(path)!r} does not exist.")
+    raise FileNotFoundError(
+        f"similarity checkpoint {os.fspath(path)!r} does not exist."
+    )
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     restored = ckptr.restore(path, ocp.args.Composite(**orbax_restore_args()))
   return from_restored(restored)

@@ -65,7 +65,10 @@ def postprocess_rows(a: jax.Array, options) -> jax.Array:
   without off-diagonal mass by ``diagonal='remove'`` becomes uniform over the
   other classes). A zero row stays zero instead of raising. [C, C] -> float32 [C, C].
   """
-  opts = {**POSTPROCESS_DEFAULTS, **{k: options[k] for k in POSTPROCESS_DEFAULTS if k in options}}
+  opts = {
+      **POSTPROCESS_DEFAULTS,
+      **{k: options[k] for k in POSTPROCESS_DEFAULTS if k in options},
+  }
   a = jnp.asarray(a, jnp.float32)
   c = a.shape[0]
   eye = jnp.eye(c, dtype=bool)
@@ -78,7 +81,7 @@ def postprocess_rows(a: jax.Array, options) -> jax.Array:
     if c > 1:
       a = jnp.where((a.sum(axis=1, keepdims=True) == 0) & ~eye, 1.0, a)
   if opts["top_k"]:
-    order = jnp.argsort(-a, axis=1, stable=True)[:, :opts["top_k"]]
+    order = jnp.argsort(-a, axis=1, stable=True)[:, : opts["top_k"]]
     keep = jax.nn.one_hot(order, c, dtype=jnp.float32).sum(axis=1) > 0
     a = jnp.where(keep, a, 0.0)
   if opts["normalize"]:
@@ -91,8 +94,13 @@ def postprocess_rows(a: jax.Array, options) -> jax.Array:
 
 
 def online_update(
-    similarity_prev: jax.Array, stats: SimilarityStats, *, correct_only: bool = True,
-    fallback: str = "keep", freeze_threshold: float = 0.0, postprocess=None,
+    similarity_prev: jax.Array,
+    stats: SimilarityStats,
+    *,
+    correct_only: bool = True,
+    fallback: str = "keep",
+    freeze_threshold: float = 0.0,
+    postprocess=None,
 ) -> jax.Array:
   """One epoch-end update :math:`S^{t-1} \\to S^t` (module docstring); pure, jit-able.
 
@@ -115,7 +123,9 @@ def online_update(
         f"{jnp.shape(similarity_prev)}."
     )
   if fallback not in ("keep", "uniform"):
-    raise ValueError(f"`fallback` must be 'keep' or 'uniform', got {fallback!r}.")
+    raise ValueError(
+        f"`fallback` must be 'keep' or 'uniform', got {fallback!r}."
+    )
   prev = jnp.asarray(similarity_prev, jnp.float32)
   sums = stats.prob_sum_correct if correct_only else stats.prob_sum
   counts = stats.count_correct if correct_only else stats.count

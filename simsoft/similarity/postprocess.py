@@ -40,26 +40,45 @@ POSTPROCESS_DEFAULTS: dict[str, Any] = {
 
 
 def _is_number(x) -> bool:
-  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+  return isinstance(
+      x, (int, float, np.integer, np.floating)
+  ) and not isinstance(x, bool)
 
 
-def check_postprocess_options(options: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
+def check_postprocess_options(
+    options: Mapping[str, Any], num_classes: int
+) -> dict[str, Any]:
   """Validates the post-processing entries of `options`; returns them with defaults."""
-  opts = {**POSTPROCESS_DEFAULTS, **{k: options[k] for k in POSTPROCESS_DEFAULTS if k in options}}
+  opts = {
+      **POSTPROCESS_DEFAULTS,
+      **{k: options[k] for k in POSTPROCESS_DEFAULTS if k in options},
+  }
   t = opts["temperature"]
   if not _is_number(t) or not math.isfinite(t) or t <= 0:
-    raise ValueError(f"option `temperature` must be a finite number > 0, got {t!r}.")
+    raise ValueError(
+        f"option `temperature` must be a finite number > 0, got {t!r}."
+    )
   for name in ("symmetrize", "normalize"):
     if not isinstance(opts[name], (bool, np.bool_)):
       raise ValueError(f"option `{name}` must be a bool, got {opts[name]!r}.")
   if opts["diagonal"] not in ("keep", "remove"):
-    raise ValueError(f"option `diagonal` must be 'keep' or 'remove', got {opts['diagonal']!r}.")
+    raise ValueError(
+        f"option `diagonal` must be 'keep' or 'remove', got {opts['diagonal']!r}."
+    )
   k = opts["top_k"]
-  if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 0 <= k <= num_classes:
-    raise ValueError(f"option `top_k` must be an int in [0, {num_classes}], got {k!r}.")
+  if (
+      not isinstance(k, (int, np.integer))
+      or isinstance(k, bool)
+      or not 0 <= k <= num_classes
+  ):
+    raise ValueError(
+        f"option `top_k` must be an int in [0, {num_classes}], got {k!r}."
+    )
   m = opts["identity_mix"]
   if not _is_number(m) or not 0 <= m <= 1:
-    raise ValueError(f"option `identity_mix` must be a number in [0, 1], got {m!r}.")
+    raise ValueError(
+        f"option `identity_mix` must be a number in [0, 1], got {m!r}."
+    )
   return opts
 
 
@@ -70,7 +89,12 @@ def _top_k(a: np.ndarray, k: int) -> np.ndarray:
   return np.where(keep, a, 0.0)
 
 
-def postprocess(affinity, options: Mapping[str, Any] | None = None, *, apply_temperature: bool = True) -> np.ndarray:
+def postprocess(
+    affinity,
+    options: Mapping[str, Any] | None = None,
+    *,
+    apply_temperature: bool = True,
+) -> np.ndarray:
   """Applies the shared options (module docstring) to `affinity`.
 
   Args:
@@ -86,11 +110,15 @@ def postprocess(affinity, options: Mapping[str, Any] | None = None, *, apply_tem
   c = a.shape[0]
   opts = check_postprocess_options(options or {}, c)
   if a.shape != (c, c) or not np.all(np.isfinite(a)) or np.any(a < 0):
-    raise ValueError(f"affinity must be a finite, non-negative [C, C] matrix, got shape {a.shape}.")
+    raise ValueError(
+        f"affinity must be a finite, non-negative [C, C] matrix, got shape {a.shape}."
+    )
   if apply_temperature and opts["temperature"] != 1.0:
     # Scale each row by its max first so 1/T powers cannot overflow.
     row_max = a.max(axis=1, keepdims=True)
-    a = np.where(row_max > 0, a / np.where(row_max > 0, row_max, 1.0), 0.0) ** (1.0 / opts["temperature"])
+    a = np.where(row_max > 0, a / np.where(row_max > 0, row_max, 1.0), 0.0) ** (
+        1.0 / opts["temperature"]
+    )
   if opts["symmetrize"]:
     a = 0.5 * (a + a.T)
   if opts["diagonal"] == "remove":
@@ -104,7 +132,9 @@ def postprocess(affinity, options: Mapping[str, Any] | None = None, *, apply_tem
   if opts["normalize"]:
     sums = a.sum(axis=1, keepdims=True)
     if np.any(sums == 0):
-      raise ValueError(f"similarity row {int(np.flatnonzero(sums == 0)[0])} is all zero; cannot normalise.")
+      raise ValueError(
+          f"similarity row {int(np.flatnonzero(sums == 0)[0])} is all zero; cannot normalise."
+      )
     a = a / sums
   m = opts["identity_mix"]
   if m:

@@ -64,8 +64,15 @@ from simsoft.similarity.online import online_initial, online_update
 from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.stats import SimilarityStats
 
-__all__ = ["SOURCES", "Source", "build_similarity", "online_update_options", "source_needs_data",
-           "source_needs_features", "source_needs_path"]
+__all__ = [
+    "SOURCES",
+    "Source",
+    "build_similarity",
+    "online_update_options",
+    "source_needs_data",
+    "source_needs_features",
+    "source_needs_path",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +91,19 @@ class Source:
 
 
 def _stats_np(stats: SimilarityStats) -> dict[str, np.ndarray]:
-  return {f.name: np.asarray(getattr(stats, f.name), np.float64) for f in dataclasses.fields(stats)}
+  return {
+      f.name: np.asarray(getattr(stats, f.name), np.float64)
+      for f in dataclasses.fields(stats)
+  }
 
 
 def _mean_rows(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
   """Row y = sums[y] / counts[y]; e_y where counts[y] == 0."""
   c = sums.shape[0]
   seen = counts > 0
-  return np.where(seen[:, None], sums / np.where(seen, counts, 1.0)[:, None], np.eye(c))
+  return np.where(
+      seen[:, None], sums / np.where(seen, counts, 1.0)[:, None], np.eye(c)
+  )
 
 
 def _cosine_affinity(vectors: np.ndarray, temperature: float) -> np.ndarray:
@@ -112,8 +124,15 @@ def _uniform(*, num_classes, **_):
 
 def _confusion(*, num_classes, stats, options, **_):
   s = options["smoothing"]
-  if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s) or s < 0:
-    raise ValueError(f"option `smoothing` must be a finite number >= 0, got {s!r}.")
+  if (
+      not isinstance(s, (int, float))
+      or isinstance(s, bool)
+      or not math.isfinite(s)
+      or s < 0
+  ):
+    raise ValueError(
+        f"option `smoothing` must be a finite number >= 0, got {s!r}."
+    )
   counts = _stats_np(stats)["confusion"] + s
   return _mean_rows(counts, counts.sum(axis=1))  # rows with no mass become e_y
 
@@ -133,8 +152,15 @@ def _softmax(*, num_classes, stats, options, **_):
 
 def _check_temperature(options):
   t = options["temperature"]
-  if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-    raise ValueError(f"option `temperature` must be a finite number > 0, got {t!r}.")
+  if (
+      not isinstance(t, (int, float))
+      or isinstance(t, bool)
+      or not math.isfinite(t)
+      or t <= 0
+  ):
+    raise ValueError(
+        f"option `temperature` must be a finite number > 0, got {t!r}."
+    )
   return float(t)
 
 
@@ -174,40 +200,68 @@ def _file(*, num_classes, path, **_):
 
 def _number(options, name, low, high=math.inf, *, open_low=False):
   v = options[name]
-  ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-  ok = ok and math.isfinite(v) and (v > low if open_low else v >= low) and v <= high
+  ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+      v, bool
+  )
+  ok = (
+      ok
+      and math.isfinite(v)
+      and (v > low if open_low else v >= low)
+      and v <= high
+  )
   if not ok:
-    bound = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high < math.inf else "")
-    raise ValueError(f"option `{name}` must be a finite number {bound}, got {v!r}.")
+    bound = f"{'>' if open_low else '>='} {low}" + (
+        f" and <= {high}" if high < math.inf else ""
+    )
+    raise ValueError(
+        f"option `{name}` must be a finite number {bound}, got {v!r}."
+    )
   return float(v)
 
 
 def online_update_options(options) -> dict[str, Any]:
   """The keyword arguments of online_update from the online source's options (checked)."""
   if options["fallback"] not in ("keep", "uniform"):
-    raise ValueError(f"option `fallback` must be 'keep' or 'uniform', got {options['fallback']!r}.")
+    raise ValueError(
+        f"option `fallback` must be 'keep' or 'uniform', got {options['fallback']!r}."
+    )
   if options["initial"] not in ("smoothing", "zero"):
-    raise ValueError(f"option `initial` must be 'smoothing' or 'zero', got {options['initial']!r}.")
+    raise ValueError(
+        f"option `initial` must be 'smoothing' or 'zero', got {options['initial']!r}."
+    )
   post = {k: options[k] for k in POSTPROCESS_DEFAULTS if k in options}
   if post.get("temperature") is None:
     post.pop("temperature", None)
-  return {"correct_only": _check_bool(options, "correct_only"), "fallback": options["fallback"],
-          "freeze_threshold": _number(options, "freeze_threshold", 0.0, 1.0),
-          "postprocess": post}
+  return {
+      "correct_only": _check_bool(options, "correct_only"),
+      "fallback": options["fallback"],
+      "freeze_threshold": _number(options, "freeze_threshold", 0.0, 1.0),
+      "postprocess": post,
+  }
 
 
 def _online(*, num_classes, stats, options, **_):
   eps = options["initial_smoothing"]
-  if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps <= 1:
-    raise ValueError(f"option `initial_smoothing` must be a number in [0, 1], got {eps!r}.")
+  if (
+      not isinstance(eps, (int, float))
+      or isinstance(eps, bool)
+      or not 0 <= eps <= 1
+  ):
+    raise ValueError(
+        f"option `initial_smoothing` must be a number in [0, 1], got {eps!r}."
+    )
   update = online_update_options(options)
   if options["initial"] == "zero":
-    raise ValueError("option initial='zero' (the peer's zero first-epoch matrix) is no "
-                     "similarity; the pipeline uses it directly with loss.as_given=True.")
+    raise ValueError(
+        "option initial='zero' (the peer's zero first-epoch matrix) is no "
+        "similarity; the pipeline uses it directly with loss.as_given=True."
+    )
   s0 = online_initial(num_classes, smoothing=float(eps))
   if stats is None:
     return np.asarray(s0, np.float64)
-  update["postprocess"] = None  # build_similarity post-processes the whole matrix
+  update["postprocess"] = (
+      None  # build_similarity post-processes the whole matrix
+  )
   return np.asarray(online_update(s0, stats, **update), np.float64)
 
 
@@ -220,7 +274,9 @@ def _hierarchy(*, num_classes, path, options, **_):
 def _ordinal(*, num_classes, options, **_):
   r = _number(options, "ratio", 0.0, 1.0)
   i = np.arange(num_classes)
-  return r ** np.abs(i[:, None] - i[None, :]).astype(np.float64)  # 0 ** 0 = 1 on the diagonal
+  return r ** np.abs(i[:, None] - i[None, :]).astype(
+      np.float64
+  )  # 0 ** 0 = 1 on the diagonal
 
 
 def _read_embeddings(path, num_classes):
@@ -233,6 +289,7 @@ def _read_embeddings(path, num_classes):
       e = np.loadtxt(p, delimiter=",", ndmin=2)
     elif ext == "json":
       import json  # pylint: disable=g-import-not-at-top
+
       with open(p, encoding="utf-8") as f:
         data = json.load(f)
       e = data["embeddings"] if isinstance(data, dict) else data
@@ -242,8 +299,10 @@ def _read_embeddings(path, num_classes):
   except (OSError, ValueError, KeyError, TypeError) as err:
     raise ValueError(f"embedding file {p!r}: {err}") from None
   if e.ndim != 2 or e.shape[0] != num_classes or not np.all(np.isfinite(e)):
-    raise ValueError(f"embedding file {p!r}: must be a finite [C, D] = [{num_classes}, D] "
-                     f"array (one row per class), got shape {e.shape}.")
+    raise ValueError(
+        f"embedding file {p!r}: must be a finite [C, D] = [{num_classes}, D] "
+        f"array (one row per class), got shape {e.shape}."
+    )
   return e
 
 
@@ -254,8 +313,10 @@ def _embedding(*, num_classes, path, options, **_):
   e = _read_embeddings(path, num_classes)
   norms = np.linalg.norm(e, axis=1, keepdims=True)
   if np.any(norms == 0):
-    raise ValueError(f"embedding file {path!r}: class {int(np.flatnonzero(norms == 0)[0])} "
-                     "has a zero embedding (no cosine).")
+    raise ValueError(
+        f"embedding file {path!r}: class {int(np.flatnonzero(norms == 0)[0])} "
+        "has a zero embedding (no cosine)."
+    )
   unit = e / norms
   cos = np.clip(unit @ unit.T, -1.0, 1.0)
   return np.maximum((cos - b) / (1.0 - b), 0.0)
@@ -264,28 +325,47 @@ def _embedding(*, num_classes, path, options, **_):
 SOURCES: dict[str, Source] = {
     "identity": Source(_identity),
     "uniform": Source(_uniform),
-    "confusion": Source(_confusion, needs_data=True, options={"smoothing": 1.0}),
-    "softmax": Source(_softmax, needs_data=True, options={"correct_only": False}),
-    "centroid": Source(
-        _centroid, needs_data=True, needs_features=True,
-        options={"temperature": 0.1, "center": True}, own_temperature=True,
+    "confusion": Source(
+        _confusion, needs_data=True, options={"smoothing": 1.0}
     ),
-    "weights": Source(_weights, options={"temperature": 0.1}, own_temperature=True),
+    "softmax": Source(
+        _softmax, needs_data=True, options={"correct_only": False}
+    ),
+    "centroid": Source(
+        _centroid,
+        needs_data=True,
+        needs_features=True,
+        options={"temperature": 0.1, "center": True},
+        own_temperature=True,
+    ),
+    "weights": Source(
+        _weights, options={"temperature": 0.1}, own_temperature=True
+    ),
     "file": Source(_file, needs_path=True),
     "online": Source(
-        _online, needs_data=True,
-        options={"correct_only": True, "initial_smoothing": 0.1, "initial": "smoothing",
-                 "fallback": "keep", "freeze_threshold": 0.0},
+        _online,
+        needs_data=True,
+        options={
+            "correct_only": True,
+            "initial_smoothing": 0.1,
+            "initial": "smoothing",
+            "fallback": "keep",
+            "freeze_threshold": 0.0,
+        },
     ),
     "hierarchy": Source(_hierarchy, needs_path=True, options={"beta": 10.0}),
     "ordinal": Source(_ordinal, options={"ratio": 0.5}),
-    "embedding": Source(_embedding, needs_path=True, options={"lower_bound": 0.5}),
+    "embedding": Source(
+        _embedding, needs_path=True, options={"lower_bound": 0.5}
+    ),
 }
 
 
 def _source(source: str) -> Source:
   if source not in SOURCES:
-    raise ValueError(f"unknown similarity source {source!r}; known: {sorted(SOURCES)}.")
+    raise ValueError(
+        f"unknown similarity source {source!r}; known: {sorted(SOURCES)}."
+    )
   return SOURCES[source]
 
 
@@ -337,15 +417,23 @@ def build_similarity(
     ``normalize=False``.
   """
   spec = _source(source)
-  if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
-    raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
+  if (
+      not isinstance(num_classes, numbers.Integral)
+      or isinstance(num_classes, bool)
+      or num_classes < 1
+  ):
+    raise ValueError(
+        f"`num_classes` must be a positive int, got {num_classes!r}."
+    )
   num_classes = int(num_classes)
   if options is None:
     options = {}
   elif hasattr(options, "to_dict"):  # ml_collections.ConfigDict
     options = options.to_dict()
   if not isinstance(options, Mapping):
-    raise TypeError(f"`options` must be a mapping, got {type(options).__name__}.")
+    raise TypeError(
+        f"`options` must be a mapping, got {type(options).__name__}."
+    )
   allowed = source_options(source)
   unknown = sorted(set(options) - set(allowed))
   if unknown:
@@ -355,15 +443,28 @@ def build_similarity(
   opts = {**allowed, **options}
 
   if spec.needs_data and stats is None and source != "online":
-    raise ValueError(f"source {source!r} needs `stats` (from update_stats over a data pass).")
+    raise ValueError(
+        f"source {source!r} needs `stats` (from update_stats over a data pass)."
+    )
   if stats is not None and stats.num_classes != num_classes:
-    raise ValueError(f"`stats` has {stats.num_classes} classes but `num_classes` is {num_classes}.")
+    raise ValueError(
+        f"`stats` has {stats.num_classes} classes but `num_classes` is {num_classes}."
+    )
   if source == "weights" and classifier_kernel is None:
-    raise ValueError("source 'weights' needs `classifier_kernel` ([D, C] final-layer kernel).")
+    raise ValueError(
+        "source 'weights' needs `classifier_kernel` ([D, C] final-layer kernel)."
+    )
   if spec.needs_path and path is None:
-    raise ValueError(f"source {source!r} needs `path` (config.similarity.path; for "
-                     "'hierarchy' config.hierarchy_path).")
+    raise ValueError(
+        f"source {source!r} needs `path` (config.similarity.path; for "
+        "'hierarchy' config.hierarchy_path)."
+    )
 
-  affinity = spec(num_classes=num_classes, stats=stats, classifier_kernel=classifier_kernel,
-                  path=path, options=opts)
+  affinity = spec(
+      num_classes=num_classes,
+      stats=stats,
+      classifier_kernel=classifier_kernel,
+      path=path,
+      options=opts,
+  )
   return postprocess(affinity, opts, apply_temperature=not spec.own_temperature)

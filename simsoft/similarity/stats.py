@@ -68,10 +68,22 @@ class SimilarityStats:
 
 def init_stats(num_classes: int, feature_dim: int = 0) -> SimilarityStats:
   """Zero statistics for `num_classes` classes and `feature_dim`-wide features."""
-  if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
-    raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
-  if not isinstance(feature_dim, numbers.Integral) or isinstance(feature_dim, bool) or feature_dim < 0:
-    raise ValueError(f"`feature_dim` must be a non-negative int, got {feature_dim!r}.")
+  if (
+      not isinstance(num_classes, numbers.Integral)
+      or isinstance(num_classes, bool)
+      or num_classes < 1
+  ):
+    raise ValueError(
+        f"`num_classes` must be a positive int, got {num_classes!r}."
+    )
+  if (
+      not isinstance(feature_dim, numbers.Integral)
+      or isinstance(feature_dim, bool)
+      or feature_dim < 0
+  ):
+    raise ValueError(
+        f"`feature_dim` must be a non-negative int, got {feature_dim!r}."
+    )
   c, d = int(num_classes), int(feature_dim)
   zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
   return SimilarityStats(
@@ -92,12 +104,18 @@ def _batch_sum(onehot: jax.Array, values: jax.Array) -> jax.Array:
   """
   out_sharding = None
   sharding = jax.typeof(onehot).sharding
-  if isinstance(sharding, NamedSharding) and AxisType.Explicit in sharding.mesh.axis_types:
+  if (
+      isinstance(sharding, NamedSharding)
+      and AxisType.Explicit in sharding.mesh.axis_types
+  ):
     out_sharding = NamedSharding(sharding.mesh, PartitionSpec())
   # HIGHEST: accelerators would otherwise round probabilities/features to bf16.
   return jnp.einsum(
-      "bc,bk->ck", onehot, values,
-      precision=jax.lax.Precision.HIGHEST, out_sharding=out_sharding,
+      "bc,bk->ck",
+      onehot,
+      values,
+      precision=jax.lax.Precision.HIGHEST,
+      out_sharding=out_sharding,
   )
 
 
@@ -124,23 +142,35 @@ def update_stats(
   """
   c, d = stats.num_classes, stats.feature_dim
   if jnp.ndim(logits) != 2 or jnp.shape(logits)[1] != c:
-    raise ValueError(f"`logits` must be [B, {c}], got shape {jnp.shape(logits)}.")
+    raise ValueError(
+        f"`logits` must be [B, {c}], got shape {jnp.shape(logits)}."
+    )
   if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
-    raise TypeError(f"`logits` must be floating point, got {jnp.result_type(logits)}.")
+    raise TypeError(
+        f"`logits` must be floating point, got {jnp.result_type(logits)}."
+    )
   b = jnp.shape(logits)[0]
   if jnp.shape(labels) != (b,):
-    raise ValueError(f"`labels` must be [B] = [{b}], got shape {jnp.shape(labels)}.")
+    raise ValueError(
+        f"`labels` must be [B] = [{b}], got shape {jnp.shape(labels)}."
+    )
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-    raise TypeError(f"`labels` must be integer class indices, got {jnp.result_type(labels)}.")
+    raise TypeError(
+        f"`labels` must be integer class indices, got {jnp.result_type(labels)}."
+    )
   if features is None and d > 0:
-    raise ValueError(f"`features` is None but the stats collect D = {d} features.")
+    raise ValueError(
+        f"`features` is None but the stats collect D = {d} features."
+    )
   if features is not None and jnp.shape(features) != (b, d):
     raise ValueError(
         f"`features` must be [B, D] = [{b}, {d}] (D from init_stats), got shape "
         f"{jnp.shape(features)}."
     )
   if mask is not None and jnp.shape(mask) != (b,):
-    raise ValueError(f"`mask` must be [B] = [{b}], got shape {jnp.shape(mask)}.")
+    raise ValueError(
+        f"`mask` must be [B] = [{b}], got shape {jnp.shape(mask)}."
+    )
 
   valid = jnp.ones((b,), bool) if mask is None else jnp.asarray(mask) != 0
   logits = logits.astype(jnp.float32)

@@ -20,8 +20,13 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def main(port: str, process_id: str, workdir: str, out: str) -> None:
-  jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process_id))
-  assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.devices())
+  jax.distributed.initialize(
+      f"localhost:{port}", num_processes=2, process_id=int(process_id)
+  )
+  assert jax.process_count() == 2 and jax.device_count() == 4, (
+      jax.process_count(),
+      jax.devices(),
+  )
   from tests.helpers.tiny import final_params, tiny_config
 
   config = tiny_config("epochs=1")  # all three phases

@@ -6,12 +6,16 @@ import os
 import jax
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 def load_config(arg="", name="default"):
   """configs/<name>.py with `arg` after the colon."""
-  spec = importlib.util.spec_from_file_location(f"{name}_config", os.path.join(ROOT, f"configs/{name}.py"))
+  spec = importlib.util.spec_from_file_location(
+      f"{name}_config", os.path.join(ROOT, f"configs/{name}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -32,10 +36,22 @@ def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
   from simsoft import train
 
   train.train_and_evaluate(config, workdir, devices=devices)
-  ds = train.data_lib.get_dataset(config.dataset.name,
-                                  validation_fraction=config.dataset.validation_fraction)
-  run = train.Run(config=config, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds)
-  _, state = train.train_model(run, "estimate", loss_form="soft_target", amount={"alpha": 0.0},
-                               similarity=np.eye(ds.num_classes, dtype=np.float32))
+  ds = train.data_lib.get_dataset(
+      config.dataset.name,
+      validation_fraction=config.dataset.validation_fraction,
+  )
+  run = train.Run(
+      config=config, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds
+  )
+  _, state = train.train_model(
+      run,
+      "estimate",
+      loss_form="soft_target",
+      amount={"alpha": 0.0},
+      similarity=np.eye(ds.num_classes, dtype=np.float32),
+  )
   leaves = jax.tree_util.tree_leaves_with_path(state["params"])
-  return {jax.tree_util.keystr(path): np.asarray(leaf.addressable_data(0)) for path, leaf in leaves}
+  return {
+      jax.tree_util.keystr(path): np.asarray(leaf.addressable_data(0))
+      for path, leaf in leaves
+  }
