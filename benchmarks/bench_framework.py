@@ -48,6 +48,7 @@ from flax import nnx
 from benchmarks import common, pipeline
 from simsoft import data as data_lib
 from simsoft import models as models_lib
+from simsoft import sharding
 from simsoft import train_step as step_lib
 
 TARGET = 0.95
@@ -234,7 +235,7 @@ def train_model_slope(model, split, batch_size, epochs_pair, repeats):
       c.checkpoint.every_steps, c.log_every_steps = 500, 100
       with tempfile.TemporaryDirectory() as workdir:
         run = train_lib.Run(
-            config=c, workdir=workdir, mesh=train_lib.make_mesh(), dataset=ds
+            config=c, workdir=workdir, mesh=sharding.make_mesh(), dataset=ds
         )
         start = time.perf_counter()
         train_lib.train_model(

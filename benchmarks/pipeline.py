@@ -19,13 +19,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
 from simsoft import config as config_lib
 from simsoft import data as data_lib
 from simsoft import models as models_lib
 from simsoft import train_step as step_lib
-from simsoft.train import Run, make_mesh  # no TensorFlow: CLU loads when training starts
+from simsoft.sharding import make_mesh, sharded
+from simsoft.train import Run  # no TensorFlow: CLU loads when training starts
 
 
 def optimizer_config(
@@ -192,5 +193,5 @@ def device_batch(
   )
   batch = {"image": images, "label": split.labels[:batch_size]}
   if sharding is None:
-    sharding = NamedSharding(make_mesh(), P("data"))
+    sharding = sharded(make_mesh())
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}

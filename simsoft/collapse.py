@@ -37,6 +37,7 @@ from absl import app, flags, logging
 
 from simsoft import config as config_lib
 from simsoft import losses
+from simsoft import sharding
 
 FLAGS = flags.FLAGS
 
@@ -87,7 +88,7 @@ def diagnose(workdir: str) -> dict:
   run = train.Run(
       config=config,
       workdir=workdir,
-      mesh=train.make_mesh(jax.devices()[:1]),
+      mesh=sharding.make_mesh(jax.devices()[:1]),
       dataset=ds,
   )
   identity = np.eye(ds.num_classes, dtype=np.float32)

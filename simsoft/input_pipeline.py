@@ -21,8 +21,8 @@ from collections.abc import Callable
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from simsoft import sharding
 from simsoft import train_step as step_lib
 from simsoft.data.dataset import ArraySplit
 from simsoft.data.iterators import train_batches, train_indices
@@ -57,7 +57,7 @@ class HostInput:
       seed: int,
       start_step: int,
   ):
-    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    replicated, batch = sharding.replicated(mesh), sharding.sharded(mesh)
     self._batch_sharding = batch
     self._step = jax.jit(
         step,
@@ -77,10 +77,7 @@ class HostInput:
   def run(self, state, key, num_steps: int):
     assert num_steps == 1
     local = next(self._batches)
-    batch = {
-        k: jax.make_array_from_process_local_data(self._batch_sharding, v)
-        for k, v in local.items()
-    }
+    batch = sharding.from_process_local(local, self._batch_sharding)
     return self._step(state, batch, key)
 
 
@@ -104,16 +101,12 @@ class DeviceInput:
           f"config.input.steps_per_dispatch must be >= 1, got {steps_per_dispatch}"
       )
     self.max_steps_per_dispatch = steps_per_dispatch
-    replicated = NamedSharding(mesh, P())
-    self._index_sharding = NamedSharding(mesh, P(None, "data"))
-    # make_array_from_callback, unlike device_put, builds arrays that span the
-    # devices of every process (each process holds the same split).
-    self._data = {
-        k: jax.make_array_from_callback(
-            v.shape, replicated, lambda i, v=v: v[i]
-        )
-        for k, v in (("image", split.images), ("label", split.labels))
-    }
+    replicated = sharding.replicated(mesh)
+    self._index_sharding = sharding.sharded(mesh, axis=1)
+    # Each process holds the same split: one replicated copy spanning them all.
+    self._data = sharding.from_whole(
+        {"image": split.images, "label": split.labels}, replicated
+    )
     self._steps = jax.jit(
         step_lib.make_device_steps(step, unroll=scan_unroll),
         in_shardings=(replicated, replicated, self._index_sharding, replicated),
@@ -131,9 +124,7 @@ class DeviceInput:
 
   def run(self, state, key, num_steps: int):
     local = np.stack([next(self._indices) for _ in range(num_steps)])
-    indices = jax.make_array_from_process_local_data(
-        self._index_sharding, local
-    )
+    indices = sharding.from_process_local(local, self._index_sharding)
     return self._steps(state, self._data, indices, key)
 
 

@@ -35,12 +35,11 @@ from typing import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from simsoft import corruptions as corruptions_lib
 from simsoft import intervals
 from simsoft import metrics as metrics_lib
+from simsoft import sharding as sharding_lib
 
 PredictFn = Callable[[jax.Array], jax.Array]
 _EXTRA_KEY = re.compile(r"^(?P<name>.+)_(?P<severity>\d+)$")
@@ -110,13 +109,8 @@ class _Batches:
     shape = lambda a: a.reshape((nb, batch_size) + a.shape[1:])
     if mesh is None:
       put = jax.device_put
-    else:
-      # Every process holds the whole split; make_array_from_callback (unlike
-      # device_put) also builds arrays spanning several processes' devices.
-      sharding = NamedSharding(mesh, P(None, "data"))
-      put = lambda a: jax.make_array_from_callback(
-          a.shape, sharding, lambda i: a[i]
-      )
+    else:  # every process holds the whole split: batches [nb, B] split on B
+      put = lambda a: sharding_lib.from_whole(a, sharding_lib.sharded(mesh, 1))
     self.num_batches, self.count = nb, n
     self.images, self.labels, self.mask = (
         put(shape(images)),
@@ -175,7 +169,7 @@ class _Evaluator:
     # Per-image correctness, replicated so that every process can read it.
     self._correct = jax.jit(
         lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
-        out_shardings=None if mesh is None else NamedSharding(mesh, P()),
+        out_shardings=None if mesh is None else sharding_lib.replicated(mesh),
     )
 
   def evaluate(

@@ -31,13 +31,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
 from simsoft import checkpoint as ckpt
 from simsoft import config as config_lib
 from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import evaluation
+from simsoft import sharding
 from simsoft import input_pipeline
 from simsoft import losses
 from simsoft import models as models_lib
@@ -64,38 +65,22 @@ class Run:
 
   @property
   def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
+    return sharding.replicated(self.mesh)
 
   @property
   def batch_sharding(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P("data"))
+    return sharding.sharded(self.mesh)
 
   def replicate(self, tree):
     """Host arrays (the same on every process) -> arrays replicated on the whole mesh."""
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(
-            np.shape(x), self.replicated, lambda i: np.asarray(x)[i]
-        ),
-        tree,
-    )
+    return sharding.from_whole(tree, self.replicated)
 
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Per-process numpy batch -> global jax.Arrays sharded over 'data'."""
-    return {
-        k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-        for k, v in local.items()
-    }
+    return sharding.from_process_local(local, self.batch_sharding)
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D ('data',) mesh over `devices` (default: every device of every process)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh(
-      (len(devices),),
-      ("data",),
-      devices=devices,
-      axis_types=(jax.sharding.AxisType.Auto,),
-  )
+make_mesh = sharding.make_mesh  # the mesh every phase uses (simsoft.sharding)
 
 
 def _model(run: Run, rngs: nnx.Rngs) -> nnx.Module:

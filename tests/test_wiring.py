@@ -23,6 +23,7 @@ from simsoft import checkpoint as ckpt
 from simsoft import data as data_lib
 from simsoft import evaluation
 from simsoft import models as models_lib
+from simsoft import sharding
 from simsoft import train
 from simsoft import train_step as step_lib
 from tests.helpers.tiny import load_config
@@ -567,7 +568,7 @@ def test_evaluation_uses_batchnorm_running_averages(tmp_path):
   )
 
   run = train.Run(
-      config=c, workdir=str(tmp_path), mesh=train.make_mesh(), dataset=ds
+      config=c, workdir=str(tmp_path), mesh=sharding.make_mesh(), dataset=ds
   )
   state = {"params": params, "model_state": rest}
   clean = evaluation.evaluate_models(run, {"A": (graphdef, state)})["models"][

@@ -33,7 +33,7 @@ def tiny_config(arg="epochs=1,phases=estimate"):
 
 def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
   """Runs config's phases, then returns this process's copy of the estimate phase's params."""
-  from simsoft import train
+  from simsoft import sharding, train
 
   train.train_and_evaluate(config, workdir, devices=devices)
   ds = train.data_lib.get_dataset(
@@ -41,7 +41,10 @@ def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
       validation_fraction=config.dataset.validation_fraction,
   )
   run = train.Run(
-      config=config, workdir=workdir, mesh=train.make_mesh(devices), dataset=ds
+      config=config,
+      workdir=workdir,
+      mesh=sharding.make_mesh(devices),
+      dataset=ds,
   )
   _, state = train.train_model(
       run,
