@@ -366,10 +366,3 @@ def loss_amount(c: ml_collections.ConfigDict) -> dict[str, float]:
         f"unknown config.loss.amount {c.loss.amount!r}; known: {list(LOSS_AMOUNTS)}"
     )
   return {c.loss.amount: c.loss[c.loss.amount]}
-
-
-def phases_of(c: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The phases to run, validated: ConfigError naming an unknown one or an empty list."""
-  from simsoft import validate  # pylint: disable=g-import-not-at-top
-
-  return validate.check_phases(c)

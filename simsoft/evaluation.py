@@ -30,7 +30,7 @@ from simsoft.paths import resolve
 from simsoft.progress import EvalProgress
 
 if TYPE_CHECKING:
-  from simsoft.train import Run
+  from simsoft.run import Run
 
 EVALUATORS = ("clean", "corruptions", "cifar10_c")
 

@@ -17,7 +17,6 @@ so a resumed run reproduces the uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -31,7 +30,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding
 
 from simsoft import checkpoint as ckpt
 from simsoft import config as config_lib
@@ -39,6 +37,7 @@ from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import evaluation
 from simsoft import sharding
+from simsoft.run import Run
 from simsoft import input_pipeline
 from simsoft import losses
 from simsoft import models as models_lib
@@ -52,32 +51,6 @@ from simsoft.progress import Progress, flat_hparams
 NonFiniteLossError = (
     errors.NonFiniteLossError
 )  # Training produced a NaN or inf loss.
-
-
-@dataclasses.dataclass
-class Run:
-  """What every phase shares: config, workdir, mesh, data."""
-
-  config: ml_collections.ConfigDict
-  workdir: str
-  mesh: jax.sharding.Mesh
-  dataset: data_lib.Dataset
-
-  @property
-  def replicated(self) -> NamedSharding:
-    return sharding.replicated(self.mesh)
-
-  @property
-  def batch_sharding(self) -> NamedSharding:
-    return sharding.sharded(self.mesh)
-
-  def replicate(self, tree):
-    """Host arrays (the same on every process) -> arrays replicated on the whole mesh."""
-    return sharding.from_whole(tree, self.replicated)
-
-  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    """Per-process numpy batch -> global jax.Arrays sharded over 'data'."""
-    return sharding.from_process_local(local, self.batch_sharding)
 
 
 make_mesh = sharding.make_mesh  # the mesh every phase uses (simsoft.sharding)

@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import data, evaluation, models, similarity
+from simsoft import data, evaluation, models, similarity, validate
 from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
@@ -62,7 +62,7 @@ def test_config_builds_and_names_resolve(path, arg):
   assert c.similarity.source in similarity.SOURCES
   make_loss_fn(c.loss.form, c.loss.alpha)
   evaluation.evaluators_of(c)
-  assert config_lib.phases_of(c) == ("estimate", "retrain", "evaluate")
+  assert validate.check_phases(c) == ("estimate", "retrain", "evaluate")
   assert c.batch_size > 0 and c.estimate.epochs > 0 and c.retrain.epochs > 0
   module_doc = open(path).read()
   assert (
