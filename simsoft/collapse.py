@@ -92,12 +92,7 @@ def diagnose(workdir: str) -> dict:
       dataset=ds,
   )
   identity = np.eye(ds.num_classes, dtype=np.float32)
-  graphdef, state = train._restore_final(
-      run,
-      "retrain",
-      identity,  # pylint: disable=protected-access
-      online=config.similarity.source == "online",
-  )
+  graphdef, state = train._restore_final(run, "retrain", identity)  # pylint: disable=protected-access
   weights = losses.similarity_target_matrix(
       state["similarity"], **config_lib.loss_amount(config)
   )

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "check_amount",
     "off_target_distribution",
     "similarity_target_matrix",
     "similarity_targets",
@@ -172,6 +173,18 @@ def _check_fraction(value, name: str) -> None:
     )
 
 
+def check_amount(*, alpha=None, mass=None) -> None:
+  """Checks a target amount: at most one of alpha and mass, each in [0, 1] when concrete.
+
+  Raises:
+    ValueError: both given, or a concrete value outside [0, 1] or not finite.
+  """
+  if alpha is not None and mass is not None:
+    raise ValueError("give `alpha` or `mass`, not both.")
+  _check_fraction(alpha, "alpha")
+  _check_fraction(mass, "mass")
+
+
 def off_target_distribution(similarity) -> jax.Array:
   r"""Where each class's off-target mass goes: S without its diagonal, rows normalised.
 
@@ -231,10 +244,7 @@ def similarity_target_matrix(similarity, *, alpha=None, mass=None) -> jax.Array:
     >>> similarity_target_matrix(S, mass=0.2)[0]
     Array([0.8, 0.1, 0.1], dtype=float32)
   """
-  if alpha is not None and mass is not None:
-    raise ValueError("give `alpha` or `mass`, not both.")
-  _check_fraction(alpha, "alpha")
-  _check_fraction(mass, "mass")
+  check_amount(alpha=alpha, mass=mass)
   c = _check_square(similarity)
   dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
   similarity = jnp.asarray(similarity, dtype)

@@ -670,19 +670,11 @@ def load_similarity(run: Run) -> np.ndarray:
 def run_retrain(run: Run) -> None:
   """Trains a fresh model B with the configured similarity loss."""
   config = run.config
-  online = config.similarity.source == "online"
-  # Shuffled-S control: the estimate phase saved S already permuted; online
-  # permutes its initial S here and every per-epoch update in the loop.
-  permutation = shuffle_permutation(config, run.dataset.num_classes)
-  online_options = None
+  training = _model_b_training(run)
+  online, permutation = training["online"], training["permutation"]
   if online:
     options = _similarity_options(config, "online")
-    online_options = sim_lib.online_update_options(
-        similarity_options_that_ran(config, "online")
-    )
-    if (
-        options.get("initial") == "zero"
-    ):  # the peer's zero first-epoch matrix (loss.as_given)
+    if options.get("initial") == "zero":  # the peer's zero first-epoch matrix
       similarity = np.zeros((run.dataset.num_classes,) * 2, np.float32)
     else:
       similarity = sim_lib.build_similarity(
@@ -692,16 +684,7 @@ def run_retrain(run: Run) -> None:
       similarity = sim_lib.permute_classes(similarity, permutation)
   else:
     similarity = load_similarity(run)
-  _, state = train_model(
-      run,
-      "retrain",
-      loss_form=config.loss.form,
-      amount=loss_options(config, run.dataset.num_classes),
-      similarity=similarity,
-      online=online,
-      permutation=permutation if online else None,
-      online_options=online_options,
-  )
+  _, state = train_model(run, "retrain", similarity=similarity, **training)
   if online and jax.process_index() == 0:
     with (resolve(run.workdir) / "retrain" / "online_similarity.npy").open(
         "wb"
@@ -715,7 +698,10 @@ def run_retrain(run: Run) -> None:
   ckpt.write_json(
       os.path.join(run.workdir, "retrain", "target.json"),
       target_record(
-          config, similarity, np.asarray(state["similarity"]), permutation
+          config,
+          similarity,
+          np.asarray(state["similarity"]),
+          shuffle_permutation(config, run.dataset.num_classes),
       ),
   )
   _mark_done(run, "retrain", state)
@@ -779,9 +765,7 @@ def target_record(
   return record
 
 
-def _restore_final(
-    run: Run, phase: str, similarity: np.ndarray, online: bool = False
-):
+def _restore_final(run: Run, phase: str, similarity: np.ndarray):
   """(graphdef, state) of a finished phase: train_model restores and has nothing left to do.
 
   If the final checkpoint is damaged and an older one restores, train_model
@@ -797,24 +781,32 @@ def _restore_final(
         similarity=similarity,
         workdir=model_a_workdir(run),
     )
+  return train_model(
+      run, phase, similarity=similarity, **_model_b_training(run)
+  )
+
+
+def _model_b_training(run: Run) -> dict[str, Any]:
+  """train_model's keywords for model B, the same when training and when restoring.
+
+  The shuffled-S control's permutation reaches the loop only for the online
+  source (its per-epoch S); other sources' S was saved already permuted.
+  """
   config, num_classes = run.config, run.dataset.num_classes
-  online_options = (
-      sim_lib.online_update_options(
+  online = config.similarity.source == "online"
+  return {
+      "loss_form": config.loss.form,
+      "amount": loss_options(config, num_classes),
+      "online": online,
+      "permutation": shuffle_permutation(config, num_classes)
+      if online
+      else None,
+      "online_options": sim_lib.online_update_options(
           similarity_options_that_ran(config, "online")
       )
       if online
-      else None
-  )
-  return train_model(
-      run,
-      phase,
-      loss_form=config.loss.form,
-      amount=loss_options(config, num_classes),
-      similarity=similarity,
-      online=online,
-      online_options=online_options,
-      permutation=shuffle_permutation(config, num_classes) if online else None,
-  )
+      else None,
+  }
 
 
 def run_evaluate(run: Run) -> dict:
@@ -831,8 +823,7 @@ def run_evaluate(run: Run) -> dict:
       )
     if shared_a and key in shared_a:
       continue
-    online = phase == "retrain" and config.similarity.source == "online"
-    models[key] = _restore_final(run, phase, identity, online)
+    models[key] = _restore_final(run, phase, identity)
   results = evaluation.evaluate_models(run, models, precomputed=shared_a)
   results["target"] = ckpt.read_json(
       os.path.join(run.workdir, "retrain", "target.json")

@@ -44,28 +44,15 @@ State = dict[str, Any]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def log_sum_weights(
-    similarity: jax.Array, alpha=None, *, mass=None
-) -> jax.Array:
-  r"""SimLoss weights with the soft-target mixing: :math:`W = (1-\alpha) I + \alpha R`,
-  or :math:`W = (1-m) I + m Q` with ``mass``.
-
-  Row y of W is exactly the soft target of class y
-  (:func:`simsoft.losses.similarity_target_matrix`), so the two loss forms
-  share the meaning of alpha and mass. For alpha <= 1/2 (mass <= 1/2) the true
-  class always weighs most (:math:`W_{yy} \ge W_{yj}`), which SimLoss needs:
-  otherwise it rewards predicting a "similar" class.
-  """
-  return losses.similarity_target_matrix(similarity, alpha=alpha, mass=mass)
-
-
 def make_loss_fn(
     form: str, alpha=None, *, mass=None, as_given: bool = False, hxe=None
 ) -> LossFn:
   """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
 
   soft_target: cross-entropy against row y of similarity_target_matrix(S);
-  log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S);
+  log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S), so row
+    y of W is the soft target of class y and both forms share alpha and mass
+    (for alpha, mass <= 1/2 the true class weighs most, which SimLoss needs);
   hxe: hierarchical cross-entropy with `hxe` = (node_leaves [N, C],
     path_weights [C, N]) (simsoft.similarity.hierarchy.hxe_arrays), closed
     over as constants; S is not used.
@@ -75,11 +62,7 @@ def make_loss_fn(
   (simsoft.losses.weighted_cross_entropy) with alpha = 0.5 is Online Label
   Smoothing's loss.
   """
-  if alpha is not None and mass is not None:
-    raise ValueError("give alpha or mass, not both")
-  losses.similarity_target_matrix(
-      jnp.eye(2), alpha=alpha, mass=mass
-  )  # range checks now
+  losses.check_amount(alpha=alpha, mass=mass)
   if form == "hxe":
     if hxe is None:
       raise ValueError(
@@ -110,7 +93,9 @@ def make_loss_fn(
     )
   elif form == "log_sum":
     return lambda logits, labels, s: losses.similarity_log_loss(
-        logits, labels, log_sum_weights(s, alpha, mass=mass)
+        logits,
+        labels,
+        losses.similarity_target_matrix(s, alpha=alpha, mass=mass),
     )
   raise ValueError(
       f"unknown loss form {form!r} (config.loss.form); known: "
