@@ -4,7 +4,7 @@ Same model (lenet, 28x28x1), optimizer (simsoft's SGD momentum 0.9 + weight
 decay + cosine schedule, the optax transformation make_optimizer returns),
 batch size 128, in one process, interleaved blocks of steps:
 
-  simsoft        train.train_model's loop (without checkpoints): the step from
+  simsoft        loop.train_model's loop (without checkpoints): the step from
                  simsoft.train_step.make_train_step, fed and jitted by
                  simsoft.input_pipeline's HostInput (numpy batches from
                  train_batches + make_array_from_process_local_data, state
@@ -24,7 +24,7 @@ batch size 128, in one process, interleaved blocks of steps:
 
 Target: images/s ratio simsoft / handwritten >= 0.95 (and simsoft_device /
 handwritten_resident, the two on-device loops). With --train_model also
-times simsoft.train.train_model itself end to end (checkpoint + logging
+times simsoft.loop.train_model itself end to end (checkpoint + logging
 included) as the slope of wall time over two run lengths.
 
   python -m benchmarks.bench_framework            # ~10 minutes on 2 cores (rolled scans are slow on CPU)
@@ -57,7 +57,7 @@ TARGET = 0.95
 def simsoft_variant(
     path: pipeline.SimsoftPath, feeder, log_every: int
 ) -> common.Variant:
-  """train.train_model's loop without checkpoints: feeder.run chunks, a sync at each log."""
+  """loop.train_model's loop without checkpoints: feeder.run chunks, a sync at each log."""
   key = jax.jit(lambda: jax.random.key(0), out_shardings=path.run.replicated)()
   holder = {"state": jax.tree.map(jnp.copy, path.state), "done": 0}
   k = feeder.max_steps_per_dispatch
@@ -209,9 +209,10 @@ def scan_and_dispatch(step, step_jit, params, opt_state, xs, ys):
 
 
 def train_model_slope(model, split, batch_size, epochs_pair, repeats):
-  """Seconds per step of simsoft.train.train_model: slope of wall time over two lengths."""
+  """Seconds per step of simsoft.loop.train_model: slope of wall time over two lengths."""
   from simsoft import config as config_lib
-  from simsoft import train as train_lib
+  from simsoft import loop
+  from simsoft.run import Run
 
   mean, std = data_lib.channel_stats(split.images)
   ds = data_lib.Dataset(
@@ -234,11 +235,11 @@ def train_model_slope(model, split, batch_size, epochs_pair, repeats):
       c.estimate.epochs = epochs
       c.checkpoint.every_steps, c.log_every_steps = 500, 100
       with tempfile.TemporaryDirectory() as workdir:
-        run = train_lib.Run(
+        run = Run(
             config=c, workdir=workdir, mesh=sharding.make_mesh(), dataset=ds
         )
         start = time.perf_counter()
-        train_lib.train_model(
+        loop.train_model(
             run,
             "estimate",
             loss_form="soft_target",
@@ -269,7 +270,7 @@ def main(argv=None) -> list[dict]:
   ap.add_argument(
       "--train_model",
       action="store_true",
-      help="also time simsoft.train.train_model end to end (imports TensorFlow)",
+      help="also time simsoft.loop.train_model end to end (imports TensorFlow)",
   )
   common.add_common_args(ap, steps=10, repeats=11)
   args = ap.parse_args(argv)

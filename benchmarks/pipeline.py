@@ -1,12 +1,12 @@
-"""simsoft's training path, built as simsoft/train.py builds it, for benchmarks.
+"""simsoft's training path, built as simsoft.loop.train_model builds it, for benchmarks.
 
-`simsoft_step` returns the state and step of `train.train_model` (state
-replicated, the step from `simsoft.train_step.make_train_step`) with that step
-jitted as `simsoft.input_pipeline.HostInput` jits it (state donated, batch
-sharded over the ('data',) mesh); `simsoft_feeder` is the loop's own feeder,
-`simsoft.input_pipeline.make_input` ('host': train_batches +
-make_array_from_process_local_data; 'device': the split on device, k steps per
-dispatch). Also: the models' input data.
+`simsoft_step` returns the replicated state of `simsoft.state.create_train_state`
+(the function train_model calls) and the step of
+`simsoft.train_step.make_train_step`, jitted as `simsoft.input_pipeline.HostInput`
+jits it (state donated, batch sharded over the ('data',) mesh);
+`simsoft_feeder` is the loop's own feeder, `simsoft.input_pipeline.make_input`
+('host': train_batches + make_array_from_process_local_data; 'device': the
+split on device, k steps per dispatch). Also: the models' input data.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from jax.sharding import NamedSharding
 
 from simsoft import config as config_lib
 from simsoft import data as data_lib
-from simsoft import models as models_lib
+from simsoft import state as state_lib
 from simsoft import train_step as step_lib
 from simsoft.sharding import make_mesh, sharded
-from simsoft.train import Run  # no TensorFlow: CLU loads when training starts
+from simsoft.run import Run
 
 
 def optimizer_config(
@@ -87,7 +87,7 @@ def simsoft_step(
     seed: int = 0,
     model_kwargs: dict | None = None,
 ) -> SimsoftPath:
-  """Builds state and step as train.train_model does (estimate phase, not online)."""
+  """State (simsoft.state.create_train_state) and step as loop.train_model builds them (estimate phase, not online)."""
   mesh = mesh or make_mesh()
   mean, std = data_lib.channel_stats(split.images)
   ds = data_lib.Dataset(
@@ -102,41 +102,25 @@ def simsoft_step(
   )
   config = config_lib.base_config()
   config.batch_size = batch_size
+  config.seed = seed
+  config.model.name = model
+  config.model.dtype = jnp.dtype(dtype).name
+  config.model.kwargs = ml_collections.ConfigDict(model_kwargs or {})
+  config.optimizer = optimizer
   run = Run(config=config, workdir="", mesh=mesh, dataset=ds)
-  kwargs = model_kwargs or {}
-
-  def build(rngs):
-    return models_lib.create_model(
-        model,
-        num_classes=num_classes,
-        input_shape=split.image_shape,
-        rngs=rngs,
-        dtype=dtype,
-        **kwargs,
-    )
-
   steps_per_epoch = max(len(split) // batch_size, 1)
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-  tx = step_lib.make_optimizer(
-      optimizer,
+  setup = state_lib.create_train_state(
+      config,
+      ds,
+      mesh,
+      similarity=np.eye(num_classes, dtype=np.float32),
       steps_per_epoch=steps_per_epoch,
       total_steps=100 * steps_per_epoch,
   )
-
-  def init_state():
-    _, params, model_state = nnx.split(build(nnx.Rngs(seed)), nnx.Param, ...)
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "model_state": model_state,
-        "opt_state": tx.init(params),
-        "similarity": jnp.eye(num_classes, dtype=jnp.float32),
-        "nonfinite_step": jnp.full((), -1, jnp.int32),
-    }
-
+  graphdef = setup.graphdef
   step_fn = step_lib.make_train_step(
       graphdef,
-      tx,
+      setup.tx,
       loss_fn,
       mean=mean,
       std=std,
@@ -149,7 +133,7 @@ def simsoft_step(
       out_shardings=(run.replicated, run.replicated),
       donate_argnums=0,
   )
-  state = jax.jit(init_state, out_shardings=run.replicated)()
+  state = setup.init()
   return SimsoftPath(
       run=run, state=state, step=step, step_fn=step_fn, graphdef=graphdef
   )
@@ -163,7 +147,7 @@ def simsoft_feeder(
     scan_unroll: bool = False,
     seed: int = 0,
 ):
-  """train.train_model's feeder: input_pipeline.make_input for 'host' or 'device'."""
+  """loop.train_model's feeder: input_pipeline.make_input for 'host' or 'device'."""
   from simsoft import input_pipeline
 
   cfg = config_lib.base_config().input

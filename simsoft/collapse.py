@@ -73,7 +73,8 @@ def logit_gradients(logits, labels, weights) -> tuple[jax.Array, jax.Array]:
 def diagnose(workdir: str) -> dict:
   """Restores model B of a finished run and measures the collapse on its training split."""
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
-  from simsoft import train  # pylint: disable=g-import-not-at-top
+  from simsoft import phases  # pylint: disable=g-import-not-at-top
+  from simsoft.run import Run  # pylint: disable=g-import-not-at-top
   from simsoft import train_step as step_lib  # pylint: disable=g-import-not-at-top
 
   with open(os.path.join(workdir, "config.json")) as f:
@@ -85,14 +86,13 @@ def diagnose(workdir: str) -> dict:
       split_seed=config.dataset.split_seed,
       train_examples=config.dataset.train_examples,
   )
-  run = train.Run(
+  run = Run(
       config=config,
       workdir=workdir,
       mesh=sharding.make_mesh(jax.devices()[:1]),
       dataset=ds,
   )
-  identity = np.eye(ds.num_classes, dtype=np.float32)
-  graphdef, state = train._restore_final(run, "retrain", identity)  # pylint: disable=protected-access
+  graphdef, state = phases.restore_final(run, "retrain")
   weights = losses.similarity_target_matrix(
       state["similarity"], **config_lib.loss_amount(config)
   )

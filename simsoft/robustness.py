@@ -45,12 +45,12 @@ PredictFn = Callable[[jax.Array], jax.Array]
 _EXTRA_KEY = re.compile(r"^(?P<name>.+)_(?P<severity>\d+)$")
 
 
-def _json_clean(x):
+def json_clean(x):
   """Recursively: numpy scalars -> Python, non-finite floats -> None."""
   if isinstance(x, Mapping):
-    return {str(k): _json_clean(v) for k, v in x.items()}
+    return {str(k): json_clean(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_json_clean(v) for v in x]
+    return [json_clean(v) for v in x]
   if isinstance(x, (np.floating, float)):
     return float(x) if math.isfinite(x) else None
   if isinstance(x, np.integer):
@@ -58,9 +58,10 @@ def _json_clean(x):
   return x
 
 
-def _check_split(
+def check_split(
     images, labels, num_classes: int, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
+  """(float32 images in [0, 1], int32 labels) of a split, checked; ValueError naming `what`."""
   images, labels = np.asarray(images), np.asarray(labels)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
     raise ValueError(
@@ -87,7 +88,7 @@ def _check_split(
   return images.astype(np.float32), labels.astype(np.int32)
 
 
-class _Batches:
+class Batches:
   """A split padded to [num_batches, batch_size, ...] on device, with its mask."""
 
   def __init__(self, images, labels, batch_size, mask_padding, mesh):
@@ -147,8 +148,8 @@ def _update(stats, logits, labels, mask, i):
   return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
 
 
-class _Evaluator:
-  """Evaluates one predict_fn on padded splits, clean or corrupted."""
+class Scorer:
+  """Scores one predict_fn on padded splits (Batches), clean or corrupted."""
 
   def __init__(
       self,
@@ -174,7 +175,7 @@ class _Evaluator:
 
   def evaluate(
       self,
-      batches: _Batches,
+      batches: Batches,
       name: str | None = None,
       severity: int = 0,
       key=None,
@@ -250,10 +251,10 @@ def summarize(cells: Mapping[str, Mapping[str, Mapping]]) -> dict:
   out["accuracy_by_severity"] = {
       s: float(np.mean([by[s] for by in acc.values() if s in by])) for s in sevs
   }
-  return _json_clean(out)
+  return json_clean(out)
 
 
-def _resolve_suite(suite) -> list[str]:
+def resolve_suite(suite) -> list[str]:
   if isinstance(suite, str):
     if suite == "all":
       return list(corruptions_lib.CORRUPTIONS)
@@ -262,6 +263,78 @@ def _resolve_suite(suite) -> list[str]:
   for name in names:
     corruptions_lib.get_corruption(name)
   return names
+
+
+def corrupted_subset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    corrupted_examples: int,
+    batch_size: int,
+    mask_padding: bool,
+    mesh: jax.sharding.Mesh | None,
+) -> Batches | None:
+  """Batches of the first `corrupted_examples` images, or None when that is the whole split."""
+  if 0 < corrupted_examples < len(labels):
+    return Batches(
+        images[:corrupted_examples],
+        labels[:corrupted_examples],
+        batch_size,
+        mask_padding,
+        mesh,
+    )
+  return None
+
+
+def corruption_grid(
+    scorer: Scorer,
+    batches: Batches,
+    names: Sequence[str],
+    severities: Sequence[int],
+    key: jax.Array,
+    report: Callable[[str], None] = lambda name: None,
+) -> dict:
+  """{name: {'<severity>': metrics}}: `batches` corrupted on device, cell by cell.
+
+  Cell (name, s) batch i uses fold_in(fold_in(fold_in(key, crc32(name)), s), i).
+  """
+  grid = {}
+  for name in names:
+    name_key = jax.random.fold_in(key, _stable_id(name))
+    grid[name] = {}
+    for s in severities:
+      grid[name][str(s)] = scorer.evaluate(
+          batches, name, s, jax.random.fold_in(name_key, s)
+      )
+      report(f"{name} s{s}")
+  return grid
+
+
+def extra_set_grid(
+    scorer: Scorer,
+    extra_sets: Mapping[str, tuple],
+    batch_size: int,
+    mask_padding: bool,
+    mesh: jax.sharding.Mesh | None,
+    report: Callable[[str], None] = lambda name: None,
+) -> dict:
+  """{name: {'<severity>': metrics}} of pre-corrupted sets keyed '<name>_<severity>'.
+
+  Sets are read one at a time (a lazy Mapping keeps one in memory).
+  """
+  grid = {}
+  for set_key in sorted(extra_sets):
+    match = _EXTRA_KEY.match(set_key)
+    if match is None:
+      raise ValueError(
+          f"extra_sets key {set_key!r} must look like '<name>_<severity>'"
+      )
+    x, y = check_split(
+        *extra_sets[set_key], scorer.num_classes, f"extra_sets[{set_key!r}]"
+    )
+    cell = scorer.evaluate(Batches(x, y, batch_size, mask_padding, mesh))
+    grid.setdefault(match["name"], {})[str(int(match["severity"]))] = cell
+    report(set_key)
+  return grid
 
 
 def run_suite(
@@ -328,13 +401,13 @@ def run_suite(
     raise ValueError(
         f"corrupted_examples must be >= 0, got {corrupted_examples}"
     )
-  names = _resolve_suite(suite)
+  names = resolve_suite(suite)
   severities = [corruptions_lib.check_severity(s) for s in severities]
   if class_to_group is not None:
     class_to_group = np.asarray(class_to_group)
   if reference_similarity is not None:
     reference_similarity = np.asarray(reference_similarity)
-  evaluator = _Evaluator(
+  scorer = Scorer(
       predict_fn,
       num_classes,
       class_to_group,
@@ -356,52 +429,29 @@ def run_suite(
       else (lambda name: None)
   )
 
-  images, labels = _check_split(images, labels, num_classes, "clean test split")
-  clean = _Batches(images, labels, batch_size, mask_padding, mesh)
-  results = {
-      "clean": evaluator.evaluate(clean, correct_bits=True),
-      "corruptions": {},
-  }
+  images, labels = check_split(images, labels, num_classes, "clean test split")
+  clean = Batches(images, labels, batch_size, mask_padding, mesh)
+  results = {"clean": scorer.evaluate(clean, correct_bits=True)}
   report("clean")
-  if names and 0 < corrupted_examples < len(labels):
-    clean = _Batches(
-        images[:corrupted_examples],
-        labels[:corrupted_examples],
-        batch_size,
-        mask_padding,
-        mesh,
+  if names:
+    subset = corrupted_subset(
+        images, labels, corrupted_examples, batch_size, mask_padding, mesh
     )
-    results["clean_on_corrupted_images"] = evaluator.evaluate(clean)
-    report("clean (corrupted subset)")
-  elif names:
-    results["clean_on_corrupted_images"] = results["clean"]
-  for name in names:
-    name_key = jax.random.fold_in(key, _stable_id(name))
-    results["corruptions"][name] = {}
-    for s in severities:
-      results["corruptions"][name][str(s)] = evaluator.evaluate(
-          clean, name, s, jax.random.fold_in(name_key, s)
-      )
-      report(f"{name} s{s}")
+    if subset is None:
+      results["clean_on_corrupted_images"] = results["clean"]
+    else:
+      results["clean_on_corrupted_images"] = scorer.evaluate(subset)
+      report("clean (corrupted subset)")
+      clean = subset
+  results["corruptions"] = corruption_grid(
+      scorer, clean, names, severities, key, report
+  )
   del clean
-
   if extra_sets:
-    results["extra_sets"] = {}
-    for set_key in sorted(extra_sets):
-      match = _EXTRA_KEY.match(set_key)
-      if match is None:
-        raise ValueError(
-            f"extra_sets key {set_key!r} must look like '<name>_<severity>'"
-        )
-      x, y = _check_split(
-          *extra_sets[set_key], num_classes, f"extra_sets[{set_key!r}]"
-      )
-      cell = evaluator.evaluate(_Batches(x, y, batch_size, mask_padding, mesh))
-      results["extra_sets"].setdefault(match["name"], {})[
-          str(int(match["severity"]))
-      ] = cell
-      report(set_key)
-  results = _json_clean(results)
+    results["extra_sets"] = extra_set_grid(
+        scorer, extra_sets, batch_size, mask_padding, mesh, report
+    )
+  results = json_clean(results)
   if results["corruptions"]:
     results["summary"] = summarize(results["corruptions"])
   if results.get("extra_sets"):
@@ -480,4 +530,4 @@ def compare_to_baseline(results: Mapping, baseline_results: Mapping) -> dict:
     out["extra_sets"] = _compare_grid(
         results["extra_sets"], baseline_results["extra_sets"], clean, base_clean
     )
-  return _json_clean(out)
+  return json_clean(out)

@@ -310,13 +310,13 @@ def check_training(c) -> None:
 def check_evaluate(c) -> None:
   from simsoft import corruptions as corruptions_lib  # pylint: disable=g-import-not-at-top
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
-  from simsoft import evaluation  # pylint: disable=g-import-not-at-top
+  from simsoft import evaluators  # pylint: disable=g-import-not-at-top
 
   e = c.evaluate
   names_in(
       "evaluate.evaluators",
       e.evaluators,
-      evaluation.EVALUATORS,
+      list(evaluators.EVALUATORS),
       what="evaluator",
   )
   names_in(

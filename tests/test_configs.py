@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import data, evaluation, models, similarity, validate
+from simsoft import data, evaluation, evaluators, models, similarity, validate
 from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
@@ -61,7 +61,7 @@ def test_config_builds_and_names_resolve(path, arg):
   assert c.model.name in models.MODELS
   assert c.similarity.source in similarity.SOURCES
   make_loss_fn(c.loss.form, c.loss.alpha)
-  evaluation.evaluators_of(c)
+  evaluators.check_entries(evaluation.evaluator_entries(c))
   assert validate.check_phases(c) == ("estimate", "retrain", "evaluate")
   assert c.batch_size > 0 and c.estimate.epochs > 0 and c.retrain.epochs > 0
   module_doc = open(path).read()

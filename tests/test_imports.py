@@ -73,3 +73,20 @@ def test_simsoft_has_no_import_cycle():
   graph = import_graph()
   assert "simsoft.train" in graph and "simsoft.run" in graph["simsoft.train"]
   assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_only_the_entry_points_import_train():
+  # The phases, the loop and the evaluators never see the pipeline's entry.
+  graph = import_graph()
+  importers = {m for m, targets in graph.items() if "simsoft.train" in targets}
+  assert importers == {"simsoft.main", "simsoft.sweep"}
+
+
+def test_evaluators_never_see_a_run():
+  graph = import_graph()
+  for module in (
+      "simsoft.evaluators",
+      "simsoft.evaluation",
+      "simsoft.robustness",
+  ):
+    assert not graph[module] & {"simsoft.run", "simsoft.loop", "simsoft.phases"}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simsoft import checkpoint as ckpt
+from simsoft import errors
 from simsoft import train
 from tests.helpers.tiny import ROOT, final_params, load_config, tiny_config
 
@@ -116,7 +117,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   c.checkpoint.every_steps = 1
   c.log_every_steps = 100
   with pytest.raises(
-      train.NonFiniteLossError,
+      errors.NonFiniteLossError,
       match=r"phase 'estimate'.*step \d+.*last good checkpoint, step \d+ in .*, is intact",
   ):
     train.train_and_evaluate(c, str(tmp_path))

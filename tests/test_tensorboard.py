@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 
+from simsoft import loop
 from simsoft import progress as progress_lib
 from simsoft import train
 from simsoft import train_step as step_lib
@@ -128,7 +129,7 @@ def test_window_means_weigh_every_step():
       ({"loss": np.float32(1.0)}, 1),
       ({"loss": np.float32(4.0)}, 2),
   ]  # a 2-step chunk's mean
-  assert train._window_means(window) == {"loss": pytest.approx(3.0)}
+  assert loop._window_means(window) == {"loss": pytest.approx(3.0)}
 
 
 def test_similarity_image_and_flat_hparams():

@@ -8,6 +8,7 @@ softmax updates written out. Runs are tiny (digits, 96-128 training examples,
 a few steps), so a test costs seconds.
 """
 
+import functools
 import json
 import os
 from types import SimpleNamespace
@@ -22,10 +23,13 @@ from flax import nnx
 from simsoft import checkpoint as ckpt
 from simsoft import data as data_lib
 from simsoft import evaluation
+from simsoft import loop
 from simsoft import models as models_lib
+from simsoft import phases
 from simsoft import sharding
 from simsoft import train
 from simsoft import train_step as step_lib
+from simsoft.run import Run
 from tests.helpers.tiny import load_config
 
 C = 10
@@ -326,14 +330,14 @@ def softmax_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("softmax_run"))
   logged = []
 
-  class Recording(train.Progress):
+  class Recording(loop.Progress):
 
     def update(self, step, scalars):
       logged.append((self.phase, step, dict(scalars)))
       super().update(step, scalars)
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, "Progress", Recording)
+    mp.setattr(loop, "Progress", Recording)
     train.train_and_evaluate(c, workdir)
   return SimpleNamespace(
       config=c,
@@ -567,13 +571,14 @@ def test_evaluation_uses_batchnorm_running_averages(tmp_path):
       atol=1e-5,
   )
 
-  run = train.Run(
+  run = Run(
       config=c, workdir=str(tmp_path), mesh=sharding.make_mesh(), dataset=ds
   )
   state = {"params": params, "model_state": rest}
-  clean = evaluation.evaluate_models(run, {"A": (graphdef, state)})["models"][
-      "A"
-  ]["clean"]
+  predict_a = functools.partial(predict, params, rest)
+  clean = evaluation.evaluate_models(
+      {"A": predict_a}, evaluation.build_evaluators(c, ds, run.mesh)
+  )["models"]["A"]["clean"]
   logits = _bn_logits(model, test.images, ds.mean, ds.std)
   n = len(test)
   assert clean["count"] == n, "clean metrics did not count the test split"
@@ -584,9 +589,7 @@ def test_evaluation_uses_batchnorm_running_averages(tmp_path):
       -_log_softmax(logits)[np.arange(len(test)), test.labels].mean(), rel=1e-5
   )
 
-  stats, n = evaluation.similarity_stats(
-      run, graphdef, state, val, with_features=False
-  )
+  stats, n = phases.validation_stats(run, graphdef, state, with_features=False)
   p = np.exp(_log_softmax(_bn_logits(model, val.images, ds.mean, ds.std)))
   num_validation = len(val)
   assert n == num_validation

@@ -41,11 +41,13 @@ from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.sources import (
     SOURCES,
     build_similarity,
+    initial_similarity,
     online_update_options,
     source_needs_data,
     source_needs_features,
     source_needs_path,
     source_options,
+    source_spec,
 )
 from simsoft.similarity.stats import SimilarityStats, init_stats, merge_stats, update_stats
 
@@ -61,6 +63,7 @@ __all__ = [
     "from_pytree",
     "from_restored",
     "hxe_arrays",
+    "initial_similarity",
     "init_stats",
     "load_record",
     "make_record",
@@ -82,6 +85,7 @@ __all__ = [
     "source_needs_features",
     "source_needs_path",
     "source_options",
+    "source_spec",
     "to_pytree",
     "update_stats",
 ]

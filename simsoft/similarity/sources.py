@@ -72,19 +72,48 @@ __all__ = [
     "source_needs_data",
     "source_needs_features",
     "source_needs_path",
+    "source_spec",
+    "initial_similarity",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """A named builder: ``build(num_classes, stats, classifier_kernel, path, options) -> A``."""
+  """A named builder and what it is built from, so the pipeline needs no name branches.
+
+  ``build(num_classes, stats, classifier_kernel, path, options) -> A [C, C]``.
+
+  Attributes:
+    needs_data: built from a pass over data (its ``stats``).
+    needs_features: that pass accumulates penultimate features.
+    needs_kernel: built from the classifier's final kernel [D, C].
+    path_field: the config field naming the file it reads, or None.
+    check_file: ``(path, num_classes)`` reads that file up front (ValueError
+      if unusable), so a bad file fails before any training.
+    per_epoch: rebuilt at the end of every retraining epoch from that epoch's
+      statistics (Online Label Smoothing); the estimate phase gives S^0.
+    options: its own options with their defaults.
+    own_temperature: the builder applies ``temperature`` itself.
+  """
 
   build: Callable[..., np.ndarray]
   needs_data: bool = False
   needs_features: bool = False
+  needs_kernel: bool = False
+  path_field: str | None = None
+  check_file: Callable[[str, int], Any] | None = None
+  per_epoch: bool = False
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   own_temperature: bool = False
-  needs_path: bool = False
+
+  @property
+  def needs_path(self) -> bool:
+    return self.path_field is not None
+
+  @property
+  def estimate_needs_data(self) -> bool:
+    """A data pass after model A is trained (per-epoch sources get theirs while B trains)."""
+    return self.needs_data and not self.per_epoch
 
   def __call__(self, **kwargs) -> np.ndarray:
     return self.build(**kwargs)
@@ -322,6 +351,10 @@ def _embedding(*, num_classes, path, options, **_):
   return np.maximum((cos - b) / (1.0 - b), 0.0)
 
 
+def _check_embedding_file(path: str, num_classes: int) -> None:
+  _read_embeddings(path, num_classes)
+
+
 SOURCES: dict[str, Source] = {
     "identity": Source(_identity),
     "uniform": Source(_uniform),
@@ -339,12 +372,22 @@ SOURCES: dict[str, Source] = {
         own_temperature=True,
     ),
     "weights": Source(
-        _weights, options={"temperature": 0.1}, own_temperature=True
+        _weights,
+        needs_kernel=True,
+        options={"temperature": 0.1},
+        own_temperature=True,
     ),
-    "file": Source(_file, needs_path=True),
+    "file": Source(
+        _file,
+        path_field="similarity.path",
+        check_file=lambda path, c: sim_io.read_similarity_file(
+            path, num_classes=c
+        ),
+    ),
     "online": Source(
         _online,
         needs_data=True,
+        per_epoch=True,
         options={
             "correct_only": True,
             "initial_smoothing": 0.1,
@@ -353,12 +396,40 @@ SOURCES: dict[str, Source] = {
             "freeze_threshold": 0.0,
         },
     ),
-    "hierarchy": Source(_hierarchy, needs_path=True, options={"beta": 10.0}),
+    "hierarchy": Source(
+        _hierarchy,
+        path_field="hierarchy_path",
+        check_file=lambda path, c: hierarchy_lib.read_distances(
+            path, num_classes=c
+        ),
+        options={"beta": 10.0},
+    ),
     "ordinal": Source(_ordinal, options={"ratio": 0.5}),
     "embedding": Source(
-        _embedding, needs_path=True, options={"lower_bound": 0.5}
+        _embedding,
+        path_field="similarity.path",
+        check_file=_check_embedding_file,
+        options={"lower_bound": 0.5},
     ),
 }
+
+
+def source_spec(source: str) -> Source:
+  """The registry entry of `source` (ValueError naming the known ones)."""
+  return _source(source)
+
+
+def initial_similarity(
+    source: str, *, num_classes: int, options: Mapping[str, Any]
+) -> np.ndarray:
+  """[C, C] the S a per-epoch source trains its first epoch with.
+
+  Zeros for the online source's initial='zero' (the peer's zero first-epoch
+  matrix, used with loss.as_given), else build_similarity without statistics.
+  """
+  if options.get("initial") == "zero":
+    return np.zeros((num_classes, num_classes), np.float32)
+  return build_similarity(source, num_classes=num_classes, options=options)
 
 
 def _source(source: str) -> Source:
@@ -442,7 +513,7 @@ def build_similarity(
     )
   opts = {**allowed, **options}
 
-  if spec.needs_data and stats is None and source != "online":
+  if spec.estimate_needs_data and stats is None:
     raise ValueError(
         f"source {source!r} needs `stats` (from update_stats over a data pass)."
     )
@@ -450,14 +521,13 @@ def build_similarity(
     raise ValueError(
         f"`stats` has {stats.num_classes} classes but `num_classes` is {num_classes}."
     )
-  if source == "weights" and classifier_kernel is None:
+  if spec.needs_kernel and classifier_kernel is None:
     raise ValueError(
-        "source 'weights' needs `classifier_kernel` ([D, C] final-layer kernel)."
+        f"source {source!r} needs `classifier_kernel` ([D, C] final-layer kernel)."
     )
   if spec.needs_path and path is None:
     raise ValueError(
-        f"source {source!r} needs `path` (config.similarity.path; for "
-        "'hierarchy' config.hierarchy_path)."
+        f"source {source!r} needs `path` (config.{spec.path_field})."
     )
 
   affinity = spec(

@@ -33,26 +33,17 @@ def tiny_config(arg="epochs=1,phases=estimate"):
 
 def final_params(config, workdir, devices=None) -> dict[str, np.ndarray]:
   """Runs config's phases, then returns this process's copy of the estimate phase's params."""
-  from simsoft import sharding, train
+  from simsoft import phases, sharding, train
+  from simsoft.run import Run
 
   train.train_and_evaluate(config, workdir, devices=devices)
-  ds = train.data_lib.get_dataset(
-      config.dataset.name,
-      validation_fraction=config.dataset.validation_fraction,
-  )
-  run = train.Run(
+  run = Run(
       config=config,
       workdir=workdir,
       mesh=sharding.make_mesh(devices),
-      dataset=ds,
+      dataset=train.load_dataset(config),
   )
-  _, state = train.train_model(
-      run,
-      "estimate",
-      loss_form="soft_target",
-      amount={"alpha": 0.0},
-      similarity=np.eye(ds.num_classes, dtype=np.float32),
-  )
+  _, state = phases.restore_final(run, "estimate")
   leaves = jax.tree_util.tree_leaves_with_path(state["params"])
   return {
       jax.tree_util.keystr(path): np.asarray(leaf.addressable_data(0))

@@ -1,0 +1,269 @@
+"""Evaluators, as in big_vision: each built from its config entry and the test data.
+
+  evaluators = from_config({'clean': {'type': 'clean'},
+                            'corruptions': {'type': 'corruptions', 'severities': (1, 3)}},
+                           data)
+  for evaluator in evaluators.values():
+    metrics.update(evaluator.run(predict_fn, report))
+
+`predict_fn` maps float32 images [B, H, W, C] in [0, 1] to logits [B, C]
+(normally jitted; it normalizes internally); `report(name)` is called after
+each test set. An evaluator never sees the trainer: it holds its data on
+device and can be run on any number of models. Types:
+
+  clean        the test split: accuracy, NLL, ECE, mistake severity, ...
+               -> {'clean': metrics + 'correct_bits'}
+  corruptions  simsoft.corruptions applied on device: `corruptions` ('all' or
+               names) x `severities`, on the first `examples` test images
+               (0: all) -> {'clean_on_corrupted_images', 'corruptions', 'summary'}
+  cifar10_c    the real CIFAR-10-C through TFDS (cifar10 runs): `corruptions`
+               ('all' or TFDS names) x `severities`
+               -> {'extra_sets', 'extra_summary'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from simsoft import corruptions as corruptions_lib
+from simsoft import data as data_lib
+from simsoft import robustness
+
+PredictFn = Callable[[jax.Array], jax.Array]
+Report = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalData:
+  """The test split and what the metrics need to know about the classes.
+
+  Attributes:
+    images: [N, H, W, C] uint8 or float32 in [0, 1].
+    labels: int [N].
+    num_classes: C.
+    batch_size: evaluation batch size (a multiple of the mesh size).
+    key: PRNG key of the corruption noise.
+    mesh: 1-D ('data',) mesh the batches are sharded over, or None.
+    class_to_group: int [C] super-class of each class (superclass accuracy), or None.
+    reference_similarity: [C, C] R for mistake severity, or None.
+    mistake_distance: [C, C] class distances (LCA heights), or None.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+  batch_size: int
+  key: jax.Array
+  mesh: jax.sharding.Mesh | None = None
+  class_to_group: np.ndarray | None = None
+  reference_similarity: np.ndarray | None = None
+  mistake_distance: np.ndarray | None = None
+
+  def scorer(self, predict_fn: PredictFn) -> robustness.Scorer:
+    return robustness.Scorer(
+        predict_fn,
+        self.num_classes,
+        self.class_to_group,
+        self.reference_similarity,
+        self.mistake_distance,
+        self.mesh,
+    )
+
+  def batches(self, images, labels) -> robustness.Batches:
+    return robustness.Batches(images, labels, self.batch_size, True, self.mesh)
+
+
+class Evaluator(Protocol):
+  num_sets: int  # how many test sets run() scores (for progress)
+
+  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
+    ...
+
+
+class CleanEvaluator:
+  """Metrics of the clean test split, with per-image correctness (simsoft.intervals)."""
+
+  num_sets = 1
+
+  def __init__(self, data: EvalData):
+    self._data = data
+    images, labels = robustness.check_split(
+        data.images, data.labels, data.num_classes, "clean test split"
+    )
+    self._batches = data.batches(images, labels)
+
+  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
+    scorer = self._data.scorer(predict_fn)
+    metrics = scorer.evaluate(self._batches, correct_bits=True)
+    report("clean")
+    return robustness.json_clean({"clean": metrics})
+
+
+class CorruptionsEvaluator:
+  """Every (corruption, severity) cell of simsoft.corruptions, applied on device."""
+
+  def __init__(
+      self,
+      data: EvalData,
+      *,
+      corruptions: str | Sequence[str] = "all",
+      severities: Sequence[int] = corruptions_lib.SEVERITIES,
+      examples: int = 0,
+  ):
+    if int(examples) < 0:
+      raise ValueError(f"examples must be >= 0, got {examples}")
+    self._data = data
+    self._names = robustness.resolve_suite(corruptions)
+    self._severities = [corruptions_lib.check_severity(s) for s in severities]
+    images, labels = robustness.check_split(
+        data.images, data.labels, data.num_classes, "clean test split"
+    )
+    self._whole = not 0 < examples < len(labels)
+    self._batches = data.batches(
+        images[: examples or None], labels[: examples or None]
+    )
+    # Its clean pass counts as a test set of its own only on a subset.
+    self.num_sets = len(self._names) * len(self._severities) + (not self._whole)
+
+  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
+    scorer = self._data.scorer(predict_fn)
+    # The severity-0 point of the curve: the clean metrics of these very images.
+    clean = scorer.evaluate(self._batches, correct_bits=self._whole)
+    if not self._whole:
+      report("clean (corrupted subset)")
+    grid = robustness.corruption_grid(
+        scorer,
+        self._batches,
+        self._names,
+        self._severities,
+        self._data.key,
+        report,
+    )
+    out = robustness.json_clean(
+        {"clean_on_corrupted_images": clean, "corruptions": grid}
+    )
+    if out["corruptions"]:
+      out["summary"] = robustness.summarize(out["corruptions"])
+    return out
+
+
+class Cifar10CSets(Mapping):
+  """'<corruption>_<severity>' -> (uint8 images, labels), read from TFDS on access.
+
+  One set at a time is read, so only one of the 95 is in memory.
+  """
+
+  def __init__(
+      self,
+      data_dir: str | None,
+      corruptions: str | Sequence[str] = "all",
+      severities: Sequence[int] | None = None,
+  ):
+    names = (
+        data_lib.CIFAR10_C_CORRUPTIONS if corruptions == "all" else corruptions
+    )
+    known = (
+        data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS
+    )
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+      raise ValueError(
+          f"unknown CIFAR-10-C corruption(s) {unknown}; "
+          f"known: {list(data_lib.CIFAR10_C_CORRUPTIONS)}"
+      )
+    self._data_dir = data_dir
+    self._keys = [
+        f"{n}_{s}"
+        for n in names
+        for s in severities or data_lib.CIFAR10_C_SEVERITIES
+    ]
+
+  def __getitem__(self, key):
+    name, _, severity = key.rpartition("_")
+    split = data_lib.load_cifar10_corrupted(
+        name, int(severity), data_dir=self._data_dir
+    )
+    return split.images, split.labels
+
+  def __iter__(self):
+    return iter(self._keys)
+
+  def __len__(self):
+    return len(self._keys)
+
+
+class Cifar10CEvaluator:
+  """The real CIFAR-10-C (TFDS 'cifar10_corrupted'), one set at a time."""
+
+  def __init__(
+      self,
+      data: EvalData,
+      *,
+      corruptions: str | Sequence[str] = "all",
+      severities: Sequence[int] = corruptions_lib.SEVERITIES,
+      data_dir: str | None = None,
+  ):
+    self._data = data
+    self._sets = Cifar10CSets(data_dir or None, corruptions, severities)
+    self.num_sets = len(self._sets)
+
+  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
+    grid = robustness.extra_set_grid(
+        self._data.scorer(predict_fn),
+        self._sets,
+        self._data.batch_size,
+        True,
+        self._data.mesh,
+        report,
+    )
+    out = robustness.json_clean({"extra_sets": grid})
+    out["extra_summary"] = robustness.summarize(out["extra_sets"])
+    return out
+
+
+EVALUATORS: dict[str, type] = {
+    "clean": CleanEvaluator,
+    "corruptions": CorruptionsEvaluator,
+    "cifar10_c": Cifar10CEvaluator,
+}
+
+
+def check_entries(entries: Mapping[str, Mapping[str, Any]]) -> None:
+  """Each entry names a known type and only that type's options (ValueError otherwise)."""
+  if "clean" not in entries:
+    raise ValueError(
+        "the evaluators must include 'clean' (the test split every comparison uses)"
+    )
+  for name, entry in entries.items():
+    kind = entry.get("type", name)
+    if kind not in EVALUATORS:
+      raise ValueError(
+          f"unknown evaluator type {kind!r} (evaluator {name!r}); "
+          f"known: {list(EVALUATORS)}"
+      )
+    allowed = set(inspect.signature(EVALUATORS[kind]).parameters) - {"data"}
+    unknown = sorted(set(entry) - allowed - {"type"})
+    if unknown:
+      raise ValueError(
+          f"evaluator {name!r} ({kind}) has no option(s) {unknown}; "
+          f"known: {sorted(allowed)}"
+      )
+
+
+def from_config(
+    entries: Mapping[str, Mapping[str, Any]], data: EvalData
+) -> dict[str, Evaluator]:
+  """{name: evaluator} built from {name: {'type': ..., option: value}} entries, in order."""
+  check_entries(entries)
+  return {
+      name: EVALUATORS[entry.get("type", name)](
+          data, **{k: v for k, v in entry.items() if k != "type"}
+      )
+      for name, entry in entries.items()
+  }

@@ -1,0 +1,125 @@
+"""A model's train state: the model, its optimizer and the replicated initial state.
+
+  setup = create_train_state(config, dataset, mesh, similarity=S,
+                             steps_per_epoch=k, total_steps=n)
+  state = setup.init()          # fresh, replicated over the mesh
+  state = restore(setup.abstract)  # or restored into the same shapes
+
+The state is the plain dict documented in simsoft.train_step. Every phase, the
+benchmarks and the tests build it here, so they train the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from simsoft import data as data_lib
+from simsoft import models as models_lib
+from simsoft import sharding
+from simsoft import similarity as sim_lib
+from simsoft import train_step as step_lib
+
+
+def create_model(
+    model_config: ml_collections.ConfigDict,
+    dataset: data_lib.Dataset,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+  """config.model (name, dtype, kwargs) built for `dataset`'s classes and image shape."""
+  return models_lib.create_model(
+      model_config.name,
+      num_classes=dataset.num_classes,
+      input_shape=dataset.image_shape,
+      rngs=rngs,
+      dtype=jnp.dtype(model_config.dtype),
+      **model_config.kwargs.to_dict(),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """What training one model needs besides data: built by create_train_state.
+
+  Attributes:
+    graphdef: the model's static structure (nnx.GraphDef).
+    tx: the optimizer.
+    schedule: its learning rate of step t (0-based).
+    abstract: the state's ShapeDtypeStructs, replicated (a restore target).
+    init: () -> the fresh state, replicated over the mesh (jitted).
+  """
+
+  graphdef: nnx.GraphDef
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract: dict[str, Any]
+  init: Callable[[], dict[str, Any]]
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    dataset: data_lib.Dataset,
+    mesh: jax.sharding.Mesh,
+    *,
+    similarity: np.ndarray,
+    steps_per_epoch: int,
+    total_steps: int,
+    track_epoch_stats: bool = False,
+) -> TrainSetup:
+  """Model (config.model, seeded by config.seed) and optimizer (config.optimizer).
+
+  Args:
+    config: the run's config (model, optimizer, seed).
+    dataset: gives the number of classes and the image shape.
+    mesh: the state is replicated over it.
+    similarity: [C, C] the S the loss starts from (state['similarity']).
+    steps_per_epoch, total_steps: for the learning-rate schedule.
+    track_epoch_stats: adds state['epoch_stats'] (the online source).
+  """
+  graphdef = nnx.graphdef(
+      nnx.eval_shape(lambda: create_model(config.model, dataset, nnx.Rngs(0)))
+  )
+  tx = step_lib.make_optimizer(
+      config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
+  schedule = step_lib.make_schedule(
+      config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
+  replicated = sharding.replicated(mesh)
+
+  def init_state():
+    model = create_model(config.model, dataset, nnx.Rngs(config.seed))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "model_state": model_state,
+        "opt_state": tx.init(params),
+        "similarity": jnp.asarray(similarity, jnp.float32),
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+    }
+    if track_epoch_stats:
+      state["epoch_stats"] = step_lib.stats_to_state(
+          sim_lib.init_stats(dataset.num_classes)
+      )
+    return state
+
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      jax.eval_shape(init_state),
+  )
+  return TrainSetup(
+      graphdef=graphdef,
+      tx=tx,
+      schedule=schedule,
+      abstract=abstract,
+      init=jax.jit(init_state, out_shardings=replicated),
+  )
