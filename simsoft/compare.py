@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import sys
 from typing import Mapping, Sequence
 
-import numpy as np
-from matplotlib.figure import Figure
-
 from simsoft import errors
+from simsoft import results as results_lib
 
 GROUP_FIELDS = (
     "dataset.name",
@@ -36,12 +33,12 @@ GROUP_FIELDS = (
     "loss.form",
     "loss.alpha",
 )
-METRICS = (
-    ("clean_accuracy", "clean accuracy"),
-    ("clean_nll", "NLL"),
-    ("clean_ece", "ECE"),
-    ("mean_corrupted_accuracy", "mean corrupted accuracy"),
-    ("mistake_severity", "mistake severity"),
+METRICS = results_lib.select(
+    "clean_accuracy",
+    "clean_nll",
+    "clean_ece",
+    "mean_corrupted_accuracy",
+    "mistake_severity",
 )
 MISSING = "-"
 # Fields that may differ between pooled runs: the seed, and those that change
@@ -100,8 +97,10 @@ def load_run(run_dir: str) -> list[dict]:
     raise ValueError(f"{run_dir}/results.json: no 'models' mapping")
   records = []
   for model, suite in sorted(models.items()):
-    clean = suite.get("clean") or {}
+    # A run evaluated on pre-corrupted sets only (CIFAR-10-C) gives their mean
+    # as its mean corrupted accuracy.
     summary = suite.get("summary") or suite.get("extra_summary") or {}
+    suite = dict(suite, summary=summary)
     rec = {f: _field(config, f) for f in GROUP_FIELDS}
     rec.update(
         trained=model,
@@ -109,13 +108,7 @@ def load_run(run_dir: str) -> list[dict]:
         run_dir=run_dir,
         config=_flatten(config),
     )
-    rec.update(
-        clean_accuracy=clean.get("accuracy"),
-        clean_nll=clean.get("nll"),
-        clean_ece=clean.get("ece"),
-        mean_corrupted_accuracy=summary.get("mean_corrupted_accuracy"),
-        mistake_severity=clean.get("mistake_severity"),
-    )
+    rec.update({m.key: m.get(suite) for m in METRICS})
     records.append(rec)
   return records
 
@@ -171,24 +164,12 @@ def aggregate(
     row = dict(zip(fields + ("trained",), key), extra_fields=extra)
     row["seeds"] = ",".join(sorted(_key_str(r["seed"]) for r in recs))
     row["n"] = len(recs)
-    for metric, _ in METRICS:
-      vals = [
-          r[metric]
-          for r in recs
-          if r[metric] is not None and math.isfinite(r[metric])
-      ]
-      row[f"{metric}_mean"] = float(np.mean(vals)) if vals else None
-      row[f"{metric}_std"] = (
-          float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    for m in METRICS:
+      row[f"{m.key}_mean"], row[f"{m.key}_std"] = results_lib.mean_std(
+          r[m.key] for r in recs
       )
     rows.append(row)
   return rows
-
-
-def _pm(mean, std) -> str:
-  if mean is None:
-    return "n/a"
-  return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def _extra(rows: Sequence[Mapping]) -> tuple:
@@ -207,21 +188,22 @@ def to_markdown(rows: Sequence[Mapping]) -> str:
       "trained",
       "seeds",
   ]
-  header += [label for _, label in METRICS]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for r in rows:
-    cells = [r[f] for f in GROUP_FIELDS + extra] + [
-        r["trained"],
-        f"{r['n']} ({r['seeds']})",
-    ]
-    cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in METRICS]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+  header += [m.label for m in METRICS]
+  cells = [
+      [r[f] for f in GROUP_FIELDS + extra]
+      + [r["trained"], f"{r['n']} ({r['seeds']})"]
+      + [
+          results_lib.format_mean_std(r[f"{m.key}_mean"], r[f"{m.key}_std"])
+          for m in METRICS
+      ]
+      for r in rows
+  ]
+  return results_lib.markdown_table(header, cells) + "\n"
 
 
 def write_csv(path: str, rows: Sequence[Mapping]) -> None:
   fields = list(GROUP_FIELDS + _extra(rows)) + ["trained", "n", "seeds"]
-  fields += [f"{m}_{s}" for m, _ in METRICS for s in ("mean", "std")]
+  fields += [f"{m.key}_{s}" for m in METRICS for s in ("mean", "std")]
   with open(path, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=fields)
     w.writeheader()
@@ -235,60 +217,18 @@ def _row_label(r: Mapping) -> str:
   return f"{r['trained']}: " + " / ".join(parts)
 
 
-def plot_summary(path: str, rows: Sequence[Mapping]) -> None:
+def plot_summary(path: str, rows: Sequence[Mapping]) -> str:
   """Clean and mean corrupted accuracy per group: dots at the mean, whiskers ± std."""
-  labels = [_row_label(r) for r in rows]
-  y = np.arange(len(rows))
-  fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)))
-  for k, (metric, title) in enumerate(
-      (
-          ("clean_accuracy", "clean accuracy"),
-          ("mean_corrupted_accuracy", "mean corrupted accuracy"),
-      )
-  ):
-    ax = fig.add_subplot(1, 2, k + 1)
-    mean = np.array(
-        [
-            np.nan if r[f"{metric}_mean"] is None else r[f"{metric}_mean"]
-            for r in rows
-        ]
-    )
-    std = np.array(
-        [
-            0.0 if r[f"{metric}_std"] is None else r[f"{metric}_std"]
-            for r in rows
-        ]
-    )
-    for trained, color in (("A", "tab:blue"), ("B", "tab:orange")):
-      sel = np.array([r["trained"] == trained for r in rows])
-      if sel.any():
-        ax.errorbar(
-            mean[sel],
-            y[sel],
-            xerr=std[sel],
-            fmt="o",
-            color=color,
-            capsize=3,
-            label={"A": "A: cross-entropy", "B": "B: similarity loss"}[trained],
-        )
-    other = np.array([r["trained"] not in ("A", "B") for r in rows])
-    if other.any():
-      ax.errorbar(
-          mean[other],
-          y[other],
-          xerr=std[other],
-          fmt="o",
-          color="gray",
-          capsize=3,
-      )
-    ax.set_yticks(y, labels if k == 0 else [""] * len(rows), fontsize=7)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-  fig.axes[0].legend(fontsize=7, loc="best")
-  fig.suptitle("Runs grouped over seeds: mean ± std")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  return results_lib.plot_summary(
+      path,
+      [_row_label(r) for r in rows],
+      {
+          m.label: [(r[f"{m.key}_mean"], r[f"{m.key}_std"]) for r in rows]
+          for m in results_lib.PLOTTED_METRICS
+      },
+      models=[r["trained"] for r in rows],
+      title="Runs grouped over seeds: mean ± std",
+  )
 
 
 def compare(run_dirs: Sequence[str], out_dir: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ from simsoft import robustness
 from simsoft import similarity as sim_lib
 from simsoft.paths import resolve
 from simsoft.progress import EvalProgress
-from simsoft.report import MODEL_LABELS
+from simsoft.results import MODEL_LABELS
 
 
 def class_groups(ds: data_lib.Dataset) -> np.ndarray | None:
@@ -189,76 +189,3 @@ def write_report(workdir: str, results: dict, similarity, class_names) -> str:
     for name in os.listdir(local):
       (target / name).write_bytes(open(os.path.join(local, name), "rb").read())
   return os.fspath(target / "report.md")
-
-
-_ROWS = (
-    ("clean accuracy", lambda r: r["clean"]["accuracy"]),
-    ("clean NLL", lambda r: r["clean"]["nll"]),
-    ("clean ECE", lambda r: r["clean"]["ece"]),
-    ("mistake severity", lambda r: r["clean"].get("mistake_severity")),
-    ("mistake LCA height", lambda r: r["clean"].get("mistake_distance")),
-    ("super-class accuracy", lambda r: r["clean"].get("superclass_accuracy")),
-    (
-        "mean corrupted accuracy",
-        lambda r: r.get("summary", {}).get("mean_corrupted_accuracy"),
-    ),
-    ("mean corruption error", lambda r: r.get("summary", {}).get("mce")),
-    (
-        "CIFAR-10-C accuracy",
-        lambda r: r.get("extra_summary", {}).get("mean_corrupted_accuracy"),
-    ),
-)
-
-
-def format_table(results: dict) -> str:
-  """A small fixed-width table: one row per metric, columns A, B and B - A."""
-  models = results["models"]
-  keys = [k for k in ("A", "B") if k in models]
-  header = f"{'metric':<26}" + "".join(f"{MODEL_LABELS[k]:>22}" for k in keys)
-  if len(keys) == 2:
-    header += f"{'B - A':>10}"
-  lines = [header, "-" * len(header)]
-  for name, get in _ROWS:
-    values = [get(models[k]) for k in keys]
-    if all(v is None for v in values):
-      continue
-    line = f"{name:<26}" + "".join(
-        f"{v:>22.4f}" if v is not None else f"{'-':>22}" for v in values
-    )
-    if len(keys) == 2 and None not in values:
-      line += f"{values[1] - values[0]:>+10.4f}"
-    lines.append(line)
-  paired = (results.get("comparison") or {}).get("clean_accuracy_paired")
-  if paired:
-    lo, hi = paired["ci"]
-    lines.append(
-        f"B - A clean accuracy {100 * paired['difference']:+.2f} points, 95 % CI "
-        f"[{100 * lo:+.2f}, {100 * hi:+.2f}] (paired, {paired['n']} test images)"
-    )
-  robustness_table = _robustness_table(models, keys)
-  return "\n".join(lines) + (
-      "\n\n" + robustness_table if robustness_table else ""
-  )
-
-
-def _robustness_table(models: dict, keys: list[str]) -> str:
-  """Accuracy per corruption (mean over severities), one row per corruption."""
-  by = {
-      k: models[k].get("summary", {}).get("accuracy_by_corruption")
-      for k in keys
-  }
-  if not all(by.values()):
-    return ""
-  header = f"{'accuracy under corruption':<26}" + "".join(
-      f"{MODEL_LABELS[k]:>22}" for k in keys
-  )
-  if len(keys) == 2:
-    header += f"{'B - A':>10}"
-  lines = [header, "-" * len(header)]
-  for name in by[keys[0]]:
-    values = [by[k][name] for k in keys]
-    line = f"{name:<26}" + "".join(f"{v:>22.4f}" for v in values)
-    if len(keys) == 2:
-      line += f"{values[1] - values[0]:>+10.4f}"
-    lines.append(line)
-  return "\n".join(lines)

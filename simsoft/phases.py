@@ -31,6 +31,7 @@ from simsoft import errors
 from simsoft import evaluation
 from simsoft import losses
 from simsoft import progress as progress_lib
+from simsoft import results as results_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import train_step as step_lib
@@ -526,7 +527,7 @@ def run_evaluate(run: Run) -> dict:
           phase_done(run, phase)["step"],
           results["models"][key],
       )
-    print(evaluation.format_table(results), flush=True)
+    print(results_lib.format_table(results), flush=True)
     similarity = np.asarray(
         models["B"][1]["similarity"]
     )  # the S model B trained with

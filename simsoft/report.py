@@ -18,9 +18,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from simsoft import intervals
+from simsoft import results as results_lib
 from simsoft import robustness
+from simsoft.results import MODEL_LABELS
 
-MODEL_LABELS = {"A": "A: cross-entropy", "B": "B: similarity loss"}
+# The clean table's columns after the accuracy with its interval.
+_CLEAN_METRICS = results_lib.select(
+    "clean_nll", "clean_ece", "mistake_severity", "superclass_accuracy"
+)
 
 _INTRO = """\
 Two classifiers with the same architecture and data were trained in this run.
@@ -72,12 +77,6 @@ def _fmt(x, pct: bool = False) -> str:
   if x is None:
     return "n/a"
   return f"{100 * x:.2f}%" if pct else f"{x:.4f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
-  return "\n".join(lines)
 
 
 def _grids(suite: Mapping) -> dict[str, Mapping]:
@@ -293,30 +292,13 @@ def _accuracy_ci(metrics: Mapping) -> str:
 
 
 def _clean_table(models: Mapping[str, Mapping]) -> str:
-  rows = []
-  for model, suite in models.items():
-    c = suite["clean"]
-    rows.append(
-        [
-            _label(model),
-            _accuracy_ci(c),
-            _fmt(c["nll"]),
-            _fmt(c["ece"]),
-            _fmt(c.get("mistake_severity")),
-            _fmt(c.get("superclass_accuracy"), True),
-        ]
-    )
-  return _table(
-      [
-          "model",
-          "accuracy [95 % CI]",
-          "NLL",
-          "ECE",
-          "mistake severity",
-          "super-class accuracy",
-      ],
-      rows,
-  )
+  rows = [
+      [_label(model), _accuracy_ci(suite["clean"])]
+      + [_fmt(m.get(suite), m.percent) for m in _CLEAN_METRICS]
+      for model, suite in models.items()
+  ]
+  header = ["model", "accuracy [95 % CI]"] + [m.label for m in _CLEAN_METRICS]
+  return results_lib.markdown_table(header, rows)
 
 
 def paired_sentence(models: Mapping[str, Mapping]) -> str | None:
@@ -377,7 +359,7 @@ def _corrupted_table(
       "normalized mCE vs A",
       "relative mCE vs A",
   ]
-  return _table(header, rows)
+  return results_lib.markdown_table(header, rows)
 
 
 def _per_corruption_table(models, grid: str) -> str:
@@ -400,7 +382,7 @@ def _per_corruption_table(models, grid: str) -> str:
   header = ["corruption"] + [_label(m) for m in keys]
   if keys[:2] == ["A", "B"]:
     header.append("B - A (points)")
-  return _table(header, rows)
+  return results_lib.markdown_table(header, rows)
 
 
 def _severity_table(models, summary_key: str) -> str:
@@ -419,7 +401,9 @@ def _severity_table(models, summary_key: str) -> str:
         [_label(model), _fmt(suite["clean"]["accuracy"], True)]
         + [_fmt(by.get(s), True) for s in sevs]
     )
-  return _table(["model", "clean"] + [f"severity {s}" for s in sevs], rows)
+  return results_lib.markdown_table(
+      ["model", "clean"] + [f"severity {s}" for s in sevs], rows
+  )
 
 
 def write_report(

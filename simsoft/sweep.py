@@ -35,6 +35,7 @@ from ml_collections import config_flags
 
 from simsoft import config as config_lib
 from simsoft import config_files, extras
+from simsoft import results as results_lib
 
 FLAGS = flags.FLAGS
 
@@ -60,27 +61,18 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config", "root"])
 
 
-METRICS = (
-    ("clean accuracy", lambda m: m["clean"]["accuracy"]),
-    (
-        "clean accuracy, corrupted images",
-        lambda m: m.get("clean_on_corrupted_images", {}).get("accuracy"),
-    ),
-    ("NLL", lambda m: m["clean"]["nll"]),
-    ("ECE", lambda m: m["clean"]["ece"]),
-    (
-        "mean corrupted accuracy",
-        lambda m: m.get("summary", {}).get("mean_corrupted_accuracy"),
-    ),
-    ("mistake severity", lambda m: m["clean"].get("mistake_severity")),
-    ("super-class accuracy", lambda m: m["clean"].get("superclass_accuracy")),
+# The summary's columns (their labels are summary.json's keys), and the metrics
+# compared in pairs within each seed.
+METRICS = results_lib.select(
+    "clean_accuracy",
+    "clean_on_corrupted_accuracy",
+    "clean_nll",
+    "clean_ece",
+    "mean_corrupted_accuracy",
+    "mistake_severity",
+    "superclass_accuracy",
 )
-PERCENT_METRICS = (
-    "clean accuracy",
-    "clean accuracy, corrupted images",
-    "mean corrupted accuracy",
-    "super-class accuracy",
-)
+PAIRED_METRICS = results_lib.select("clean_accuracy", "mean_corrupted_accuracy")
 
 
 def load_experiment_config(spec: str, *, relative_to: str | None = None):
@@ -320,13 +312,8 @@ def start_workers(workers: int, root: str) -> int:
 
 
 def _mean_std(values):
-  values = [v for v in values if v is not None and np.isfinite(v)]
-  if not values:
-    return None, None
-  return (
-      float(np.mean(values)),
-      float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-  )
+  """Mean and std over seeds; the std of one seed is 0.0 in summary.json."""
+  return results_lib.mean_std(values, std_of_one=0.0)
 
 
 def _results(root: str, experiment: str, seed: str, run: str) -> dict | None:
@@ -338,7 +325,6 @@ def _results(root: str, experiment: str, seed: str, run: str) -> dict | None:
 
 
 CE = "cross-entropy (A)"
-PAIRED_METRICS = ("clean accuracy", "mean corrupted accuracy")
 COMPARISONS = (
     "vs cross-entropy",
     "vs label smoothing, same mass",
@@ -378,8 +364,8 @@ def summarise(sweep, root: str) -> dict:
         continue
       models = list(by_seed.values())
       row = {"seeds": len(models)}
-      for metric, get in METRICS:
-        row[metric] = _mean_std([get(m) for m in models])
+      for metric in METRICS:
+        row[metric.label] = _mean_std([metric.get(m) for m in models])
       if label != CE:
         targets = [results[(label, seed)].get("target") for seed in by_seed]
         masses = [t["mean_off_target_mass"] for t in targets if t]
@@ -440,7 +426,7 @@ def _comparisons(
   for comparison, todo in pairs.items():
     out[comparison] = {}
     for metric in PAIRED_METRICS:
-      get = dict(METRICS)[metric]
+      get = metric.get
       table = {}
       for setting, baseline in todo:
         b, a = per_setting.get(setting, {}), per_setting.get(baseline, {})
@@ -459,7 +445,7 @@ def _comparisons(
       adjusted, rejected = significance.holm([t["p"] for t in table.values()])
       for t, adj, rej in zip(table.values(), adjusted, rejected):
         t |= {"p_holm": adj, "significant_holm": rej}
-      out[comparison][metric] = table
+      out[comparison][metric.label] = table
   return out
 
 
@@ -502,29 +488,16 @@ def wall_time_markdown(times: dict) -> str:
 
 def plot_summary(name: str, rows: dict, path: str) -> str:
   """Clean and mean corrupted accuracy per setting, mean ± std over seeds, CE dashed."""
-  from matplotlib.figure import Figure  # object API: no display needed
-
-  panels = ("clean accuracy", "mean corrupted accuracy")
-  labels = list(rows)
-  fig = Figure(figsize=(11, 0.32 * len(labels) + 1.2))
-  for ax, metric in zip(fig.subplots(1, len(panels), sharey=True), panels):
-    means = [100 * (rows[label][metric][0] or np.nan) for label in labels]
-    stds = [100 * (rows[label][metric][1] or 0.0) for label in labels]
-    ax.errorbar(means, range(len(labels)), xerr=stds, fmt="o", capsize=3)
-    baseline = rows.get("cross-entropy (A)", {}).get(metric, (None,))[0]
-    if baseline is not None:
-      ax.axvline(
-          100 * baseline,
-          linestyle="--",
-          color="gray",
-          label="cross-entropy (A)",
-      )
-    ax.set_title(f"{name}: {metric} (%)")
-    ax.grid(axis="x", alpha=0.3)
-  fig.axes[0].set_yticks(range(len(labels)), labels)
-  fig.axes[0].invert_yaxis()
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  return path
+  return results_lib.plot_summary(
+      path,
+      list(rows),
+      {
+          f"{name}: {m.label}": [rows[label][m.label] for label in rows]
+          for m in results_lib.PLOTTED_METRICS
+      },
+      baseline=CE,
+      percent=True,
+  )
 
 
 def plot_severity(name: str, rows: dict, path: str) -> str:
@@ -570,17 +543,6 @@ def plot_severity(name: str, rows: dict, path: str) -> str:
   return path
 
 
-def _cell(ms, pct):
-  mean, std = ms if ms else (None, None)
-  if mean is None:
-    return "n/a"
-  return (
-      f"{100 * mean:.2f} ± {100 * std:.2f}"
-      if pct
-      else f"{mean:.4f} ± {std:.4f}"
-  )
-
-
 def _paired_cell(d: dict) -> str:
   """'+0.52 [+0.10, +0.94] p=0.03 (Holm 0.09)' in points."""
   if d["ci"] is None:
@@ -593,21 +555,32 @@ def _paired_cell(d: dict) -> str:
 
 
 def to_markdown(summary: dict) -> str:
+  """summary.md's tables: per experiment, mean ± std over seeds of each
+  metric, accuracy per corruption and the paired comparisons."""
   parts = []
   for name, exp in summary.items():
     rows = exp["rows"]
     parts.append(f"### {name}\n")
-    header = ["setting", "seeds", "off-target mass"] + [m for m, _ in METRICS]
-    parts.append("| " + " | ".join(header) + " |")
-    parts.append("|" + "---|" * len(header))
+    header = ["setting", "seeds", "off-target mass"] + [
+        m.label for m in METRICS
+    ]
+    cells = []
     for label, row in rows.items():
       mass = row.get("off-target mass")
-      cells = [
-          label,
-          str(row["seeds"]),
-          "0" if mass is None else f"{mass[0]:.4f}",
-      ] + [_cell(row[m], pct=m in PERCENT_METRICS) for m, _ in METRICS]
-      parts.append("| " + " | ".join(cells) + " |")
+      cells.append(
+          [
+              label,
+              str(row["seeds"]),
+              "0" if mass is None else f"{mass[0]:.4f}",
+          ]
+          + [
+              results_lib.format_mean_std(
+                  *(row[m.label] or (None, None)), percent=m.percent
+              )
+              for m in METRICS
+          ]
+      )
+    parts.append(results_lib.markdown_table(header, cells))
     corr = {
         label: row["accuracy by corruption"]
         for label, row in rows.items()
@@ -618,14 +591,15 @@ def to_markdown(summary: dict) -> str:
       parts.append(
           "\nAccuracy (%) per corruption, mean over severities and seeds:\n"
       )
-      parts.append("| setting | " + " | ".join(names) + " |")
-      parts.append("|" + "---|" * (len(names) + 1))
-      for label, by in corr.items():
-        parts.append(
-            f"| {label} | "
-            + " | ".join(f"{100 * by[n][0]:.2f}" for n in names)
-            + " |"
-        )
+      parts.append(
+          results_lib.markdown_table(
+              ["setting", *names],
+              (
+                  [label] + [f"{100 * by[n][0]:.2f}" for n in names]
+                  for label, by in corr.items()
+              ),
+          )
+      )
     for comparison, by_metric in exp["comparisons"].items():
       settings = list(
           dict.fromkeys(s for table in by_metric.values() for s in table)
@@ -637,21 +611,25 @@ def to_markdown(summary: dict) -> str:
           "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings; "
           "** = significant after Holm at 0.05:\n"
       )
-      parts.append("| setting | baseline | " + " | ".join(by_metric) + " |")
-      parts.append("|" + "---|" * (len(by_metric) + 2))
+      cells = []
       for setting in settings:
-        cells = [
-            _paired_cell(by_metric[m][setting])
-            if setting in by_metric[m]
-            else "n/a"
-            for m in by_metric
-        ]
         baseline = next(
             by_metric[m][setting]["baseline"]
             for m in by_metric
             if setting in by_metric[m]
         )
-        parts.append(f"| {setting} | {baseline} | " + " | ".join(cells) + " |")
+        cells.append(
+            [setting, baseline]
+            + [
+                _paired_cell(by_metric[m][setting])
+                if setting in by_metric[m]
+                else "n/a"
+                for m in by_metric
+            ]
+        )
+      parts.append(
+          results_lib.markdown_table(["setting", "baseline", *by_metric], cells)
+      )
     parts.append("")
   return "\n".join(parts) + "\n"
 
