@@ -13,7 +13,7 @@ batch size 128, in one process, interleaved blocks of steps:
                  one step per dispatch (config.input default); _scan_k: k steps
                  per dispatch in a lax.scan (config.input.steps_per_dispatch=k),
                  _unrolled with config.input.scan_unroll=True
-  handwritten    params/opt_state donated to a jax.jit step (normalise, forward,
+  handwritten    params/opt_state donated to a jax.jit step (normalize, forward,
                  cross-entropy, grad, optax update) fed numpy batches by a
                  permutation + jax.device_put: the minimal loop a user would write
   handwritten_resident   the same step on one device-resident batch (no host input)

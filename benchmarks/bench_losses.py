@@ -75,7 +75,7 @@ def loss_only(
   """Seconds per (loss + gradient w.r.t. logits) of each loss alone, on [B, C] logits.
 
   `inner` evaluations run in one jitted fori_loop (each depends on the last, so
-  none is hoisted), so dispatch costs are amortised; CPU clock, median of
+  none is hoisted), so dispatch costs are amortized; CPU clock, median of
   interleaved repeats.
   """
   logits = jax.random.normal(jax.random.key(0), (batch_size, num_classes))
@@ -104,7 +104,7 @@ def loss_only(
 def make_variant(
     path: pipeline.SimsoftPath, step, batches: list[dict], key: jax.Array
 ) -> common.Variant:
-  """Steps through `batches` in turn (one fixed batch would be memorised, and a
+  """Steps through `batches` in turn (one fixed batch would be memorized, and a
   converged model's tiny gradients change the arithmetic the step does)."""
   holder = {"state": path.state, "i": 0}
 

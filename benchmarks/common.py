@@ -3,7 +3,7 @@
 A variant is a callable `run(n)` that performs n training steps and blocks until
 they are done. `interleave` times every variant once per repeat, rotating which
 goes first, so slow drifts of a shared machine hit all variants alike; ratios are
-taken per repeat (paired) and summarised by their median.
+taken per repeat (paired) and summarized by their median.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ so it runs on the accelerator machine as is. For each model and batch size
   torch   the twin in benchmarks/torch_models.py, channels_last, bf16 autocast,
           torch.compile, the same loss and optimizer (when torch is installed)
 
-and reports images/s, step time and model FLOPs utilisation: FLOPs per step
+and reports images/s, step time and model FLOPs utilization: FLOPs per step
 from XLA's cost analysis of the lowered JAX train step (the same count is used for
 PyTorch's MFU; the models are identical) divided by step time and the chip's
 peak dense bf16 rate (H100 SXM / H200: 989 TFLOP/s; --peak_tflops overrides).

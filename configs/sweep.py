@@ -3,7 +3,7 @@ r"""The evidence sweep: does the structure of S matter beyond the amount of smoo
 Every soft target is (1 - m) onehot(y) + m Q_y (loss.amount='mass'): the same
 off-target mass m for every setting, S deciding only where it goes. For every
 experiment (dataset x model) and seed: model A trained with cross-entropy, then
-model B retrained from the same initialisation and batch order with
+model B retrained from the same initialization and batch order with
   - label smoothing at mass m (Q uniform: the amount without structure);
   - each similarity source at mass m, and its shuffled-S control (the same S,
     classes permuted by a seeded derangement: the values without the structure);

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import math
 import types
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 GAUSSIAN_NOISE_SCALE = (0.04, 0.06, 0.08, 0.09, 0.10)
@@ -64,19 +65,25 @@ def _param(table: Sequence[float], severity):
   return table[severity - 1]
 
 
-def gaussian_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def gaussian_noise(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """:math:`x + \\mathcal{N}(0, c^2)`, c in ``GAUSSIAN_NOISE_SCALE``."""
   c = _param(GAUSSIAN_NOISE_SCALE, severity)
   return x + c * jax.random.normal(key, x.shape, jnp.float32)
 
 
-def shot_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def shot_noise(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Poisson photon noise :math:`\\mathrm{Poisson}(c x) / c`, c in ``SHOT_NOISE_RATE``."""
   c = _param(SHOT_NOISE_RATE, severity)
   return jax.random.poisson(key, x * c, x.shape).astype(jnp.float32) / c
 
 
-def impulse_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def impulse_noise(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Salt and pepper: a fraction c of elements set to 0 or 1 with equal odds."""
   c = _param(IMPULSE_NOISE_AMOUNT, severity)
   k_flip, k_salt = jax.random.split(key)
@@ -85,7 +92,9 @@ def impulse_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
   return jnp.where(flipped, salt.astype(jnp.float32), x)
 
 
-def speckle_noise(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def speckle_noise(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Multiplicative noise :math:`x + x\\,\\mathcal{N}(0, c^2)`."""
   c = _param(SPECKLE_NOISE_SCALE, severity)
   return x + x * c * jax.random.normal(key, x.shape, jnp.float32)
@@ -143,7 +152,7 @@ def gaussian_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
 def defocus_kernel(severity: int) -> np.ndarray:
   """The script's defocus kernel, a [5, 5] float64 array summing to 1.
 
-  A disk :math:`\\{(u,v): u^2+v^2 \\le r^2\\}` on the integer grid, normalised,
+  A disk :math:`\\{(u,v): u^2+v^2 \\le r^2\\}` on the integer grid, normalized,
   then smoothed by a 3x3 Gaussian of sigma ``alias`` (OpenCV's
   ``GaussianBlur(ksize=(3, 3))``). Radii here are at most 1.5, so the result
   fits in 5x5.
@@ -167,7 +176,9 @@ def defocus_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
   return _filter2d(x, defocus_kernel(severity), "reflect")
 
 
-def contrast(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def contrast(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """:math:`(x - \\mu) c + \\mu`, :math:`\\mu` the per-image, per-channel mean."""
   del key
   c = _param(CONTRAST_FACTOR, severity)
@@ -175,7 +186,9 @@ def contrast(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
   return (x - mean) * c + mean
 
 
-def brightness(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def brightness(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Adds c to the HSV value channel :math:`V = \\max_k x_k`, clipped to [0, 1].
 
   Hue and saturation fixed, every RGB channel scales with V, so this is
@@ -230,7 +243,9 @@ def pixelate(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
   )
 
 
-def occlusion(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def occlusion(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Grey square of side ``round(f min(H, W))`` at a random centre per image.
 
   For a fixed key, the square at a higher severity contains the one at a
@@ -255,7 +270,9 @@ def occlusion(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
   return jnp.where(inside, OCCLUSION_FILL, x)
 
 
-Corruption = Callable[[jax.Array, int, jax.Array], jax.Array]
+# (images [B, H, W, C], severity, key) -> images. The severity is an int in
+# 1..5, or a scalar int jax.Array for the names in TRACEABLE_SEVERITY.
+Corruption = Callable[[jax.Array, Any, jax.Array], jax.Array]
 
 CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
     {
@@ -288,7 +305,7 @@ one compiled function serves all five severities (the others' kernel or matrix
 shapes depend on it)."""
 
 
-def check_severity(severity) -> int:
+def check_severity(severity: object) -> int:
   """Returns ``severity`` as an int, or raises ValueError unless it is in 1..5."""
   if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)):
     raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
@@ -307,7 +324,10 @@ def get_corruption(name: str) -> Corruption:
 
 
 def corrupt(
-    name: str, images: jax.Array, severity: int, key: jax.Array
+    name: str,
+    images: ArrayLike,
+    severity: int | jax.Array,
+    key: jax.Array,
 ) -> jax.Array:
   """Applies corruption ``name`` at ``severity`` to a batch of images.
 

@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # numpy only at run time
+  from jax.typing import ArrayLike
 
 Z95 = 1.959963984540054
 
@@ -41,7 +45,9 @@ def wilson(k: float, n: float, *, z: float = Z95) -> tuple[float, float]:
   return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def paired_difference(a_correct, b_correct, *, z: float = Z95) -> dict:
+def paired_difference(
+    a_correct: ArrayLike, b_correct: ArrayLike, *, z: float = Z95
+) -> dict[str, Any]:
   """B - A in accuracy on the same images, with Newcombe's paired score interval.
 
   Args:
@@ -92,7 +98,7 @@ def paired_difference(a_correct, b_correct, *, z: float = Z95) -> dict:
   }
 
 
-def pack_correct(correct) -> str:
+def pack_correct(correct: ArrayLike) -> str:
   """bool [n] -> base64 text of the packed bits (n/8 bytes)."""
   return base64.b64encode(
       np.packbits(np.asarray(correct, bool)).tobytes()

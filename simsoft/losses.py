@@ -16,10 +16,10 @@ Two forms (Negi, Chan and Mahoor, arXiv 1812.09744; Kobs et al. 2020):
 A target row is set in one of two ways:
 
 * ``alpha``: :math:`t = (1-\alpha)\,\mathrm{onehot}(y) + \alpha R_y`, with ``R``
-  the row-normalised ``S``. The off-target mass :math:`\alpha (1 - R_{yy})`
+  the row-normalized ``S``. The off-target mass :math:`\alpha (1 - R_{yy})`
   then depends on S's diagonal, so one alpha smooths each source differently.
 * ``mass``: :math:`t = (1-m)\,\mathrm{onehot}(y) + m\, Q_y`, with ``Q`` the
-  off-diagonal part of ``S`` row-normalised (:func:`off_target_distribution`):
+  off-diagonal part of ``S`` row-normalized (:func:`off_target_distribution`):
   every class gives exactly ``m`` to the other classes and S decides only
   where it goes. Label smoothing is ``Q`` uniform over the other ``C - 1``
   classes (``S`` all ones).
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 __all__ = [
@@ -173,7 +174,9 @@ def _check_fraction(value, name: str) -> None:
     )
 
 
-def check_amount(*, alpha=None, mass=None) -> None:
+def check_amount(
+    *, alpha: ArrayLike | None = None, mass: ArrayLike | None = None
+) -> None:
   """Checks a target amount: at most one of alpha and mass, each in [0, 1] when concrete.
 
   Raises:
@@ -185,8 +188,8 @@ def check_amount(*, alpha=None, mass=None) -> None:
   _check_fraction(mass, "mass")
 
 
-def off_target_distribution(similarity) -> jax.Array:
-  r"""Where each class's off-target mass goes: S without its diagonal, rows normalised.
+def off_target_distribution(similarity: ArrayLike) -> jax.Array:
+  r"""Where each class's off-target mass goes: S without its diagonal, rows normalized.
 
   .. math::
     Q_{yj} = \frac{S_{yj}\,[j \ne y]}{\sum_{k \ne y} S_{yk}}
@@ -218,14 +221,19 @@ def off_target_distribution(similarity) -> jax.Array:
   return jnp.where(total > 0, off / jnp.where(total > 0, total, 1), uniform)
 
 
-def similarity_target_matrix(similarity, *, alpha=None, mass=None) -> jax.Array:
+def similarity_target_matrix(
+    similarity: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    mass: ArrayLike | None = None,
+) -> jax.Array:
   r"""The target of every class at once: row ``y`` is the soft target of label ``y``.
 
   .. math::
     T = (1 - \alpha) I + \alpha R \quad (\texttt{alpha}), \qquad
     T = (1 - m) I + m Q \quad (\texttt{mass})
 
-  with ``R`` the row-normalised ``S`` and ``Q`` = :func:`off_target_distribution`.
+  with ``R`` the row-normalized ``S`` and ``Q`` = :func:`off_target_distribution`.
   Give at most one of ``alpha`` and ``mass``; neither means ``alpha = 1``.
   The off-target mass class ``y`` receives is ``1 - T[y, y]``: ``m`` for every
   class in the mass form, :math:`\alpha (1 - R_{yy})` in the alpha form.
@@ -258,7 +266,11 @@ def similarity_target_matrix(similarity, *, alpha=None, mass=None) -> jax.Array:
 
 
 def similarity_targets(
-    labels, similarity, *, alpha=None, mass=None
+    labels: ArrayLike,
+    similarity: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    mass: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Soft targets built from a class-similarity matrix.
 
@@ -296,7 +308,13 @@ def similarity_targets(
 
 
 def similarity_cross_entropy(
-    logits, labels, similarity, *, alpha=None, mass=None, where=None
+    logits: ArrayLike,
+    labels: ArrayLike,
+    similarity: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    mass: ArrayLike | None = None,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Cross-entropy against similarity-dependent soft targets.
 
@@ -304,13 +322,13 @@ def similarity_cross_entropy(
     \ell_i = -\sum_{j=1}^{C} t_{ij} \log \mathrm{softmax}(x_i)_j, \qquad
     t_i = (1 - \alpha)\,\mathrm{onehot}(y_i) + \alpha\, R_{y_i}
 
-  with ``R`` the row-normalised ``S`` (see :func:`similarity_targets`).
+  with ``R`` the row-normalized ``S`` (see :func:`similarity_targets`).
   ``S = I`` or ``alpha = 0`` gives
   ``optax.softmax_cross_entropy_with_integer_labels``; ``S`` all ones gives
   cross-entropy against ``optax.smooth_labels(onehot, alpha)``.
 
   Args:
-    logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
+    logits: float [..., C] unnormalized log-probabilities (float32 or bfloat16).
     labels: int [...] class indices in ``[0, C)`` (concrete ones are checked;
       under jit one outside gets a NaN loss).
     similarity: [C, C] non-negative, no all-zero row.
@@ -340,7 +358,13 @@ def similarity_cross_entropy(
   return _apply_where(loss, where)
 
 
-def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
+def similarity_log_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    similarity: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+) -> jax.Array:
   r"""SimLoss (Kobs et al. 2020): log of the similarity-weighted probability mass.
 
   .. math::
@@ -350,12 +374,12 @@ def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
 
   computed from log-probabilities with a weighted logsumexp over the classes
   with non-zero weight, so it stays finite where the probabilities underflow.
-  ``S`` is used as given (not row-normalised); the usual choice has
+  ``S`` is used as given (not row-normalized); the usual choice has
   ``S_{yy} = 1`` and off-diagonal entries in [0, 1]. ``S = I`` gives plain
   cross-entropy.
 
   Args:
-    logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
+    logits: float [..., C] unnormalized log-probabilities (float32 or bfloat16).
     labels: int [...] class indices in ``[0, C)`` (concrete ones are checked;
       under jit one outside gets a NaN loss).
     similarity: [C, C] non-negative, no all-zero row.
@@ -380,7 +404,7 @@ def similarity_log_loss(logits, labels, similarity, *, where=None) -> jax.Array:
 
 
 def validate_similarity(
-    similarity, num_classes: int | None = None
+    similarity: ArrayLike, num_classes: int | None = None
 ) -> np.ndarray:
   """Checks a concrete similarity matrix; returns it as a float32 numpy array.
 
@@ -442,8 +466,14 @@ def validate_similarity(
   return matrix
 
 
-def weighted_cross_entropy(logits, labels, weights, *, where=None) -> jax.Array:
-  r"""Cross-entropy against row ``y`` of ``W`` used as given (not normalised).
+def weighted_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Cross-entropy against row ``y`` of ``W`` used as given (not normalized).
 
   .. math::
     \ell_i = -\sum_{j=1}^{C} W_{y_i j} \log \mathrm{softmax}(x_i)_j
@@ -456,7 +486,7 @@ def weighted_cross_entropy(logits, labels, weights, *, where=None) -> jax.Array:
   :func:`similarity_cross_entropy` against that row.
 
   Args:
-    logits: float [..., C] unnormalised log-probabilities (float32 or bfloat16).
+    logits: float [..., C] unnormalized log-probabilities (float32 or bfloat16).
     labels: int [...] class indices.
     weights: [C, C], finite and non-negative; a zero row gives loss 0.
     where: optional bool [...]; examples where it is False get loss 0.
@@ -471,7 +501,12 @@ def weighted_cross_entropy(logits, labels, weights, *, where=None) -> jax.Array:
 
 
 def hierarchical_cross_entropy(
-    logits, labels, node_leaves, path_weights, *, where=None
+    logits: ArrayLike,
+    labels: ArrayLike,
+    node_leaves: ArrayLike,
+    path_weights: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Hierarchical cross-entropy, HXE (Bertinetto et al. 2020, "Making Better Mistakes").
 
@@ -491,7 +526,7 @@ def hierarchical_cross_entropy(
   numerator is exactly 0). Cost O(B N C) for N nodes.
 
   Args:
-    logits: float [..., C] unnormalised log-probabilities.
+    logits: float [..., C] unnormalized log-probabilities.
     labels: int [...] class indices.
     node_leaves: [N, C], 1 where class c lies under node n (leaves included,
       root excluded); every node needs a class.

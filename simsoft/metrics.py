@@ -17,10 +17,11 @@ Statistics (all float32, exact integers up to :math:`2^{24}` samples):
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 # Fashion-MNIST labels: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat,
@@ -63,7 +64,7 @@ def update_metric_stats(
 
   Args:
     stats: from :func:`init_metric_stats` or a previous update.
-    logits: [B, C] unnormalised log-probabilities.
+    logits: [B, C] unnormalized log-probabilities.
     labels: [B] integer classes in [0, C).
     mask: [B] weights (1 = real sample, 0 = padding); all ones if None.
 
@@ -119,7 +120,9 @@ def update_metric_stats(
   }
 
 
-def similarity_from_groups(class_to_group: Sequence[int]) -> np.ndarray:
+def similarity_from_groups(
+    class_to_group: Sequence[int] | ArrayLike,
+) -> np.ndarray:
   """0/1 reference similarity [C, C]: :math:`R_{jk} = [g(j) = g(k)]`."""
   g = np.asarray(class_to_group)
   if g.ndim != 1 or not np.issubdtype(g.dtype, np.integer):
@@ -127,7 +130,9 @@ def similarity_from_groups(class_to_group: Sequence[int]) -> np.ndarray:
   return (g[:, None] == g[None, :]).astype(np.float64)
 
 
-def normalize_reference_similarity(reference_similarity) -> np.ndarray:
+def normalize_reference_similarity(
+    reference_similarity: ArrayLike,
+) -> np.ndarray:
   """:math:`\\tilde R_{jk} = R_{jk} / R_{jj}`, so the true class scores 1.
 
   Raises ValueError unless R is square, finite, non-negative, has a positive
@@ -152,10 +157,10 @@ def normalize_reference_similarity(reference_similarity) -> np.ndarray:
 def finalize_metrics(
     stats: Mapping[str, jax.Array],
     *,
-    reference_similarity=None,
-    class_to_group: Sequence[int] | None = None,
-    mistake_distance=None,
-) -> dict:
+    reference_similarity: ArrayLike | None = None,
+    class_to_group: Sequence[int] | ArrayLike | None = None,
+    mistake_distance: ArrayLike | None = None,
+) -> dict[str, Any]:
   """Metrics from accumulated statistics, as Python floats and lists.
 
   - ``accuracy`` :math:`= \\text{correct}/N`; ``nll`` :math:`= \\text{nll\\_sum}/N`;
@@ -181,7 +186,7 @@ def finalize_metrics(
   num_bins = s["bin_count"].shape[0]
   conf = s["confusion"]
   c = conf.shape[0]
-  out = {
+  out: dict[str, Any] = {
       "count": n,
       "accuracy": float(s["correct"]) / n,
       "nll": float(s["nll_sum"]) / n,
@@ -264,7 +269,7 @@ def mean_corrupted_accuracy(accuracies: Mapping[str, Mapping]) -> float:
 
 
 def mean_corruption_error(accuracies: Mapping[str, Mapping]) -> float:
-  """Unnormalised mCE, :math:`\\text{mean}_c\\, \\text{mean}_s (1 - \\text{acc}_{c,s})`."""
+  """Unnormalized mCE, :math:`\\text{mean}_c\\, \\text{mean}_s (1 - \\text{acc}_{c,s})`."""
   return 1.0 - mean_corrupted_accuracy(accuracies)
 
 

@@ -2,7 +2,7 @@
 
 Decoupled from models and data loading: the caller passes ``predict_fn``
 (images in [0, 1], float32 [B, H, W, C] -> logits [B, C], normally jitted; it
-normalises internally) and the clean test split as numpy arrays.
+normalizes internally) and the clean test split as numpy arrays.
 
 Each corruption is applied on device by one small jitted function per
 (corruption, severity), or per corruption for those whose severity may be
@@ -224,7 +224,7 @@ _SUMMARY_METRICS = (
 def summarize(cells: Mapping[str, Mapping[str, Mapping]]) -> dict:
   """Aggregates a {name: {severity: metrics}} grid.
 
-  Returns ``mean_corrupted_accuracy``, ``mce`` (unnormalised, = 1 - mCA), the
+  Returns ``mean_corrupted_accuracy``, ``mce`` (unnormalized, = 1 - mCA), the
   mean over all cells of each other scalar metric (``mean_corrupted_nll``,
   ``..._ece``, ``..._mistake_severity``, ``..._superclass_accuracy``, cells
   with an undefined value skipped), ``accuracy_by_corruption`` (mean over
@@ -376,7 +376,7 @@ def run_suite(
     mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
     extra_sets: pre-corrupted sets such as CIFAR-10-C,
       ``{'<name>_<severity>': (images, labels)}``; reported under
-      ``extra_sets[name][severity]`` and summarised in ``extra_summary``.
+      ``extra_sets[name][severity]`` and summarized in ``extra_summary``.
       Sets are read one at a time, so a lazy Mapping that loads on access
       keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
     mesh: optional 1-D ('data',) mesh: batches are sharded over it.

@@ -13,6 +13,7 @@ Host (numpy) data becomes a global array in one of two ways:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
+def make_mesh(devices: Iterable[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A 1-D ('data',) mesh over `devices` (default: every device of every process)."""
   devices = jax.devices() if devices is None else list(devices)
   return jax.make_mesh(

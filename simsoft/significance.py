@@ -1,6 +1,6 @@
 r"""Paired comparisons across seeds: mean difference, 95 % interval, t-test, Holm.
 
-Two runs of one seed share their initialisation and batch order, so a
+Two runs of one seed share their initialization and batch order, so a
 setting is compared with a baseline through the per-seed differences
 :math:`d_s = b_s - a_s`, :math:`s = 1..n`:
 
@@ -17,12 +17,17 @@ Holm's step-down method (controls the family-wise error rate at 0.05).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 
 __all__ = ["holm", "paired_difference"]
 
 
-def paired_difference(deltas, *, confidence: float = 0.95) -> dict:
+def paired_difference(
+    deltas: Iterable[float | None], *, confidence: float = 0.95
+) -> dict[str, Any]:
   """Summary of per-seed differences [n]: mean, sd, CI, t and p (paired t-test, two-sided).
 
   With n < 2 the interval and p are None. Zero spread gives p = 0 for a
@@ -34,7 +39,7 @@ def paired_difference(deltas, *, confidence: float = 0.95) -> dict:
       [x for x in deltas if x is not None and np.isfinite(x)], np.float64
   )
   n = d.size
-  out = {
+  out: dict[str, Any] = {
       "n": int(n),
       "mean": float(d.mean()) if n else None,
       "sd": None,
@@ -64,7 +69,9 @@ def paired_difference(deltas, *, confidence: float = 0.95) -> dict:
   return out
 
 
-def holm(pvalues, *, level: float = 0.05) -> tuple[list, list]:
+def holm(
+    pvalues: Sequence[float | None], *, level: float = 0.05
+) -> tuple[list[float | None], list[bool | None]]:
   r"""Holm step-down correction of k p-values (None entries are left out).
 
   Sorted ascending, :math:`p_{(i)}` gets :math:`\tilde p_{(i)} =
@@ -77,7 +84,7 @@ def holm(pvalues, *, level: float = 0.05) -> tuple[list, list]:
   """
   index = [i for i, p in enumerate(pvalues) if p is not None]
   k = len(index)
-  adjusted = [None] * len(pvalues)
+  adjusted: list[float | None] = [None] * len(pvalues)
   running = 0.0
   for rank, i in enumerate(sorted(index, key=lambda i: pvalues[i])):
     running = max(running, min(1.0, (k - rank) * pvalues[i]))

@@ -13,7 +13,7 @@ The train state is a plain dict (Orbax saves and restores it as is):
 `make_train_step` returns `step(state, batch, key) -> (state, metrics)` with
 the batch {'image': float32 [B,H,W,C] in [0,1], 'label': int32 [B]} sharded
 over the mesh's 'data' axis and the state replicated; XLA inserts the gradient
-all-reduce. Images are augmented and normalised inside the step, so the input
+all-reduce. Images are augmented and normalized inside the step, so the input
 pipeline only moves raw pixels. The step's randomness is
 fold_in(key, state['step']): a function of the step number alone, so a resumed
 run draws what the uninterrupted one drew.
@@ -26,12 +26,13 @@ host path would have read, optionally several steps per dispatch (lax.scan).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import ml_collections
 import optax
 from flax import nnx
@@ -41,11 +42,22 @@ from simsoft import losses
 from simsoft import similarity as sim_lib
 
 State = dict[str, Any]
+Batch = dict[str, jax.Array]
+StepMetrics = dict[str, jax.Array]
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+# step(state, batch, key) -> (state, metrics); see make_train_step.
+TrainStep = Callable[[State, Batch, jax.Array], tuple[State, StepMetrics]]
+# Per-channel image statistics: a tuple of floats or an array [C].
+ChannelStats = ArrayLike | Sequence[float]
 
 
 def make_loss_fn(
-    form: str, alpha=None, *, mass=None, as_given: bool = False, hxe=None
+    form: str,
+    alpha: ArrayLike | None = None,
+    *,
+    mass: ArrayLike | None = None,
+    as_given: bool = False,
+    hxe: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> LossFn:
   """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
 
@@ -57,7 +69,7 @@ def make_loss_fn(
     path_weights [C, N]) (simsoft.similarity.hierarchy.hxe_arrays), closed
     over as constants; S is not used.
   Give `alpha` or `mass` (see simsoft.losses). With `as_given`, W = (1 - alpha) I
-  + alpha S with S as given (no row normalisation; `mass` is refused):
+  + alpha S with S as given (no row normalization; `mass` is refused):
   log_sum with alpha = 1 is SimLoss exactly, soft_target
   (simsoft.losses.weighted_cross_entropy) with alpha = 0.5 is Online Label
   Smoothing's loss.
@@ -171,7 +183,9 @@ def make_optimizer(
   return optax.chain(*clip, *core)
 
 
-def normalise(images: jax.Array, mean, std) -> jax.Array:
+def normalise(
+    images: jax.Array, mean: ChannelStats, std: ChannelStats
+) -> jax.Array:
   """(x - mean) / std per channel; images [B,H,W,C] in [0,1]."""
   return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(
       std, images.dtype
@@ -186,7 +200,7 @@ def apply_model(
     *,
     train: bool,
     return_features: bool = False,
-):
+) -> tuple[Any, nnx.State]:
   """Runs the model; returns (output, new model_state). Output as the model's __call__."""
   model = nnx.merge(graphdef, params, model_state, copy=True)
   if not train:
@@ -206,11 +220,11 @@ def make_train_step(
     tx: optax.GradientTransformation,
     loss_fn: LossFn,
     *,
-    mean,
-    std,
+    mean: ChannelStats,
+    std: ChannelStats,
     augmentation: str,
     track_epoch_stats: bool,
-):
+) -> TrainStep:
   """Builds the pure train step (jit it with the shardings of the caller's mesh).
 
   step(state, batch, key) -> (state, metrics) where metrics = {'loss', 'accuracy'}
@@ -218,7 +232,9 @@ def make_train_step(
   loss gradient, before clipping and weight decay).
   """
 
-  def step(state: State, batch: dict[str, jax.Array], key: jax.Array):
+  def step(
+      state: State, batch: Batch, key: jax.Array
+  ) -> tuple[State, StepMetrics]:
     rng = jax.random.fold_in(key, state["step"])
     images = augment_lib.augment(rng, batch["image"], augmentation)
     images = normalise(images, mean, std)
@@ -267,9 +283,7 @@ def make_train_step(
   return step
 
 
-def gather_batch(
-    data: dict[str, jax.Array], indices: jax.Array
-) -> dict[str, jax.Array]:
+def gather_batch(data: Batch, indices: jax.Array) -> Batch:
   """Rows `indices` [B] of a device-resident split {'image': uint8|float32, 'label'}.
 
   uint8 pixels become float32 exactly as simsoft.data's host path makes them
@@ -281,7 +295,9 @@ def gather_batch(
   return {"image": images, "label": data["label"][indices]}
 
 
-def make_device_steps(step: Callable, *, unroll: bool = False):
+def make_device_steps(
+    step: TrainStep, *, unroll: bool = False
+) -> Callable[[State, Batch, jax.Array, jax.Array], tuple[State, StepMetrics]]:
   """Wraps a train step to read its batches from a device-resident split.
 
   Returns steps(state, data, indices [k, B], key) -> (state, metrics averaged
@@ -329,8 +345,12 @@ def stats_from_state(fields: dict[str, jax.Array]) -> sim_lib.SimilarityStats:
 
 
 def make_predict_fn(
-    graphdef: nnx.GraphDef, *, mean, std, return_features: bool = False
-):
+    graphdef: nnx.GraphDef,
+    *,
+    mean: ChannelStats,
+    std: ChannelStats,
+    return_features: bool = False,
+) -> Callable[[nnx.State, nnx.State, jax.Array], Any]:
   """predict(params, model_state, images in [0,1]) -> logits (, features); eval mode."""
 
   def predict(params, model_state, images):

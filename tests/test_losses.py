@@ -289,7 +289,7 @@ def test_core_modules_import_without_tensorflow():
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# --- The mass form: (1 - m) onehot + m Q, Q = S off its diagonal, rows normalised.
+# --- The mass form: (1 - m) onehot + m Q, Q = S off its diagonal, rows normalized.
 
 
 def _mass_targets_numpy(labels, s, m):

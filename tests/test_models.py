@@ -15,7 +15,7 @@ from simsoft.models.resnet import BasicBlock
 
 SHAPES = [(8, 8, 1), (28, 28, 1), (32, 32, 3)]
 # Small variants keep the tests cheap; wrn-28-10 itself is only counted. WRN-10-1 and resnet20
-# share their kernel shapes, and most of the run time on CPU is compiling the initialisers of
+# share their kernel shapes, and most of the run time on CPU is compiling the initializers of
 # new shapes, so the concrete tests stay on 8x8x1 inputs, 10 classes and these two models.
 SMALL_KWARGS = {"wrn": {"depth": 10, "width": 1, "dropout": 0.3}}
 

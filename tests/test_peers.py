@@ -67,7 +67,7 @@ def test_lca_heights_and_soft_labels_hand_computed():
   row0 = np.exp(-beta * np.array([0, 1, 2, 3]) / 3)
   soft = hierarchy_lib.mbm_soft_labels(d, beta)
   np.testing.assert_allclose(soft[0], row0 / row0.sum(), rtol=1e-12)
-  # The peer (labels.py, make_all_soft_labels) normalises over axis 0 of D'[i, j] =
+  # The peer (labels.py, make_all_soft_labels) normalizes over axis 0 of D'[i, j] =
   # d(classes[j], classes[i]) and reads column y.
   peer = np.exp(-beta * d.T / d.max())
   peer = peer / peer.sum(axis=0)
@@ -169,7 +169,7 @@ def test_hxe_hand_computed_on_a_three_level_tree():
       np.array(want) / 3.25,
       rtol=1e-6,
   )
-  # alpha = 0 without normalising is plain cross-entropy.
+  # alpha = 0 without normalizing is plain cross-entropy.
   logits, labels = RNG.normal(size=(6, 4)).astype(np.float32), np.array(
       [0, 1, 2, 3, 0, 2]
   )

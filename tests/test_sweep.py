@@ -33,7 +33,7 @@ def _b(tmp_path, seed, run, get):
   return get(results)
 
 
-def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
+def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   config = tiny_sweep()
   settings = sweep.variants(config)

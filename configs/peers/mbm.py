@@ -8,7 +8,7 @@ configs/peers/digits_hierarchy.json, a hand-made shape grouping):
     (``better_mistakes/model/labels.py``): the 'hierarchy' source (beta 10)
     and the soft target with alpha = 1 (the target is that row exactly);
   - ``:method=hxe`` (``--loss hierarchical-cross-entropy``): loss form 'hxe'
-    with the peer's exponential edge weights exp(-alpha depth), normalised
+    with the peer's exponential edge weights exp(-alpha depth), normalized
     (``trees.get_exponential_weighting``), alpha = 0.1.
 The same hierarchy gives the evaluation's mistake severity: ``mistake LCA
 height`` is the peer's average mistake severity (mean LCA height of the top-1

@@ -78,7 +78,7 @@ class Dataset:
     class_names: C names, index = label.
     image_shape: (H, W, C).
     mean, std: per-channel float32 statistics of the 'train' split in [0, 1]
-      units, for normalising inside the jitted step: x' = (x - mean) / std.
+      units, for normalizing inside the jitted step: x' = (x - mean) / std.
     augmentation: kind for `simsoft.augment.augment` ('crop_flip' or 'none').
     splits: 'train', 'validation', 'test' -> ArraySplit.
     coarse_labels: split -> int32 [N] coarse labels aligned with `splits`

@@ -214,7 +214,7 @@ def _tfds():
     tf.config.set_visible_devices([], "GPU")
   except (
       RuntimeError
-  ) as e:  # TF initialised its devices before simsoft.data did
+  ) as e:  # TF initialized its devices before simsoft.data did
     logging.warning("could not hide GPUs from TensorFlow: %s", e)
   import tensorflow_datasets as tfds
 

@@ -1,6 +1,6 @@
 """Model zoo: name -> Flax NNX classifier.
 
-Every model maps images float32 [B, H, W, C] (already normalised) to logits float32 [B, C];
+Every model maps images float32 [B, H, W, C] (already normalized) to logits float32 [B, C];
 ``model(images, return_features=True)`` returns ``(logits, features)`` with features float32
 [B, D], the input of the final linear layer ``model.head`` (kernel [D, C], D = model.feature_dim).
 Parameters are float32; ``dtype`` is the compute dtype.
@@ -33,9 +33,11 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 from simsoft.models.layers import COMPUTE_DTYPES
@@ -71,8 +73,8 @@ def create_model(
     num_classes: int,
     input_shape: tuple[int, int, int],
     rngs: nnx.Rngs,
-    dtype=jnp.float32,
-    **kwargs,
+    dtype: DTypeLike = jnp.float32,
+    **kwargs: Any,
 ) -> nnx.Module:
   """Build the model registered as ``name``.
 
@@ -80,7 +82,7 @@ def create_model(
     name: a key of MODELS.
     num_classes: C >= 1, the number of logits.
     input_shape: (H, W, C) of one image, e.g. (28, 28, 1) or (32, 32, 3).
-    rngs: parameter initialisation (and dropout) randomness.
+    rngs: parameter initialization (and dropout) randomness.
     dtype: compute dtype, jnp.float32 or jnp.bfloat16 (float16 also accepted); parameters
       stay float32 and logits/features are returned as float32.
     **kwargs: model-specific options (see MODELS); unknown ones raise TypeError.

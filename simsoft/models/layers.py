@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 COMPUTE_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -13,7 +14,13 @@ he_normal = (
 
 
 def conv(
-    in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype, rngs: nnx.Rngs
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    stride: int,
+    *,
+    dtype: DTypeLike,
+    rngs: nnx.Rngs,
 ) -> nnx.Conv:
   """Bias-free kxk conv, PyTorch-style symmetric padding k//2 (so stride 2 gives ceil(H/2))."""
   return nnx.Conv(
@@ -30,7 +37,7 @@ def conv(
   )
 
 
-def batch_norm(ch: int, *, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
+def batch_norm(ch: int, *, dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.BatchNorm:
   """BatchNorm with PyTorch defaults: running = 0.9 * running + 0.1 * batch, eps = 1e-5."""
   return nnx.BatchNorm(
       ch,
@@ -63,7 +70,9 @@ def check_images(
     )
 
 
-def classify(head: nnx.Linear, features: jax.Array, return_features: bool):
+def classify(
+    head: nnx.Linear, features: jax.Array, return_features: bool
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """logits = head(features) in float32 [B, C]; with return_features also features float32 [B, D]."""
   logits = head(features).astype(jnp.float32)
   if return_features:

@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 from simsoft.models.layers import check_images, classify, he_normal
@@ -43,7 +44,7 @@ class LeNet(nnx.Module):
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
   ):
     self.input_shape = tuple(input_shape)
     self.dtype = dtype
@@ -73,7 +74,9 @@ class LeNet(nnx.Module):
         256, num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
 
-  def __call__(self, images: jax.Array, return_features: bool = False):
+  def __call__(
+      self, images: jax.Array, return_features: bool = False
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> logits [B, C] (and features [B, 256])."""
     check_images(images, self.input_shape, "lenet")
     x = images.astype(self.dtype)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 from simsoft.models.layers import check_images, classify, he_normal
@@ -24,7 +25,7 @@ class MLP(nnx.Module):
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
       hidden: Sequence[int] = (256, 256),
   ):
     hidden = tuple(hidden)
@@ -59,7 +60,9 @@ class MLP(nnx.Module):
         rngs=rngs,
     )
 
-  def __call__(self, images: jax.Array, return_features: bool = False):
+  def __call__(
+      self, images: jax.Array, return_features: bool = False
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> logits [B, C] (and features [B, D])."""
     check_images(images, self.input_shape, "mlp")
     x = images.reshape(images.shape[0], -1).astype(self.dtype)

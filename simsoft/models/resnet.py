@@ -6,8 +6,11 @@ and global average pooling before the head, so any H x W input works.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 from simsoft.models.layers import batch_norm, check_images, classify, conv
@@ -30,7 +33,7 @@ class BasicBlock(nnx.Module):
       stride: int,
       shortcut: str,
       *,
-      dtype,
+      dtype: DTypeLike,
       rngs: nnx.Rngs,
   ):
     self.conv1 = conv(in_ch, out_ch, 3, stride, dtype=dtype, rngs=rngs)
@@ -105,7 +108,7 @@ class CifarResNet(nnx.Module):
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
       depth: int = 20,
       shortcut: str = "A",
   ):
@@ -128,7 +131,9 @@ class CifarResNet(nnx.Module):
         64, num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
 
-  def __call__(self, images: jax.Array, return_features: bool = False):
+  def __call__(
+      self, images: jax.Array, return_features: bool = False
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> logits [B, C] (and features [B, 64])."""
     check_images(images, self.input_shape, "resnet", spatial=False)
     x = nnx.relu(self.bn(self.conv(images.astype(self.dtype))))
@@ -137,13 +142,13 @@ class CifarResNet(nnx.Module):
     return classify(self.head, jnp.mean(x, axis=(1, 2)), return_features)
 
 
-def _alias(depth: int):
+def _alias(depth: int) -> Callable[..., CifarResNet]:
   def build(
       *,
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
       shortcut: str = "A",
   ) -> CifarResNet:
     return CifarResNet(
@@ -176,7 +181,7 @@ class ResNet18(nnx.Module):
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
   ):
     self.input_shape = tuple(input_shape)
     self.dtype = dtype
@@ -196,7 +201,9 @@ class ResNet18(nnx.Module):
         512, num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
 
-  def __call__(self, images: jax.Array, return_features: bool = False):
+  def __call__(
+      self, images: jax.Array, return_features: bool = False
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> logits [B, C] (and features [B, 512])."""
     check_images(images, self.input_shape, "resnet18", spatial=False)
     x = nnx.relu(self.bn(self.conv(images.astype(self.dtype))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from flax import nnx
 
 from simsoft.models.layers import batch_norm, check_images, classify, conv
@@ -21,7 +22,7 @@ class WideBlock(nnx.Module):
       stride: int,
       dropout: float,
       *,
-      dtype,
+      dtype: DTypeLike,
       rngs: nnx.Rngs,
   ):
     self.bn1 = batch_norm(in_ch, dtype=dtype, rngs=rngs)
@@ -59,7 +60,7 @@ class WideResNet(nnx.Module):
       num_classes: int,
       input_shape: tuple[int, int, int],
       rngs: nnx.Rngs,
-      dtype=jnp.float32,
+      dtype: DTypeLike = jnp.float32,
       depth: int = 28,
       width: int = 10,
       dropout: float = 0.0,
@@ -98,7 +99,9 @@ class WideResNet(nnx.Module):
         in_ch, num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
 
-  def __call__(self, images: jax.Array, return_features: bool = False):
+  def __call__(
+      self, images: jax.Array, return_features: bool = False
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> logits [B, C] (and features [B, 64 * width])."""
     check_images(images, self.input_shape, "wrn", spatial=False)
     x = self.conv(images.astype(self.dtype))

@@ -8,7 +8,13 @@ If S helps only as much as S', its gain is not class structure.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # numpy only at run time
+  from jax.typing import ArrayLike
 
 __all__ = ["derangement", "permute_classes"]
 
@@ -34,7 +40,9 @@ def derangement(num_classes: int, seed: int) -> np.ndarray:
       return perm
 
 
-def permute_classes(similarity, permutation) -> np.ndarray:
+def permute_classes(
+    similarity: ArrayLike, permutation: ArrayLike | Sequence[int]
+) -> np.ndarray:
   """S'[i, j] = S[perm[i], perm[j]]: rows and columns permuted together. [C, C] -> [C, C]."""
   s = np.asarray(similarity)
   perm = np.asarray(permutation)

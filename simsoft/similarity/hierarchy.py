@@ -28,12 +28,17 @@ numeric ``.csv``, ``.json`` nested list or ``{"distances": [[...]]}``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 import csv
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # numpy only at run time
+  from jax.typing import ArrayLike
 
 __all__ = [
     "Hierarchy",
@@ -108,7 +113,10 @@ def _error(path, problem):
 
 
 def from_parents(
-    parents: dict[str, str], classes, *, where: str = "hierarchy"
+    parents: Mapping[str, str],
+    classes: Iterable[str],
+    *,
+    where: str = "hierarchy",
 ) -> Hierarchy:
   """Builds and checks the tree from {node: parent} and the class leaves in label order."""
   classes = [str(c) for c in classes]
@@ -160,7 +168,7 @@ def from_parents(
   return Hierarchy(tuple(names), parent, np.array([index[c] for c in classes]))
 
 
-def is_hierarchy_file(path) -> bool:
+def is_hierarchy_file(path: str | os.PathLike[str]) -> bool:
   """True for parent links (JSON with 'parents', CSV with non-numeric cells), False for a matrix."""
   p = os.fspath(path)
   ext = os.path.splitext(p)[1].lower()
@@ -177,7 +185,9 @@ def is_hierarchy_file(path) -> bool:
   return False
 
 
-def read_hierarchy(path, *, num_classes: int | None = None) -> Hierarchy:
+def read_hierarchy(
+    path: str | os.PathLike[str], *, num_classes: int | None = None
+) -> Hierarchy:
   """Reads a hierarchy file (module docstring); ValueError naming the file and the problem."""
   p = os.fspath(path)
   if not os.path.isfile(p):
@@ -247,7 +257,9 @@ def _read_matrix(path) -> np.ndarray:
   )
 
 
-def read_distances(path, *, num_classes: int | None = None) -> np.ndarray:
+def read_distances(
+    path: str | os.PathLike[str], *, num_classes: int | None = None
+) -> np.ndarray:
   """float [C, C] class distances: a hierarchy's LCA heights, or a distance matrix as given.
 
   A matrix must be square (C x C), finite and non-negative with some positive entry.
@@ -275,11 +287,11 @@ def read_distances(path, *, num_classes: int | None = None) -> np.ndarray:
   return d
 
 
-def mbm_soft_labels(distances, beta: float) -> np.ndarray:
+def mbm_soft_labels(distances: ArrayLike, beta: float) -> np.ndarray:
   r"""MBM's soft labels, row ``y`` = :math:`\mathrm{softmax}_j(-\beta\, d_{yj} / \max d)`.
 
   The peer's ``make_all_soft_labels(distances, classes, hardness=beta)``
-  normalises ``exp(-beta D / max D)`` over axis 0 and reads column ``y``; its
+  normalizes ``exp(-beta D / max D)`` over axis 0 and reads column ``y``; its
   ``D[i, j] = d(classes[j], classes[i])``, so column ``y`` there is row ``y`` here.
 
   Args:
@@ -297,7 +309,9 @@ def mbm_soft_labels(distances, beta: float) -> np.ndarray:
   return z / z.sum(axis=1, keepdims=True)
 
 
-def hxe_arrays(hierarchy: Hierarchy, alpha: float, *, normalize: bool = True):
+def hxe_arrays(
+    hierarchy: Hierarchy, alpha: float, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
   r"""The constant arrays of :func:`simsoft.losses.hierarchical_cross_entropy`.
 
   HXE of class ``y`` with path :math:`y = n_0, n_1, \dots, n_{d-1}` up to (not

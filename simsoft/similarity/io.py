@@ -26,6 +26,7 @@ import numbers
 import os
 from typing import Any
 
+from jax.typing import ArrayLike
 import numpy as np
 
 from simsoft.paths import resolve
@@ -98,7 +99,7 @@ def _json_matrix(path: str, data: Any) -> tuple[Any, list[str] | None]:
 
 
 def read_similarity_file(
-    path, *, num_classes: int | None = None
+    path: str | os.PathLike[str], *, num_classes: int | None = None
 ) -> tuple[np.ndarray, list[str] | None]:
   """Reads and validates a user-given similarity matrix; never unpickles.
 
@@ -176,7 +177,7 @@ def _jsonable(value: Any, where: str) -> Any:
   if isinstance(value, np.ndarray) and value.ndim <= 1:
     return _jsonable(value.tolist(), where)
   raise TypeError(
-      f"metadata {where} is not JSON-serialisable: {type(value).__name__}."
+      f"metadata {where} is not JSON-serializable: {type(value).__name__}."
   )
 
 
@@ -200,7 +201,7 @@ class SimilarityRecord:
 
 
 def make_record(
-    similarity,
+    similarity: ArrayLike,
     *,
     source: str,
     dataset: str = "",
@@ -208,7 +209,7 @@ def make_record(
     num_samples: int = 0,
     model_step: int | None = None,
     options: Mapping[str, Any] | None = None,
-    **extra,
+    **extra: Any,
 ) -> SimilarityRecord:
   """Validates `similarity` ([C, C]) and the metadata; returns a record."""
   matrix = validate_similarity(similarity)
@@ -274,7 +275,7 @@ def orbax_restore_args() -> dict[str, Any]:
   }
 
 
-def from_restored(restored) -> SimilarityRecord:
+def from_restored(restored: Mapping[str, Any]) -> SimilarityRecord:
   """Record from the result of restoring :func:`orbax_restore_args` items."""
   return from_pytree(
       {
@@ -285,7 +286,10 @@ def from_restored(restored) -> SimilarityRecord:
 
 
 def save_record(
-    directory, record: SimilarityRecord, *, force: bool = False
+    directory: str | os.PathLike[str],
+    record: SimilarityRecord,
+    *,
+    force: bool = False,
 ) -> str:
   """Writes `record` as an Orbax checkpoint at `directory`; returns its absolute path.
 
@@ -299,7 +303,7 @@ def save_record(
   return os.fspath(path)
 
 
-def load_record(directory) -> SimilarityRecord:
+def load_record(directory: str | os.PathLike[str]) -> SimilarityRecord:
   """Reads a record written by :func:`save_record`."""
   import orbax.checkpoint as ocp
 
@@ -313,7 +317,9 @@ def load_record(directory) -> SimilarityRecord:
   return from_restored(restored)
 
 
-def export_plain(record: SimilarityRecord, directory) -> tuple[str, str]:
+def export_plain(
+    record: SimilarityRecord, directory: str | os.PathLike[str]
+) -> tuple[str, str]:
   """Writes ``similarity.npy`` and ``similarity.json`` into `directory`.
 
   The JSON holds ``{"similarity": [[...]], "class_names": [...], "metadata":

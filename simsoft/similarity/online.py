@@ -40,8 +40,12 @@ peer's behaviour named; zhangchbin/OnlineLabelSmoothing):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS
 from simsoft.similarity.stats import SimilarityStats
@@ -57,7 +61,7 @@ def online_initial(num_classes: int, *, smoothing: float = 0.1) -> jax.Array:
   return (1.0 - smoothing) * jnp.eye(c, dtype=jnp.float32) + smoothing / c
 
 
-def postprocess_rows(a: jax.Array, options) -> jax.Array:
+def postprocess_rows(a: ArrayLike, options: Mapping[str, Any]) -> jax.Array:
   """The row-wise steps of :func:`~simsoft.similarity.postprocess.postprocess` in JAX (jit-able).
 
   temperature, diagonal, top_k, normalize, identity_mix, in that order, with
@@ -94,13 +98,13 @@ def postprocess_rows(a: jax.Array, options) -> jax.Array:
 
 
 def online_update(
-    similarity_prev: jax.Array,
+    similarity_prev: ArrayLike,
     stats: SimilarityStats,
     *,
     correct_only: bool = True,
     fallback: str = "keep",
     freeze_threshold: float = 0.0,
-    postprocess=None,
+    postprocess: Mapping[str, Any] | None = None,
 ) -> jax.Array:
   """One epoch-end update :math:`S^{t-1} \\to S^t` (module docstring); pure, jit-able.
 

@@ -4,7 +4,7 @@ A source hands over a non-negative affinity matrix :math:`A` ([C, C]); then, in
 this order:
 
 1. ``temperature`` :math:`T` (default 1, no-op): :math:`A_{yk} \leftarrow
-   A_{yk}^{1/T}`, i.e. row ``softmax(log A / T)`` once normalised; ``T < 1``
+   A_{yk}^{1/T}`, i.e. row ``softmax(log A / T)`` once normalized; ``T < 1``
    sharpens, ``T > 1`` flattens. (The cosine sources ``centroid`` and
    ``weights`` use ``T`` inside their own row softmax instead.)
 2. ``symmetrize`` (default False): :math:`A \leftarrow (A + A^\top) / 2`.
@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # numpy only at run time
+  from jax.typing import ArrayLike
 
 __all__ = ["POSTPROCESS_DEFAULTS", "check_postprocess_options", "postprocess"]
 
@@ -90,7 +93,7 @@ def _top_k(a: np.ndarray, k: int) -> np.ndarray:
 
 
 def postprocess(
-    affinity,
+    affinity: ArrayLike,
     options: Mapping[str, Any] | None = None,
     *,
     apply_temperature: bool = True,
@@ -133,7 +136,7 @@ def postprocess(
     sums = a.sum(axis=1, keepdims=True)
     if np.any(sums == 0):
       raise ValueError(
-          f"similarity row {int(np.flatnonzero(sums == 0)[0])} is all zero; cannot normalise."
+          f"similarity row {int(np.flatnonzero(sums == 0)[0])} is all zero; cannot normalize."
       )
     a = a / sums
   m = opts["identity_mix"]

@@ -28,7 +28,7 @@ online      stats (None: :math:`S^0`)   :func:`~simsoft.similarity.online.online
 hierarchy   path: class hierarchy or    :math:`\exp(-\beta\, d / \max d)`, d the LCA height
             [C, C] distance matrix      (:mod:`~simsoft.similarity.hierarchy`) or the given
                                         distances: Making Better Mistakes' soft labels once
-                                        normalised (``beta``\ =10)
+                                        normalized (``beta``\ =10)
 ordinal     --                          :math:`r^{|i-j|}` for ordered classes (SimLoss's age
                                         matrix; ``ratio`` r=0.5)
 embedding   path: class embeddings      :math:`\max(0, (\cos(e_i, e_j) - b) / (1 - b))`
@@ -42,7 +42,7 @@ soft-label matrix; it is not a similarity, so the pipeline uses it directly
 (with ``loss.as_given``) and this builder refuses it.
 
 For ``centroid`` and ``weights`` the temperature is the one of the row softmax
-(:math:`S_y = \mathrm{softmax}(\cos(\cdot_y, \cdot) / T)` once normalised);
+(:math:`S_y = \mathrm{softmax}(\cos(\cdot_y, \cdot) / T)` once normalized);
 for the others it is the post-processing power :math:`A^{1/T}` (default 1).
 A class with no samples gets the one-hot row :math:`e_y` from the data
 sources (and, for ``centroid``, zero affinity in the other rows).
@@ -54,8 +54,10 @@ from collections.abc import Callable, Mapping
 import dataclasses
 import math
 import numbers
+import os
 from typing import Any
 
+from jax.typing import ArrayLike
 import numpy as np
 
 from simsoft.similarity import hierarchy as hierarchy_lib
@@ -248,7 +250,7 @@ def _number(options, name, low, high=math.inf, *, open_low=False):
   return float(v)
 
 
-def online_update_options(options) -> dict[str, Any]:
+def online_update_options(options: Mapping[str, Any]) -> dict[str, Any]:
   """The keyword arguments of online_update from the online source's options (checked)."""
   if options["fallback"] not in ("keep", "uniform"):
     raise ValueError(
@@ -466,8 +468,8 @@ def build_similarity(
     *,
     num_classes: int,
     stats: SimilarityStats | None = None,
-    classifier_kernel=None,
-    path: str | None = None,
+    classifier_kernel: ArrayLike | None = None,
+    path: str | os.PathLike[str] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
   """Builds S with the named source, then applies the shared post-processing.

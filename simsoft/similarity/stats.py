@@ -32,6 +32,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
 
 __all__ = ["SimilarityStats", "init_stats", "update_stats", "merge_stats"]
 
@@ -122,9 +123,9 @@ def _batch_sum(onehot: jax.Array, values: jax.Array) -> jax.Array:
 def update_stats(
     stats: SimilarityStats,
     logits: jax.Array,
-    labels: jax.Array,
+    labels: ArrayLike,
     features: jax.Array | None = None,
-    mask: jax.Array | None = None,
+    mask: ArrayLike | None = None,
 ) -> SimilarityStats:
   """Adds one batch to `stats`; pure and jit-able.
 
