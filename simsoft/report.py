@@ -61,7 +61,7 @@ _GLOSSARY = """\
 - **super-class accuracy**: fraction of images whose predicted class is in the
   same group (e.g. footwear) as the true class.
 - **mCA**: mean corrupted accuracy, averaged over every corruption and severity.
-  **mCE** = 1 - mCA, the unnormalised mean corruption error.
+  **mCE** = 1 - mCA, the unnormalized mean corruption error.
 - **normalized mCE (B vs A)**: mean over corruptions of B's summed error over
   severities divided by A's (below 1: B makes fewer errors on corrupted data).
   **relative mCE** does the same with each model's clean error subtracted first,

@@ -183,7 +183,7 @@ def make_optimizer(
   return optax.chain(*clip, *core)
 
 
-def normalise(
+def normalize(
     images: jax.Array, mean: ChannelStats, std: ChannelStats
 ) -> jax.Array:
   """(x - mean) / std per channel; images [B,H,W,C] in [0,1]."""
@@ -237,7 +237,7 @@ def make_train_step(
   ) -> tuple[State, StepMetrics]:
     rng = jax.random.fold_in(key, state["step"])
     images = augment_lib.augment(rng, batch["image"], augmentation)
-    images = normalise(images, mean, std)
+    images = normalize(images, mean, std)
     labels = batch["label"]
 
     def objective(params):
@@ -358,7 +358,7 @@ def make_predict_fn(
         graphdef,
         params,
         model_state,
-        normalise(images, mean, std),
+        normalize(images, mean, std),
         train=False,
         return_features=return_features,
     )
