@@ -31,18 +31,6 @@ from simsoft.progress import EvalProgress
 from simsoft.results import MODEL_LABELS
 
 
-def class_groups(ds: data_lib.Dataset) -> np.ndarray | None:
-  """int [C]: each class's super-class where the dataset has a grouping, else None."""
-  if ds.coarse_labels is not None:
-    fine, coarse = ds.split("train").labels, ds.coarse_labels["train"]
-    groups = np.zeros(ds.num_classes, np.int64)
-    groups[fine] = coarse
-    return groups
-  if ds.name in ("fashion_mnist", "fashion_mnist_local"):
-    return np.asarray(metrics_lib.FASHION_MNIST_GROUPS)
-  return None
-
-
 def hierarchy_distances(
     config: ml_collections.ConfigDict, num_classes: int
 ) -> np.ndarray | None:
@@ -113,7 +101,7 @@ def eval_data(
 ) -> evaluators_lib.EvalData:
   """The test split, batch size, noise key and class structure the evaluators share."""
   test = ds.split("test")
-  groups = class_groups(ds)
+  groups = None if ds.class_groups is None else np.asarray(ds.class_groups)
   distances = hierarchy_distances(config, ds.num_classes)
   return evaluators_lib.EvalData(
       images=test.images,

@@ -24,14 +24,6 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
-# Fashion-MNIST labels: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat,
-# 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.
-FASHION_MNIST_GROUP_NAMES = ("tops", "trousers", "dresses", "footwear", "bags")
-FASHION_MNIST_GROUPS = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
-"""class_to_group for Fashion-MNIST: tops = {T-shirt/top, Pullover, Coat, Shirt},
-trousers = {Trouser}, dresses = {Dress}, footwear = {Sandal, Sneaker, Ankle boot},
-bags = {Bag}; group ids index ``FASHION_MNIST_GROUP_NAMES``."""
-
 
 def init_metric_stats(
     num_classes: int, num_bins: int = 15

@@ -163,7 +163,7 @@ def test_digits_real(digits):
   }  # 1797 = 1438 + 359
   assert digits.num_classes == 10 and digits.class_names == tuple("0123456789")
   assert digits.image_shape == (8, 8, 1) and digits.augmentation == "none"
-  assert digits.coarse_labels is None
+  assert digits.coarse_labels is None and digits.class_groups is None
   for split in digits.splits.values():
     assert split.images.dtype == np.float32 and split.images.shape[1:] == (
         8,
@@ -245,6 +245,9 @@ def test_fashion_mnist_local_real_files(fashion):
       "test": 10000,
   }
   assert fashion.image_shape == (28, 28, 1) and fashion.num_classes == 10
+  # Super-classes come with the dataset: Shirt (6) is a top, Ankle boot (9) footwear.
+  assert fashion.group_names[fashion.class_groups[6]] == "tops"
+  assert fashion.group_names[fashion.class_groups[9]] == "footwear"
   assert (
       fashion.class_names[0] == "T-shirt/top"
       and fashion.class_names[9] == "Ankle boot"
@@ -412,6 +415,15 @@ def test_tfds_datasets_under_mock(mock_tfds, name):
     )
     assert ds.coarse_labels["test"].shape == (_MOCK_N,)
     assert all(c.dtype == np.int32 for c in ds.coarse_labels.values())
+    # class_groups: fine class -> a coarse label it has in the examples (one
+    # each in the real data; the mock draws them independently).
+    pairs = set(zip(source["label"].tolist(), source["coarse_label"].tolist()))
+    assert all(
+        (c, g) in pairs
+        for c, g in enumerate(ds.class_groups)
+        if c in set(source["label"].tolist())
+    )
+    assert ds.group_names == ds.coarse_class_names
   else:
     assert ds.coarse_labels is None and ds.coarse_class_names is None
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from simsoft import corruptions, evaluators, metrics, robustness
+from simsoft.data import fashion_mnist_local
 
 N, C = 37, 10
-GROUPS = np.asarray(metrics.FASHION_MNIST_GROUPS)
+GROUPS = np.asarray(fashion_mnist_local.CLASS_GROUPS)
 
 
 def _data():

@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from simsoft import metrics as M
+from simsoft.data import fashion_mnist_local
 
 
 def _stats(probs, labels, mask=None, num_classes=None):
@@ -185,8 +186,8 @@ def test_corruption_aggregates_by_hand():
 
 
 def test_fashion_mnist_groups():
-  g = np.asarray(M.FASHION_MNIST_GROUPS)
-  names = M.FASHION_MNIST_GROUP_NAMES
+  g = np.asarray(fashion_mnist_local.CLASS_GROUPS)
+  names = fashion_mnist_local.GROUP_NAMES
   # 0 T-shirt, 2 Pullover, 4 Coat, 6 Shirt are tops; 5 Sandal, 7 Sneaker, 9 Ankle boot footwear.
   assert [names[g[i]] for i in (0, 2, 4, 6)] == ["tops"] * 4
   assert [names[g[i]] for i in (5, 7, 9)] == ["footwear"] * 3

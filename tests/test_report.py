@@ -13,11 +13,12 @@ import pytest
 from matplotlib import image as mimage
 
 from simsoft import compare, corruptions, intervals, metrics, report, robustness
+from simsoft.data import fashion_mnist_local
 
 N, C = 37, 10
 SUITE = ("contrast", "gaussian_noise")
 SEVERITIES = (1, 5)
-GROUPS = metrics.FASHION_MNIST_GROUPS
+GROUPS = fashion_mnist_local.CLASS_GROUPS
 
 
 def _data():

@@ -84,6 +84,10 @@ class Dataset:
     coarse_labels: split -> int32 [N] coarse labels aligned with `splits`
       (CIFAR-100 superclasses), or None.
     coarse_class_names: names of the coarse classes, or None.
+    class_groups: int [C], each class's super-class (from the coarse labels,
+      or a documented grouping such as Fashion-MNIST's), or None: what
+      superclass accuracy and the default mistake-severity reference use.
+    group_names: names of the super-classes, or None.
   """
 
   name: str
@@ -96,6 +100,8 @@ class Dataset:
   splits: Mapping[str, ArraySplit]
   coarse_labels: Mapping[str, np.ndarray] | None = None
   coarse_class_names: tuple[str, ...] | None = None
+  class_groups: tuple[int, ...] | None = None
+  group_names: tuple[str, ...] | None = None
 
   def split(self, split: str) -> ArraySplit:
     if split not in self.splits:
@@ -149,13 +155,16 @@ def build_dataset(
     train_coarse: np.ndarray | None = None,
     test_coarse: np.ndarray | None = None,
     coarse_class_names: tuple[str, ...] | None = None,
+    class_groups: tuple[int, ...] | None = None,
+    group_names: tuple[str, ...] | None = None,
 ) -> Dataset:
   """Hold out a stratified validation split from `train` and assemble a Dataset.
 
   The validation split always comes from the source's train split (even
   where the source ships its own validation split) so every dataset follows
   one rule; see `splits.stratified_holdout`. mean/std come from the
-  remaining 'train' split.
+  remaining 'train' split. With coarse labels, `class_groups` is each fine
+  class's coarse label and `group_names` the coarse class names.
   """
   num_classes = len(class_names)
   for split_name, split in (("train", train), ("test", test)):
@@ -180,6 +189,10 @@ def build_dataset(
   }
   coarse = None
   if train_coarse is not None:
+    groups = np.zeros(num_classes, np.int64)
+    groups[train.labels] = train_coarse
+    class_groups = tuple(int(g) for g in groups)
+    group_names = coarse_class_names
     coarse = {
         "train": train_coarse[train_idx],
         "validation": train_coarse[val_idx],
@@ -199,6 +212,8 @@ def build_dataset(
       coarse_class_names=tuple(coarse_class_names)
       if coarse_class_names
       else None,
+      class_groups=None if class_groups is None else tuple(class_groups),
+      group_names=None if group_names is None else tuple(group_names),
   )
 
 

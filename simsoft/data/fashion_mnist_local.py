@@ -28,6 +28,11 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
+# Super-classes (the mistake-severity and super-class accuracy reference):
+# tops = {T-shirt/top, Pullover, Coat, Shirt}, trousers = {Trouser},
+# dresses = {Dress}, footwear = {Sandal, Sneaker, Ankle boot}, bags = {Bag}.
+GROUP_NAMES = ("tops", "trousers", "dresses", "footwear", "bags")
+CLASS_GROUPS = (0, 1, 0, 2, 0, 3, 0, 3, 4, 3)
 _HOW_TO_GET = (
     "install them with `apt-get install dataset-fashion-mnist` (into "
     f"{DEFAULT_DIR}), or use dataset 'fashion_mnist' (TFDS) with network access"
@@ -83,4 +88,6 @@ def load(
       augmentation="none",
       validation_fraction=validation_fraction,
       split_seed=split_seed,
+      class_groups=CLASS_GROUPS,
+      group_names=GROUP_NAMES,
   )

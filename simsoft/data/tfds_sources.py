@@ -16,7 +16,7 @@ import numpy as np
 
 from simsoft.data.dataset import ArraySplit, Dataset, build_dataset
 from simsoft.data.digits import CLASS_NAMES as DIGIT_CLASS_NAMES
-from simsoft.data.fashion_mnist_local import CLASS_NAMES as FASHION_MNIST_CLASS_NAMES
+from simsoft.data import fashion_mnist_local
 
 CIFAR10_CLASS_NAMES = (
     "airplane",
@@ -192,11 +192,20 @@ class _Source:
   class_names: tuple[str, ...]
   augmentation: str
   coarse_class_names: tuple[str, ...] | None = None
+  class_groups: tuple[int, ...] | None = (
+      None  # without per-example coarse labels
+  )
+  group_names: tuple[str, ...] | None = None
 
 
 SOURCES = {
     "mnist": _Source(DIGIT_CLASS_NAMES, "none"),
-    "fashion_mnist": _Source(FASHION_MNIST_CLASS_NAMES, "none"),
+    "fashion_mnist": _Source(
+        fashion_mnist_local.CLASS_NAMES,
+        "none",
+        class_groups=fashion_mnist_local.CLASS_GROUPS,
+        group_names=fashion_mnist_local.GROUP_NAMES,
+    ),
     "cifar10": _Source(CIFAR10_CLASS_NAMES, "crop_flip"),
     "cifar100": _Source(
         CIFAR100_CLASS_NAMES, "crop_flip", CIFAR100_COARSE_CLASS_NAMES
@@ -314,6 +323,8 @@ def load(
       augmentation=source.augmentation,
       validation_fraction=validation_fraction,
       split_seed=split_seed,
+      class_groups=source.class_groups,
+      group_names=source.group_names,
       **coarse,
   )
 
