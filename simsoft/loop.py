@@ -30,7 +30,7 @@ from simsoft import input_pipeline
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import train_step as step_lib
-from simsoft.progress import Progress, flat_hparams
+from simsoft.progress import Progress, flat_hparams, log
 from simsoft.run import Run
 
 
@@ -99,8 +99,8 @@ def train_model(
   manager = checkpoint_manager(run, phase, workdir)
   if manager.latest_step() is not None:
     state = ckpt.restore_latest_readable(manager, setup.abstract, phase=phase)
-    if int(state["step"]) < total_steps and jax.process_index() == 0:
-      print(f"[{phase}] resumed from step {int(state['step'])}", flush=True)
+    if int(state["step"]) < total_steps:
+      log(f"[{phase}] resumed from step {int(state['step'])}")
   else:
     state = setup.init()
   start = int(state["step"])
@@ -211,12 +211,10 @@ def _loop(
           jax.block_until_ready(state)
           jax.profiler.stop_trace()
           tracing = False
-          if jax.process_index() == 0:
-            print(
-                f"[{phase}] profiler trace of steps {profile[0] + 1}-{profile[1]} in "
-                f"{logdir}/plugins/profile",
-                flush=True,
-            )
+          log(
+              f"[{phase}] profiler trace of steps {profile[0] + 1}-{profile[1]} in "
+              f"{logdir}/plugins/profile"
+          )
         if end_epoch and done % steps_per_epoch == 0:
           state = end_epoch(state)
         if done % config.log_every_steps == 0 or done == total_steps:

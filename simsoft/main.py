@@ -18,6 +18,7 @@ see simsoft.errors); `--traceback` or SIMSOFT_TRACEBACK=1 adds the traceback.
 """
 
 import difflib
+import logging as std_logging
 import os
 import sys
 
@@ -234,13 +235,6 @@ def run(fv: flags.FlagValues = FLAGS) -> None:
   try:
     from simsoft import train  # pylint: disable=g-import-not-at-top  # after distributed init: TF
 
-    logging.info(
-        "JAX processes %d/%d, devices %d local / %d global",
-        jax.process_index() + 1,
-        jax.process_count(),
-        jax.local_device_count(),
-        jax.device_count(),
-    )
     train.train_and_evaluate(fv.config, fv.workdir)
   except ModuleNotFoundError as e:
     message = extras.missing_dependency_message(e)
@@ -281,11 +275,30 @@ def guarded(fn, argv) -> int:
   return 0
 
 
+def configure_logging(fv: flags.FlagValues = FLAGS) -> None:
+  """Without --verbosity: simsoft's progress (INFO) and every library's warnings.
+
+  Orbax and CLU log every save at INFO, so their INFO lines are dropped; an
+  explicit --verbosity (e.g. 0 for INFO, -1 for warnings only) applies to
+  every library alike.
+  """
+  if "verbosity" in fv and fv["verbosity"].present:
+    return
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_simsoft_info_or_any_warning)
+
+
+def _simsoft_info_or_any_warning(record: std_logging.LogRecord) -> bool:
+  return (
+      record.levelno >= std_logging.WARNING or _PACKAGE_DIR in record.pathname
+  )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def main(argv, fv: flags.FlagValues = FLAGS) -> int:
-  if "verbosity" in fv and not fv["verbosity"].present:
-    logging.set_verbosity(
-        logging.WARNING
-    )  # Orbax and CLU log every save at INFO.
+  configure_logging(fv)
   return guarded(lambda: run(fv), argv)
 
 

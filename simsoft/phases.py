@@ -37,6 +37,7 @@ from simsoft import state as state_lib
 from simsoft import train_step as step_lib
 from simsoft.loop import checkpoint_manager, phase_steps, train_model
 from simsoft.paths import resolve
+from simsoft.progress import log
 from simsoft.run import Run
 
 
@@ -225,10 +226,7 @@ def run_estimate(run: Run) -> None:
         os.path.join(run.workdir, "estimate"), int(state["step"]), similarity
     )
   mark_done(run, "estimate", state)
-  print(
-      f"[estimate] similarity source {source!r}: S saved to {directory}",
-      flush=True,
-  )
+  log(f"[estimate] similarity source {source!r}: S saved to {directory}")
 
 
 def validation_stats(
@@ -534,7 +532,7 @@ def run_evaluate(run: Run) -> dict:
     path = evaluation.write_report(
         run.workdir, results, similarity, list(ds.class_names)
     )
-    print(f"[evaluate] report: {path}", flush=True)
+    log(f"[evaluate] report: {path}")
   return results
 
 
@@ -557,7 +555,7 @@ def _shared_model_a_results(run: Run) -> dict | None:
   )
   if saved is None or saved["evaluated_under"] != _evaluation_key(run.config):
     return None
-  print(f"[evaluate] model A: results from {other}/evaluate_A.json", flush=True)
+  log(f"[evaluate] model A: results from {other}/evaluate_A.json")
   return {"A": saved["results"]}
 
 

@@ -39,6 +39,17 @@ def clock(seconds: float) -> str:
 _clock = clock  # the old private name
 
 
+def log(message: str) -> None:
+  """One progress line through absl logging at INFO, from process 0 only.
+
+  `python -m simsoft.main` shows simsoft's INFO lines (and other libraries'
+  warnings) unless --verbosity is given; library users see them after
+  absl.logging.set_verbosity(absl.logging.INFO).
+  """
+  if jax.process_index() == 0:
+    logging.info("%s", message, stacklevel=2)
+
+
 class _NoEventsWriter:
   """Stands in for CLU's writer where CLU/TensorFlow is absent (stdout lines only)."""
 
@@ -182,12 +193,10 @@ class Progress:
     self._last_step, self._last_time = step, now
     seconds = now - self._start_time
     self._writer.write_scalars(step, {"compile_seconds": seconds})
-    if jax.process_index() == 0:
-      print(
-          f"[{self.phase}] compiled; first step(s) ran in {seconds:.1f}s "
-          "(not counted in rates and ETA)",
-          flush=True,
-      )
+    log(
+        f"[{self.phase}] compiled; first step(s) ran in {seconds:.1f}s "
+        "(not counted in rates and ETA)",
+    )
 
   def update(self, step: int, scalars: dict[str, float]) -> None:
     now = time.perf_counter()
@@ -209,19 +218,17 @@ class Progress:
             **rates,
         },
     )
-    if jax.process_index() == 0:
-      epochs = -(-self.total // self.steps_per_epoch)
-      shown = " ".join(
-          f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
-          for k, v in scalars.items()
-      )
-      eta = f"ETA {clock((self.total - step) / steady)}" if steady else "ETA -"
-      print(
-          f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
-          f"/{epochs}) {shown} | {rates['images_per_s']:,.0f} img/s "
-          f"{steps_per_s:.1f} steps/s {eta}",
-          flush=True,
-      )
+    epochs = -(-self.total // self.steps_per_epoch)
+    shown = " ".join(
+        f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+        for k, v in scalars.items()
+    )
+    eta = f"ETA {clock((self.total - step) / steady)}" if steady else "ETA -"
+    log(
+        f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
+        f"/{epochs}) {shown} | {rates['images_per_s']:,.0f} img/s "
+        f"{steps_per_s:.1f} steps/s {eta}"
+    )
 
   def close(self) -> None:
     self._writer.flush()
@@ -231,7 +238,7 @@ class Progress:
 class EvalProgress:
   """`[evaluate] model A: 5/16 contrast s2 | 3.1 s, ETA 0:00:07` lines while a suite runs.
 
-  Printed for the first and last test set and at most every `every_seconds`
+  Logged for the first and last test set and at most every `every_seconds`
   in between (process 0 only).
   """
 
@@ -246,8 +253,6 @@ class EvalProgress:
     self._last_print = now
     elapsed = now - self._start
     eta = clock(elapsed / done * (total - done))
-    if jax.process_index() == 0:
-      print(
-          f"[evaluate] model {self.label}: {done}/{total} {name} | {elapsed:.1f}s, ETA {eta}",
-          flush=True,
-      )
+    log(
+        f"[evaluate] model {self.label}: {done}/{total} {name} | {elapsed:.1f}s, ETA {eta}",
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+import jax
 import ml_collections
 from flax import nnx
 
@@ -28,6 +29,7 @@ from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import train_step as step_lib
 from simsoft import validate
+from simsoft.progress import log
 from simsoft.run import Run
 from simsoft.sharding import make_mesh
 
@@ -192,15 +194,19 @@ def train_and_evaluate(
   """
   run, phases = prepare(config, workdir, devices=devices)
   with ckpt.WorkdirLock(workdir):
+    log(
+        f"JAX process {jax.process_index() + 1}/{jax.process_count()}, devices "
+        f"{jax.local_device_count()} local / {run.mesh.size} in the mesh"
+    )
     ckpt.guard_workdir(
         workdir, config
     )  # again under the lock, then config.json
     for phase in phases:
       if phase != "evaluate" and phases_lib.phase_done(run, phase) is not None:
-        print(f"[{phase}] already finished in {workdir}; skipping", flush=True)
+        log(f"[{phase}] already finished in {workdir}; skipping")
         continue
       if phase != "evaluate":
         ckpt.write_provenance(workdir, config, phase)
       start = time.time()
       phases_lib.PHASE_RUNNERS[phase](run)
-      print(f"[{phase}] finished in {time.time() - start:.1f}s", flush=True)
+      log(f"[{phase}] finished in {time.time() - start:.1f}s")

@@ -9,6 +9,7 @@ the workdir byte-identical (hashes before and after).
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,8 +56,17 @@ def snapshot(workdir) -> dict:
   return out
 
 
+# An absl INFO line (simsoft's progress): I<mmdd> <time> <thread> <file:line>] ...
+_PROGRESS_LINE = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
 def one_error_line(err: str) -> str:
-  lines = [line for line in err.splitlines() if line.strip()]
+  """The one error line of stderr, besides progress lines logged before it."""
+  lines = [
+      line
+      for line in err.splitlines()
+      if line.strip() and not _PROGRESS_LINE.match(line)
+  ]
   assert "Traceback" not in err, err
   assert len(lines) == 1 and lines[0].startswith("simsoft: error: "), err
   return lines[0]

@@ -165,7 +165,7 @@ def test_installed_cli_runs_the_default_config_from_another_directory(
       timeout=600,
   )
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert "[evaluate] report:" in out.stdout
+  assert "[evaluate] report:" in out.stderr  # progress: absl logging
   assert (workdir / "results.json").exists() and (
       workdir / "report.md"
   ).exists()

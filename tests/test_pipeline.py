@@ -14,6 +14,7 @@ import pytest
 from simsoft import checkpoint as ckpt
 from simsoft import errors
 from simsoft import train
+from tests.helpers.logs import captured_log
 from tests.helpers.tiny import ROOT, final_params, load_config, tiny_config
 
 
@@ -56,8 +57,9 @@ def test_pipeline_end_to_end(tmp_path, capsys):
   )
 
   # A restart skips the finished phases and reproduces the evaluation.
-  train.train_and_evaluate(c, str(tmp_path))
-  assert "already finished" in capsys.readouterr().out
+  with captured_log() as messages:
+    train.train_and_evaluate(c, str(tmp_path))
+  assert any("already finished" in m for m in messages)
   assert (
       json.loads((tmp_path / "results.json").read_text())["models"]["B"][
           "clean"

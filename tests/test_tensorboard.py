@@ -18,6 +18,7 @@ from simsoft import loop
 from simsoft import progress as progress_lib
 from simsoft import train
 from simsoft import train_step as step_lib
+from tests.helpers.logs import captured_log
 from tests.helpers.tiny import tiny_config
 
 
@@ -50,13 +51,9 @@ def finished_run(tmp_path_factory):
   c.log_every_steps, c.checkpoint.every_steps = 4, 8
   c.profile.num_steps, c.profile.first_step = 2, 2
   workdir = str(tmp_path_factory.mktemp("tensorboard"))
-  import contextlib
-  import io
-
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
+  with captured_log() as messages:
     train.train_and_evaluate(c, workdir)
-  return c, workdir, out.getvalue()
+  return c, workdir, "\n".join(messages)
 
 
 def test_train_scalars_hparams_and_similarity_image(finished_run):
