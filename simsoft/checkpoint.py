@@ -20,6 +20,7 @@ relabel a finished run.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 import datetime
 import fcntl
 import hashlib
@@ -330,7 +331,7 @@ def _holder_text(holder: dict) -> str:
 
 
 @contextlib.contextmanager
-def quiet_logs():
+def quiet_logs() -> Iterator[None]:
   """Silences absl logging (Orbax logs every unreadable file at ERROR) inside the block."""
   old = logging.get_verbosity()
   logging.set_verbosity(logging.FATAL)
@@ -367,7 +368,7 @@ def save_state(
 
 def restore_state(
     manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
-):
+) -> Any:
   """Restores the latest (or given) step into `abstract_state`'s structure and shardings."""
   step = manager.latest_step() if step is None else step
   return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
@@ -375,7 +376,7 @@ def restore_state(
 
 def restore_latest_readable(
     manager: ocp.CheckpointManager, abstract_state: Any, *, phase: str
-):
+) -> Any:
   """The newest checkpoint that restores; damaged newer ones are moved aside with a warning.
 
   A damaged checkpoint moves to <phase>/damaged_checkpoints/<step>, so the

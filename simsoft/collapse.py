@@ -32,6 +32,7 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.typing import ArrayLike
 import numpy as np
 from absl import app, flags, logging
 
@@ -53,7 +54,9 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["root"])
 
 
-def logit_gradients(logits, labels, weights) -> tuple[jax.Array, jax.Array]:
+def logit_gradients(
+    logits: ArrayLike, labels: ArrayLike, weights: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
   """Per-example d loss / d logits [N, C] of SimLoss (rows W) and of cross-entropy."""
   log_sum = jax.vmap(
       jax.grad(
@@ -79,13 +82,7 @@ def diagnose(workdir: str) -> dict:
 
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  ds = data_lib.get_dataset(
-      config.dataset.name,
-      data_dir=config.dataset.data_dir or None,
-      validation_fraction=config.dataset.validation_fraction,
-      split_seed=config.dataset.split_seed,
-      train_examples=config.dataset.train_examples,
-  )
+  ds = data_lib.from_config(config.dataset)
   run = Run(
       config=config,
       workdir=workdir,

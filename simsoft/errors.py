@@ -15,6 +15,7 @@ that catches ``ValueError`` or ``FileNotFoundError`` keeps working.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 import sys
 import traceback
 
@@ -76,7 +77,7 @@ def one_line(message: str) -> str:
   return "; ".join(p for p in parts if p)
 
 
-def traceback_wanted(argv=None) -> bool:
+def traceback_wanted(argv: Sequence[str] | None = None) -> bool:
   """True when --traceback is on the command line or SIMSOFT_TRACEBACK is set (not 0)."""
   argv = sys.argv if argv is None else argv
   flag = any(
@@ -86,7 +87,10 @@ def traceback_wanted(argv=None) -> bool:
 
 
 def report(
-    message: str, *, exc: BaseException | None = None, argv=None
+    message: str,
+    *,
+    exc: BaseException | None = None,
+    argv: Sequence[str] | None = None,
 ) -> None:
   """Prints `simsoft: error: <message>` on stderr (after the traceback, if asked for)."""
   if exc is not None and traceback_wanted(argv):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -160,7 +160,12 @@ def evaluate_models(
   return out
 
 
-def write_report(workdir: str, results: dict, similarity, class_names) -> str:
+def write_report(
+    workdir: str,
+    results: dict[str, Any],
+    similarity: np.ndarray,
+    class_names: Sequence[str],
+) -> str:
   """workdir/report.md with figures; written locally first when workdir is a bucket."""
   target = resolve(workdir)
   if "://" not in os.fspath(workdir):

@@ -131,13 +131,13 @@ class DeviceInput:
 def make_input(
     cfg: ml_collections.ConfigDict,
     step: Callable,
-    mesh,
+    mesh: jax.sharding.Mesh,
     split: ArraySplit,
     *,
     global_batch_size: int,
     seed: int,
     start_step: int,
-):
+) -> HostInput | DeviceInput:
   """The HostInput or DeviceInput that config.input selects."""
   kwargs = dict(
       global_batch_size=global_batch_size, seed=seed, start_step=start_step

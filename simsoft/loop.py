@@ -20,7 +20,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from simsoft import checkpoint as ckpt
@@ -130,7 +132,9 @@ def phase_steps(run: Run, phase: str) -> tuple[int, int]:
   return steps_per_epoch, run.config[phase].epochs * steps_per_epoch
 
 
-def checkpoint_manager(run: Run, phase: str, workdir: str | None = None):
+def checkpoint_manager(
+    run: Run, phase: str, workdir: str | None = None
+) -> ocp.CheckpointManager:
   """The Orbax manager of <workdir or run.workdir>/<phase>/checkpoints."""
   with ckpt.quiet_logs():  # Orbax logs each unreadable checkpoint file at ERROR
     manager = ckpt.make_manager(
@@ -336,7 +340,11 @@ def _check_finite(run: Run, state, phase: str, manager) -> None:
 
 
 def nonfinite_message(
-    config, phase: str, bad_step: int, latest: int | None, directory: str
+    config: ml_collections.ConfigDict,
+    phase: str,
+    bad_step: int,
+    latest: int | None,
+    directory: str,
 ) -> str:
   """What became NaN/inf, the likely causes that fit the config, and the last good checkpoint."""
   model = {
@@ -354,7 +362,7 @@ def nonfinite_message(
   )
 
 
-def likely_causes(config, phase: str) -> list[str]:
+def likely_causes(config: ml_collections.ConfigDict, phase: str) -> list[str]:
   """The causes of a NaN/inf loss that this config makes plausible, most likely first."""
   lr, causes = config.optimizer.learning_rate, []
   if not np.isfinite(lr) or lr <= 0:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 from simsoft import checkpoint as ckpt
 from simsoft import config as config_lib
@@ -152,10 +153,12 @@ def model_a_workdir(run: Run) -> str:
 
 
 def phase_done(run: Run, phase: str) -> dict | None:
+  """The phase's done.json, or None while it has not finished."""
   return ckpt.read_json(os.path.join(run.workdir, phase, "done.json"))
 
 
-def mark_done(run: Run, phase: str, state) -> None:
+def mark_done(run: Run, phase: str, state: dict[str, Any]) -> None:
+  """<workdir>/<phase>/done.json: the final step, the time and the provenance."""
   ckpt.write_json(
       os.path.join(run.workdir, phase, "done.json"),
       {
@@ -352,7 +355,7 @@ def run_retrain(run: Run) -> None:
 
 
 def off_target_mass(
-    similarity, amount: dict[str, Any], as_given: bool = False
+    similarity: ArrayLike, amount: dict[str, Any], as_given: bool = False
 ) -> np.ndarray:
   """[C]: the mass class y's soft target puts on other classes.
 
@@ -369,8 +372,11 @@ def off_target_mass(
 
 
 def target_record(
-    config, initial_similarity, final_similarity, permutation
-) -> dict:
+    config: ml_collections.ConfigDict,
+    initial_similarity: ArrayLike,
+    final_similarity: ArrayLike,
+    permutation: np.ndarray | None,
+) -> dict[str, Any]:
   """What model B's target actually was: form, amount, per-class off-target mass, source options.
 
   For a per-epoch source (online) S changes every epoch: 'off_target_mass' is for the

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 from absl import logging
 
 
@@ -69,7 +70,7 @@ class _NoEventsWriter:
     pass
 
 
-def make_writer(logdir: str, *, asynchronous: bool = True):
+def make_writer(logdir: str, *, asynchronous: bool = True) -> Any:
   """CLU's default writer for `logdir` (event files from process 0 only), or a no-op one."""
   try:
     from clu import metric_writers  # imports TensorFlow: only once training starts
@@ -102,7 +103,9 @@ def flat_hparams(config: Mapping[str, Any] | Any) -> dict[str, Any]:
   return out
 
 
-def similarity_image(similarity, *, max_pixels: int = 320) -> np.ndarray:
+def similarity_image(
+    similarity: ArrayLike, *, max_pixels: int = 320
+) -> np.ndarray:
   """S [C, C] as a uint8 image [1, H, W, 3]: one square block per entry, viridis colours
   (grayscale without matplotlib), scaled to S's range."""
   s = np.asarray(similarity, np.float64)
@@ -120,7 +123,7 @@ def similarity_image(similarity, *, max_pixels: int = 320) -> np.ndarray:
 
 
 def write_similarity_image(
-    logdir: str, step: int, similarity, tag: str = "similarity"
+    logdir: str, step: int, similarity: ArrayLike, tag: str = "similarity"
 ) -> None:
   writer = make_writer(logdir, asynchronous=False)
   writer.write_images(step, {tag: similarity_image(similarity)})

@@ -18,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from simsoft import intervals
+from jax.typing import ArrayLike
+
 from simsoft import results as results_lib
 from simsoft import robustness
 from simsoft.results import MODEL_LABELS
@@ -95,7 +97,7 @@ def _save(fig: Figure, path: str) -> str:
 
 
 def plot_similarity(
-    path: str, similarity, class_names: Sequence[str] | None = None
+    path: str, similarity: ArrayLike, class_names: Sequence[str] | None = None
 ) -> str:
   """Heatmap of S [C, C] with class names on both axes; returns the file name."""
   s = np.asarray(similarity, dtype=np.float64)
@@ -410,7 +412,7 @@ def write_report(
     workdir: str,
     results: Mapping,
     *,
-    similarity=None,
+    similarity: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
 ) -> str:
   """Writes ``workdir/report.md`` and its PNG figures; returns the report's path.

@@ -30,11 +30,12 @@ import functools
 import math
 import re
 import zlib
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from simsoft import corruptions as corruptions_lib
 from simsoft import intervals
@@ -45,7 +46,7 @@ PredictFn = Callable[[jax.Array], jax.Array]
 _EXTRA_KEY = re.compile(r"^(?P<name>.+)_(?P<severity>\d+)$")
 
 
-def json_clean(x):
+def json_clean(x: Any) -> Any:
   """Recursively: numpy scalars -> Python, non-finite floats -> None."""
   if isinstance(x, Mapping):
     return {str(k): json_clean(v) for k, v in x.items()}
@@ -59,7 +60,7 @@ def json_clean(x):
 
 
 def check_split(
-    images, labels, num_classes: int, what: str
+    images: ArrayLike, labels: ArrayLike, num_classes: int, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
   """(float32 images in [0, 1], int32 labels) of a split, checked; ValueError naming `what`."""
   images, labels = np.asarray(images), np.asarray(labels)
@@ -254,7 +255,8 @@ def summarize(cells: Mapping[str, Mapping[str, Mapping]]) -> dict:
   return json_clean(out)
 
 
-def resolve_suite(suite) -> list[str]:
+def resolve_suite(suite: str | Sequence[str]) -> list[str]:
+  """'all' -> every corruption; else the names, each checked (ValueError naming it)."""
   if isinstance(suite, str):
     if suite == "all":
       return list(corruptions_lib.CORRUPTIONS)
@@ -339,8 +341,8 @@ def extra_set_grid(
 
 def run_suite(
     predict_fn: PredictFn,
-    images,
-    labels,
+    images: ArrayLike,
+    labels: ArrayLike,
     *,
     suite: Sequence[str] | str = "all",
     severities: Sequence[int] = corruptions_lib.SEVERITIES,
@@ -348,9 +350,9 @@ def run_suite(
     batch_size: int,
     num_classes: int,
     mask_padding: bool = True,
-    class_to_group=None,
-    reference_similarity=None,
-    mistake_distance=None,
+    class_to_group: ArrayLike | None = None,
+    reference_similarity: ArrayLike | None = None,
+    mistake_distance: ArrayLike | None = None,
     extra_sets: Mapping[str, tuple] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     corrupted_examples: int = 0,

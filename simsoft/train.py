@@ -13,6 +13,7 @@ hence TensorFlow); the phases, the loop and the evaluators do not import it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -148,13 +149,7 @@ def _check_model_kwargs(run: Run) -> None:
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   """config.dataset loaded into memory; a failure names the dataset and data_dir."""
   try:
-    return data_lib.get_dataset(
-        config.dataset.name,
-        data_dir=config.dataset.data_dir or None,
-        validation_fraction=config.dataset.validation_fraction,
-        split_seed=config.dataset.split_seed,
-        train_examples=config.dataset.train_examples,
-    )
+    return data_lib.from_config(config.dataset)
   except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds
     raise errors.MissingInputError(
         f"config.dataset.name={config.dataset.name!r} (data_dir {config.dataset.data_dir!r}) "
@@ -162,7 +157,12 @@ def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     ) from None
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str, *, devices=None):
+def prepare(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+) -> tuple[Run, tuple[str, ...]]:
   """Every check, in order, before the workdir is touched: returns (run, phases).
 
   Schema ranges, then the dataset and devices, then the workdir's own records.
@@ -180,7 +180,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, devices=None):
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, devices=None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    devices: Sequence[jax.Device] | None = None,
 ) -> None:
   """Runs the configured phases in order, skipping finished ones.
 

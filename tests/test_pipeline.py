@@ -19,12 +19,7 @@ from tests.helpers.tiny import ROOT, final_params, load_config, tiny_config
 
 
 def small_config(arg="epochs=2"):
-  c = load_config(arg)
-  c.model.kwargs.hidden = (64,)
-  c.evaluate.evaluators = "clean"
-  c.checkpoint.every_steps = 10
-  c.log_every_steps = 10
-  return c
+  return tiny_config(arg, batch_size=64)
 
 
 def _metrics(workdir):

@@ -82,6 +82,18 @@ def get_dataset(
   )
 
 
+def from_config(dataset_config) -> Dataset:
+  """get_dataset with config.dataset's fields (name, data_dir, validation_fraction,
+  split_seed, train_examples); an empty data_dir is each source's default."""
+  return get_dataset(
+      dataset_config.name,
+      data_dir=dataset_config.data_dir or None,
+      validation_fraction=dataset_config.validation_fraction,
+      split_seed=dataset_config.split_seed,
+      train_examples=dataset_config.train_examples,
+  )
+
+
 __all__ = [
     "ArraySplit",
     "CIFAR10_C_CORRUPTIONS",
@@ -92,6 +104,7 @@ __all__ = [
     "SPLITS",
     "channel_stats",
     "eval_batches",
+    "from_config",
     "get_dataset",
     "load_cifar10_corrupted",
     "steps_per_epoch",
