@@ -23,6 +23,10 @@ if [ -d .gpudata/fashion-mnist ] && [ ! -f /usr/share/datasets/fashion-mnist/t10
   mkdir -p /usr/share/datasets/fashion-mnist && cp .gpudata/fashion-mnist/* /usr/share/datasets/fashion-mnist/
 fi
 export PYTHONUNBUFFERED=1
+# Deterministic GPU kernels (launch/gpu.sh does the same); DETERMINISTIC=0 drops them.
+if [ "${DETERMINISTIC:-1}" != 0 ]; then
+  export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_deterministic_ops=true"
+fi
 { nvidia-smi -L; git log -1 --format=%H 2>/dev/null || true
   "$PY" -c "import jax, flax, optax, orbax.checkpoint, ml_collections, sys; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
   "$PY" -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1

@@ -13,12 +13,19 @@
 # the pipeline; TensorFlow stays on the CPU (simsoft.data hides the GPUs from it).
 # start first stops a job it started earlier and that is still running.
 # LOG_DIR (default .gpu_job/) holds job.log, job.pid and exit_code.
+# XLA's GPU kernels run deterministically (--xla_gpu_deterministic_ops: without
+# it, two runs of one config differed on an H200, benchmarks/RESULTS.md section
+# 6); DETERMINISTIC=0 drops the flag for speed.
 # DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN="${DRY_RUN:-0}"
 LOG_DIR="${LOG_DIR:-.gpu_job}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
+XLA_FLAGS="${XLA_FLAGS:-}"
+if [ "${DETERMINISTIC:-1}" != 0 ]; then
+  XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_deterministic_ops=true"
+fi
 
 run() {
   if [ "$DRY_RUN" = 1 ]; then
@@ -50,7 +57,7 @@ cmd_run() {
   local config="$1" workdir="$2"
   shift 2
   install
-  run .venv/bin/python -m simsoft.main --config "$config" --workdir "$workdir" "$@"
+  run env "XLA_FLAGS=$XLA_FLAGS" .venv/bin/python -m simsoft.main --config "$config" --workdir "$workdir" "$@"
 }
 
 cmd_start() {
@@ -62,7 +69,7 @@ cmd_start() {
   local config="$1" workdir="$2"
   shift 2
   local job
-  job="$(printf '%q ' .venv/bin/python -m simsoft.main --config "$config" --workdir "$workdir" "$@")"
+  job="$(printf '%q ' env "XLA_FLAGS=$XLA_FLAGS" .venv/bin/python -m simsoft.main --config "$config" --workdir "$workdir" "$@")"
   local detached=(setsid nohup bash -c "$job > $LOG_DIR/job.log 2>&1; echo \$? > $LOG_DIR/exit_code")
   if [ "$DRY_RUN" = 1 ]; then
     run "${detached[@]}"

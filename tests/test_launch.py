@@ -259,6 +259,7 @@ def test_gpu_dry_run_detaches_with_a_log():
       "--config.seed=1",
       DRY_RUN="1",
       LOG_DIR="/tmp/gpu_job",
+      XLA_FLAGS="",
   )
   assert out.returncode == 0, out.stderr
   commands = [
@@ -270,6 +271,8 @@ def test_gpu_dry_run_detaches_with_a_log():
   assert detached[:4] == ["setsid", "nohup", "bash", "-c"]
   job = shlex.split(detached[4].split(">")[0])
   assert job == [
+      "env",
+      "XLA_FLAGS=--xla_gpu_deterministic_ops=true",
       ".venv/bin/python",
       "-m",
       "simsoft.main",
@@ -283,6 +286,29 @@ def test_gpu_dry_run_detaches_with_a_log():
       "> /tmp/gpu_job/job.log" in detached[4]
       and "/tmp/gpu_job/exit_code" in detached[4]
   )
+
+
+@pytest.mark.parametrize(
+    "env, flags",
+    [
+        (
+            {"XLA_FLAGS": "--xla_dump_to=/tmp/d"},
+            "XLA_FLAGS=--xla_dump_to=/tmp/d --xla_gpu_deterministic_ops=true",
+        ),
+        ({"DETERMINISTIC": "0", "XLA_FLAGS": ""}, "XLA_FLAGS="),
+    ],
+)
+def test_gpu_runs_deterministic_kernels_unless_asked(env, flags):
+  out = _run(
+      "launch/gpu.sh", "run", "configs/default.py", "/tmp/w", DRY_RUN="1", **env
+  )
+  assert out.returncode == 0, out.stderr
+  (command,) = [
+      shlex.split(line[2:])
+      for line in out.stdout.splitlines()
+      if "simsoft.main" in line
+  ]
+  assert command[:3] == ["env", flags, ".venv/bin/python"]
 
 
 def test_workers_read_tfds_without_downloading(tmp_path, monkeypatch):
