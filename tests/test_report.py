@@ -228,18 +228,7 @@ def test_compare_to_baseline(results):
 def test_write_report_end_to_end(results, tmp_path):
   roundtrip = json.loads(json.dumps(results))
   sim = np.eye(C) * 0.7 + 0.03
-  names = [
-      "T-shirt/top",
-      "Trouser",
-      "Pullover",
-      "Dress",
-      "Coat",
-      "Sandal",
-      "Shirt",
-      "Sneaker",
-      "Bag",
-      "Ankle boot",
-  ]
+  names = list(fashion_mnist_local.CLASS_NAMES)
   path = report.write_report(
       str(tmp_path), roundtrip, similarity=sim, class_names=names
   )
