@@ -143,13 +143,7 @@ def evaluate_models(
   models = dict(precomputed or {})
   total = sum(e.num_sets for e in evaluators.values())
   for key, predict_fn in predict_fns.items():
-    progress, done = EvalProgress(key), 0
-
-    def report(name, progress=progress):
-      nonlocal done
-      done += 1
-      progress(done, total, name)
-
+    report = EvalProgress(key, total)
     metrics = {}
     for evaluator in evaluators.values():
       metrics.update(evaluator.run(predict_fn, report))

@@ -245,11 +245,15 @@ class EvalProgress:
   in between (process 0 only).
   """
 
-  def __init__(self, label: str, *, every_seconds: float = 10.0):
-    self.label, self.every_seconds = label, every_seconds
+  def __init__(self, label: str, total: int, *, every_seconds: float = 10.0):
+    self.label, self.total, self.every_seconds = label, total, every_seconds
+    self.done = 0
     self._start = self._last_print = time.perf_counter()
 
-  def __call__(self, done: int, total: int, name: str) -> None:
+  def __call__(self, name: str) -> None:
+    """Test set `name` is done."""
+    self.done += 1
+    done, total = self.done, self.total
     now = time.perf_counter()
     if done not in (1, total) and now - self._last_print < self.every_seconds:
       return
