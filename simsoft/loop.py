@@ -51,7 +51,7 @@ def train_model(
   """Trains one model for `config.<phase>.epochs`, resuming from checkpoints.
 
   `amount` holds make_loss_fn's keywords: {'alpha': a} or {'mass': m}
-  (simsoft.losses), plus as_given / hxe (phases.loss_options); `permutation`
+  (simsoft.losses), plus as_given / hxe (target.loss_options); `permutation`
   (online only) permutes every per-epoch S, for the shuffled-S control;
   `online_options` are online_update's keywords (default: its defaults).
   The checkpoints live in <workdir or run.workdir>/<phase>/checkpoints.

@@ -19,14 +19,10 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
-from jax.typing import ArrayLike
 
 from simsoft import checkpoint as ckpt
-from simsoft import config as config_lib
 from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import evaluation
@@ -35,76 +31,12 @@ from simsoft import progress as progress_lib
 from simsoft import results as results_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
+from simsoft import target as target_lib
 from simsoft import train_step as step_lib
 from simsoft.loop import checkpoint_manager, phase_steps, train_model
 from simsoft.paths import resolve
 from simsoft.progress import log
 from simsoft.run import Run
-
-
-def similarity_options(
-    config: ml_collections.ConfigDict, source: str
-) -> dict[str, Any]:
-  """What build_similarity gets: similarity.options plus similarity.<source> (its own)."""
-  options = config.similarity.options.to_dict()
-  if source in sim_lib.SOURCES and isinstance(
-      config.similarity.get(source), ml_collections.ConfigDict
-  ):
-    options.update(config.similarity[source].to_dict())
-  if not options.get("temperature"):
-    options.pop("temperature", None)
-  allowed = sim_lib.source_options(source)
-  return {k: v for k, v in options.items() if k in allowed}
-
-
-def similarity_options_that_ran(
-    config: ml_collections.ConfigDict, source: str
-) -> dict[str, Any]:
-  """Every option of `source` with the value it ran with (defaults filled in)."""
-  return {
-      **sim_lib.source_options(source),
-      **similarity_options(config, source),
-  }
-
-
-def shuffle_permutation(
-    config: ml_collections.ConfigDict, num_classes: int
-) -> np.ndarray | None:
-  """The shuffled-S control's class permutation (a derangement fixed by config.seed), or None."""
-  if not config.similarity.shuffle:
-    return None
-  return sim_lib.derangement(num_classes, seed=config.seed)
-
-
-def source_path(config: ml_collections.ConfigDict, source: str) -> str | None:
-  """The file a source reads (the config field its registry entry names), or None."""
-  field = sim_lib.source_spec(source).path_field
-  if field is None:
-    return None
-  node = config
-  for name in field.split("."):
-    node = node[name]
-  return node or None
-
-
-def loss_options(
-    config: ml_collections.ConfigDict, num_classes: int
-) -> dict[str, Any]:
-  """make_loss_fn's keywords from config.loss: the amount, as_given and (form 'hxe') the arrays."""
-  options = {**config_lib.loss_amount(config), "as_given": config.loss.as_given}
-  if config.loss.form == "hxe":
-    if not config.hierarchy_path:
-      raise ValueError(
-          "loss form 'hxe' needs a class hierarchy: set config.hierarchy_path"
-      )
-    tree = sim_lib.read_hierarchy(
-        config.hierarchy_path, num_classes=num_classes
-    )
-    options["hxe"] = sim_lib.hxe_arrays(
-        tree, config.loss.hxe.alpha, normalize=config.loss.hxe.normalize
-    )
-  return options
-
 
 # Config sections that define model A: another workdir's A is reusable when they match.
 MODEL_A_FIELDS = (
@@ -178,7 +110,7 @@ def run_estimate(run: Run) -> None:
   )
   source = config.similarity.source
   spec = sim_lib.source_spec(source)
-  options = similarity_options(config, source)
+  options = target_lib.similarity_options(config, source)
   if spec.per_epoch:
     similarity = sim_lib.initial_similarity(
         source, num_classes=ds.num_classes, options=options
@@ -203,12 +135,12 @@ def run_estimate(run: Run) -> None:
         num_classes=ds.num_classes,
         stats=stats,
         classifier_kernel=kernel,
-        path=source_path(config, source),
+        path=target_lib.source_path(config, source),
         options=options,
     )
   similarity = losses.validate_similarity(similarity, ds.num_classes)
-  options = similarity_options_that_ran(config, source)
-  permutation = shuffle_permutation(config, ds.num_classes)
+  options = target_lib.similarity_options_that_ran(config, source)
+  permutation = target_lib.shuffle_permutation(config, ds.num_classes)
   if permutation is not None:
     similarity = sim_lib.permute_classes(similarity, permutation)
     options["shuffle_permutation"] = permutation.tolist()
@@ -325,7 +257,7 @@ def run_retrain(run: Run) -> None:
     similarity = sim_lib.initial_similarity(
         source,
         num_classes=num_classes,
-        options=similarity_options(config, source),
+        options=target_lib.similarity_options(config, source),
     )
     if training["permutation"] is not None:
       similarity = sim_lib.permute_classes(similarity, training["permutation"])
@@ -344,75 +276,14 @@ def run_retrain(run: Run) -> None:
     )
   ckpt.write_json(
       os.path.join(run.workdir, "retrain", "target.json"),
-      target_record(
+      target_lib.target_record(
           config,
           similarity,
           np.asarray(state["similarity"]),
-          shuffle_permutation(config, num_classes),
+          target_lib.shuffle_permutation(config, num_classes),
       ),
   )
   mark_done(run, "retrain", state)
-
-
-def off_target_mass(
-    similarity: ArrayLike, amount: dict[str, Any], as_given: bool = False
-) -> np.ndarray:
-  """[C]: the mass class y's soft target puts on other classes.
-
-  1 - T[y, y] for T = similarity_target_matrix(S); with `as_given`, the
-  off-diagonal sum of row y of W = (1 - alpha) I + alpha S.
-  """
-  if as_given:
-    s = np.asarray(similarity, np.float64)
-    return amount.get("alpha", 1.0) * (s.sum(axis=1) - np.diag(s))
-  target = losses.similarity_target_matrix(
-      jnp.asarray(similarity, jnp.float32), **amount
-  )
-  return 1.0 - np.diag(np.asarray(target, np.float64))
-
-
-def target_record(
-    config: ml_collections.ConfigDict,
-    initial_similarity: ArrayLike,
-    final_similarity: ArrayLike,
-    permutation: np.ndarray | None,
-) -> dict[str, Any]:
-  """What model B's target actually was: form, amount, per-class off-target mass, source options.
-
-  For a per-epoch source (online) S changes every epoch: 'off_target_mass' is for the
-  first epoch's S, 'off_target_mass_final' for the last one. The 'hxe' form has
-  no soft target: its record holds its alpha and hierarchy instead.
-  """
-  amount = config_lib.loss_amount(config)
-  source = config.similarity.source
-  as_given = config.loss.as_given
-  record = {
-      "form": config.loss.form,
-      "amount": amount,
-      "as_given": as_given,
-      "source": source,
-      "options": similarity_options_that_ran(config, source),
-      "shuffle_permutation": None
-      if permutation is None
-      else np.asarray(permutation).tolist(),
-  }
-  if config.loss.form == "hxe":
-    return record | {
-        "hxe": config.loss.hxe.to_dict(),
-        "hierarchy_path": config.hierarchy_path,
-    }
-  mass = off_target_mass(initial_similarity, amount, as_given)
-  record |= {
-      "off_target_mass": mass.tolist(),
-      "mean_off_target_mass": float(mass.mean()),
-  }
-  if sim_lib.source_spec(source).per_epoch:
-    final = off_target_mass(final_similarity, amount, as_given)
-    record |= {
-        "off_target_mass_final": final.tolist(),
-        "mean_off_target_mass_final": float(final.mean()),
-    }
-  return record
 
 
 def model_a_training(run: Run) -> dict[str, Any]:
@@ -436,13 +307,13 @@ def model_b_training(run: Run) -> dict[str, Any]:
   per_epoch = sim_lib.source_spec(source).per_epoch
   return {
       "loss_form": config.loss.form,
-      "amount": loss_options(config, num_classes),
+      "amount": target_lib.loss_options(config, num_classes),
       "online": per_epoch,
-      "permutation": shuffle_permutation(config, num_classes)
+      "permutation": target_lib.shuffle_permutation(config, num_classes)
       if per_epoch
       else None,
       "online_options": sim_lib.online_update_options(
-          similarity_options_that_ran(config, source)
+          target_lib.similarity_options_that_ran(config, source)
       )
       if per_epoch
       else None,

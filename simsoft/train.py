@@ -28,6 +28,7 @@ from simsoft import input_pipeline
 from simsoft import phases as phases_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
+from simsoft import target as target_lib
 from simsoft import train_step as step_lib
 from simsoft import validate
 from simsoft.progress import log
@@ -48,7 +49,7 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
     )
   _as_config_error(
       lambda: step_lib.make_loss_fn(
-          config.loss.form, **phases_lib.loss_options(config, ds.num_classes)
+          config.loss.form, **target_lib.loss_options(config, ds.num_classes)
       ),
       "loss",
   )
@@ -60,7 +61,7 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
         "hierarchy_path",
     )
   spec = sim_lib.source_spec(source)
-  options = phases_lib.similarity_options_that_ran(config, source)
+  options = target_lib.similarity_options_that_ran(config, source)
   if spec.per_epoch:
     _as_config_error(
         lambda: sim_lib.online_update_options(options), f"similarity.{source}"
@@ -94,7 +95,7 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
             f"run it first, e.g. phases={needed},evaluate"
         )
   if spec.needs_path and "estimate" in phases:
-    path = phases_lib.source_path(config, source)
+    path = target_lib.source_path(config, source)
     if not path:
       raise errors.ConfigError(
           f"similarity source {source!r} needs config.{spec.path_field}"

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from simsoft import losses
-from simsoft import phases
+from simsoft import target
 from simsoft import similarity as sim
 from simsoft import train
 from simsoft import train_step as step_lib
@@ -354,18 +354,18 @@ def test_step_schedule_is_the_peers():
 def _config_loss(config, num_classes):
   """(loss_fn, S at the start of retraining) as the pipeline builds them."""
   source = config.similarity.source
-  options = phases.similarity_options(config, source)
+  options = target.similarity_options(config, source)
   if sim.source_spec(source).per_epoch:
     s = sim.initial_similarity(source, num_classes=num_classes, options=options)
   else:
     s = sim.build_similarity(
         source,
         num_classes=num_classes,
-        path=phases.source_path(config, source),
+        path=target.source_path(config, source),
         options=options,
     )
   fn = step_lib.make_loss_fn(
-      config.loss.form, **phases.loss_options(config, num_classes)
+      config.loss.form, **target.loss_options(config, num_classes)
   )
   return fn, s
 
@@ -392,7 +392,7 @@ def test_ols_config_loss():
       -0.5 * _log_softmax(logits)[np.arange(8), labels],
       rtol=1e-6,
   )
-  online = phases.similarity_options_that_ran(config, "online")
+  online = target.similarity_options_that_ran(config, "online")
   assert sim.online_update_options(online)["fallback"] == "uniform"
   fine = load_config("variant=fine_grained", "peers/ols")
   _, s0 = _config_loss(fine, 10)
