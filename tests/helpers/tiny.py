@@ -23,9 +23,9 @@ def load_config(arg="", name="default"):
 
 def tiny_config(arg="epochs=1,phases=estimate"):
   c = load_config(arg)
-  c.model.kwargs.hidden = (64,)
+  c.model.mlp.hidden = (64,)
   c.batch_size = 32
-  c.evaluate.evaluators = "clean"
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.checkpoint.every_steps = 10
   c.log_every_steps = 10
   return c
