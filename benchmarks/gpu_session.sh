@@ -7,7 +7,9 @@
 # That machine has jax, flax, optax, chex, orbax and torch but no TF, TFDS or
 # ml-collections: the pinned pure-Python wheels and the Fashion-MNIST IDX files
 # travel in .gpudata/ (whl/, fashion-mnist/). Everything lands in $OUT.
-# STEPS="bench pipeline sweep" selects parts; a rerun continues the sweep.
+# STEPS="bench pipeline sweep" selects parts; a rerun continues the sweep;
+# SWEEP_FLAGS adds sweep flags (e.g. --config.seeds=5,6,7,8,9, or
+# --config.experiments.fmnist_lenet.<field>=<value> for a run config field).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 PY=${PY:-python3}
@@ -49,7 +51,7 @@ if [[ " $STEPS " == *" sweep "* ]]; then
   start=$(date +%s)
   # shellcheck disable=SC2086
   timeout "${SWEEP_SECONDS:-300}" "$PY" -m simsoft.sweep --config configs/sweep.py:fashion_mnist \
-    --config.overrides="evaluate.severities=1,3,5;input.steps_per_dispatch=20${EXTRA_OVERRIDES:-}" \
+    --config.experiments.fmnist_lenet.input.steps_per_dispatch=20 \
     --root "$SWEEP_ROOT" --workers "${WORKERS:-8}" ${SWEEP_FLAGS:-} > "$OUT/sweep.log" 2>&1
   echo "sweep rc $? in $(( $(date +%s) - start )) s"
   find "$SWEEP_ROOT" -name results.json | wc -l

@@ -105,7 +105,7 @@ def simsoft_step(
   config.seed = seed
   config.model.name = model
   config.model.dtype = jnp.dtype(dtype).name
-  config.model.kwargs = ml_collections.ConfigDict(model_kwargs or {})
+  config.model[model] = ml_collections.ConfigDict(model_kwargs or {})
   config.optimizer = optimizer
   run = Run(config=config, workdir="", mesh=mesh, dataset=ds)
   steps_per_epoch = max(len(split) // batch_size, 1)

@@ -20,5 +20,5 @@ from simsoft import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.cifar_recipe(config_lib.base_config(), "cifar10")
-  c.evaluate.evaluators = "clean,corruptions,cifar10_c"
+  c.evaluate.evaluators.cifar10_c = config_lib.cifar10_c_evaluator()
   return config_lib.apply_args(c, arg)

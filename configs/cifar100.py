@@ -20,5 +20,4 @@ from simsoft import config as config_lib
 
 def get_config(arg=None):
   c = config_lib.cifar_recipe(config_lib.base_config(), "cifar100")
-  c.evaluate.evaluators = "clean,corruptions"
   return config_lib.apply_args(c, arg)

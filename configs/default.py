@@ -8,6 +8,9 @@ corrupted test split. About a minute on 2 CPU cores.
   python -m simsoft.main --config configs/default.py --workdir /tmp/simsoft/default
   python -m simsoft.main --config configs/default.py:similarity=centroid,form=log_sum,seed=1 \
       --workdir /tmp/simsoft/default_centroid
+  python -m simsoft.main --config configs/default.py:model=lenet --workdir /tmp/simsoft/default_lenet
+  python -m simsoft.main --config configs/default.py --config.model.mlp.hidden="(128,)" \
+      --workdir /tmp/simsoft/default_mlp128
 
 Measured (RESULTS.md; seeds 0-4, 30 epochs per phase, severities 1, 3, 5):
 model A (cross-entropy) 96.71 ± 0.57 % clean accuracy, 93.68 ± 0.40 % mean
@@ -21,10 +24,5 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.apply_args(config_lib.base_config(), arg)
-  if c.model.name == "mlp":
-    c.model.kwargs.hidden = (
-        256,
-        256,
-    )  # a field, so --config.model.kwargs.hidden can override it
-  return c
+  # The mlp's hidden layers are its default, (256, 256): config.model.mlp.hidden.
+  return config_lib.apply_args(config_lib.base_config(), arg)

@@ -13,7 +13,12 @@ model B retrained from the same initialization and batch order with
 
   python -m simsoft.sweep --config configs/sweep.py:digits --root DIR --workers 2
   python -m simsoft.sweep --config configs/sweep.py:fashion_mnist --root DIR --workers 8 \
-      --config.overrides="evaluate.severities=1,3,5;input.steps_per_dispatch=20"   # one GPU
+      --config.experiments.fmnist_lenet.input.steps_per_dispatch=20   # one GPU
+
+Each experiment is a whole run config (config.experiments.<name>, built from
+a file of configs/ here), so any of its fields can be set from the command
+line; the sweep's own fields are lists: `--config.seeds="(0, 1)"`,
+`--config.masses="(0.1, 0.3)"`, `--config.sources="('confusion',)"`.
 
 A rerun skips finished runs and resumes unfinished ones. The summary
 (DIR/summary.md, .json, figures) gives mean ± std over seeds, and paired
@@ -29,44 +34,61 @@ smoothing m0.1 93.05 ± 0.21 % / 86.29 ± 0.41 %; the log-sum form collapses on
 digits (29 of 40 lenet runs lose whole classes).
 """
 
+import os
+
 import ml_collections
 
+from simsoft import config as config_lib
+from simsoft import config_files
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Group (the text after the colon) -> {experiment: (config file, model, epochs per model)}.
 EXPERIMENTS = {
-    "digits": (
-        "digits_mlp=configs/default.py:model=mlp,epochs=30",
-        "digits_lenet=configs/default.py:model=lenet,epochs=30",
-    ),
+    "digits": {
+        "digits_mlp": ("default.py", "mlp", 30),
+        "digits_lenet": ("default.py", "lenet", 30),
+    },
     # All 54,000 training images, lenet to convergence (15 epochs per model),
     # corruptions on the whole 10,000-image test set.
-    "fashion_mnist": (
-        "fmnist_lenet=configs/fashion_mnist.py:model=lenet,epochs=15",
-    ),
+    "fashion_mnist": {"fmnist_lenet": ("fashion_mnist.py", "lenet", 15)},
 }
-MASSES = {"digits": "0.1,0.3", "fashion_mnist": "0.1"}
+MASSES = {"digits": (0.1, 0.3), "fashion_mnist": (0.1,)}
 # The alpha-mixed log-sum runs that collapsed on digits lenet in round one.
-ALPHA_SETTINGS = {"digits": "confusion-log_sum,online-log_sum"}
+ALPHA_SETTINGS = {"digits": (("confusion", "log_sum"), ("online", "log_sum"))}
+
+
+def experiment(path: str, model: str, epochs: int) -> ml_collections.ConfigDict:
+  """The run config of `path` (next to this file) with this model and epochs,
+  and a lighter corruption grid (severities 1, 3, 5) than the file's."""
+  c = config_files.load_config(path, relative_to=HERE)
+  c.model.name = model
+  c.estimate.epochs = c.retrain.epochs = epochs
+  config_lib.set_severities(c, (1, 3, 5))
+  return c
 
 
 def get_config(arg="all"):
   c = ml_collections.ConfigDict()
+  if arg not in ("", "all", None) and arg not in EXPERIMENTS:
+    raise ValueError(
+        f"unknown experiment group {arg!r}; use one of {list(EXPERIMENTS)} or all"
+    )
   groups = EXPERIMENTS if arg in ("", "all", None) else {arg: EXPERIMENTS[arg]}
-  c.experiments = ",".join(
-      spec.split("=", 1)[0] for specs in groups.values() for spec in specs
-  )
-  c.specs = ml_collections.ConfigDict(
+  # In this order (not sorted): the sweep runs and summarizes them so.
+  c.experiments = ml_collections.ConfigDict(
       {
-          spec.split("=", 1)[0]: spec.split("=", 1)[1]
+          name: experiment(*spec)
           for specs in groups.values()
-          for spec in specs
-      }
+          for name, spec in specs.items()
+      },
+      sort_keys=False,
   )
-  c.seeds = "0,1,2,3,4"
-  c.masses = MASSES.get(arg, "0.1")
-  c.sources = "confusion,softmax,centroid,online"
-  c.log_sum_sources = "confusion"
+  c.seeds = (0, 1, 2, 3, 4)
+  c.masses = MASSES.get(arg, (0.1,))
+  c.sources = ("confusion", "softmax", "centroid", "online")
+  c.log_sum_sources = ("confusion",)
   c.shuffled = True
   c.alpha = 0.5
-  c.alpha_settings = ALPHA_SETTINGS.get(arg, "")
-  # Applied to every run (';'-separated field=value): a lighter corruption grid.
-  c.overrides = "evaluate.severities=1,3,5"
+  c.alpha_settings = ALPHA_SETTINGS.get(arg, ())
   return c

@@ -1,13 +1,20 @@
-"""The one config schema every experiment shares, and the `:key=value` arg parser.
+"""The one config schema every experiment shares, and the colon's short knobs.
 
 Config files in configs/ call `base_config()` and change only what differs,
 then `apply_args(config, arg)` for the text after the colon in
-`--config configs/X.py:model=resnet20,similarity=confusion,seed=1`.
+`--config configs/X.py:model=resnet20,similarity=confusion,seed=1`. The colon
+takes only the short knobs of ARG_ALIASES (and a file's own, such as
+configs/peers/ols.py's `variant`); any field is set with `--config.<field>=v`,
+typed like the field (tuples as `--config.phases="('retrain', 'evaluate')"`).
+Code sets dotted fields with `set_fields(config, {'loss.alpha': 0.3})`.
 
 Fields (defaults below):
   dataset.name, dataset.data_dir, dataset.validation_fraction, dataset.split_seed,
     dataset.train_examples (> 0: a class-stratified subset of the train split)
-  model.name, model.dtype ('float32' | 'bfloat16'), model.kwargs (per model)
+  model.name, model.dtype ('float32' | 'bfloat16'), model.<name> (that model's
+    own keyword arguments with their defaults, for every model that takes
+    any: model.mlp.hidden, model.resnet20.depth / shortcut, model.wrn.depth /
+    width / dropout, ...; the run uses model[model.name])
   similarity.source, similarity.path (file source), similarity.from_workdir
     (reuse another run's estimated S), similarity.shuffle (control: S with its
     classes permuted by a seeded derangement), similarity.options
@@ -20,7 +27,7 @@ Fields (defaults below):
     loss form and the evaluation (mistake severity from LCA heights)
   loss.form ('soft_target' | 'log_sum' | 'hxe'), loss.amount ('alpha' | 'mass'),
     loss.alpha, loss.mass (see simsoft.losses.similarity_target_matrix),
-    loss.as_given (W = (1 - alpha) I + alpha S with S not row-normalised:
+    loss.as_given (W = (1 - alpha) I + alpha S with S not row-normalized:
     SimLoss with log_sum and alpha 1, Online Label Smoothing's loss with
     soft_target), loss.hxe.alpha / loss.hxe.normalize (hierarchical
     cross-entropy, simsoft.similarity.hierarchy.hxe_arrays)
@@ -34,16 +41,22 @@ Fields (defaults below):
     are means over each window of that many steps)
   profile.num_steps (> 0: a jax.profiler trace of that many steps per training
     phase, in <workdir>/<phase>/plugins/profile, from step profile.first_step)
-  evaluate.evaluators ('clean', 'corruptions', 'cifar10_c'), evaluate.corruptions,
-    evaluate.severities, evaluate.corrupted_examples (> 0: corrupt only the first
-    that many test images), evaluate.cifar10_c ('all' or CIFAR-10-C names),
+  evaluate.evaluators: {name: {'type': ..., options}} (simsoft.evaluators),
+    by default clean and corruptions:
+      clean        {'type': 'clean'} (required: every comparison uses it)
+      corruptions  corruptions (names of simsoft.corruptions), severities
+                   (1..5), examples (> 0: corrupt only the first that many
+                   test images)
+      cifar10_c    corruptions (CIFAR-10-C names), severities, data_dir
+                   ('' = dataset.data_dir); configs/cifar10.py adds it
     evaluate.reference_similarity_path (mistake severity)
-  phases ('estimate,retrain,evaluate'), seed
+  phases (('estimate', 'retrain', 'evaluate')), seed
 """
 
 from __future__ import annotations
 
-import ast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -72,24 +85,26 @@ ARG_ALIASES = {
     "runlocal": None,
 }
 
-# Fields whose value is a comma-separated list: after the colon,
+# Knobs whose value is a list of names: after the colon,
 # `phases=retrain,evaluate` keeps `evaluate` in phases (an item without '='
-# continues the previous list field's value).
-LIST_FIELDS = (
-    "phases",
-    "evaluate.evaluators",
-    "evaluate.corruptions",
-    "evaluate.severities",
-    "evaluate.cifar10_c",
-)
+# continues the previous list knob's value).
+LIST_ARGS = ("phases",)
 FLAG_ARGS = ("runlocal",)
+
+# Fields that moved, for the hint of an override that names the old one.
+MOVED_FIELDS = {
+    "evaluate.severities": "evaluate.evaluators.corruptions.severities",
+    "evaluate.corruptions": "evaluate.evaluators.corruptions.corruptions",
+    "evaluate.corrupted_examples": "evaluate.evaluators.corruptions.examples",
+    "evaluate.cifar10_c": "evaluate.evaluators.cifar10_c.corruptions",
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Returns the shared schema with its defaults (digits + mlp, about a minute on CPU)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.phases = ",".join(PHASES)
+  c.phases = PHASES
 
   c.dataset = ml_collections.ConfigDict(
       dict(
@@ -102,7 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
   )
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
-  c.model.kwargs = ml_collections.ConfigDict()
+  # Each model's own keyword arguments, with that model's defaults (one
+  # section each, so any model can be chosen and tuned from the command line).
+  for name, defaults in model_own_options().items():
+    c.model[name] = ml_collections.ConfigDict(defaults)
 
   c.similarity = ml_collections.ConfigDict(
       dict(source="confusion", path="", from_workdir="", shuffle=False)
@@ -125,8 +143,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # amount 'alpha': target (1-alpha) onehot + alpha rownorm(S)[y];
   # amount 'mass': target (1-mass) onehot + mass Q[y] (Q: S off its diagonal,
-  # rows normalised), the same off-target mass for every source.
-  # as_given: W = (1 - alpha) I + alpha S, S not row-normalised (the peers' losses).
+  # rows normalized), the same off-target mass for every source.
+  # as_given: W = (1 - alpha) I + alpha S, S not row-normalized (the peers' losses).
   c.loss = ml_collections.ConfigDict(
       dict(
           form="soft_target",
@@ -181,17 +199,55 @@ def base_config() -> ml_collections.ConfigDict:
   # A profiler trace of a few steps (like clu.periodic_actions.Profile); 0 = off.
   c.profile = ml_collections.ConfigDict(dict(num_steps=0, first_step=10))
 
-  c.evaluate = ml_collections.ConfigDict(
-      dict(
-          evaluators="clean,corruptions",
-          corruptions="all",
-          severities="1,2,3,4,5",
-          corrupted_examples=0,
-          cifar10_c="all",
-          reference_similarity_path="",
-      )
+  c.evaluate = ml_collections.ConfigDict(dict(reference_similarity_path=""))
+  # In this order (not sorted): the evaluate phase runs them so.
+  c.evaluate.evaluators = ml_collections.ConfigDict(
+      dict(clean=dict(type="clean"), corruptions=corruptions_evaluator()),
+      sort_keys=False,
   )
   return c
+
+
+def corruptions_evaluator(**options) -> dict:
+  """The 'corruptions' evaluator entry: every corruption of simsoft.corruptions
+  at every severity on the whole test split, unless `options` say otherwise."""
+  from simsoft import corruptions  # pylint: disable=g-import-not-at-top
+
+  return (
+      dict(
+          type="corruptions",
+          corruptions=tuple(corruptions.CORRUPTIONS),
+          severities=corruptions.SEVERITIES,
+          examples=0,
+      )
+      | options
+  )
+
+
+def cifar10_c_evaluator(**options) -> dict:
+  """The 'cifar10_c' evaluator entry: the 15 CIFAR-10-C corruptions at every
+  severity, read from dataset.data_dir ('' here), unless `options` say otherwise.
+  """
+  from simsoft.data import tfds_sources  # pylint: disable=g-import-not-at-top
+
+  return (
+      dict(
+          type="cifar10_c",
+          corruptions=tfds_sources.CIFAR10_C_CORRUPTIONS,
+          severities=tfds_sources.CIFAR10_C_SEVERITIES,
+          data_dir="",
+      )
+      | options
+  )
+
+
+def set_severities(
+    c: ml_collections.ConfigDict, severities: tuple[int, ...]
+) -> None:
+  """Every evaluator that has severities (corruptions, cifar10_c) uses these."""
+  for entry in c.evaluate.evaluators.values():
+    if "severities" in entry:
+      entry.severities = tuple(severities)
 
 
 def small_cnn_recipe(
@@ -239,14 +295,14 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.batch_size = min(c.batch_size, 64)
   c.checkpoint.every_steps = min(c.checkpoint.every_steps, 100)
   c.log_every_steps = min(c.log_every_steps, 20)
-  c.evaluate.severities = "1,3,5"
+  set_severities(c, (1, 3, 5))
   return c
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
   """'a=1,b=x,runlocal' -> {'a': '1', 'b': 'x', 'runlocal': 'True'}.
 
-  A bare item after a list field continues its value:
+  A bare item after a list knob continues its value:
   'phases=retrain,evaluate,seed=1' -> {'phases': 'retrain,evaluate', 'seed': '1'}.
   """
   out, last = {}, None
@@ -256,12 +312,7 @@ def parse_arg(arg: str | None) -> dict[str, str]:
       continue
     key, sep, value = item.partition("=")
     key = key.strip()
-    if (
-        not sep
-        and key not in FLAG_ARGS
-        and last is not None
-        and _is_list_field(last)
-    ):
+    if not sep and key not in FLAG_ARGS and last in LIST_ARGS:
       out[last] += "," + key
       continue
     out[key] = value.strip() if sep else "True"
@@ -269,19 +320,95 @@ def parse_arg(arg: str | None) -> dict[str, str]:
   return out
 
 
-def _is_list_field(key: str) -> bool:
-  return ARG_ALIASES.get(key, key) in LIST_FIELDS
+def check_args(args: Mapping[str, str], own: Iterable[str] = ()) -> None:
+  """Every key is a knob (ARG_ALIASES, or a config file's `own`); ConfigError otherwise.
+
+  A dotted name is a field, which the colon does not take: the message says
+  to use --config.<field>=<value>.
+  """
+  known = sorted(ARG_ALIASES) + sorted(own)
+  for key, text in args.items():
+    if key in known:
+      continue
+    if "." in key:
+      raise ConfigError(
+          f"{key}={text} after the colon names a field; use --config.{key}={text} "
+          f"(the colon takes only the knobs {known})"
+      )
+    raise ConfigError(
+        f"unknown config argument {key!r} after the colon; use one of {known}, "
+        "or --config.<field>=<value> for any field"
+    )
 
 
-def set_field(c: ml_collections.ConfigDict, dotted: str, text: str) -> None:
-  """Sets the dotted field from text, typed like its current value; KeyError if absent."""
+def split_args(
+    arg: str | None, **own: Sequence[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+  """The colon text as (a config file's own knobs, the shared knobs for apply_args).
+
+  `own` maps each of the file's knobs to its allowed values, the first the
+  default: split_args('variant=fine_grained,seed=1', variant=('cifar',
+  'fine_grained')) -> ({'variant': 'fine_grained'}, {'seed': '1'}).
+  """
+  args = parse_arg(arg)
+  check_args(args, own)
+  mine = {key: values[0] for key, values in own.items()}
+  for key, values in own.items():
+    if key in args:
+      mine[key] = args.pop(key)
+      if mine[key] not in values:
+        raise ConfigError(
+            f"unknown {key} {mine[key]!r} after the colon; use one of {list(values)}"
+        )
+  return mine, args
+
+
+def _parent(
+    c: ml_collections.ConfigDict, dotted: str
+) -> tuple[ml_collections.ConfigDict, str]:
+  """(the section holding the dotted field, its last name); ConfigError if there is no such field."""
   *parents, leaf = dotted.split(".")
   node = c
   for name in parents:
-    node = node[name]
-  if leaf not in node:
-    raise KeyError(f"config has no field {dotted!r}")
-  node[leaf] = parse_value(dotted, node[leaf], text)
+    node = (
+        node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+    )
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(
+        f"config has no field {dotted!r}; the fields are listed in simsoft/config.py"
+    )
+  return node, leaf
+
+
+def set_fields(
+    c: ml_collections.ConfigDict, fields: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+  """Sets each dotted field of `c` to its value, typed like the field.
+
+  set_fields(c, {'loss.amount': 'mass', 'loss.mass': 0.1}). An int sets a
+  float field, a list a tuple field, a dict a section; a field that does not
+  exist, or a value of another type, raises ConfigError naming the field.
+  """
+  for dotted, value in fields.items():
+    node, leaf = _parent(c, dotted)
+    current = node[leaf]
+    if isinstance(value, list):
+      value = tuple(value)
+    if not (
+        current is None
+        or type(value) is type(current)
+        or (type(current) is float and type(value) is int)
+        or (
+            isinstance(current, ml_collections.ConfigDict)
+            and isinstance(value, Mapping)
+        )
+    ):
+      raise ConfigError(
+          f"config.{dotted}={value!r} is of type {type(value).__name__}; the "
+          f"field takes values of type {type(current).__name__}, such as {current!r}"
+      )
+    node[leaf] = float(value) if type(current) is float else value
+  return c
 
 
 def parse_value(dotted: str, current, text: str):
@@ -291,21 +418,14 @@ def parse_value(dotted: str, current, text: str):
       if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
         raise ValueError("not a boolean")
       return text.lower() in ("1", "true", "yes")
-    if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
-      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if isinstance(current, int):
       return int(text)
     if isinstance(current, float):
       return float(text)
   except (ValueError, SyntaxError, TypeError):
-    kind = {
-        bool: "true or false",
-        tuple: "a tuple such as (64,)",
-        list: "a tuple such as (64,)",
-        int: "an integer",
-        float: "a number",
-    }[type(current)]
+    kind = {bool: "true or false", int: "an integer", float: "a number"}[
+        type(current)
+    ]
     raise ConfigError(
         f"config.{dotted}={text!r} is not {kind}; give {kind}"
     ) from None
@@ -313,37 +433,52 @@ def parse_value(dotted: str, current, text: str):
 
 
 def apply_args(
-    c: ml_collections.ConfigDict, arg: str | None
+    c: ml_collections.ConfigDict, arg: str | Mapping[str, str] | None
 ) -> ml_collections.ConfigDict:
-  """Applies the `:key=value,...` text to a config; unknown keys raise ValueError.
+  """Applies the colon's knobs ('lr=0.1,epochs=3' or split_args' dict) to a config.
 
-  Keys are the aliases in ARG_ALIASES or any dotted field ('optimizer.momentum=0.8').
-  `runlocal` (a flag) shrinks the run with `runlocal()`; `epochs=N` sets both phases.
+  Knobs are the short names of ARG_ALIASES; anything else raises ConfigError
+  (a dotted field name with a pointer to --config.<field>=<value>).
+  `runlocal` (a flag) shrinks the run with `runlocal()`; `epochs=N` sets both
+  phases; `phases=retrain,evaluate` sets the tuple of phases.
   """
-  args = parse_arg(arg)
+  args = parse_arg(arg) if arg is None or isinstance(arg, str) else dict(arg)
+  check_args(args)
   for key, text in args.items():
     if key == "runlocal":
       continue
     if key == "epochs":
-      c.estimate.epochs = c.retrain.epochs = parse_value(
-          "estimate.epochs", 0, text
+      epochs = parse_value("estimate.epochs", 0, text)
+      set_fields(c, {"estimate.epochs": epochs, "retrain.epochs": epochs})
+    elif key == "mass":
+      set_fields(
+          c,
+          {
+              "loss.amount": "mass",
+              "loss.mass": parse_value("loss.mass", 0.0, text),
+          },
       )
-      continue
-    if key == "mass":
-      c.loss.amount, c.loss.mass = "mass", parse_value("loss.mass", 0.0, text)
-      continue
-    dotted = ARG_ALIASES.get(key, key)
-    try:
-      set_field(c, dotted, text)
-    except (KeyError, AttributeError):
-      known = sorted(k for k in ARG_ALIASES)
-      raise ConfigError(
-          f"unknown config argument {key!r} after the colon; use one of {known} or a dotted "
-          "field such as optimizer.momentum"
-      ) from None
+    elif key in LIST_ARGS:
+      set_fields(c, {ARG_ALIASES[key]: tuple(text.split(","))})
+    else:
+      dotted = ARG_ALIASES[key]
+      node, leaf = _parent(c, dotted)
+      set_fields(c, {dotted: parse_value(dotted, node[leaf], text)})
   if "runlocal" in args and args["runlocal"].lower() in ("1", "true", "yes"):
     runlocal(c)
   return c
+
+
+def model_own_options() -> dict[str, dict]:
+  """{model: its own keyword arguments with defaults} for every model that takes any."""
+  from simsoft import models  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for name in models.MODELS:
+    own = models.default_kwargs(name)
+    if own:
+      out[name] = own
+  return out
 
 
 def source_own_options() -> dict[str, dict]:

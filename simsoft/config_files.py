@@ -8,13 +8,18 @@ directory is looked up in the shipped configs, so
   simsoft --config configs/default.py:epochs=1 --workdir W   # any directory
   simsoft --config default.py:epochs=1 --workdir W           # the same file
 
-work after `pip install 'simsoft[all]'` as they do in a checkout.
+work after `pip install 'simsoft[all]'` as they do in a checkout. In Python,
+`load_config('default.py', relative_to=HERE)` returns a file's config (the
+sweep config builds its experiments so).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
+
+import ml_collections
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,3 +67,27 @@ def resolve_argv(argv: Sequence[str], flag: str = "config") -> list[str]:
     out.append(arg)
     i += 1
   return out
+
+
+def load_config(
+    path: str, arg: str | None = None, *, relative_to: str | None = None
+) -> ml_collections.ConfigDict:
+  """The ConfigDict that config file `path`'s get_config(arg) returns.
+
+  `arg` is the text after the colon (the file's knobs). A relative path is
+  looked up as `resolve` does: relative to `relative_to` (default the current
+  directory), then in the shipped configs, a leading 'configs/' dropped; so a
+  config that loads another runs from any directory, in a checkout or installed.
+  """
+  found = resolve(path, relative_to=relative_to)
+  if not os.path.isfile(found):
+    raise FileNotFoundError(
+        f"config file {path!r} not found (looked relative to "
+        f"{relative_to or os.getcwd()} and in {configs_dir()})"
+    )
+  spec = importlib.util.spec_from_file_location(
+      "simsoft_config_" + os.path.basename(found)[:-3], found
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -3,10 +3,11 @@
   evaluators = build_evaluators(config, dataset, mesh)   # simsoft.evaluators
   results = evaluate_models({'A': predict_a, 'B': predict_b}, evaluators)
 
-config.evaluate.evaluators names the evaluators (simsoft.evaluators: clean,
-corruptions, cifar10_c); the class structure they measure mistakes against
-(super-classes, a hierarchy, a reference S) comes from the dataset and the
-config. Nothing here sees the trainer.
+config.evaluate.evaluators holds the evaluators' entries, {name: {'type':
+..., options}} (simsoft.evaluators: clean, corruptions, cifar10_c); the
+class structure they measure mistakes against (super-classes, a hierarchy, a
+reference S) comes from the dataset and the config. Nothing here sees the
+trainer.
 """
 
 from __future__ import annotations
@@ -61,37 +62,17 @@ def reference_similarity(
 def evaluator_entries(
     config: ml_collections.ConfigDict,
 ) -> dict[str, dict[str, Any]]:
-  """{name: {'type': ..., options}} of simsoft.evaluators, from config.evaluate."""
-  ev = config.evaluate
-  names = [n.strip() for n in ev.evaluators.split(",") if n.strip()]
-  severities = tuple(int(s) for s in ev.severities.split(",") if s.strip())
-  entries = {"clean": {"type": "clean"}}
-  for name in names:
-    if name == "corruptions":
-      entries[name] = {
-          "type": name,
-          "corruptions": _names(ev.corruptions),
-          "severities": severities,
-          "examples": ev.corrupted_examples,
-      }
-    elif name == "cifar10_c":
-      entries[name] = {
-          "type": name,
-          "corruptions": _names(ev.cifar10_c),
-          "severities": severities,
-          "data_dir": config.dataset.data_dir,
-      }
-    elif name != "clean":
-      entries[name] = {"type": name}
-  return entries
+  """config.evaluate.evaluators as {name: {'type': ..., options}}, 'clean' first.
 
-
-def _names(text: str) -> str | tuple[str, ...]:
-  return (
-      "all"
-      if text == "all"
-      else tuple(n.strip() for n in text.split(",") if n.strip())
-  )
+  A cifar10_c entry with an empty data_dir reads config.dataset.data_dir.
+  """
+  entries = {}
+  for name, entry in config.evaluate.evaluators.items():
+    entry = dict(entry)
+    if entry.get("type", name) == "cifar10_c" and not entry.get("data_dir"):
+      entry["data_dir"] = config.dataset.data_dir
+    entries[name] = entry
+  return dict(sorted(entries.items(), key=lambda item: item[0] != "clean"))
 
 
 def eval_data(

@@ -5,10 +5,12 @@ configs/default.py --workdir DIR`, from any directory: a config path that does
 not exist there is looked up in the configs shipped with the package
 (simsoft.config_files).
 
-`--config` takes a config file with an optional `:arg` string
-(`configs/cifar10.py:model=resnet20,similarity=confusion,seed=1`), and single
-fields can be overridden (`--config.optimizer.learning_rate=0.05`); the config
-is locked, so a misspelled field is an error. On a multi-host slice (Cloud TPU
+`--config` takes a config file with an optional `:arg` string of short knobs
+(`configs/cifar10.py:model=resnet20,similarity=confusion,seed=1`; the knobs
+are simsoft.config.ARG_ALIASES and a file's own), and any field is set with
+`--config.<field>=<value>` (`--config.optimizer.learning_rate=0.05`,
+`--config.phases="('retrain', 'evaluate')"`); the config is locked, so a
+misspelled field is an error. On a multi-host slice (Cloud TPU
 pod, several GPU hosts) pass --distributed so every process joins one job.
 
 A user error (a bad flag, config file or value, another run's workdir, a
@@ -82,22 +84,30 @@ define_flags(FLAGS)
 # ----------------------------------------------------------------------------
 
 
-def _suggest(field: str) -> str | None:
-  """The config field a misspelled one most likely meant ('optimizer.lr' -> 'optimizer.learning_rate')."""
+def _suggest(field: str, config: dict | None = None) -> str | None:
+  """The config field a misspelled or moved one most likely meant
+  ('optimizer.lr' -> 'optimizer.learning_rate'); `config` is the loaded one, if any.
+  """
   from simsoft import checkpoint, config as config_lib  # pylint: disable=g-import-not-at-top
 
   alias = config_lib.ARG_ALIASES.get(field.rsplit(".", 1)[-1])
   if alias:
     return alias
-  fields = sorted(checkpoint._flatten(config_lib.base_config().to_dict()))
+  config = config or config_lib.base_config().to_dict()
+  fields = sorted(checkpoint._flatten(config))
+  moved = config_lib.MOVED_FIELDS.get(field)
+  if field.startswith("model.kwargs."):  # now the model's own section
+    moved = f"model.{config['model']['name']}.{field[len('model.kwargs.'):]}"
+  if moved in fields:
+    return moved
   close = difflib.get_close_matches(field, fields, n=1, cutoff=0.75)
   return close[0] if close else None
 
 
-def _unknown_flag(name: str) -> str:
+def _unknown_flag(name: str, config: dict | None = None) -> str:
   if name.startswith("config."):
     field = name[len("config.") :]
-    close = _suggest(field)
+    close = _suggest(field, config)
     hint = f"did you mean --config.{close}? " if close else ""
     return (
         f"--{name}: the config has no field {field!r}; {hint}the fields are listed in "
@@ -121,7 +131,12 @@ def flag_error_message(error: BaseException, argv) -> str:
   """A one-line message for an exception raised while parsing the flags."""
   text = str(error)
   if isinstance(error, flags.UnrecognizedFlagError):
-    return _unknown_flag(error.flagname)
+    config = (
+        _config_without_overrides(argv)
+        if error.flagname.startswith("config.")
+        else None
+    )
+    return _unknown_flag(error.flagname, config)
   if "Failed loading config file" in text:
     reason = text.strip().splitlines()[-1].strip()
     path = next(
@@ -167,19 +182,18 @@ def _unknown_override(argv) -> str | None:
   (of the loaded config if there is one, else of the shared schema)."""
   from simsoft import checkpoint, config as config_lib  # pylint: disable=g-import-not-at-top
 
-  config = _config_without_overrides(argv)
-  fields = set(
-      checkpoint._flatten(config or config_lib.base_config().to_dict())
-  )
-  names = [
-      a[2:].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")
-  ]
-  kwargs = [n for n in names if n.startswith("config.model.kwargs.")]
-  for name in [
-      n for n in names if n not in kwargs
-  ] + kwargs:  # kwargs vary by model: last
-    if name[len("config.") :] not in fields:
-      return _unknown_flag(name)
+  config = _config_without_overrides(argv) or config_lib.base_config().to_dict()
+  leaves = checkpoint._flatten(config)
+  fields = {  # every field and section
+      ".".join(parts[:i])
+      for parts in (leaf.split(".") for leaf in leaves)
+      for i in range(1, len(parts) + 1)
+  }
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      name = arg[2:].split("=", 1)[0]
+      if name[len("config.") :] not in fields:
+        return _unknown_flag(name, config)
   return None
 
 

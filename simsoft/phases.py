@@ -417,7 +417,7 @@ def _evaluation_key(config) -> dict:
   """Every field model A's test results depend on, besides model A itself."""
   return {
       "dataset": config.dataset.to_dict(),
-      "evaluate": config.evaluate.to_dict(),
+      "evaluate": json.loads(config.evaluate.to_json()),
       "eval_batch_size": config.eval_batch_size,
       "seed": config.seed,
   }

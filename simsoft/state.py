@@ -34,15 +34,25 @@ def create_model(
     dataset: data_lib.Dataset,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
-  """config.model (name, dtype, kwargs) built for `dataset`'s classes and image shape."""
+  """config.model built for `dataset`'s classes and image shape.
+
+  The model is model_config.name, computing in model_config.dtype, with its
+  own keyword arguments from model_config[name] (none if there is no section).
+  """
   return models_lib.create_model(
       model_config.name,
       num_classes=dataset.num_classes,
       input_shape=dataset.image_shape,
       rngs=rngs,
       dtype=jnp.dtype(model_config.dtype),
-      **model_config.kwargs.to_dict(),
+      **model_kwargs(model_config),
   )
+
+
+def model_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The chosen model's own keyword arguments: model_config[model_config.name]."""
+  own = model_config.get(model_config.name)
+  return own.to_dict() if own is not None else {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""Runs a grid of experiments (configs/sweep.py) and summarises it.
+"""Runs a grid of experiments (configs/sweep.py) and summarizes it.
 
   python -m simsoft.sweep --config configs/sweep.py:digits --root DIR [--workers N] [--summary_only]
 
+The sweep config (configs/sweep.py) holds each experiment's whole run config
+(config.experiments.<name>) and the grid: seeds, masses, sources, ... Each
+run is its experiment's config with the seed, the phases and its setting's
+fields (Setting.fields) set.
+
 Layout: DIR/<experiment>/seed<s>/{base, label_smoothing, <source>-<form>}.
-`base` trains model A (phases=estimate); every other run reuses that A
+`base` trains model A (phases ('estimate',)); every other run reuses that A
 (config.estimate.model_from) and retrains B. Runs with a results.json are
 skipped, unfinished ones resume, so a rerun finishes an interrupted sweep.
 DIR/summary.md and DIR/summary.json hold mean and standard deviation over
@@ -20,15 +25,17 @@ starts once its base has finished. Each worker logs to DIR/worker<i>.log.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fcntl
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from typing import Any
 
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -75,30 +82,6 @@ METRICS = results_lib.select(
 PAIRED_METRICS = results_lib.select("clean_accuracy", "mean_corrupted_accuracy")
 
 
-def load_experiment_config(spec: str, *, relative_to: str | None = None):
-  """'configs/x.py:arg' -> the ConfigDict that file's get_config(arg) returns.
-
-  A relative path is resolved against `relative_to` (the sweep config's
-  directory), then against the configs shipped with simsoft, a leading
-  'configs/' dropped (simsoft.config_files.resolve): the same sweep runs from
-  any directory, in a checkout or installed.
-  """
-  path, _, arg = config_files.resolve(spec, relative_to=relative_to).partition(
-      ":"
-  )
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"experiment config {spec!r} not found (looked relative to "
-        f"{relative_to or os.getcwd()} and in {config_files.configs_dir()})"
-    )
-  module_spec = importlib.util.spec_from_file_location(
-      "experiment_config", path
-  )
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """One model-B run per seed: its name (the run directory) and what it sets.
@@ -115,9 +98,21 @@ class Setting:
   control: str | None = None
   shuffled: str | None = None
 
+  @property
+  def fields(self) -> dict[str, Any]:
+    """The dotted config fields this setting sets (simsoft.config.set_fields)."""
+    kind, value = self.amount
+    return {
+        "similarity.source": self.source,
+        "loss.form": self.form,
+        "similarity.shuffle": self.shuffle,
+        "loss.amount": kind,
+        f"loss.{kind}": value,
+    }
 
-def _csv(text: str) -> list[str]:
-  return [t.strip() for t in text.split(",") if t.strip()]
+
+# What the base run (model A, cross-entropy) sets.
+BASE_FIELDS = {"similarity.source": "identity", "loss.form": "soft_target"}
 
 
 def variants(sweep) -> list[Setting]:
@@ -126,14 +121,14 @@ def variants(sweep) -> list[Setting]:
   For each mass m: label smoothing at m (the control), and for each source
   its soft-target run and its shuffled-S control (sweep.shuffled); the same
   in the log-sum form for sweep.log_sum_sources (with label smoothing in that
-  form as their control). Then sweep.alpha_settings ('source-form') at
+  form as their control). Then sweep.alpha_settings ((source, form) pairs) at
   sweep.alpha, the older alpha-mixed target.
   """
   out = []
-  for m in (float(x) for x in _csv(sweep.masses)):
-    forms = [("soft_target", _csv(sweep.sources))]
-    if _csv(sweep.log_sum_sources):
-      forms.append(("log_sum", _csv(sweep.log_sum_sources)))
+  for m in sweep.masses:
+    forms = [("soft_target", sweep.sources)]
+    if sweep.log_sum_sources:
+      forms.append(("log_sum", sweep.log_sum_sources))
     for form, sources in forms:
       ls = f"label_smoothing-{form}-m{m:g}"
       out.append(Setting(ls, "uniform", form, ("mass", m)))
@@ -151,8 +146,7 @@ def variants(sweep) -> list[Setting]:
                   shuffled, source, form, ("mass", m), shuffle=True, control=ls
               )
           )
-  for item in _csv(sweep.alpha_settings):
-    source, form = item.split("-")
+  for source, form in sweep.alpha_settings:
     out.append(
         Setting(
             f"{source}-{form}-a{sweep.alpha:g}",
@@ -164,53 +158,41 @@ def variants(sweep) -> list[Setting]:
   return out
 
 
-def plan(
-    sweep, root: str, config_dir: str | None = None
-) -> list[tuple[str, object]]:
+def plan(sweep, root: str) -> list[tuple[str, ml_collections.ConfigDict]]:
   """Every run of the sweep as (workdir, config): all bases, then the runs using them.
 
-  `config_dir` (the sweep config's directory) is where relative experiment
-  config paths are looked up first (load_experiment_config).
+  Each run's config is its experiment's (sweep.experiments.<name>) with the
+  seed, the phases and the setting's fields set.
   """
   bases, runs = [], []
-  for name in _csv(sweep.experiments):
-    for seed in (int(s) for s in _csv(sweep.seeds)):
+  for name, experiment in sweep.experiments.items():
+    for seed in sweep.seeds:
 
-      def make(setting: Setting | None, phases, model_from=""):
-        c = load_experiment_config(sweep.specs[name], relative_to=config_dir)
-        _apply_overrides(c, sweep.overrides)
-        c.seed, c.phases, c.estimate.model_from = seed, phases, model_from
-        if setting is None:
-          c.similarity.source, c.loss.form = "identity", "soft_target"
-        else:
-          c.similarity.source, c.loss.form = setting.source, setting.form
-          c.similarity.shuffle = setting.shuffle
-          c.loss.amount = setting.amount[0]
-          c.loss[setting.amount[0]] = setting.amount[1]
-        return c
+      def make(fields, phases, model_from=""):
+        return config_lib.set_fields(
+            copy.deepcopy(experiment),
+            {
+                "seed": seed,
+                "phases": phases,
+                "estimate.model_from": model_from,
+                **fields,
+            },
+        )
 
       base = os.path.join(root, name, f"seed{seed}", "base")
-      bases.append((base, make(None, "estimate")))
+      bases.append((base, make(BASE_FIELDS, ("estimate",))))
       for setting in variants(sweep):
         runs.append(
             (
                 os.path.join(root, name, f"seed{seed}", setting.name),
-                make(setting, ",".join(config_lib.PHASES), base),
+                make(setting.fields, config_lib.PHASES, base),
             )
         )
   return bases + runs
 
 
-def _apply_overrides(c, overrides: str) -> None:
-  """'a.b=v;c.d=w' (';'-separated, so values may hold commas) -> fields set."""
-  for item in overrides.split(";"):
-    if item.strip():
-      key, _, value = item.partition("=")
-      config_lib.set_field(c, key.strip(), value.strip())
-
-
-def _finished(workdir: str, phases: str) -> bool:
-  if phases == "estimate":
+def _finished(workdir: str, phases: tuple[str, ...]) -> bool:
+  if phases == ("estimate",):
     return os.path.exists(os.path.join(workdir, "estimate", "done.json"))
   return os.path.exists(os.path.join(workdir, "results.json"))
 
@@ -228,9 +210,7 @@ def _claim(root: str, workdir: str):
   return lock
 
 
-def run_all(
-    sweep, root: str, poll_seconds: float = 5.0, config_dir: str | None = None
-) -> None:
+def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
   """Runs every unfinished run this process can claim, in plan order, until none is left.
 
   A run waits for its base (estimate.model_from) to finish; runs that other
@@ -238,7 +218,7 @@ def run_all(
   """
   from simsoft import train  # imports TensorFlow (data); keep --help fast
 
-  runs = plan(sweep, root, config_dir)
+  runs = plan(sweep, root)
   while True:
     pending = [
         (i, w, c)
@@ -250,7 +230,7 @@ def run_all(
     claimed = waiting = False
     for i, workdir, config in pending:
       base = config.estimate.model_from
-      if base and not _finished(base, "estimate"):
+      if base and not _finished(base, ("estimate",)):
         waiting = True
         continue
       lock = _claim(root, workdir)
@@ -332,14 +312,14 @@ COMPARISONS = (
 )
 
 
-def summarise(sweep, root: str) -> dict:
+def summarize(sweep, root: str) -> dict:
   """summary.json / summary.md: per experiment, mean ± std over seeds of every
   metric, and paired comparisons with 95 % intervals, t-test p-values and Holm.
   """
   summary = {}
-  seeds = _csv(sweep.seeds)
+  seeds = [str(s) for s in sweep.seeds]
   settings = variants(sweep)
-  for name in _csv(sweep.experiments):
+  for name in sweep.experiments:
     results = {
         (st.name, seed): _results(root, name, seed, st.name)
         for st in settings
@@ -452,9 +432,9 @@ def _comparisons(
 def wall_times(sweep, root: str) -> dict:
   """Per experiment: finished runs and their wall time (wall_time.json), bases and B runs apart."""
   out = {}
-  for name in _csv(sweep.experiments):
+  for name in sweep.experiments:
     times = {"base": [], "model B": []}
-    for seed in _csv(sweep.seeds):
+    for seed in sweep.seeds:
       for run_name in ["base"] + [v.name for v in variants(sweep)]:
         path = os.path.join(
             root, name, f"seed{seed}", run_name, "wall_time.json"
@@ -649,12 +629,9 @@ def main(argv):
 
 
 def _main():
-  config_dir = os.path.dirname(
-      os.path.abspath(config_flags.get_config_filename(FLAGS["config"]))
-  )
   os.makedirs(FLAGS.root, exist_ok=True)
   if FLAGS.worker_index >= 0:
-    run_all(FLAGS.config, FLAGS.root, config_dir=config_dir)
+    run_all(FLAGS.config, FLAGS.root)
     return
   if not FLAGS.summary_only:
     if FLAGS.workers > 1:
@@ -662,8 +639,8 @@ def _main():
       if code:
         sys.exit(code)
     else:
-      run_all(FLAGS.config, FLAGS.root, config_dir=config_dir)
-  summarise(FLAGS.config, FLAGS.root)
+      run_all(FLAGS.config, FLAGS.root)
+  summarize(FLAGS.config, FLAGS.root)
   with open(os.path.join(FLAGS.root, "summary.md")) as f:
     print(f.read(), flush=True)
 

@@ -132,18 +132,17 @@ def _as_config_error(check, field: str):
 
 
 def _check_model_kwargs(run: Run) -> None:
-  """config.model.kwargs must build the model (shapes only, no compute)."""
+  """config.model[config.model.name] must build the model (shapes only, no compute)."""
+  model = run.config.model
   try:
     nnx.eval_shape(
-        lambda: state_lib.create_model(
-            run.config.model, run.dataset, nnx.Rngs(0)
-        )
+        lambda: state_lib.create_model(model, run.dataset, nnx.Rngs(0))
     )
   except (TypeError, ValueError) as e:
     raise errors.ConfigError(
-        f"config.model.kwargs={run.config.model.kwargs.to_dict()} do not fit model "
-        f"{run.config.model.name!r}: {' '.join(str(e).split())[:200]}; see simsoft/models/"
-        f"{run.config.model.name.rstrip('0123456789')}.py for its arguments"
+        f"config.model.{model.name}={state_lib.model_kwargs(model)} do not fit "
+        f"model {model.name!r}: {' '.join(str(e).split())[:200]}; see "
+        f"simsoft/models/{model.name.rstrip('0123456789')}.py for its arguments"
     ) from None
 
 

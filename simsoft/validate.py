@@ -75,27 +75,31 @@ def flag(field: str, value) -> None:
     _fail(field, value, "must be True or False")
 
 
-def names_in(
-    field: str, text: str, known, *, what: str, allow_all: bool = False
-) -> list[str]:
-  """The comma-separated names of a field, each checked against `known`."""
-  if allow_all and text == "all":
-    return list(known)
-  names = [n.strip() for n in str(text).split(",") if n.strip()]
-  if not names:
+def _tuple_hint(field: str, example) -> str:
+  return f'a tuple such as --config.{field}="{tuple(example)!r}"'
+
+
+def names_in(field: str, names, known, *, what: str) -> tuple[str, ...]:
+  """A field that holds a tuple of names, each checked against `known`."""
+  known = list(known)
+  if not isinstance(names, (tuple, list)) or not all(
+      isinstance(n, str) for n in names
+  ):
     _fail(
-        field,
-        text,
-        f"is empty; give one or more of {list(known)}"
-        + (" or 'all'" if allow_all else ""),
+        field, names, "must be a tuple of names", _tuple_hint(field, known[:2])
     )
+  if not any(names):
+    _fail(field, names, f"is empty; give one or more of {known}")
   for name in names:
     if name not in known:
-      raise ConfigError(
-          f"unknown {what} {name!r} in config.{field}={text!r}; use "
-          f"{'all or ' if allow_all else ''}names from {sorted(known)}"
+      hint = (
+          f"; give {_tuple_hint(field, name.split(','))}" if "," in name else ""
       )
-  return names
+      raise ConfigError(
+          f"unknown {what} {name!r} in config.{field}={tuple(names)!r}; use "
+          f"names from {known}{hint}"
+      )
+  return tuple(names)
 
 
 def existing_file(field: str, path: str) -> None:
@@ -112,23 +116,19 @@ def existing_file(field: str, path: str) -> None:
 
 def check_phases(c) -> tuple[str, ...]:
   """The phases to run: not empty, known names, no repeats."""
-  names = [p.strip() for p in str(c.phases).split(",") if p.strip()]
-  if not names:
+  names = c.phases
+  if isinstance(names, (tuple, list)) and not any(names):
     _fail(
         "phases",
-        c.phases,
+        names,
         f"is empty: nothing would run; give some of {list(config_lib.PHASES)}, "
-        "e.g. phases=estimate or --config.phases=retrain,evaluate",
+        "e.g. :phases=estimate or "
+        + _tuple_hint("phases", config_lib.PHASES[1:]),
     )
-  for name in names:
-    if name not in config_lib.PHASES:
-      raise ConfigError(
-          f"unknown phase {name!r} in config.phases={c.phases!r}; known phases: "
-          f"{list(config_lib.PHASES)}"
-      )
+  names = names_in("phases", names, config_lib.PHASES, what="phase")
   if len(set(names)) != len(names):
-    _fail("phases", c.phases, "repeats a phase; name each phase once")
-  return tuple(names)
+    _fail("phases", names, "repeats a phase; name each phase once")
+  return names
 
 
 def check_dataset(c) -> None:
@@ -308,64 +308,92 @@ def check_training(c) -> None:
 
 
 def check_evaluate(c) -> None:
+  """evaluate.evaluators: {name: {'type': ..., options}}, each option in range."""
   from simsoft import corruptions as corruptions_lib  # pylint: disable=g-import-not-at-top
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
   from simsoft import evaluators  # pylint: disable=g-import-not-at-top
 
-  e = c.evaluate
-  names_in(
-      "evaluate.evaluators",
-      e.evaluators,
-      list(evaluators.EVALUATORS),
-      what="evaluator",
-  )
-  names_in(
-      "evaluate.corruptions",
-      e.corruptions,
-      sorted(corruptions_lib.CORRUPTIONS),
-      what="corruption",
-      allow_all=True,
-  )
-  check_severities(e.severities)
-  at_least(
-      "evaluate.corrupted_examples",
-      e.corrupted_examples,
-      0,
-      advice="0 corrupts every test image",
-  )
-  names_in(
-      "evaluate.cifar10_c",
-      e.cifar10_c,
-      list(
-          data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS
+  entries = _plain(c.evaluate.evaluators)
+  known_names = {
+      "corruptions": (sorted(corruptions_lib.CORRUPTIONS), "corruption"),
+      "cifar10_c": (
+          data_lib.CIFAR10_C_CORRUPTIONS + data_lib.CIFAR10_C_EXTRA_CORRUPTIONS,
+          "CIFAR-10-C corruption",
       ),
-      what="CIFAR-10-C corruption",
-      allow_all=True,
-  )
-  existing_file(
-      "evaluate.reference_similarity_path", e.reference_similarity_path
-  )
-
-
-def check_severities(text: str) -> list[int]:
-  """'1,3,5' -> [1, 3, 5], each in 1..5."""
-  items = [s.strip() for s in str(text).split(",") if s.strip()]
-  if not items:
+  }
+  if not isinstance(entries, dict) or not all(
+      isinstance(e, dict) for e in entries.values()
+  ):
     _fail(
-        "evaluate.severities",
-        text,
-        f"is empty; give severities in 1..{MAX_SEVERITY}, e.g. 1,3,5",
+        "evaluate.evaluators",
+        entries,
+        "must map each evaluator's name to {'type': ..., options}",
+        "e.g. {'clean': {'type': 'clean'}}",
     )
-  for item in items:
-    if not item.isdigit() or not 1 <= int(item) <= MAX_SEVERITY:
+  try:
+    evaluators.check_entries(entries)
+  except ValueError as e:
+    raise ConfigError(f"config.evaluate.evaluators: {e}") from None
+  for name, entry in entries.items():
+    field = f"evaluate.evaluators.{name}"
+    kind = entry.get("type", name)
+    if "corruptions" in entry:
+      known, what = known_names[kind]
+      names_in(f"{field}.corruptions", entry["corruptions"], known, what=what)
+    if "severities" in entry:
+      check_severities(f"{field}.severities", entry["severities"])
+    if "examples" in entry:
+      at_least(
+          f"{field}.examples",
+          entry["examples"],
+          0,
+          advice="0 corrupts every test image",
+      )
+    if "data_dir" in entry and not isinstance(entry["data_dir"], str):
       _fail(
-          "evaluate.severities",
-          text,
+          f"{field}.data_dir",
+          entry["data_dir"],
+          "must be a path",
+          "'' reads config.dataset.data_dir",
+      )
+  existing_file(
+      "evaluate.reference_similarity_path",
+      c.evaluate.reference_similarity_path,
+  )
+
+
+def _plain(value):
+  """A ConfigDict as a dict (whose repr fits on one line); anything else as it is."""
+  if isinstance(value, ml_collections.ConfigDict):
+    return value.to_dict()
+  return value
+
+
+def check_severities(field: str, severities) -> tuple[int, ...]:
+  """A tuple of severities, each an integer in 1..5."""
+  if not isinstance(severities, (tuple, list)):
+    _fail(field, severities, "must be a tuple", _tuple_hint(field, (1, 3, 5)))
+  if not severities:
+    _fail(
+        field,
+        severities,
+        f"is empty; give severities in 1..{MAX_SEVERITY}",
+        _tuple_hint(field, (1, 3, 5)),
+    )
+  for item in severities:
+    if (
+        isinstance(item, bool)
+        or not isinstance(item, int)
+        or not 1 <= item <= MAX_SEVERITY
+    ):
+      _fail(
+          field,
+          tuple(severities),
           f"holds {item!r}; each severity must be an integer "
           f"in 1..{MAX_SEVERITY}",
-          "e.g. 1,3,5",
+          "e.g. (1, 3, 5)",
       )
-  return [int(s) for s in items]
+  return tuple(severities)
 
 
 SECTIONS = (

@@ -27,19 +27,33 @@ from tests.helpers.tiny import ROOT
 
 TINY = [
     f"--config={ROOT}/configs/default.py:epochs=1",
-    "--config.model.kwargs.hidden=(16,)",
-    "--config.evaluate.evaluators=clean",
+    "--config.model.mlp.hidden=(16,)",
+    "--config.evaluate.evaluators={'clean': {'type': 'clean'}}",
     "--config.checkpoint.every_steps=5",
 ]
 
 
 def argv(workdir, *extra, config=None):
-  """The command line of a tiny run; `config` replaces the --config value's text after ':'."""
+  """The command line of a tiny run; `config` replaces the --config value's text after ':'.
+
+  An `extra` flag replaces TINY's flag of the same field, or of a section
+  holding it (TINY's evaluators lack the corruptions an extra flag may set;
+  a tuple field's repeated flags would add up).
+  """
   head = (
       TINY
       if config is None
       else [f"--config={ROOT}/configs/default.py:{config}"] + TINY[1:]
   )
+  fields = [e.split("=", 1)[0] + "." for e in extra]
+  head = [
+      h
+      for h in head
+      if not (
+          h.startswith("--config.")
+          and any(f.startswith(h.split("=", 1)[0] + ".") for f in fields)
+      )
+  ]
   return ["simsoft.main", *head, f"--workdir={workdir}", *extra]
 
 
@@ -138,33 +152,64 @@ FRESH = [
     ([], "epochs=1,batch_size=100000", "training split", 2),
     ([], "epochs=1,batch_size=30", "multiple of the 4 devices", 2),
     ([], "epochs=1,batch_size=0", "batch_size=0", 2),
-    (["--config.phases="], None, "config.phases='' is empty", 2),
+    (["--config.phases="], None, "config.phases=('',) is empty", 2),
+    (
+        ["--config.phases=retrain,evaluate"],
+        None,
+        "unknown phase 'retrain,evaluate'",
+        2,
+    ),
     ([], "epochs=1,phases=estimate,train", "unknown phase 'train'", 2),
     ([], "epochs=1,phases=estimate,estimate", "repeats a phase", 2),
-    (["--config.evaluate.severities=0,6"], None, "severities='0,6'", 2),
-    (["--config.evaluate.severities="], None, "severities='' is empty", 2),
     (
-        ["--config.evaluate.evaluators=clean,vibes"],
+        ["--config.evaluate.evaluators.corruptions.severities=0,6"],
         None,
-        "unknown evaluator 'vibes'",
+        "config.evaluate.evaluators.corruptions.severities=(0, 6) holds 0",
         2,
     ),
     (
-        ["--config.evaluate.corruptions=snowstorm"],
+        ["--config.evaluate.evaluators.corruptions.severities=()"],
+        None,
+        "severities=() is empty",
+        2,
+    ),
+    (
+        ["--config.evaluate.evaluators={'clean': {}, 'v': {'type': 'vibes'}}"],
+        None,
+        "unknown evaluator type 'vibes'",
+        2,
+    ),
+    (
+        ["--config.evaluate.evaluators={'corruptions': {}}"],
+        None,
+        "must include 'clean'",
+        2,
+    ),
+    (
+        ["--config.evaluate.evaluators.corruptions.corruptions=snowstorm"],
         None,
         "unknown corruption 'snowstorm'",
         2,
     ),
     (
-        ["--config.evaluate.cifar10_c=fogg"],
+        [
+            "--config.evaluate.evaluators={'clean': {}, 'cifar10_c': "
+            "{'corruptions': ('fogg',)}}"
+        ],
         None,
         "CIFAR-10-C corruption 'fogg'",
         2,
     ),
     (
-        ["--config.evaluate.corrupted_examples=-1"],
+        ["--config.evaluate.evaluators.corruptions.examples=-1"],
         None,
-        "corrupted_examples=-1",
+        "config.evaluate.evaluators.corruptions.examples=-1",
+        2,
+    ),
+    (
+        ["--config.evaluate.severities=1,3,5"],
+        None,
+        "did you mean --config.evaluate.evaluators.corruptions.severities?",
         2,
     ),
     (["--config.model.name=resnet7"], None, "unknown model 'resnet7'", 2),
@@ -273,7 +318,18 @@ FRESH = [
         "/nonexistent/r.npy",
         2,
     ),
-    (["--config.model.kwargs.hidden=(0,)"], None, "do not fit model 'mlp'", 2),
+    (
+        ["--config.model.mlp.hidden=(0,)"],
+        None,
+        "config.model.mlp={'hidden': (0,)} do not fit model 'mlp'",
+        2,
+    ),
+    (
+        ["--config.model.kwargs.hidden=(8,)"],
+        None,
+        "did you mean --config.model.mlp.hidden?",
+        2,
+    ),
     (
         [],
         "epochs=1,phases=retrain,evaluate",
@@ -288,13 +344,19 @@ FRESH = [
         2,
     ),
     (
-        ["--config.model.kwargs.widht=3"],
+        ["--config.model.wrn.widht=3"],
         None,
-        "no field 'model.kwargs.widht'",
+        "no field 'model.wrn.widht'; did you mean --config.model.wrn.width?",
         2,
     ),
     # Command line and config loading.
     ([], "epochs=1,alfa=0.3", "unknown config argument 'alfa'", 2),
+    (
+        [],
+        "epochs=1,loss.alpha=0.3",
+        "use --config.loss.alpha=0.3",
+        2,
+    ),
     ([], "epochs=x", "config.estimate.epochs='x' is not an integer", 2),
     (
         ["--config.optimizer.lr=3"],
@@ -458,10 +520,10 @@ def test_finished_workdir_refusals(capsys, tmp_path, finished):
   )
   refused(
       capsys,
-      argv(run, "--config.evaluate.severities=1"),
+      argv(run, "--config.evaluate.evaluators.corruptions.severities=1"),
       run,
       "results.json",
-      "evaluate.severities",
+      "evaluate.evaluators.corruptions",
   )
   refused(
       capsys,

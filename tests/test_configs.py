@@ -2,13 +2,23 @@
 
 import glob
 import os
+import types
 
 import pytest
 from absl import flags
+from flax import nnx
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import data, evaluation, evaluators, models, similarity, validate
+from simsoft import (
+    data,
+    evaluation,
+    evaluators,
+    models,
+    similarity,
+    state,
+    validate,
+)
 from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
@@ -62,6 +72,7 @@ def test_config_builds_and_names_resolve(path, arg):
   assert c.similarity.source in similarity.SOURCES
   make_loss_fn(c.loss.form, c.loss.alpha)
   evaluators.check_entries(evaluation.evaluator_entries(c))
+  validate.check_evaluate(c)
   assert validate.check_phases(c) == ("estimate", "retrain", "evaluate")
   assert c.batch_size > 0 and c.estimate.epochs > 0 and c.retrain.epochs > 0
   module_doc = open(path).read()
@@ -83,9 +94,12 @@ def test_overrides_are_typed_and_misspellings_fail():
   path = os.path.join(ROOT, "configs", "default.py")
   c = _parse(
       [
-          f"--config={path}:lr=0.2,epochs=3,optimizer.momentum=0.8",
+          f"--config={path}:lr=0.2,epochs=3",
+          "--config.optimizer.momentum=0.8",
           "--config.loss.alpha=0.25",
           "--config.similarity.options.top_k=3",
+          "--config.phases=('retrain', 'evaluate')",
+          "--config.evaluate.evaluators.corruptions.severities=1,3",
       ]
   )
   assert (
@@ -97,12 +111,51 @@ def test_overrides_are_typed_and_misspellings_fail():
       and c.loss.alpha == 0.25
       and c.similarity.options.top_k == 3
   )
+  assert validate.check_phases(c) == ("retrain", "evaluate")
+  assert c.evaluate.evaluators.corruptions.severities == (1, 3)
   with pytest.raises((flags.Error, AttributeError), match="learnign_rate"):
     _parse([f"--config={path}", "--config.optimizer.learnign_rate=0.1"])
-  with pytest.raises(flags.Error, match="learnign_rate"):
-    _parse([f"--config={path}:optimizer.learnign_rate=0.1"])
   with pytest.raises(flags.Error, match="unknown config argument 'modle'"):
     _parse([f"--config={path}:modle=lenet"])
+
+
+def test_the_colon_takes_only_knobs():
+  path = os.path.join(ROOT, "configs", "default.py")
+  with pytest.raises(flags.Error, match=r"use --config.optimizer.momentum=0.8"):
+    _parse([f"--config={path}:lr=0.2,optimizer.momentum=0.8"])
+  ols = os.path.join(ROOT, "configs", "peers", "ols.py")
+  assert _parse([f"--config={ols}:variant=fine_grained,seed=2"]).seed == 2
+  with pytest.raises(flags.Error, match=r"unknown variant 'coarse'"):
+    _parse([f"--config={ols}:variant=coarse"])
+  with pytest.raises(flags.Error, match=r"'variant'"):  # listed among the knobs
+    _parse([f"--config={ols}:varient=cifar"])
+
+
+@pytest.mark.parametrize("model", sorted(models.MODELS))
+def test_model_kwargs_follow_the_model_however_it_is_chosen(model):
+  path = os.path.join(ROOT, "configs", "default.py")
+  for argv in (
+      [f"--config={path}:model={model}"],
+      [f"--config={path}", f"--config.model.name={model}"],
+  ):
+    c = _parse(argv)
+    assert c.model.name == model
+    assert state.model_kwargs(c.model) == models.default_kwargs(model)
+    images = types.SimpleNamespace(num_classes=10, image_shape=(32, 32, 3))
+    nnx.eval_shape(lambda: state.create_model(c.model, images, nnx.Rngs(0)))
+  c = _parse([f"--config={path}", "--config.model.mlp.hidden=(128,)"])
+  assert state.model_kwargs(c.model) == {"hidden": (128,)}
+
+
+def test_set_fields_is_typed_and_names_the_field():
+  c = config_lib.base_config()
+  config_lib.set_fields(c, {"loss.alpha": 1, "phases": ["estimate"]})
+  assert c.loss.alpha == 1.0 and isinstance(c.loss.alpha, float)
+  assert c.phases == ("estimate",)
+  with pytest.raises(ValueError, match=r"no field 'loss.alfa'"):
+    config_lib.set_fields(c, {"loss.alfa": 0.1})
+  with pytest.raises(ValueError, match=r"config.seed='1' is of type str"):
+    config_lib.set_fields(c, {"seed": "1"})
 
 
 def test_parse_arg():
@@ -122,16 +175,13 @@ def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
   config = _parse([f"--config={SWEEP_FILE}:{group}"])
   runs = sweep.plan(config, "/nonexistent/root")
   per_seed = 1 + len(sweep.variants(config))
-  assert (
-      len(runs)
-      == len(config.experiments.split(","))
-      * len(config.seeds.split(","))
-      * per_seed
-  )
+  assert len(runs) == len(config.experiments) * len(config.seeds) * per_seed
   for workdir, c in runs:
     assert c.dataset.name in data.DATASETS and c.model.name in models.MODELS
     assert c.similarity.source in similarity.SOURCES
     make_loss_fn(c.loss.form, **config_lib.loss_amount(c))
     if c.loss.amount == "alpha" and not workdir.endswith("/base"):
       assert c.loss.alpha == config.alpha
-    assert workdir.endswith("/base") == (c.phases == "estimate")
+    assert workdir.endswith("/base") == (c.phases == ("estimate",))
+    validate.check_evaluate(c)
+    assert c.evaluate.evaluators.corruptions.severities == (1, 3, 5)

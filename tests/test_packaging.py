@@ -155,8 +155,8 @@ def test_installed_cli_runs_the_default_config_from_another_directory(
           "--config",
           "configs/default.py:epochs=1",
           f"--workdir={workdir}",
-          "--config.evaluate.corruptions=contrast",
-          "--config.evaluate.severities=2",
+          "--config.evaluate.evaluators.corruptions.corruptions=contrast",
+          "--config.evaluate.evaluators.corruptions.severities=2",
       ],
       capture_output=True,
       text=True,
@@ -189,8 +189,9 @@ def test_missing_optional_dependency_names_its_extra(installed):
 
 
 def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
-  """--config and the sweep's experiment configs find the shipped configs from elsewhere."""
-  from simsoft import config_files, sweep
+  """--config and the configs a config loads (the sweep's experiments) find the
+  shipped configs from elsewhere."""
+  from simsoft import config_files
 
   monkeypatch.chdir(tmp_path)
   shipped = os.path.join(config_files.configs_dir(), "default.py")
@@ -209,18 +210,18 @@ def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
   (tmp_path / "mine" / "exp.py").write_text(
       "from simsoft import config as c\ndef get_config(arg):\n  return c.apply_args(c.base_config(), arg)\n"
   )
-  # Relative to the sweep config's directory first, then the shipped configs.
+  # Relative to the loading config's directory first, then the shipped configs.
   assert (
-      sweep.load_experiment_config(
-          "exp.py:seed=3", relative_to=str(tmp_path / "mine")
+      config_files.load_config(
+          "exp.py", "seed=3", relative_to=str(tmp_path / "mine")
       ).seed
       == 3
   )
   assert (
-      sweep.load_experiment_config(
-          "configs/default.py:seed=4", relative_to=str(tmp_path / "mine")
+      config_files.load_config(
+          "configs/default.py", "seed=4", relative_to=str(tmp_path / "mine")
       ).seed
       == 4
   )
   with pytest.raises(FileNotFoundError, match="nope.py"):
-    sweep.load_experiment_config("nope.py", relative_to=str(tmp_path))
+    config_files.load_config("nope.py", relative_to=str(tmp_path))

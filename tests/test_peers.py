@@ -415,14 +415,14 @@ def test_mbm_config_loss(method):
   np.testing.assert_allclose(fn(logits, labels, s), want, rtol=1e-5)
 
 
-def _shrunk(name, arg, phases="estimate,retrain,evaluate"):
+def _shrunk(name, arg, phases=("estimate", "retrain", "evaluate")):
   """A quick digits run of a peer config: 1 epoch per phase, a (16,) MLP, 320 images."""
   c = load_config(
       f"epochs=1,dataset=digits,{arg}" if arg else "epochs=1,dataset=digits",
       name,
   )
-  c.model.name, c.model.kwargs.hidden = "mlp", (16,)
-  c.evaluate.evaluators = "clean"
+  c.model.name, c.model.mlp.hidden = "mlp", (16,)
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.dataset.train_examples = 320
   c.batch_size = 64
   c.checkpoint.every_steps = c.log_every_steps = 50
@@ -443,7 +443,7 @@ def _target(workdir):
 def test_simloss_and_ols_configs_run(tmp_path):
   """Both train through estimate and retrain (evaluate is the same code as for mbm below)."""
   train.train_and_evaluate(
-      _shrunk("peers/simloss", "", "estimate,retrain"),
+      _shrunk("peers/simloss", "", ("estimate", "retrain")),
       str(tmp_path / "simloss"),
   )
   target = _target(str(tmp_path / "simloss"))
@@ -452,7 +452,7 @@ def test_simloss_and_ols_configs_run(tmp_path):
   np.testing.assert_allclose(s[0, :3], [1, 0.5, 0.25])
 
   train.train_and_evaluate(
-      _shrunk("peers/ols", "", "estimate,retrain"), str(tmp_path / "ols")
+      _shrunk("peers/ols", "", ("estimate", "retrain")), str(tmp_path / "ols")
   )
   assert (
       _target(str(tmp_path / "ols"))["mean_off_target_mass"] == 0.0

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simsoft import checkpoint as ckpt
+from simsoft import config as config_lib
 from simsoft import errors
 from simsoft import train
 from tests.helpers.logs import captured_log
@@ -30,9 +31,9 @@ def _metrics(workdir):
 
 def test_pipeline_end_to_end(tmp_path, capsys):
   c = small_config("epochs=2,similarity=centroid,form=log_sum")
-  c.evaluate.evaluators = "clean,corruptions"
-  c.evaluate.corruptions = "gaussian_noise,contrast"
-  c.evaluate.severities = "1,5"
+  c.evaluate.evaluators.corruptions = config_lib.corruptions_evaluator(
+      corruptions=("gaussian_noise", "contrast"), severities=(1, 5)
+  )
   train.train_and_evaluate(c, str(tmp_path))
   out = capsys.readouterr().out
   assert "A: cross-entropy" in out and "mean corrupted accuracy" in out
@@ -64,9 +65,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
 
   # Another run's config in the same workdir is refused, naming the fields.
   other = small_config("epochs=2,similarity=centroid,form=log_sum,seed=3")
-  other.evaluate.evaluators = "clean,corruptions"
-  other.evaluate.corruptions = "gaussian_noise,contrast"
-  other.evaluate.severities = "1,5"
+  other.evaluate.evaluators = c.evaluate.evaluators.to_dict()
   with pytest.raises(
       ValueError,
       match=r"another run's config.*differing fields: seed \(saved 0, now 3\)",
@@ -130,7 +129,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_bad_inputs_fail_before_training(tmp_path):
   c = small_config()
-  c.phases = "estimate,train"
+  c.phases = ("estimate", "train")
   with pytest.raises(
       ValueError,
       match=r"unknown phase 'train'.*\['estimate', 'retrain', 'evaluate'\]",
@@ -141,12 +140,15 @@ def test_bad_inputs_fail_before_training(tmp_path):
       ("similarity.source", "psychic", "unknown similarity source 'psychic'"),
       ("loss.form", "hinge", "unknown loss form 'hinge'"),
       ("dataset.name", "imagenet9", "unknown dataset 'imagenet9'"),
-      ("evaluate.evaluators", "clean,vibes", "unknown evaluator 'vibes'"),
+      (
+          "evaluate.evaluators",
+          {"clean": {"type": "clean"}, "vibes": {"type": "vibes"}},
+          "unknown evaluator type 'vibes'",
+      ),
   ]:
     c = small_config()
-    section, leaf = field.split(".")
-    c[section][leaf] = value
-    workdir = tmp_path / leaf / value
+    config_lib.set_fields(c, {field: value})
+    workdir = tmp_path / field / str(len(str(value)))
     with pytest.raises(ValueError, match=message):
       train.train_and_evaluate(c, str(workdir))
     assert not (workdir / "estimate").exists()
@@ -172,9 +174,9 @@ def _main(workdir, arg):
       "simsoft.main",
       f"--config={ROOT}/configs/default.py:{arg}",
       f"--workdir={workdir}",
-      "--config.evaluate.evaluators=clean",
+      "--config.evaluate.evaluators={'clean': {'type': 'clean'}}",
       "--config.checkpoint.every_steps=5",
-      "--config.model.kwargs.hidden=(64,)",
+      "--config.model.mlp.hidden=(64,)",
   ]
   return subprocess.Popen(
       cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -266,9 +268,12 @@ def test_cifar10_pipeline_with_cifar10_c_under_mock_data(tmp_path):
   c = load_config("runlocal,epochs=1,model=lenet", name="cifar10")
   c.dataset.validation_fraction = 0.25
   c.batch_size, c.eval_batch_size = 32, 64
-  c.evaluate.evaluators = "clean,cifar10_c"
-  c.evaluate.cifar10_c = "fog,gaussian_noise"
-  c.evaluate.severities = "1,5"
+  c.evaluate.evaluators = {
+      "clean": {"type": "clean"},
+      "cifar10_c": config_lib.cifar10_c_evaluator(
+          corruptions=("fog", "gaussian_noise"), severities=(1, 5)
+      ),
+  }
   with tfds.testing.mock_data(num_examples=96):
     train.train_and_evaluate(c, str(tmp_path))
   results = json.loads((tmp_path / "results.json").read_text())
@@ -319,7 +324,9 @@ def test_estimate_reuses_another_workdirs_model_a(tmp_path):
   assert second_a == results["models"]["A"]
   third = tiny_config("epochs=1,similarity=confusion")
   third.estimate.model_from = str(tmp_path / "base")
-  third.evaluate.corrupted_examples = 50
+  third.evaluate.evaluators.corruptions = config_lib.corruptions_evaluator(
+      corruptions=("contrast",), severities=(1,), examples=50
+  )
   train.train_and_evaluate(third, str(tmp_path / "third"))
   third_a = json.loads((tmp_path / "third" / "results.json").read_text())[
       "models"
@@ -339,6 +346,6 @@ def test_batchnorm_model_trains_and_evaluates(tmp_path):
   # resnet20 carries BatchNorm statistics through the jitted step (nnx.State outside the model).
   c = load_config("epochs=1,model=resnet20,phases=estimate")
   c.batch_size = 32
-  c.evaluate.evaluators = "clean"
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   params = final_params(c, str(tmp_path))
   assert params and all(np.all(np.isfinite(v)) for v in params.values())

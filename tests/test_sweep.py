@@ -50,7 +50,7 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
   saved = json.loads((seed0 / CONF / "config.json").read_text())
   assert saved["loss"]["amount"] == "mass" and saved["loss"]["mass"] == 0.2
   assert (
-      saved["evaluate"]["severities"] == "2"
+      saved["evaluate"]["evaluators"]["corruptions"]["severities"] == [2]
       and not saved["similarity"]["shuffle"]
   )
   assert json.loads((seed0 / SHUF / "config.json").read_text())["similarity"][
@@ -75,7 +75,7 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
   sweep.run_all(config, str(tmp_path))  # finished runs are skipped
   assert (seed0 / LS / "results.json").stat().st_mtime == mtime
 
-  summary = sweep.summarise(config, str(tmp_path))["digits_tiny"]
+  summary = sweep.summarize(config, str(tmp_path))["digits_tiny"]
   rows = summary["rows"]
   assert list(rows) == ["cross-entropy (A)", LS, CONF, SHUF]
   clean = lambda r: r["models"]["B"]["clean"]["accuracy"]
@@ -160,7 +160,7 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
 def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
   config = tiny_sweep()
-  config.seeds = "0"
+  config.seeds = (0,)
   held = str(tmp_path / "digits_tiny" / "seed0" / LS)
   lock = sweep._claim(str(tmp_path), held)  # as another worker would
   assert lock is not None and sweep._claim(str(tmp_path), held) is None

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 
+from simsoft import config as config_lib
 from simsoft import loop
 from simsoft import progress as progress_lib
 from simsoft import train
@@ -46,8 +47,9 @@ def _events(logdir):
 def finished_run(tmp_path_factory):
   c = tiny_config("epochs=1")
   c.dataset.train_examples = 256  # 8 steps per phase
-  c.evaluate.evaluators = "clean,corruptions"
-  c.evaluate.corruptions, c.evaluate.severities = "contrast", "1"
+  c.evaluate.evaluators.corruptions = config_lib.corruptions_evaluator(
+      corruptions=("contrast",), severities=(1,)
+  )
   c.log_every_steps, c.checkpoint.every_steps = 4, 8
   c.profile.num_steps, c.profile.first_step = 2, 2
   workdir = str(tmp_path_factory.mktemp("tensorboard"))
@@ -136,4 +138,4 @@ def test_similarity_image_and_flat_hparams():
       image[0, 0, 0] != image[0, 0, -1]
   ).any()  # diagonal and off-diagonal differ
   flat = progress_lib.flat_hparams(tiny_config())
-  assert flat["model.name"] == "mlp" and flat["model.kwargs.hidden"] == "(64,)"
+  assert flat["model.name"] == "mlp" and flat["model.mlp.hidden"] == "(64,)"

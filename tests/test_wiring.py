@@ -123,10 +123,10 @@ def _digits(config):
 
 def _tiny(arg, train_examples):
   c = load_config(arg)
-  c.model.kwargs.hidden = (32,)
+  c.model.mlp.hidden = (32,)
   c.batch_size = 32
   c.dataset.train_examples = train_examples
-  c.evaluate.evaluators = "clean"
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.checkpoint.every_steps, c.checkpoint.keep = 1, 10
   c.log_every_steps = 100
   return c
@@ -551,7 +551,7 @@ def test_evaluation_uses_batchnorm_running_averages(tmp_path):
   model.bn.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, size=16), jnp.float32)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   c = load_config("")
-  c.evaluate.evaluators = "clean"
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.eval_batch_size = 8
   ds = _digits(c)
   test, val = ds.split("test"), ds.split("validation")

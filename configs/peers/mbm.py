@@ -16,8 +16,8 @@ mistakes), ``mistake severity`` that over the largest height.
 Optimizer as the peer's default family: Adam, no weight decay, constant rate, batch 256.
 
   python -m simsoft.main --config configs/peers/mbm.py --workdir /tmp/simsoft/mbm
-  python -m simsoft.main --config configs/peers/mbm.py:method=hxe,loss.hxe.alpha=0.4 --workdir W
-  python -m simsoft.main --config configs/peers/mbm.py:similarity.hierarchy.beta=30 --workdir W
+  python -m simsoft.main --config configs/peers/mbm.py:method=hxe --config.loss.hxe.alpha=0.4 --workdir W
+  python -m simsoft.main --config configs/peers/mbm.py --config.similarity.hierarchy.beta=30 --workdir W
   python -m simsoft.main --config configs/peers/mbm.py:dataset=digits,model=mlp --workdir W
 
 Still differs from the peer: its loss for soft labels is ``nn.KLDivLoss()``
@@ -45,17 +45,12 @@ HIERARCHIES = {
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg)
-  method = args.pop("method", "soft_labels")
-  if method not in ("soft_labels", "hxe"):
-    raise ValueError(
-        f"unknown method {method!r}; known: ['soft_labels', 'hxe']"
-    )
+  own, args = config_lib.split_args(arg, method=("soft_labels", "hxe"))
   c = config_lib.small_cnn_recipe(
       config_lib.base_config(), "fashion_mnist_local"
   )
   c.batch_size = 256
-  if method == "soft_labels":
+  if own["method"] == "soft_labels":
     c.similarity.source = "hierarchy"
     c.similarity.hierarchy.beta = 10.0
     c.loss.form = "soft_target"
@@ -70,7 +65,7 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 0.0
   c.optimizer.warmup_epochs = 0.0
   c.optimizer.schedule = "constant"
-  c = config_lib.apply_args(c, ",".join(f"{k}={v}" for k, v in args.items()))
+  c = config_lib.apply_args(c, args)
   if not c.hierarchy_path and c.dataset.name in HIERARCHIES:
     c.hierarchy_path = os.path.join(HERE, HIERARCHIES[c.dataset.name])
   return c

@@ -35,14 +35,8 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg)
-  variant = args.pop("variant", "cifar")
-  if variant not in ("cifar", "fine_grained"):
-    raise ValueError(
-        f"unknown variant {variant!r}; known: ['cifar', 'fine_grained']"
-    )
-  c = config_lib.base_config()
-  c.model.kwargs.hidden = (256, 256)
+  own, args = config_lib.split_args(arg, variant=("cifar", "fine_grained"))
+  c = config_lib.base_config()  # mlp, hidden layers (256, 256)
   c.batch_size = 128
   c.similarity.source = "online"
   c.similarity.online.correct_only = True
@@ -58,10 +52,10 @@ def get_config(arg=None):
   c.optimizer.weight_decay = 5e-4
   c.optimizer.warmup_epochs = 0.0
   c.optimizer.schedule = "step"
-  if variant == "cifar":
+  if own["variant"] == "cifar":
     c.similarity.online.initial = "zero"
   else:
     c.similarity.online.initial_smoothing = 1.0  # S^0 = 1/C
     c.similarity.online.freeze_threshold = 0.88
     c.optimizer.nesterov = False
-  return config_lib.apply_args(c, ",".join(f"{k}={v}" for k, v in args.items()))
+  return config_lib.apply_args(c, args)

@@ -8,12 +8,14 @@ The peer's loss, ``age_estimation/loss.py`` and
 ``SimLoss.__generate_w``), built with normalize=False so it stays as given.
 Its other matrix, lower-bounded cosine similarity of class embeddings
 (``run.py``: ``max(0, (S - b) / (1 - b))`` on word2vec cosines, b = 0.5), is the
-'embedding' source: ``similarity=embedding,similarity.path=EMB.npy`` ([C, D]).
+'embedding' source: ``:similarity=embedding --config.similarity.path=EMB.npy``
+([C, D]).
 Optimizer as the peer: Adam, lr 1e-3, no weight decay, constant rate.
 
   python -m simsoft.main --config configs/peers/simloss.py --workdir /tmp/simsoft/simloss
-  python -m simsoft.main --config configs/peers/simloss.py:similarity.ordinal.ratio=0.8 --workdir W
-  python -m simsoft.main --config configs/peers/simloss.py:similarity=embedding,similarity.path=E.npy --workdir W
+  python -m simsoft.main --config configs/peers/simloss.py --config.similarity.ordinal.ratio=0.8 --workdir W
+  python -m simsoft.main --config configs/peers/simloss.py:similarity=embedding \
+      --config.similarity.path=E.npy --workdir W
 
 Still differs from the peer: it adds 1e-8 inside the log (simsoft uses a
 weighted logsumexp, finite without it); it trains up to 200 (age) or 1000
@@ -30,8 +32,7 @@ from simsoft import config as config_lib
 
 
 def get_config(arg=None):
-  c = config_lib.base_config()
-  c.model.kwargs.hidden = (256, 256)
+  c = config_lib.base_config()  # mlp, hidden layers (256, 256)
   c.similarity.source = "ordinal"
   c.similarity.ordinal.ratio = 0.5
   c.similarity.options.normalize = False  # S as given

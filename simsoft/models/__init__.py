@@ -46,7 +46,13 @@ from simsoft.models.mlp import MLP
 from simsoft.models.resnet import CifarResNet, ResNet18, resnet32, resnet56
 from simsoft.models.wrn import WideResNet
 
-__all__ = ["MODELS", "create_model", "classifier_kernel", "param_count"]
+__all__ = [
+    "MODELS",
+    "create_model",
+    "default_kwargs",
+    "classifier_kernel",
+    "param_count",
+]
 
 MODELS: dict[str, Callable[..., nnx.Module]] = {
     "mlp": MLP,  # hidden=(256, 256)
@@ -61,10 +67,27 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 _COMMON = ("self", "num_classes", "input_shape", "rngs", "dtype")
 
 
-def _model_kwargs(constructor: Callable) -> list[str]:
+def _model_parameters(constructor: Callable) -> list[inspect.Parameter]:
   # nnx.Module's metaclass hides a class's __init__ signature behind (*args, **kwargs).
   fn = constructor.__init__ if isinstance(constructor, type) else constructor
-  return [p for p in inspect.signature(fn).parameters if p not in _COMMON]
+  return [
+      p
+      for p in inspect.signature(fn).parameters.values()
+      if p.name not in _COMMON
+  ]
+
+
+def _model_kwargs(constructor: Callable) -> list[str]:
+  return [p.name for p in _model_parameters(constructor)]
+
+
+def default_kwargs(name: str) -> dict[str, Any]:
+  """{keyword: default} of the model-specific options of MODELS[name] ({} if none)."""
+  return {
+      p.name: p.default
+      for p in _model_parameters(MODELS[name])
+      if p.default is not inspect.Parameter.empty
+  }
 
 
 def create_model(

@@ -27,12 +27,16 @@ def main(port: str, process_id: str, workdir: str, out: str) -> None:
       jax.process_count(),
       jax.devices(),
   )
+  from simsoft import config as config_lib
   from tests.helpers.tiny import final_params, tiny_config
 
   config = tiny_config("epochs=1")  # all three phases
-  config.evaluate.evaluators = "clean,corruptions"
-  config.evaluate.corruptions = "gaussian_noise,pixelate"
-  config.evaluate.severities = "2"
+  config.evaluate.evaluators = {
+      "clean": {"type": "clean"},
+      "corruptions": config_lib.corruptions_evaluator(
+          corruptions=("gaussian_noise", "pixelate"), severities=(2,)
+      ),
+  }
   params = final_params(config, workdir)
   np.savez(out, **params)
   jax.distributed.shutdown()

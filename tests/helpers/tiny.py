@@ -24,9 +24,9 @@ def load_config(arg="", name="default"):
 def tiny_config(arg="epochs=1,phases=estimate", *, batch_size=32):
   """configs/default.py shrunk: one 64-unit hidden layer, clean evaluation only."""
   c = load_config(arg)
-  c.model.kwargs.hidden = (64,)
+  c.model.mlp.hidden = (64,)
   c.batch_size = batch_size
-  c.evaluate.evaluators = "clean"
+  c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.checkpoint.every_steps = 10
   c.log_every_steps = 10
   return c
