@@ -34,10 +34,11 @@ import jax.numpy as jnp
 import ml_collections
 from jax.typing import ArrayLike
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from simsoft import config as config_lib
 from simsoft import losses
+from simsoft import progress
 from simsoft import sharding
 
 FLAGS = flags.FLAGS
@@ -142,8 +143,7 @@ def diagnose(workdir: str) -> dict:
 
 def main(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  progress.configure_logging(FLAGS)
   rows = []
   pattern = os.path.join(FLAGS.root, FLAGS.experiment, "seed*", FLAGS.runs)
   for workdir in sorted(glob.glob(pattern)):

@@ -20,14 +20,13 @@ see simsoft.errors); `--traceback` or SIMSOFT_TRACEBACK=1 adds the traceback.
 """
 
 import difflib
-import logging as std_logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from simsoft import config_files, errors, extras
+from simsoft import config_files, errors, extras, progress
 
 FLAGS = flags.FLAGS
 
@@ -289,30 +288,8 @@ def guarded(fn, argv) -> int:
   return 0
 
 
-def configure_logging(fv: flags.FlagValues = FLAGS) -> None:
-  """Without --verbosity: simsoft's progress (INFO) and every library's warnings.
-
-  Orbax and CLU log every save at INFO, so their INFO lines are dropped; an
-  explicit --verbosity (e.g. 0 for INFO, -1 for warnings only) applies to
-  every library alike.
-  """
-  if "verbosity" in fv and fv["verbosity"].present:
-    return
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_simsoft_info_or_any_warning)
-
-
-def _simsoft_info_or_any_warning(record: std_logging.LogRecord) -> bool:
-  return (
-      record.levelno >= std_logging.WARNING or _PACKAGE_DIR in record.pathname
-  )
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def main(argv, fv: flags.FlagValues = FLAGS) -> int:
-  configure_logging(fv)
+  progress.configure_logging(fv)
   return guarded(lambda: run(fv), argv)
 
 

@@ -21,6 +21,8 @@ the step, is timed apart (compile_seconds) and left out.
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.typing import ArrayLike
-from absl import logging
+from absl import flags, logging
 
 
 def clock(seconds: float) -> str:
@@ -49,6 +51,28 @@ def log(message: str) -> None:
   """
   if jax.process_index() == 0:
     logging.info("%s", message, stacklevel=2)
+
+
+def configure_logging(fv: flags.FlagValues) -> None:
+  """Without --verbosity: simsoft's progress (INFO) and every library's warnings.
+
+  Orbax and CLU log every save at INFO, so their INFO lines are dropped; an
+  explicit --verbosity (e.g. 0 for INFO, -1 for warnings only) applies to
+  every library alike.
+  """
+  if "verbosity" in fv and fv["verbosity"].present:
+    return
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_simsoft_info_or_any_warning)
+
+
+def _simsoft_info_or_any_warning(record: std_logging.LogRecord) -> bool:
+  return (
+      record.levelno >= std_logging.WARNING or _PACKAGE_DIR in record.pathname
+  )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class _NoEventsWriter:

@@ -37,11 +37,11 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import config_files, extras
+from simsoft import config_files, errors, extras
 from simsoft import results as results_lib
 
 FLAGS = flags.FLAGS
@@ -242,7 +242,7 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
         ):  # another worker finished it meanwhile
           continue
         start = time.time()
-        print(f"=== sweep run {i}/{len(runs)}: {workdir}", flush=True)
+        _log(f"=== sweep run {i}/{len(runs)}: {workdir}")
         train.train_and_evaluate(config, workdir)
         with open(os.path.join(workdir, "wall_time.json"), "w") as f:
           json.dump({"seconds": time.time() - start}, f)
@@ -252,6 +252,12 @@ def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
       if not waiting:
         return  # everything left is held by other workers
       time.sleep(poll_seconds)
+
+
+def _log(message: str) -> None:
+  from simsoft import progress  # imports jax: keep --help fast
+
+  progress.log(message)
 
 
 def start_workers(workers: int, root: str) -> int:
@@ -280,13 +286,12 @@ def start_workers(workers: int, root: str) -> int:
             preexec_fn=lambda share=shares[i]: os.sched_setaffinity(0, share),
         )
     )
-    print(f"worker {i}: cores {shares[i]}, log {log.name}", flush=True)
+    _log(f"worker {i}: cores {shares[i]}, log {log.name}")
   codes = [p.wait() for p in procs]
   for i, code in enumerate(codes):
     if code:
-      print(
-          f"worker {i} failed with exit code {code}; see {root}/worker{i}.log",
-          flush=True,
+      errors.warn(
+          f"worker {i} failed with exit code {code}; see {root}/worker{i}.log"
       )
   return max(codes)
 
@@ -617,8 +622,9 @@ def to_markdown(summary: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  from simsoft import progress  # imports jax: keep --help fast
+
+  progress.configure_logging(FLAGS)
   try:
     _main()
   except ModuleNotFoundError as e:
