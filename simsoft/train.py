@@ -60,6 +60,14 @@ def check_config(run: Run, phases: tuple[str, ...]) -> None:
         ),
         "hierarchy_path",
     )
+    named = sim_lib.declared_classes(config.hierarchy_path)
+    if named is not None and named != tuple(ds.class_names):
+      raise errors.ConfigError(
+          f"config.hierarchy_path={config.hierarchy_path!r} is a tree over the "
+          f"classes {list(named)[:4]}..., not those of dataset "
+          f"{config.dataset.name!r} {list(ds.class_names)[:4]}...; give a "
+          "hierarchy over that dataset's classes"
+      )
   spec = sim_lib.source_spec(source)
   options = target_lib.similarity_options_that_ran(config, source)
   if spec.per_epoch:

@@ -812,3 +812,24 @@ def test_readme_phases_after_the_colon_and_its_error_example(capsys, tmp_path):
       refused(capsys, argv(workdir, config="epochs=1,alpha=1.5"), workdir)
       == example
   )
+
+
+def test_hierarchy_of_another_dataset_is_refused(capsys, tmp_path):
+  # mbm.py picks the Fashion-MNIST tree; a flag switching the dataset to
+  # digits would otherwise train against a tree over the wrong classes.
+  workdir = str(tmp_path / "run")
+  line = refused(
+      capsys,
+      [
+          "simsoft",
+          f"--config={ROOT}/configs/peers/mbm.py",
+          "--config.dataset.name=digits",
+          "--config.model.name=mlp",
+          f"--workdir={workdir}",
+      ],
+      workdir,
+      "config.hierarchy_path=",
+      "fashion_mnist_hierarchy.json",
+      "not those of dataset 'digits'",
+  )
+  assert "T-shirt/top" in line

@@ -31,6 +31,7 @@ from simsoft.similarity.io import (
 )
 from simsoft.similarity.hierarchy import (
     Hierarchy,
+    declared_classes,
     hxe_arrays,
     mbm_soft_labels,
     read_distances,
@@ -58,6 +59,7 @@ __all__ = [
     "SimilarityRecord",
     "SimilarityStats",
     "build_similarity",
+    "declared_classes",
     "derangement",
     "export_plain",
     "from_pytree",

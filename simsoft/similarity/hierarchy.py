@@ -257,6 +257,17 @@ def _read_matrix(path) -> np.ndarray:
   )
 
 
+def declared_classes(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
+  """The class names a JSON hierarchy file lists under "classes" (in label order), else None."""
+  p = os.fspath(path)
+  if not p.lower().endswith(".json") or not os.path.isfile(p):
+    return None
+  with open(p, encoding="utf-8") as f:
+    data = json.load(f)
+  classes = data.get("classes") if isinstance(data, dict) else None
+  return tuple(str(c) for c in classes) if isinstance(classes, list) else None
+
+
 def read_distances(
     path: str | os.PathLike[str], *, num_classes: int | None = None
 ) -> np.ndarray:
