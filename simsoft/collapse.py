@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +142,7 @@ def diagnose(workdir: str) -> dict:
   return row
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   del argv
   progress.configure_logging(FLAGS)
   rows = []

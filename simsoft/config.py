@@ -411,7 +411,7 @@ def set_fields(
   return c
 
 
-def parse_value(dotted: str, current, text: str):
+def parse_value(dotted: str, current: Any, text: str) -> Any:
   """`text` typed like the field's current value; ConfigError naming the field if it is not."""
   try:
     if isinstance(current, bool):

@@ -22,6 +22,7 @@ see simsoft.errors); `--traceback` or SIMSOFT_TRACEBACK=1 adds the traceback.
 import difflib
 import os
 import sys
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -31,7 +32,9 @@ from simsoft import config_files, errors, extras, progress
 FLAGS = flags.FLAGS
 
 
-def define_flags(fv: flags.FlagValues, sys_argv=None) -> None:
+def define_flags(
+    fv: flags.FlagValues, sys_argv: Sequence[str] | None = None
+) -> None:
   """Defines this command's flags in `fv` (`sys_argv`: where --config.* overrides are read;
   default sys.argv)."""
   config_flags.DEFINE_config_file(
@@ -126,7 +129,7 @@ def _config_file_error(value: str, last_line: str) -> str:
   )
 
 
-def flag_error_message(error: BaseException, argv) -> str:
+def flag_error_message(error: BaseException, argv: Sequence[str]) -> str:
   """A one-line message for an exception raised while parsing the flags."""
   text = str(error)
   if isinstance(error, flags.UnrecognizedFlagError):
@@ -196,7 +199,7 @@ def _unknown_override(argv) -> str | None:
   return None
 
 
-def parse_flags(argv, fv: flags.FlagValues = FLAGS) -> list[str]:
+def parse_flags(argv: Sequence[str], fv: flags.FlagValues = FLAGS) -> list[str]:
   """absl's parser, with every mistake raised as a one-line ConfigError."""
   try:
     rest = fv(argv)
@@ -270,7 +273,7 @@ def _import_tensorflow_quietly() -> None:
     os.close(null)
 
 
-def guarded(fn, argv) -> int:
+def guarded(fn: Callable[[], None], argv: Sequence[str]) -> int:
   """Runs fn(); a user error or Ctrl-C becomes one stderr line and its exit code."""
   try:
     fn()
@@ -288,12 +291,12 @@ def guarded(fn, argv) -> int:
   return 0
 
 
-def main(argv, fv: flags.FlagValues = FLAGS) -> int:
+def main(argv: Sequence[str], fv: flags.FlagValues = FLAGS) -> int:
   progress.configure_logging(fv)
   return guarded(lambda: run(fv), argv)
 
 
-def cli(argv) -> int:
+def cli(argv: Sequence[str]) -> int:
   """The whole command in this process, with flags parsed into fresh FlagValues (for tests)."""
   argv = config_files.resolve_argv(list(argv))
   fv = flags.FlagValues()
@@ -314,7 +317,7 @@ def _app_flags_parser(argv):
     sys.exit(e.exit_code)
 
 
-def console_main():
+def console_main() -> None:
   """The `simsoft` console script (and `python -m simsoft.main`): --config paths not found
   here are looked up in the configs shipped with the package."""
   sys.argv = config_files.resolve_argv(sys.argv)

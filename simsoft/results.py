@@ -7,7 +7,7 @@ where the value lies in the suite and whether it reads as a percentage. Each
 consumer picks its rows by key (:func:`select`): the fixed-width A/B table
 printed after training (:func:`format_table`), report.md's clean table
 (simsoft.report), the sweep summary (simsoft.sweep) and the multi-run
-comparison (simsoft.compare). Over seeds a metric is summarised by
+comparison (simsoft.compare). Over seeds a metric is summarized by
 :func:`mean_std` and written by :func:`format_mean_std`; :func:`plot_summary`
 draws such means with their spread, one row per setting.
 

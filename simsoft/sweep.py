@@ -33,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
@@ -115,7 +116,7 @@ class Setting:
 BASE_FIELDS = {"similarity.source": "identity", "loss.form": "soft_target"}
 
 
-def variants(sweep) -> list[Setting]:
+def variants(sweep: ml_collections.ConfigDict) -> list[Setting]:
   """Every model-B setting of a sweep config, in summary order.
 
   For each mass m: label smoothing at m (the control), and for each source
@@ -158,7 +159,9 @@ def variants(sweep) -> list[Setting]:
   return out
 
 
-def plan(sweep, root: str) -> list[tuple[str, ml_collections.ConfigDict]]:
+def plan(
+    sweep: ml_collections.ConfigDict, root: str
+) -> list[tuple[str, ml_collections.ConfigDict]]:
   """Every run of the sweep as (workdir, config): all bases, then the runs using them.
 
   Each run's config is its experiment's (sweep.experiments.<name>) with the
@@ -210,7 +213,9 @@ def _claim(root: str, workdir: str):
   return lock
 
 
-def run_all(sweep, root: str, poll_seconds: float = 5.0) -> None:
+def run_all(
+    sweep: ml_collections.ConfigDict, root: str, poll_seconds: float = 5.0
+) -> None:
   """Runs every unfinished run this process can claim, in plan order, until none is left.
 
   A run waits for its base (estimate.model_from) to finish; runs that other
@@ -317,7 +322,7 @@ COMPARISONS = (
 )
 
 
-def summarize(sweep, root: str) -> dict:
+def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
   """summary.json / summary.md: per experiment, mean ± std over seeds of every
   metric, and paired comparisons with 95 % intervals, t-test p-values and Holm.
   """
@@ -434,7 +439,7 @@ def _comparisons(
   return out
 
 
-def wall_times(sweep, root: str) -> dict:
+def wall_times(sweep: ml_collections.ConfigDict, root: str) -> dict:
   """Per experiment: finished runs and their wall time (wall_time.json), bases and B runs apart."""
   out = {}
   for name in sweep.experiments:
@@ -619,7 +624,7 @@ def to_markdown(summary: dict) -> str:
   return "\n".join(parts) + "\n"
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from simsoft import progress  # imports jax: keep --help fast
@@ -651,7 +656,7 @@ def _main():
     print(f.read(), flush=True)
 
 
-def run():
+def run() -> None:
   """The `simsoft-sweep` console script (and `python -m simsoft.sweep`)."""
   define_flags()
   sys.argv = config_files.resolve_argv(sys.argv)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
+
+if TYPE_CHECKING:
+  from simsoft.data import Dataset
 
 from simsoft import config as config_lib
 from simsoft.errors import ConfigError, MissingInputError
@@ -39,21 +44,26 @@ def _number(field: str, value, *, integer: bool = False) -> float:
 
 
 def at_least(
-    field: str, value, low, *, integer: bool = True, advice: str = ""
+    field: str,
+    value: Any,
+    low: float,
+    *,
+    integer: bool = True,
+    advice: str = "",
 ) -> None:
   """value >= low (an integer unless integer=False)."""
   if _number(field, value, integer=integer) < low:
     _fail(field, value, f"must be >= {low}", advice)
 
 
-def positive(field: str, value, advice: str = "") -> None:
+def positive(field: str, value: Any, advice: str = "") -> None:
   """value > 0, finite."""
   if _number(field, value) <= 0:
     _fail(field, value, "must be > 0", advice)
 
 
 def fraction(
-    field: str, value, *, upper_open: bool = False, advice: str = ""
+    field: str, value: Any, *, upper_open: bool = False, advice: str = ""
 ) -> None:
   """value in [0, 1] (or [0, 1) with upper_open), finite."""
   v = _number(field, value)
@@ -63,14 +73,16 @@ def fraction(
     )
 
 
-def one_of(field: str, value, known, what: str = "value") -> None:
+def one_of(
+    field: str, value: Any, known: Sequence[Any], what: str = "value"
+) -> None:
   if value not in known:
     raise ConfigError(
         f"unknown {what} {value!r} (config.{field}); use one of {list(known)}"
     )
 
 
-def flag(field: str, value) -> None:
+def flag(field: str, value: Any) -> None:
   if not isinstance(value, bool):
     _fail(field, value, "must be True or False")
 
@@ -79,7 +91,9 @@ def _tuple_hint(field: str, example) -> str:
   return f'a tuple such as --config.{field}="{tuple(example)!r}"'
 
 
-def names_in(field: str, names, known, *, what: str) -> tuple[str, ...]:
+def names_in(
+    field: str, names: Any, known: Sequence[str], *, what: str
+) -> tuple[str, ...]:
   """A field that holds a tuple of names, each checked against `known`."""
   known = list(known)
   if not isinstance(names, (tuple, list)) or not all(
@@ -114,7 +128,7 @@ def existing_file(field: str, path: str) -> None:
 # ----------------------------------------------------------------------------
 
 
-def check_phases(c) -> tuple[str, ...]:
+def check_phases(c: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The phases to run: not empty, known names, no repeats."""
   names = c.phases
   if isinstance(names, (tuple, list)) and not any(names):
@@ -131,7 +145,7 @@ def check_phases(c) -> tuple[str, ...]:
   return names
 
 
-def check_dataset(c) -> None:
+def check_dataset(c: ml_collections.ConfigDict) -> None:
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
 
   one_of("dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset")
@@ -152,14 +166,14 @@ def check_dataset(c) -> None:
   )
 
 
-def check_model(c) -> None:
+def check_model(c: ml_collections.ConfigDict) -> None:
   from simsoft import models as models_lib  # pylint: disable=g-import-not-at-top
 
   one_of("model.name", c.model.name, sorted(models_lib.MODELS), "model")
   one_of("model.dtype", c.model.dtype, DTYPES, "dtype")
 
 
-def check_similarity(c) -> None:
+def check_similarity(c: ml_collections.ConfigDict) -> None:
   from simsoft import similarity as sim_lib  # pylint: disable=g-import-not-at-top
 
   s = c.similarity
@@ -192,7 +206,7 @@ def check_similarity(c) -> None:
     check_source_options(name, s[name])
 
 
-def check_postprocess_options(o) -> None:
+def check_postprocess_options(o: ml_collections.ConfigDict) -> None:
   at_least(
       "similarity.options.temperature",
       o.temperature,
@@ -209,7 +223,9 @@ def check_postprocess_options(o) -> None:
   flag("similarity.options.normalize", o.normalize)
 
 
-def check_source_options(source: str, section) -> None:
+def check_source_options(
+    source: str, section: ml_collections.ConfigDict
+) -> None:
   """similarity.<source>.*: booleans are booleans, amounts in range."""
   for key, value in section.items():
     field = f"similarity.{source}.{key}"
@@ -223,7 +239,7 @@ def check_source_options(source: str, section) -> None:
       flag(field, value)
 
 
-def check_loss(c) -> None:
+def check_loss(c: ml_collections.ConfigDict) -> None:
   one_of("loss.form", c.loss.form, config_lib.LOSS_FORMS, "loss form")
   one_of("loss.amount", c.loss.amount, config_lib.LOSS_AMOUNTS, "loss amount")
   fraction(
@@ -246,7 +262,7 @@ def check_loss(c) -> None:
     )
 
 
-def check_optimizer(c) -> None:
+def check_optimizer(c: ml_collections.ConfigDict) -> None:
   o = c.optimizer
   one_of("optimizer.name", o.name, ("sgd", "adamw"), "optimizer")
   positive("optimizer.learning_rate", o.learning_rate, "e.g. lr=0.05")
@@ -271,7 +287,7 @@ def check_optimizer(c) -> None:
   fraction("optimizer.b2", o.b2, upper_open=True)
 
 
-def check_training(c) -> None:
+def check_training(c: ml_collections.ConfigDict) -> None:
   from simsoft import input_pipeline  # pylint: disable=g-import-not-at-top
 
   one_of(
@@ -307,7 +323,7 @@ def check_training(c) -> None:
     )
 
 
-def check_evaluate(c) -> None:
+def check_evaluate(c: ml_collections.ConfigDict) -> None:
   """evaluate.evaluators: {name: {'type': ..., options}}, each option in range."""
   from simsoft import corruptions as corruptions_lib  # pylint: disable=g-import-not-at-top
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -369,7 +385,7 @@ def _plain(value):
   return value
 
 
-def check_severities(field: str, severities) -> tuple[int, ...]:
+def check_severities(field: str, severities: Any) -> tuple[int, ...]:
   """A tuple of severities, each an integer in 1..5."""
   if not isinstance(severities, (tuple, list)):
     _fail(field, severities, "must be a tuple", _tuple_hint(field, (1, 3, 5)))
@@ -421,7 +437,7 @@ def check_values(c: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def check_against_data(
-    c: ml_collections.ConfigDict, ds, num_devices: int
+    c: ml_collections.ConfigDict, ds: "Dataset", num_devices: int
 ) -> None:
   """Batch sizes vs devices and the training split; top_k vs the class count."""
   train_size = len(ds.split("train").labels)

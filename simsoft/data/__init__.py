@@ -16,7 +16,7 @@ batches) so a streaming source can be added later beside them.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 from simsoft.data import digits, fashion_mnist_local, tfds_sources
 from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats, subset_train
@@ -82,7 +82,7 @@ def get_dataset(
   )
 
 
-def from_config(dataset_config) -> Dataset:
+def from_config(dataset_config: Any) -> Dataset:
   """get_dataset with config.dataset's fields (name, data_dir, validation_fraction,
   split_seed, train_examples); an empty data_dir is each source's default."""
   return get_dataset(
