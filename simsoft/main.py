@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from simsoft import config_files, errors, extras, progress
+from simsoft import config_files, errors, extras
 
 FLAGS = flags.FLAGS
 
@@ -292,6 +292,8 @@ def guarded(fn: Callable[[], None], argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str], fv: flags.FlagValues = FLAGS) -> int:
+  from simsoft import progress  # pylint: disable=g-import-not-at-top  # imports jax
+
   progress.configure_logging(fv)
   return guarded(lambda: run(fv), argv)
 
