@@ -71,7 +71,7 @@ def experiment(path: str, model: str, epochs: int) -> ml_collections.ConfigDict:
 def get_config(arg="all"):
   c = ml_collections.ConfigDict()
   if arg not in ("", "all", None) and arg not in EXPERIMENTS:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"unknown experiment group {arg!r}; use one of {list(EXPERIMENTS)} or all"
     )
   groups = EXPERIMENTS if arg in ("", "all", None) else {arg: EXPERIMENTS[arg]}

@@ -42,31 +42,56 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import config_files, errors, extras
+from simsoft import cli_flags, config_files, errors, extras
 from simsoft import results as results_lib
 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(
+    fv: flags.FlagValues = FLAGS, sys_argv: Sequence[str] | None = None
+) -> None:
   """The sweep's flags, defined only when it runs as a program: simsoft.main (imported
   beside it in tests) defines its own --config."""
   config_flags.DEFINE_config_file(
-      "config", None, "Sweep config (configs/sweep.py:GROUP).", lock_config=True
+      "config",
+      None,
+      "Sweep config (configs/sweep.py:GROUP).",
+      lock_config=True,
+      flag_values=fv,
+      sys_argv=sys_argv,
   )
   flags.DEFINE_string(
-      "root", None, "Directory of the sweep's runs and summary."
+      "root", None, "Directory of the sweep's runs and summary.", flag_values=fv
   )
   flags.DEFINE_bool(
-      "summary_only", False, "Only rebuild the summary from finished runs."
+      "summary_only",
+      False,
+      "Only rebuild the summary from finished runs.",
+      flag_values=fv,
   )
   flags.DEFINE_integer(
-      "workers", 1, "Worker processes, each pinned to its share of the cores."
+      "workers",
+      1,
+      "Worker processes, each pinned to its share of the cores.",
+      flag_values=fv,
   )
   flags.DEFINE_integer(
-      "worker_index", -1, "Internal: this process is worker i of --workers."
+      "worker_index",
+      -1,
+      "Internal: this process is worker i of --workers.",
+      flag_values=fv,
   )
-  flags.mark_flags_as_required(["config", "root"])
+
+
+REQUIRED = (("config", "configs/sweep.py:digits"), ("root", "/tmp/sweep"))
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """The sweep's flags parsed, every mistake one line (simsoft.cli_flags)."""
+  return cli_flags.parse_flags(
+      argv, FLAGS, define=define_flags, required=REQUIRED
+  )
 
 
 # The summary's columns (their labels are summary.json's keys), and the metrics
@@ -660,7 +685,7 @@ def run() -> None:
   """The `simsoft-sweep` console script (and `python -m simsoft.sweep`)."""
   define_flags()
   sys.argv = config_files.resolve_argv(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=cli_flags.exiting(parse_flags))
 
 
 if __name__ == "__main__":

@@ -203,3 +203,48 @@ def test_two_workers_share_the_runs(tmp_path):
       and min(started) > 0
   ), started
   assert f"| {LS} | 2 |" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (
+            ["--config.experiments.digits_mlp.optimizer.lr=0.1"],
+            "did you mean --config.experiments.digits_mlp.optimizer.learning_rate?",
+        ),
+        (["--config.seedz=(1,)"], "did you mean --config.seeds?"),
+        (["--root="], "--root is required"),
+    ],
+)
+def test_bad_flags_are_one_line(tmp_path, flags, needle):
+  args = ["--config=configs/sweep.py:digits", f"--root={tmp_path}", *flags]
+  if "--root=" in flags:
+    args = [a for a in args if not a.startswith("--root")]
+  out = subprocess.run(
+      [sys.executable, "-m", "simsoft.sweep", *args, "--summary_only"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert out.returncode == 2 and len(lines) == 1, out.stderr
+  assert lines[0].startswith("simsoft: error: ") and needle in lines[0], lines
+
+
+def test_unknown_experiment_group_is_one_line():
+  out = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "simsoft.sweep",
+          "--config=configs/sweep.py:digitz",
+          "--root=/tmp/unused",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+  assert "unknown experiment group 'digitz'" in out.stderr
