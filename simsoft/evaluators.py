@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 from simsoft import corruptions as corruptions_lib
 from simsoft import data as data_lib
@@ -53,6 +54,8 @@ class EvalData:
     class_to_group: int [C] super-class of each class (superclass accuracy), or None.
     reference_similarity: [C, C] R for mistake severity, or None.
     mistake_distance: [C, C] class distances (LCA heights), or None.
+    mask_padding: pad the last batch and mask the padding (every image
+      counts); False drops the last partial batch.
   """
 
   images: np.ndarray
@@ -64,6 +67,7 @@ class EvalData:
   class_to_group: np.ndarray | None = None
   reference_similarity: np.ndarray | None = None
   mistake_distance: np.ndarray | None = None
+  mask_padding: bool = True
 
   def scorer(self, predict_fn: PredictFn) -> robustness.Scorer:
     return robustness.Scorer(
@@ -76,7 +80,9 @@ class EvalData:
     )
 
   def batches(self, images, labels) -> robustness.Batches:
-    return robustness.Batches(images, labels, self.batch_size, True, self.mesh)
+    return robustness.Batches(
+        images, labels, self.batch_size, self.mask_padding, self.mesh
+    )
 
 
 class Evaluator(Protocol):
@@ -198,7 +204,32 @@ class Cifar10CSets(Mapping):
     return len(self._keys)
 
 
-class Cifar10CEvaluator:
+class SetsEvaluator:
+  """Pre-corrupted test sets, {'<name>_<severity>': (images, labels)}, one at a time.
+
+  -> {'extra_sets': {name: {'<severity>': metrics}}, 'extra_summary'}; a
+  lazy Mapping that loads a set on access keeps one set in memory.
+  """
+
+  def __init__(self, data: EvalData, sets: Mapping[str, tuple]):
+    self._data, self._sets = data, sets
+    self.num_sets = len(sets)
+
+  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
+    grid = robustness.extra_set_grid(
+        self._data.scorer(predict_fn),
+        self._sets,
+        self._data.batch_size,
+        self._data.mask_padding,
+        self._data.mesh,
+        report,
+    )
+    out = robustness.json_clean({"extra_sets": grid})
+    out["extra_summary"] = robustness.summarize(out["extra_sets"])
+    return out
+
+
+class Cifar10CEvaluator(SetsEvaluator):
   """The real CIFAR-10-C (TFDS 'cifar10_corrupted'), one set at a time."""
 
   def __init__(
@@ -209,22 +240,9 @@ class Cifar10CEvaluator:
       severities: Sequence[int] = corruptions_lib.SEVERITIES,
       data_dir: str | None = None,
   ):
-    self._data = data
-    self._sets = Cifar10CSets(data_dir or None, corruptions, severities)
-    self.num_sets = len(self._sets)
-
-  def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
-    grid = robustness.extra_set_grid(
-        self._data.scorer(predict_fn),
-        self._sets,
-        self._data.batch_size,
-        True,
-        self._data.mesh,
-        report,
+    super().__init__(
+        data, Cifar10CSets(data_dir or None, corruptions, severities)
     )
-    out = robustness.json_clean({"extra_sets": grid})
-    out["extra_summary"] = robustness.summarize(out["extra_sets"])
-    return out
 
 
 EVALUATORS: dict[str, type] = {
@@ -267,3 +285,104 @@ def from_config(
       )
       for name, entry in entries.items()
   }
+
+
+def run_suite(
+    predict_fn: PredictFn,
+    images: ArrayLike,
+    labels: ArrayLike,
+    *,
+    suite: Sequence[str] | str = "all",
+    severities: Sequence[int] = corruptions_lib.SEVERITIES,
+    key: jax.Array,
+    batch_size: int,
+    num_classes: int,
+    mask_padding: bool = True,
+    class_to_group: ArrayLike | None = None,
+    reference_similarity: ArrayLike | None = None,
+    mistake_distance: ArrayLike | None = None,
+    extra_sets: Mapping[str, tuple] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    corrupted_examples: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
+  """Evaluates ``predict_fn`` on the clean split and every corruption cell.
+
+  The library form of the evaluators above, on one model: clean, then
+  corruptions (when `suite` names any), then the pre-corrupted `extra_sets`.
+
+  Args:
+    predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
+    images: clean test images [N, H, W, C] (numpy), float in [0, 1] or
+      uint8 (divided by 255).
+    labels: int [N].
+    suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
+    severities: subset of 1..5.
+    key: PRNG key; cell (name, s) batch i uses
+      ``fold_in(fold_in(fold_in(key, crc32(name)), s), i)``.
+    batch_size: evaluation batch size (a multiple of the mesh size).
+    num_classes: C.
+    mask_padding: True pads the last batch and masks the padding, so every
+      sample counts; False drops the last partial batch.
+    class_to_group: int [C], adds ``superclass_accuracy``.
+    reference_similarity: [C, C], adds ``mistake_severity``.
+    mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
+    extra_sets: pre-corrupted sets such as CIFAR-10-C,
+      ``{'<name>_<severity>': (images, labels)}``; reported under
+      ``extra_sets[name][severity]`` and summarized in ``extra_summary``.
+    mesh: optional 1-D ('data',) mesh: batches are sharded over it.
+    corrupted_examples: > 0 corrupts only the first that many test examples
+      (every cell the same ones); 0 corrupts the whole split. Clean metrics
+      use the whole split; ``clean_on_corrupted_images`` holds the clean
+      metrics of exactly the corrupted images.
+    progress: called as progress(done, total, name) after each test set.
+
+  Returns:
+    JSON-able dict, see simsoft.robustness's module docstring.
+  """
+  if int(batch_size) < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if mesh is not None and batch_size % mesh.size:
+    raise ValueError(
+        f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}"
+    )
+  if int(corrupted_examples) < 0:
+    raise ValueError(
+        f"corrupted_examples must be >= 0, got {corrupted_examples}"
+    )
+  data = EvalData(
+      images=np.asarray(images),
+      labels=np.asarray(labels),
+      num_classes=num_classes,
+      batch_size=batch_size,
+      key=key,
+      mesh=mesh,
+      class_to_group=class_to_group,
+      reference_similarity=reference_similarity,
+      mistake_distance=mistake_distance,
+      mask_padding=mask_padding,
+  )
+  evaluators = [CleanEvaluator(data)]
+  names = robustness.resolve_suite(suite)
+  if names:
+    evaluators.append(
+        CorruptionsEvaluator(
+            data,
+            corruptions=names,
+            severities=severities,
+            examples=corrupted_examples,
+        )
+    )
+  if extra_sets:
+    evaluators.append(SetsEvaluator(data, extra_sets))
+  total = sum(e.num_sets for e in evaluators)
+  done = iter(range(1, total + 1))
+  report = (
+      (lambda name: progress(next(done), total, name))
+      if progress
+      else (lambda name: None)
+  )
+  results = {"corruptions": {}}
+  for evaluator in evaluators:
+    results.update(evaluator.run(predict_fn, report))
+  return results

@@ -156,7 +156,7 @@ def write_similarity_image(
 
 
 def evaluation_scalars(suite: Mapping) -> dict[str, float]:
-  """The TensorBoard scalars of one model's results (simsoft.robustness.run_suite)."""
+  """The TensorBoard scalars of one model's results (simsoft.evaluators.run_suite)."""
   clean = suite["clean"]
   out = {
       "eval/clean_accuracy": clean["accuracy"],

@@ -2,7 +2,7 @@
 
 Input layout: ``{'config': {...}, 'models': {'A': suite, 'B': suite},
 'comparison': optional}`` where each suite is the output of
-:func:`simsoft.robustness.run_suite` (possibly read back from results.json).
+:func:`simsoft.evaluators.run_suite` (possibly read back from results.json).
 Model B is compared with model A via :func:`robustness.compare_to_baseline`.
 Figures use matplotlib's object API (``Figure``), never pyplot, so no display
 or global backend state is touched.

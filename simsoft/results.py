@@ -1,7 +1,7 @@
 """How a results.json's metrics are named, read, aggregated and rendered.
 
 A model's results (one entry of results.json's ``models``, the suite that
-:func:`simsoft.robustness.run_suite` returns) hold many numbers; METRICS is
+:func:`simsoft.evaluators.run_suite` returns) hold many numbers; METRICS is
 the one table of those that the tables and figures show: a key, a label,
 where the value lies in the suite and whether it reads as a percentage. Each
 consumer picks its rows by key (:func:`select`): the fixed-width A/B table

@@ -1,6 +1,9 @@
 """The robustness evaluation suite: clean + corrupted test sets -> metrics.
 
-Decoupled from models and data loading: the caller passes ``predict_fn``
+The pieces simsoft.evaluators (and its library form ``run_suite``) are
+built from: a ``Scorer`` per predict function, test splits as ``Batches``,
+the corruption grid, pre-corrupted sets, their summaries and the comparison
+to a baseline. Decoupled from models and data loading: the caller passes ``predict_fn``
 (images in [0, 1], float32 [B, H, W, C] -> logits [B, C], normally jitted; it
 normalizes internally) and the clean test split as numpy arrays.
 
@@ -149,6 +152,16 @@ def _update(stats, logits, labels, mask, i):
   return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
 
 
+@functools.lru_cache(maxsize=None)
+def _correct_fn(mesh: jax.sharding.Mesh | None) -> Callable:
+  """Per-image correctness, replicated so that every process can read it
+  (one compilation per mesh, shared by every Scorer)."""
+  return jax.jit(
+      lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
+      out_shardings=None if mesh is None else sharding_lib.replicated(mesh),
+  )
+
+
 class Scorer:
   """Scores one predict_fn on padded splits (Batches), clean or corrupted."""
 
@@ -168,11 +181,7 @@ class Scorer:
         "reference_similarity": reference_similarity,
         "mistake_distance": mistake_distance,
     }
-    # Per-image correctness, replicated so that every process can read it.
-    self._correct = jax.jit(
-        lambda logits, labels, i: jnp.argmax(logits, -1) == labels[i],
-        out_shardings=None if mesh is None else sharding_lib.replicated(mesh),
-    )
+    self._correct = _correct_fn(mesh)
 
   def evaluate(
       self,
@@ -337,128 +346,6 @@ def extra_set_grid(
     grid.setdefault(match["name"], {})[str(int(match["severity"]))] = cell
     report(set_key)
   return grid
-
-
-def run_suite(
-    predict_fn: PredictFn,
-    images: ArrayLike,
-    labels: ArrayLike,
-    *,
-    suite: Sequence[str] | str = "all",
-    severities: Sequence[int] = corruptions_lib.SEVERITIES,
-    key: jax.Array,
-    batch_size: int,
-    num_classes: int,
-    mask_padding: bool = True,
-    class_to_group: ArrayLike | None = None,
-    reference_similarity: ArrayLike | None = None,
-    mistake_distance: ArrayLike | None = None,
-    extra_sets: Mapping[str, tuple] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    corrupted_examples: int = 0,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict:
-  """Evaluates ``predict_fn`` on the clean split and every corruption cell.
-
-  Args:
-    predict_fn: float32 [B, H, W, C] in [0, 1] -> logits [B, num_classes].
-    images: clean test images [N, H, W, C] (numpy), float in [0, 1] or
-      uint8 (divided by 255).
-    labels: int [N].
-    suite: corruption names (keys of ``corruptions.CORRUPTIONS``) or 'all'.
-    severities: subset of 1..5.
-    key: PRNG key; cell (name, s) batch i uses
-      ``fold_in(fold_in(fold_in(key, crc32(name)), s), i)``.
-    batch_size: evaluation batch size (a multiple of the mesh size).
-    num_classes: C.
-    mask_padding: True pads the last batch and masks the padding, so every
-      sample counts; False drops the last partial batch.
-    class_to_group: int [C], adds ``superclass_accuracy``.
-    reference_similarity: [C, C], adds ``mistake_severity``.
-    mistake_distance: [C, C] class distances (LCA heights), adds ``mistake_distance``.
-    extra_sets: pre-corrupted sets such as CIFAR-10-C,
-      ``{'<name>_<severity>': (images, labels)}``; reported under
-      ``extra_sets[name][severity]`` and summarized in ``extra_summary``.
-      Sets are read one at a time, so a lazy Mapping that loads on access
-      keeps one set in memory (CIFAR-10-C has 95 of 10,000 images).
-    mesh: optional 1-D ('data',) mesh: batches are sharded over it.
-    corrupted_examples: > 0 corrupts only the first that many test examples
-      (every cell the same ones); 0 corrupts the whole split. Clean metrics
-      use the whole split; ``clean_on_corrupted_images`` holds the clean
-      metrics of exactly the corrupted images (the severity-0 point of a
-      robustness curve).
-    progress: called as progress(done, total, name) after each test set
-      (clean, every corruption cell, every extra set).
-
-  Returns:
-    JSON-able dict, see the module docstring.
-  """
-  if int(batch_size) < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  if mesh is not None and batch_size % mesh.size:
-    raise ValueError(
-        f"batch_size {batch_size} must be a multiple of the mesh size {mesh.size}"
-    )
-  if int(corrupted_examples) < 0:
-    raise ValueError(
-        f"corrupted_examples must be >= 0, got {corrupted_examples}"
-    )
-  names = resolve_suite(suite)
-  severities = [corruptions_lib.check_severity(s) for s in severities]
-  if class_to_group is not None:
-    class_to_group = np.asarray(class_to_group)
-  if reference_similarity is not None:
-    reference_similarity = np.asarray(reference_similarity)
-  scorer = Scorer(
-      predict_fn,
-      num_classes,
-      class_to_group,
-      reference_similarity,
-      mistake_distance,
-      mesh,
-  )
-
-  total = (
-      1
-      + len(names) * len(severities)
-      + bool(names and 0 < corrupted_examples < len(labels))
-      + len(extra_sets or ())
-  )
-  counter = iter(range(1, total + 1))
-  report = (
-      (lambda name: progress(next(counter), total, name))
-      if progress
-      else (lambda name: None)
-  )
-
-  images, labels = check_split(images, labels, num_classes, "clean test split")
-  clean = Batches(images, labels, batch_size, mask_padding, mesh)
-  results = {"clean": scorer.evaluate(clean, correct_bits=True)}
-  report("clean")
-  if names:
-    subset = corrupted_subset(
-        images, labels, corrupted_examples, batch_size, mask_padding, mesh
-    )
-    if subset is None:
-      results["clean_on_corrupted_images"] = results["clean"]
-    else:
-      results["clean_on_corrupted_images"] = scorer.evaluate(subset)
-      report("clean (corrupted subset)")
-      clean = subset
-  results["corruptions"] = corruption_grid(
-      scorer, clean, names, severities, key, report
-  )
-  del clean
-  if extra_sets:
-    results["extra_sets"] = extra_set_grid(
-        scorer, extra_sets, batch_size, mask_padding, mesh, report
-    )
-  results = json_clean(results)
-  if results["corruptions"]:
-    results["summary"] = summarize(results["corruptions"])
-  if results.get("extra_sets"):
-    results["extra_summary"] = summarize(results["extra_sets"])
-  return results
 
 
 def _compare_grid(cells, base_cells, clean, base_clean) -> dict:

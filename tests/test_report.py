@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from matplotlib import image as mimage
 
-from simsoft import compare, corruptions, intervals, metrics, report, robustness
+from simsoft import (
+    compare,
+    corruptions,
+    evaluators,
+    intervals,
+    metrics,
+    report,
+    robustness,
+)
 from simsoft.data import fashion_mnist_local
 
 N, C = 37, 10
@@ -46,7 +54,7 @@ def _suite(predict_fn, **kw):
       reference_similarity=metrics.similarity_from_groups(GROUPS),
   )
   args.update(kw)
-  return robustness.run_suite(predict_fn, x, y, **args)
+  return evaluators.run_suite(predict_fn, x, y, **args)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +150,8 @@ def test_run_suite_drop_remainder_sharded_and_errors():
   )  # as TFDS stores CIFAR-10-C
   kw = dict(key=jax.random.key(0), batch_size=8, num_classes=C, suite=())
   _assert_close(
-      robustness.run_suite(fn, x_u8, _data()[1], **kw),
-      robustness.run_suite(fn, x_u8.astype(np.float32) / 255, _data()[1], **kw),
+      evaluators.run_suite(fn, x_u8, _data()[1], **kw),
+      evaluators.run_suite(fn, x_u8.astype(np.float32) / 255, _data()[1], **kw),
   )
   with pytest.raises(ValueError, match="multiple of the mesh size"):
     _suite(fn, batch_size=6, mesh=mesh)
@@ -154,7 +162,7 @@ def test_run_suite_drop_remainder_sharded_and_errors():
   with pytest.raises(ValueError, match="<name>_<severity>"):
     _suite(fn, suite=(), extra_sets={"contrast": _data()})
   with pytest.raises(ValueError, match="labels must lie"):
-    robustness.run_suite(
+    evaluators.run_suite(
         fn,
         _data()[0],
         np.full(N, C),
