@@ -141,15 +141,39 @@ class Setting:
 BASE_FIELDS = {"similarity.source": "identity", "loss.form": "soft_target"}
 
 
-def variants(sweep: ml_collections.ConfigDict) -> list[Setting]:
-  """Every model-B setting of a sweep config, in summary order.
+GRID_FIELDS = (
+    "masses",
+    "sources",
+    "log_sum_sources",
+    "shuffled",
+    "alpha",
+    "alpha_settings",
+)
 
-  For each mass m: label smoothing at m (the control), and for each source
+
+def grid_of(
+    sweep: ml_collections.ConfigDict, experiment: str | None = None
+) -> ml_collections.ConfigDict:
+  """The grid fields of `experiment`: sweep.grids.<experiment>'s where it sets
+  them (a positive control with its own source, say), else the sweep's."""
+  own = sweep.get("grids", {}).get(experiment, {}) if experiment else {}
+  return ml_collections.ConfigDict(
+      {f: own.get(f, sweep[f]) for f in GRID_FIELDS}
+  )
+
+
+def variants(
+    sweep: ml_collections.ConfigDict, experiment: str | None = None
+) -> list[Setting]:
+  """Every model-B setting of a sweep config (of one experiment), in summary order.
+
+  The grid is `grid_of(sweep, experiment)`. For each mass m: label smoothing at m (the control), and for each source
   its soft-target run and its shuffled-S control (sweep.shuffled); the same
   in the log-sum form for sweep.log_sum_sources (with label smoothing in that
   form as their control). Then sweep.alpha_settings ((source, form) pairs) at
   sweep.alpha, the older alpha-mixed target.
   """
+  sweep = grid_of(sweep, experiment)
   out = []
   for m in sweep.masses:
     forms = [("soft_target", sweep.sources)]
@@ -209,7 +233,7 @@ def plan(
 
       base = os.path.join(root, name, f"seed{seed}", "base")
       bases.append((base, make(BASE_FIELDS, ("estimate",))))
-      for setting in variants(sweep):
+      for setting in variants(sweep, name):
         runs.append(
             (
                 os.path.join(root, name, f"seed{seed}", setting.name),
@@ -353,8 +377,8 @@ def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
   """
   summary = {}
   seeds = [str(s) for s in sweep.seeds]
-  settings = variants(sweep)
   for name in sweep.experiments:
+    settings = variants(sweep, name)
     results = {
         (st.name, seed): _results(root, name, seed, st.name)
         for st in settings
@@ -470,7 +494,7 @@ def wall_times(sweep: ml_collections.ConfigDict, root: str) -> dict:
   for name in sweep.experiments:
     times = {"base": [], "model B": []}
     for seed in sweep.seeds:
-      for run_name in ["base"] + [v.name for v in variants(sweep)]:
+      for run_name in ["base"] + [v.name for v in variants(sweep, name)]:
         path = os.path.join(
             root, name, f"seed{seed}", run_name, "wall_time.json"
         )
