@@ -80,6 +80,11 @@ EXPERIMENT_FIELDS = {
         "similarity.path": POSITIVE_CONTROL_S,
     },
 }
+# Equivalence margins (fractions of accuracy) fixed before a group's run
+# (RESULTS.md): the summary's TOST and "≡" marks. None for the earlier rounds.
+MARGINS = {
+    "cifar10_jpeg": dict(clean_accuracy=0.005, mean_corrupted_accuracy=0.01),
+}
 GRIDS = {
     "c10j_lenet_pairflip": dict(
         masses=(0.3,), sources=("file",), log_sum_sources=()
@@ -137,4 +142,5 @@ def get_config(arg="all"):
   c.shuffled = True
   c.alpha = 0.5
   c.alpha_settings = ALPHA_SETTINGS.get(arg, ())
+  c.margins = ml_collections.ConfigDict(MARGINS.get(arg, {}))
   return c
