@@ -289,6 +289,15 @@ def test_bad_flips_are_config_errors(flips, message):
     label_noise.parse_flips(flips, CLASSES)
 
 
+def test_bad_flips_are_refused_at_rate_zero(tmp_path):
+  """A misspelled class fails at load, even before the rate is raised."""
+  _write_folder(tmp_path)
+  with pytest.raises(ConfigError, match="'pig'"):
+    data_lib.get_dataset(
+        "image_folder", data_dir=str(tmp_path), label_flips=("ant->pig",)
+    )
+
+
 # ---- the real CIFAR-10 (JPEG q75 copy), where ../shared holds it ----
 
 REAL = cifar10_jpeg.default_dir()

@@ -74,9 +74,9 @@ def apply(
     ds: Dataset, *, flips: Sequence[str], rate: float, seed: int
 ) -> Dataset:
   """`ds` with pair-flip noise on 'train' and 'validation'; 'test' untouched."""
-  if not flips or rate == 0.0:
+  pairs = parse_flips(flips, ds.class_names)  # checked even at rate 0
+  if not pairs or rate == 0.0:
     return ds
-  pairs = parse_flips(flips, ds.class_names)
   splits = dict(ds.splits)
   for i, name in enumerate(("train", "validation")):
     split = ds.split(name)
