@@ -223,7 +223,10 @@ cp "$SWEEP_ROOT/summary.md" "$OUT/" 2>/dev/null && cat "$OUT/summary.md"
 [ "$MPS_ON" = 1 ] && { echo quit | timeout 10 nvidia-cuda-mps-control >/dev/null 2>&1; }
 stamp "packing"
 cp "$OUT/env.txt" "$SWEEP_ROOT/"
-(cd "$(dirname "$SWEEP_ROOT")" && find "$(basename "$SWEEP_ROOT")" -path '*/checkpoints' -prune -o \
-  -type f \( -name '*.json' -o -name '*.md' -o -name '*.log' -o -name '*.png' -o -name '*.txt' \) -print |
+# Every run's json and report.md, the logs, the summary and its figures; no
+# checkpoints, no per-run figures (55 runs of them would near the 16 MiB a file).
+(cd "$(dirname "$SWEEP_ROOT")" && name=$(basename "$SWEEP_ROOT") &&
+  { find "$name" -path '*/checkpoints' -prune -o -type f \( -name '*.json' -o -name '*.md' -o -name '*.log' \) -print
+    find "$name" -maxdepth 1 -type f \( -name '*.png' -o -name '*.txt' \) -print; } |
   tar czf "$OUT/c10j_gpu.tar.gz" -T -)
 stamp "done: $(tar tzf "$OUT/c10j_gpu.tar.gz" | wc -l) files in $OUT/c10j_gpu.tar.gz ($(du -h "$OUT/c10j_gpu.tar.gz" | cut -f1))"
