@@ -14,6 +14,7 @@ model B retrained from the same initialization and batch order with
   python -m simsoft.sweep --config configs/sweep.py:digits --root DIR --workers 2
   python -m simsoft.sweep --config configs/sweep.py:fashion_mnist --root DIR --workers 8 \
       --config.experiments.fmnist_lenet.input.steps_per_dispatch=20   # one GPU
+  bash benchmarks/c10j_gpu_session.sh   # cifar10_jpeg_gpu(_control), one GPU, sized there
 
 Each experiment is a whole run config (config.experiments.<name>, built from
 a file of configs/ here), so any of its fields can be set from the command
@@ -43,6 +44,9 @@ from simsoft import config_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CIFAR_EPOCHS = 8
+# The device session's default; benchmarks/c10j_gpu_session.sh sizes the epochs
+# to the throughput it measures and sets them on the command line.
+CIFAR_GPU_EPOCHS = 10
 
 # Group (the text after the colon) -> {experiment: (config file, model, epochs per model)}.
 EXPERIMENTS = {
@@ -61,24 +65,58 @@ EXPERIMENTS = {
         "c10j_lenet": ("cifar10_jpeg.py", "lenet", CIFAR_EPOCHS),
         "c10j_lenet_pairflip": ("cifar10_jpeg.py", "lenet", CIFAR_EPOCHS),
     },
+    # One H100/H200 through the device tool (benchmarks/c10j_gpu_session.sh):
+    # resnet20 with the CIFAR recipe (lr 0.1, no warm-up, batch 128) on all
+    # 45,000 training images (the whole train.zip less the 5,000 validation
+    # images S is estimated on); a group of its own, never mixed with CPU runs.
+    "cifar10_jpeg_gpu": {
+        "c10jg_resnet20": ("cifar10_jpeg.py", "resnet20", CIFAR_GPU_EPOCHS),
+    },
+    # The same with the positive control beside it, where the budget allows.
+    "cifar10_jpeg_gpu_control": {
+        "c10jg_resnet20": ("cifar10_jpeg.py", "resnet20", CIFAR_GPU_EPOCHS),
+        "c10jg_resnet20_pairflip": (
+            "cifar10_jpeg.py",
+            "resnet20",
+            CIFAR_GPU_EPOCHS,
+        ),
+    },
 }
 MASSES = {
     "digits": (0.1, 0.3),
     "fashion_mnist": (0.1,),
     "cifar10_jpeg": (0.1, 0.3),
+    # Mass 0.3 only; the session adds 0.1 (after it) where the budget allows.
+    "cifar10_jpeg_gpu": (0.3,),
+    "cifar10_jpeg_gpu_control": (0.3,),
 }
-SOURCES = {"cifar10_jpeg": ("confusion",)}
-LOG_SUM_SOURCES = {"cifar10_jpeg": ()}
+SOURCES = {
+    "cifar10_jpeg": ("confusion",),
+    "cifar10_jpeg_gpu": ("confusion",),
+    "cifar10_jpeg_gpu_control": ("confusion",),
+}
+LOG_SUM_SOURCES = {
+    "cifar10_jpeg": (),
+    "cifar10_jpeg_gpu": (),
+    "cifar10_jpeg_gpu_control": (),
+}
 # Experiments whose fields or grid differ from their group's.
 POSITIVE_CONTROL_S = os.path.join(
     HERE, "positive_control", "cifar10_dog_to_cat.json"
 )
+PAIRFLIP_FIELDS = {
+    "dataset.label_noise.flips": ("cat->dog",),
+    "dataset.label_noise.rate": 0.55,
+    "similarity.path": POSITIVE_CONTROL_S,
+}
+PAIRFLIP_GRID = dict(masses=(0.3,), sources=("file",), log_sum_sources=())
+# On one GPU resnet20's step at batch 128 is dispatch-bound: 20 steps per
+# dispatch (one lax.scan), as the Fashion-MNIST GPU sweep ran.
+GPU_FIELDS = {"input.steps_per_dispatch": 20}
 EXPERIMENT_FIELDS = {
-    "c10j_lenet_pairflip": {
-        "dataset.label_noise.flips": ("cat->dog",),
-        "dataset.label_noise.rate": 0.55,
-        "similarity.path": POSITIVE_CONTROL_S,
-    },
+    "c10j_lenet_pairflip": PAIRFLIP_FIELDS,
+    "c10jg_resnet20": GPU_FIELDS,
+    "c10jg_resnet20_pairflip": PAIRFLIP_FIELDS | GPU_FIELDS,
 }
 # Equivalence margins (fractions of accuracy) fixed before a group's run
 # (RESULTS.md): the summary's TOST and "≡" marks. None for the earlier rounds.
@@ -86,9 +124,8 @@ MARGINS = {
     "cifar10_jpeg": dict(clean_accuracy=0.005, mean_corrupted_accuracy=0.01),
 }
 GRIDS = {
-    "c10j_lenet_pairflip": dict(
-        masses=(0.3,), sources=("file",), log_sum_sources=()
-    ),
+    "c10j_lenet_pairflip": PAIRFLIP_GRID,
+    "c10jg_resnet20_pairflip": PAIRFLIP_GRID,
 }
 # The alpha-mixed log-sum runs that collapsed on digits lenet in round one.
 ALPHA_SETTINGS = {"digits": (("confusion", "log_sum"), ("online", "log_sum"))}
@@ -104,7 +141,7 @@ def experiment(
   c.model.name = model
   c.estimate.epochs = c.retrain.epochs = epochs
   config_lib.set_severities(c, (1, 3, 5))
-  if path == "cifar10_jpeg.py":
+  if path == "cifar10_jpeg.py" and model == "lenet":
     # lenet on CPU: lr 0.1 without warm-up diverges in its first steps;
     # ten steps per dispatch, unrolled, is XLA:CPU's fastest loop.
     c.optimizer.learning_rate = 0.05

@@ -170,7 +170,15 @@ def test_parse_arg():
 
 
 @pytest.mark.parametrize(
-    "group", ["digits", "fashion_mnist", "cifar10_jpeg", "all"]
+    "group",
+    [
+        "digits",
+        "fashion_mnist",
+        "cifar10_jpeg",
+        "cifar10_jpeg_gpu",
+        "cifar10_jpeg_gpu_control",
+        "all",
+    ],
 )
 def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
   from simsoft import sweep
@@ -189,6 +197,40 @@ def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
     assert workdir.endswith("/base") == (c.phases == ("estimate",))
     validate.check_evaluate(c)
     assert c.evaluate.evaluators.corruptions.severities == (1, 3, 5)
+
+
+def test_cifar10_jpeg_gpu_groups(monkeypatch):
+  """The device session's groups: resnet20 with the CIFAR recipe on all training
+  images, mass 0.3; the positive control only in the second group."""
+  from simsoft import sweep
+
+  monkeypatch.chdir(ROOT)
+  core = _parse([f"--config={SWEEP_FILE}:cifar10_jpeg_gpu"])
+  both = _parse([f"--config={SWEEP_FILE}:cifar10_jpeg_gpu_control"])
+  assert list(core.experiments) == ["c10jg_resnet20"]
+  assert list(both.experiments) == ["c10jg_resnet20", "c10jg_resnet20_pairflip"]
+  for c in (*core.experiments.values(), *both.experiments.values()):
+    assert c.model.name == "resnet20" and c.dataset.name == "cifar10_jpeg"
+    assert (c.optimizer.learning_rate, c.optimizer.warmup_epochs) == (0.1, 0.0)
+    assert (
+        c.dataset.train_examples == 0 and c.dataset.validation_fraction == 0.1
+    )
+    assert c.input.steps_per_dispatch == 20 and not c.input.scan_unroll
+  assert (
+      both.experiments.c10jg_resnet20_pairflip.dataset.label_noise.rate == 0.55
+  )
+  assert [s.name for s in sweep.variants(core, "c10jg_resnet20")] == [
+      "label_smoothing-soft_target-m0.3",
+      "confusion-soft_target-m0.3",
+      "confusion-soft_target-m0.3-shuffled",
+  ]
+  assert [
+      s.source for s in sweep.variants(both, "c10jg_resnet20_pairflip")
+  ] == [
+      "uniform",
+      "file",
+      "file",
+  ]
 
 
 def test_cifar10_jpeg_sweep_positive_control(monkeypatch):

@@ -21,6 +21,8 @@ SCRIPTS = [
     "launch/tpu_pod.sh",
     "launch/tpu_worker.sh",
     ".ci/run",
+    "benchmarks/gpu_session.sh",
+    "benchmarks/c10j_gpu_session.sh",
 ]
 POD = {
     "TPU_NAME": "simsoft-test",
