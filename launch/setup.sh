@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# REQUIREMENTS=requirements.txt: the runtime set only (launch/gpu.sh on a GPU machine).
+REQUIREMENTS="${REQUIREMENTS:-requirements-dev.txt}"
 if [ ! -x .venv/bin/python ]; then
   if "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     "$PYTHON" -m venv .venv
@@ -19,7 +21,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements-dev.txt -e .
+.venv/bin/python -m pip install -q -r "$REQUIREMENTS" -e .
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -f "$FMNIST" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq || true
