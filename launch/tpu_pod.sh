@@ -68,6 +68,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 CREATED=0    # 1 once this invocation created the slice (only then may it delete it)
+TPU_CREATE_TRIED=0  # 1 once create ran (found the slice or made it)
 JOB=none     # none | started (may be running) | ended
 STAGED=0
 COPIES=()    # LOCAL<TAB>inputs/... pairs from simsoft.staging
@@ -173,6 +174,7 @@ create() {
   acc="$(accelerator)"
   version="$(runtime_version)"
   if [ "$SPOT" = 1 ]; then spot=(--spot); fi
+  TPU_CREATE_TRIED=1
   if [ "$DRY_RUN" = 1 ]; then
     query compute tpus tpu-vm describe "$TPU_NAME" --zone "$ZONE" --format='value(state)' || true
   else
@@ -436,7 +438,8 @@ logs() {
   run_name="$(current_run)"
   dir="$(run_dir "$run_name")"
   if [ -n "${1:-}" ] && [ "$1" != all ]; then
-    query storage cat "$dir/logs/worker-$1.log" | tail -n "$lines" | sed "s/^/[worker $1] /"
+    if [ "$DRY_RUN" = 1 ]; then query storage cat "$dir/logs/worker-$1.log" || true; return 0; fi
+    gc storage cat "$dir/logs/worker-$1.log" | tail -n "$lines" | sed "s/^/[worker $1] /"
     return 0
   fi
   if [ "$DRY_RUN" = 1 ]; then query storage cat "$dir/logs/worker-0.log" || true; return 0; fi
@@ -491,7 +494,12 @@ on_exit() {
       "the slice is kept (tpu_pod.sh wait | status | logs | stop | delete)" >&2
     return
   fi
-  if [ "$CREATED" != 1 ]; then return; fi
+  if [ "$CREATED" != 1 ]; then
+    if [ "$TPU_CREATE_TRIED" = 1 ]; then
+      echo "tpu_pod.sh: failed (exit $rc); slice $TPU_NAME was there before: left as it is" >&2
+    fi
+    return
+  fi
   if [ "$KEEP_TPU" = 1 ]; then
     echo "tpu_pod.sh: failed (exit $rc); KEEP_TPU=1 keeps slice $TPU_NAME" >&2
   else
