@@ -333,9 +333,7 @@ def run_all(
       time.sleep(poll_seconds)
 
 
-def run_one(
-    config: ml_collections.ConfigDict, workdir: str, root: str
-) -> str:
+def run_one(config: ml_collections.ConfigDict, workdir: str, root: str) -> str:
   """One run, as a job engine's job: 'ran', 'done' (finished already) or 'held'
   (another process has claimed it). Claims it through DIR/.locks/ as the local
   workers do."""

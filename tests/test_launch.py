@@ -84,7 +84,9 @@ def _dry(*args, **env):
       **env,
   )
   assert out.returncode == 0, out.stderr
-  assert "finished" not in out.stdout, out.stdout  # a dry run says what it would do
+  assert (
+      "finished" not in out.stdout
+  ), out.stdout  # a dry run says what it would do
   return _commands(out.stdout)
 
 
@@ -139,8 +141,12 @@ def test_v4_32_up_dry_run():
       "compute tpus tpu-vm create",
       "compute tpus tpu-vm scp",
       "compute tpus tpu-vm ssh",
-      "storage cp " + gcloud[4][3] + " gs://bucket/simsoft/c10/inputs/launch.env",
-      "storage cp " + gcloud[5][3] + " gs://bucket/simsoft/.slices/simsoft-test",
+      "storage cp "
+      + gcloud[4][3]
+      + " gs://bucket/simsoft/c10/inputs/launch.env",
+      "storage cp "
+      + gcloud[5][3]
+      + " gs://bucket/simsoft/.slices/simsoft-test",
       "compute tpus tpu-vm ssh",
       "compute tpus tpu-vm describe",
       "storage cat gs://bucket/simsoft/c10/status/worker-0",
@@ -260,7 +266,12 @@ def test_watch_subcommands_read_the_bucket():
       "gs://bucket/simsoft/r/status/worker-0",
   ]
   wait = _run(
-      "launch/tpu_pod.sh", "wait", "r", DRY_RUN="1", PYTHON=sys.executable, **POD
+      "launch/tpu_pod.sh",
+      "wait",
+      "r",
+      DRY_RUN="1",
+      PYTHON=sys.executable,
+      **POD,
   )
   assert wait.returncode == 0 and "would poll" in wait.stdout, wait.stdout
   assert "ssh" not in wait.stdout
@@ -350,7 +361,11 @@ class Pod:
     if not path.exists():
       return []
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r if worker else r["argv"] for r in rows if worker or r["worker"] is None]
+    return [
+        r if worker else r["argv"]
+        for r in rows
+        if worker or r["worker"] is None
+    ]
 
   def bucket(self, path):
     return (self.state / "gcs" / "bucket" / path).read_text()
@@ -375,7 +390,9 @@ def _index(calls, predicate):
 
 
 def _deletes(calls):
-  return _index(calls, lambda c: "delete" in c[:4] or c[:2] == ["storage", "rm"])
+  return _index(
+      calls, lambda c: "delete" in c[:4] or c[:2] == ["storage", "rm"]
+  )
 
 
 def _ssh_starts(calls):
@@ -406,7 +423,9 @@ def test_wait_rides_out_transient_ssh_and_bucket_failures(pod):
   # Deleted only after every worker's final state reached the bucket.
   rows = pod.calls(worker=True)
   last_publish = max(
-      r["t"] for r in rows if r["worker"] is not None and "status" in r["argv"][-1]
+      r["t"]
+      for r in rows
+      if r["worker"] is not None and "status" in r["argv"][-1]
   )
   deleted_at = [r["t"] for r in rows if r["argv"][3:4] == ["delete"]][0]
   assert deleted_at > last_publish
@@ -427,7 +446,9 @@ def test_a_job_failing_on_one_worker_ends_the_watch(pod):
   assert stops and stops[0] < delete
   deadline = time.time() + 20  # worker 0's last state, after the stop
   while pod.bucket("simsoft/r/status/worker-0").split()[1] == "running":
-    assert time.time() < deadline, (pod.state / "workers/0/simsoft/logs/status").read_text()
+    assert time.time() < deadline, (
+        pod.state / "workers/0/simsoft/logs/status"
+    ).read_text()
     time.sleep(0.5)
   assert pod.bucket("simsoft/r/status/worker-0").split()[1] == "terminated"
 
@@ -464,7 +485,10 @@ def test_preemption_beyond_max_requeues_gives_up_and_cleans_up(pod):
   assert out.returncode != 0
   assert "MAX_REQUEUES=0" in out.stderr, out.stderr
   calls = pod.calls()
-  assert len(_index(calls, lambda c: c[2:4] == ["queued-resources", "create"])) == 1
+  assert (
+      len(_index(calls, lambda c: c[2:4] == ["queued-resources", "create"]))
+      == 1
+  )
   (delete,) = _deletes(calls)  # the suspended queued resource it created
   assert calls[delete][2:4] == ["queued-resources", "delete"]
 
@@ -485,9 +509,13 @@ def test_files_a_run_names_are_copied_before_start(pod, tmp_path):
   assert out.returncode == 0, out.stdout + out.stderr
   calls = pod.calls()
   copies = {
-      c[2]: c[3] for c in calls if c[:2] == ["storage", "cp"] and "inputs/" in c[3]
+      c[2]: c[3]
+      for c in calls
+      if c[:2] == ["storage", "cp"] and "inputs/" in c[3]
   }
-  assert copies[str(config)] == "gs://bucket/simsoft/r/inputs/config/my_config.py"
+  assert (
+      copies[str(config)] == "gs://bucket/simsoft/r/inputs/config/my_config.py"
+  )
   assert (
       copies[str(hierarchy)]
       == "gs://bucket/simsoft/r/inputs/hierarchy_path/tree.json"
@@ -531,9 +559,10 @@ def test_nothing_is_deleted_that_the_script_did_not_create(pod):
 def test_an_interrupted_watch_keeps_the_slice_and_the_job(pod):
   proc = pod.popen("up", "configs/default.py", "r", FAKE_JOB_STEPS="100")
   deadline = time.time() + 60
-  while time.time() < deadline and not (
-      pod.state / "gcs/bucket/simsoft/r/status/worker-0"
-  ).exists():
+  while (
+      time.time() < deadline
+      and not (pod.state / "gcs/bucket/simsoft/r/status/worker-0").exists()
+  ):
     time.sleep(0.5)
   time.sleep(1)
   proc.send_signal(signal.SIGINT)

@@ -327,7 +327,9 @@ def _same(a, b, where):
     assert isinstance(b, list) and len(a) == len(b), where
     for i, (x, y) in enumerate(zip(a, b)):
       _same(x, y, f"{where}[{i}]")
-  elif isinstance(a, (int, float)) and not isinstance(a, bool) and a is not None:
+  elif (
+      isinstance(a, (int, float)) and not isinstance(a, bool) and a is not None
+  ):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=where)
   else:
     assert a == b, where
@@ -385,6 +387,7 @@ def test_a_sweep_through_submitit_local_matches_the_local_pool(tmp_path):
   config_jobs.seeds = (0,)
 
   class NoJobs:
+
     def submit(self, *args):
       raise AssertionError(f"resubmitted {args[1]}")
 

@@ -240,7 +240,9 @@ def tpus(argv):
         os.environ,
         HOME=worker_home(i),
         SIMSOFT_WORKER_ID=str(i),
-        PATH=os.path.join(STATE, "worker_bin") + os.pathsep + os.environ["PATH"],
+        PATH=os.path.join(STATE, "worker_bin")
+        + os.pathsep
+        + os.environ["PATH"],
     )
     out = subprocess.run(["bash", "-c", command], env=env, cwd=worker_home(i))
     rc = rc or out.returncode
