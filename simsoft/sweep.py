@@ -372,6 +372,8 @@ def make_executor(kind: str, folder: str, params: dict[str, Any]):
 
   if kind == "submitit_local":
     executor = submitit.LocalExecutor(folder=folder)
+    # submitit's local default is a 2-minute limit per job: far too short.
+    params = {"timeout_min": 24 * 60, **params}
   elif kind == "slurm":
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
   else:
@@ -402,7 +404,7 @@ def run_with_executor(
       try:
         outcome = job.result()
       except Exception as e:  # pylint: disable=broad-except
-        failed[workdir] = str(e).strip().splitlines()[-1:] or [type(e).__name__]
+        failed[workdir] = str(e).strip().splitlines()[:1] or [type(e).__name__]
         errors.warn(
             f"run {workdir} failed (job {job.job_id}): {failed[workdir][0]}; "
             f"its log is in {root}/.submitit"
