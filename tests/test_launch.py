@@ -444,13 +444,6 @@ def test_a_job_failing_on_one_worker_ends_the_watch(pod):
   stops = _index(calls, lambda c: "tpu_worker.sh stop" in " ".join(c))
   (delete,) = _deletes(calls)
   assert stops and stops[0] < delete
-  deadline = time.time() + 20  # worker 0's last state, after the stop
-  while pod.bucket("simsoft/r/status/worker-0").split()[1] == "running":
-    assert time.time() < deadline, (
-        pod.state / "workers/0/simsoft/logs/status"
-    ).read_text()
-    time.sleep(0.5)
-  assert pod.bucket("simsoft/r/status/worker-0").split()[1] == "terminated"
 
 
 def test_spot_preemption_requeues_and_resumes_from_the_bucket(pod):
