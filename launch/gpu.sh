@@ -16,7 +16,8 @@
 # XLA's GPU kernels run deterministically (--xla_gpu_deterministic_ops: without
 # it, two runs of one config differed on an H200, benchmarks/RESULTS.md section
 # 6); DETERMINISTIC=0 drops the flag for speed.
-# DRY_RUN=1 prints the commands instead of running them.
+# DRY_RUN=1 prints the commands it would run ("would run: ...") and runs none.
+# Installs the runtime requirements only (REQUIREMENTS=requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN="${DRY_RUN:-0}"
@@ -29,7 +30,7 @@ fi
 
 run() {
   if [ "$DRY_RUN" = 1 ]; then
-    printf '+'
+    printf 'would run:'
     printf ' %q' "$@"
     printf '\n'
   else
@@ -38,7 +39,7 @@ run() {
 }
 
 install() {
-  run bash launch/setup.sh
+  run env REQUIREMENTS=requirements.txt bash launch/setup.sh  # the runtime set
   local jax_version
   jax_version="$(sed -n 's/^jax==//p' requirements.txt)"
   run .venv/bin/python -m pip install -q "jax[cuda12]==$jax_version"
@@ -110,5 +111,6 @@ case "${1:-}" in
     "cmd_$command" "$@"
     ;;
   "" | -h | --help) usage ;;
-  *) cmd_run "$@" ;;
+  *.py | *.py:*) cmd_run "$@" ;;
+  *) echo "gpu.sh: unknown subcommand '$1' (run, start, logs, status, stop; or CONFIG.py WORKDIR)" >&2; exit 2 ;;
 esac

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Creates .venv (Python >= 3.11) in the repository root with the pinned requirements and simsoft
+# Creates .venv (Python >= 3.11) in the repository root with the pinned runtime and development
+# requirements (requirements-dev.txt, which includes requirements.txt) and simsoft
 # installed in editable mode, and (as root, where apt-get exists) Debian's
 # dataset-fashion-mnist package with the real Fashion-MNIST IDX files.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# REQUIREMENTS=requirements.txt: the runtime set only (launch/gpu.sh on a GPU machine).
+REQUIREMENTS="${REQUIREMENTS:-requirements-dev.txt}"
 if [ ! -x .venv/bin/python ]; then
   if "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     "$PYTHON" -m venv .venv
@@ -18,7 +21,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements.txt -e .
+.venv/bin/python -m pip install -q -r "$REQUIREMENTS" -e .
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -f "$FMNIST" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq || true

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Runs on every Cloud TPU VM worker; launch/tpu_pod.sh copies it to ~/simsoft and calls it.
 #
-#   tpu_worker.sh setup WHEEL JAX_VERSION PYTHON_VERSION   uv, Python, venv, simsoft[all], jax[tpu]
-#   tpu_worker.sh prepare DATA_DIR DATASET...            tfds build (one worker, once per bucket)
-#   tpu_worker.sh start WORKDIR DATA_DIR CONFIG [flags]  clear stale TPU users, start detached
+#   tpu_worker.sh setup WHEEL JAX_VERSION PYTHON_VERSION  uv, Python, venv, the runtime
+#                                                         requirements, simsoft[all], jax[tpu]
+#   tpu_worker.sh prepare DATA_DIR DATASET...            tfds build on this worker's disk,
+#                                                        then copy to DATA_DIR (the bucket)
+#   tpu_worker.sh start WORKDIR DATA_DIR ATTEMPT CONFIG [flags]
+#                                 copy WORKDIR/inputs here, clear stale TPU users, start detached
 #   tpu_worker.sh status | stop | logs [LINES]
 #
-# The job runs under nohup, detached from the ssh session that started it, and
-# logs to ~/simsoft/logs/job.log; when it ends, its exit code goes to
-# ~/simsoft/logs/exit_code and the log to WORKDIR/logs/worker-<N>.log.
+# The job runs under nohup, detached from the ssh session that started it, from
+# ~/simsoft (so the run's copied inputs/ resolve), and logs to
+# ~/simsoft/logs/job.log. While it runs, every SIMSOFT_SYNC_SECONDS (60) the
+# worker copies its log to WORKDIR/logs/worker-<N>.log and its state to
+# WORKDIR/status/worker-<N>, one line:
+#   ATTEMPT running EPOCH            the job runs (EPOCH: the time of this line)
+#   ATTEMPT exited RC EPOCH          the job ended with exit code RC
+#   ATTEMPT terminated RC EPOCH      the job was stopped by a signal (tpu_pod.sh stop,
+#                                    or the VM shutting down: a spot preemption)
+# so tpu_pod.sh wait / status / logs read the bucket, not each worker.
 # Workers never download data (SIMSOFT_TFDS_DOWNLOAD=0): a dataset missing from
 # DATA_DIR fails at once with the `tfds build` command that prepares it.
 set -euo pipefail
@@ -17,8 +27,10 @@ VENV="$HOME_DIR/.venv"
 LOG="$HOME_DIR/logs/job.log"
 PIDFILE="$HOME_DIR/job.pid"
 EXITFILE="$HOME_DIR/logs/exit_code"
+SYNC_SECONDS="${SIMSOFT_SYNC_SECONDS:-60}"
 
 worker_id() {
+  if [ -n "${SIMSOFT_WORKER_ID:-}" ]; then echo "$SIMSOFT_WORKER_ID"; return; fi
   curl -sf -H Metadata-Flavor:Google \
     http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number \
     || hostname
@@ -39,15 +51,18 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     uv venv --python "$python_version" "$VENV"
   fi
+  # The runtime requirements only (no test or lint tools).
   uv pip install --python "$VENV/bin/python" -r "$HOME_DIR/requirements.txt" \
     "${HOME_DIR}/${wheel}[all]" "jax[tpu]==${jax_version}"
   "$VENV/bin/python" -c 'import jax, simsoft; print("worker", jax.process_index(), "ready:", simsoft.__file__)'
 }
 
 prepare() {
+  # Downloads and extraction on this worker's disk, then one copy to the bucket.
   local data_dir="$1"
   shift
-  "$VENV/bin/tfds" build "$@" --data_dir="$data_dir"
+  "$VENV/bin/tfds" build "$@" --data_dir="$HOME_DIR/tfds" --download_dir="$HOME_DIR/tfds_downloads"
+  gcloud storage rsync -r "$HOME_DIR/tfds" "$data_dir"
 }
 
 stop_job() {
@@ -55,7 +70,7 @@ stop_job() {
   pid="$(job_pid)"
   if [ -n "$pid" ]; then
     kill -- "-$pid" 2>/dev/null || kill "$pid"
-    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     kill -9 -- "-$pid" 2>/dev/null || true
     echo "worker $(worker_id): stopped job $pid"
   fi
@@ -74,27 +89,61 @@ clear_tpu() {
 }
 
 start() {
-  local workdir="$1" data_dir="$2"
-  shift 2
+  local workdir="$1" data_dir="$2" attempt="$3"
+  shift 3
   stop_job
   clear_tpu
   mkdir -p "$HOME_DIR/logs"
   rm -f "$EXITFILE"
+  # The run's config and the files it names (tpu_pod.sh copied them there).
+  rm -rf "$HOME_DIR/inputs"
+  mkdir -p "$HOME_DIR/inputs"
+  gcloud storage rsync -r "$workdir/inputs" "$HOME_DIR/inputs" >/dev/null
   cd "$HOME_DIR"
-  setsid nohup bash "$HOME_DIR/tpu_worker.sh" _run "$(worker_id)" "$workdir" "$data_dir" "$@" \
+  setsid nohup bash "$HOME_DIR/tpu_worker.sh" _run "$(worker_id)" "$workdir" "$data_dir" "$attempt" "$@" \
     >/dev/null 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   echo "worker $(worker_id): started job $!, log $LOG"
 }
 
+# Copies the log and the state line to the bucket; tries 3 times, never fails.
+publish() {  # WORKER WORKDIR LINE
+  echo "$3" >"$HOME_DIR/logs/status"
+  for _ in 1 2 3; do
+    if gcloud storage cp "$LOG" "$2/logs/worker-$1.log" >/dev/null 2>&1 \
+      && gcloud storage cp "$HOME_DIR/logs/status" "$2/status/worker-$1" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 2
+  done
+  return 0
+}
+
 _run() {
-  local worker="$1" workdir="$2" data_dir="$3" config="$4"
-  shift 4
-  local rc=0
+  local worker="$1" workdir="$2" data_dir="$3" attempt="$4" config="$5"
+  shift 5
+  local rc=0 job last=0 now terminated=0
+  : >"$LOG"
   SIMSOFT_TFDS_DOWNLOAD=0 "$VENV/bin/python" -m simsoft.main --distributed --config "$config" \
-    --workdir "$workdir" --config.dataset.data_dir="$data_dir" "$@" >"$LOG" 2>&1 || rc=$?
+    --workdir "$workdir" --config.dataset.data_dir="$data_dir" "$@" >"$LOG" 2>&1 &
+  job=$!
+  # A stop or the VM's shutdown (spot preemption): pass SIGTERM on, say so.
+  trap 'terminated=1; kill -TERM "$job" 2>/dev/null || true' TERM INT
+  while kill -0 "$job" 2>/dev/null; do
+    now="$(date +%s)"
+    if [ $((now - last)) -ge "$SYNC_SECONDS" ]; then
+      publish "$worker" "$workdir" "$attempt running $now"
+      last="$now"
+    fi
+    sleep 1
+  done
+  wait "$job" || rc=$?
   echo "$rc" >"$EXITFILE"
-  gcloud storage cp "$LOG" "$workdir/logs/worker-$worker.log" >/dev/null 2>&1 || true
+  if [ "$terminated" = 1 ]; then
+    publish "$worker" "$workdir" "$attempt terminated $rc $(date +%s)"
+  else
+    publish "$worker" "$workdir" "$attempt exited $rc $(date +%s)"
+  fi
 }
 
 status() {

@@ -21,6 +21,15 @@ CPU cores (on a small CPU box two single-core workers train ~1.4x more images
 per second than one process on two cores). Workers claim runs through
 DIR/.locks/ with flock, which the kernel releases if a worker dies, and a run
 starts once its base has finished. Each worker logs to DIR/worker<i>.log.
+
+--executor hands each run to a job engine instead (submitit): `slurm` submits
+one Slurm job per run, `submitit_local` one local process per run (what the
+tests use); --workers is then the most jobs at a time (a run is submitted once
+its base has finished), --executor_params sets the executor's parameters
+(slurm_partition=gpu,gpus_per_node=1,timeout_min=240,...) and job logs go to
+DIR/.submitit/. Runs, resume and summary are the same as with local workers:
+the same run directories, finished runs skipped, the same DIR/.locks/ claim
+(a run another process holds is left to it). `pip install 'simsoft[slurm]'`.
 """
 
 from __future__ import annotations
@@ -76,6 +85,21 @@ def define_flags(
       "Worker processes, each pinned to its share of the cores.",
       flag_values=fv,
   )
+  flags.DEFINE_enum(
+      "executor",
+      "local",
+      EXECUTORS,
+      "Who runs each run: local worker processes, or one submitit job per "
+      "run (slurm; submitit_local: local processes, for tests).",
+      flag_values=fv,
+  )
+  flags.DEFINE_list(
+      "executor_params",
+      [],
+      "KEY=VALUE parameters of the submitit executor "
+      "(slurm_partition=gpu,gpus_per_node=1,timeout_min=240).",
+      flag_values=fv,
+  )
   flags.DEFINE_integer(
       "worker_index",
       -1,
@@ -84,6 +108,7 @@ def define_flags(
   )
 
 
+EXECUTORS = ("local", "submitit_local", "slurm")
 REQUIRED = (("config", "configs/sweep.py:digits"), ("root", "/tmp/sweep"))
 
 
@@ -306,6 +331,113 @@ def run_all(
       if not waiting:
         return  # everything left is held by other workers
       time.sleep(poll_seconds)
+
+
+def run_one(config: ml_collections.ConfigDict, workdir: str, root: str) -> str:
+  """One run, as a job engine's job: 'ran', 'done' (finished already) or 'held'
+  (another process has claimed it). Claims it through DIR/.locks/ as the local
+  workers do."""
+  from simsoft import train  # imports TensorFlow (data)
+
+  lock = _claim(root, workdir)
+  if lock is None:
+    return "held"
+  with lock:
+    if _finished(workdir, config.phases):
+      return "done"
+    start = time.time()
+    _log(f"=== sweep run: {workdir}")
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "wall_time.json"), "w") as f:
+      json.dump({"seconds": time.time() - start}, f)
+  return "ran"
+
+
+def _executor_params(params: Sequence[str]) -> dict[str, Any]:
+  out = {}
+  for item in params:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise SystemExit(f"--executor_params: {item!r} is not KEY=VALUE")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
+
+
+def make_executor(kind: str, folder: str, params: dict[str, Any]):
+  """A submitit executor ('submitit_local' or 'slurm') writing job files to `folder`."""
+  import submitit  # pylint: disable=g-import-not-at-top
+
+  if kind == "submitit_local":
+    executor = submitit.LocalExecutor(folder=folder)
+    # submitit's local default is a 2-minute limit per job: far too short.
+    params = {"timeout_min": 24 * 60, **params}
+  elif kind == "slurm":
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+  else:
+    raise ValueError(f"unknown executor {kind!r}; use one of {EXECUTORS}")
+  if params:
+    executor.update_parameters(**params)
+  return executor
+
+
+def run_with_executor(
+    sweep: ml_collections.ConfigDict,
+    root: str,
+    executor,
+    parallel: int = 1,
+    poll_seconds: float = 2.0,
+) -> int:
+  """Submits every unfinished run to `executor` (submitit's interface: submit,
+  job.done(), job.result()), at most `parallel` at a time, each once its base
+  has finished; returns the number of runs that failed (0: all finished)."""
+  runs = plan(sweep, root)
+  pending = [(w, c) for w, c in runs if not _finished(w, c.phases)]
+  running, failed = {}, {}
+  while pending or running:
+    for workdir, job in list(running.items()):
+      if not job.done():
+        continue
+      del running[workdir]
+      try:
+        outcome = job.result()
+      except Exception as e:  # pylint: disable=broad-except
+        failed[workdir] = str(e).strip().splitlines()[:1] or [type(e).__name__]
+        errors.warn(
+            f"run {workdir} failed (job {job.job_id}): {failed[workdir][0]}; "
+            f"its log is in {root}/.submitit"
+        )
+        continue
+      _log(f"=== sweep run {outcome}: {workdir} (job {job.job_id})")
+    submitted = False
+    for workdir, config in list(pending):
+      if len(running) >= max(1, parallel):
+        break
+      base = config.estimate.model_from
+      if base and base in failed:
+        pending.remove((workdir, config))
+        failed[workdir] = ["its base failed"]
+        continue
+      if base and not _finished(base, ("estimate",)):
+        continue
+      job = executor.submit(run_one, config, workdir, root)
+      running[workdir] = job
+      pending.remove((workdir, config))
+      submitted = True
+      _log(f"=== sweep run submitted: {workdir} (job {job.job_id})")
+    if not running and not submitted and pending:
+      waiting_on = {c.estimate.model_from for _, c in pending}
+      if not waiting_on & {w for w, _ in pending}:
+        # Bases held by another process (local workers): wait for them.
+        time.sleep(poll_seconds)
+        continue
+    if running:
+      time.sleep(poll_seconds)
+  for workdir, why in failed.items():
+    errors.warn(f"not finished: {workdir}: {why[0]}")
+  return len(failed)
 
 
 def _log(message: str) -> None:
@@ -872,7 +1004,14 @@ def _main():
     run_all(FLAGS.config, FLAGS.root)
     return
   if not FLAGS.summary_only:
-    if FLAGS.workers > 1:
+    if FLAGS.executor != "local":
+      folder = os.path.join(FLAGS.root, ".submitit")
+      executor = make_executor(
+          FLAGS.executor, folder, _executor_params(FLAGS.executor_params)
+      )
+      if run_with_executor(FLAGS.config, FLAGS.root, executor, FLAGS.workers):
+        sys.exit(1)
+    elif FLAGS.workers > 1:
       code = start_workers(FLAGS.workers, FLAGS.root)
       if code:
         sys.exit(code)

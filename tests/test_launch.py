@@ -1,15 +1,22 @@
-"""The launchers: shellcheck-clean, and their dry runs print the gcloud commands a pod needs.
+"""The launchers: shellcheck-clean, their dry runs, and a pod played by a stub gcloud.
 
-DRY_RUN=1 prints each command after '+ ', shell-quoted; the tests parse those
-lines with shlex, and the remote command inside each ssh line once more.
-A fake gcloud on PATH checks that a failing step deletes the slice.
+DRY_RUN=1 prints each command after 'would run: ', shell-quoted; the tests
+parse those lines with shlex, and the remote command inside each ssh line once
+more. The pod tests put tests/helpers/fake_gcloud.py on PATH as `gcloud`: it
+records every call, keeps queued resources and nodes, maps gs:// to a folder,
+and runs each ssh command on every fake worker with the real tpu_worker.sh,
+whose job is tests/helpers/fake_pod_python.sh (steps, checkpoints in the
+bucket, resume).
 """
 
+import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,12 +30,14 @@ SCRIPTS = [
     ".ci/run",
     "benchmarks/gpu_session.sh",
     "benchmarks/c10j_gpu_session.sh",
+    "tests/helpers/fake_pod_python.sh",
 ]
 POD = {
     "TPU_NAME": "simsoft-test",
     "ZONE": "us-central2-b",
     "BUCKET": "gs://bucket",
 }
+WOULD = "would run: "
 
 
 def _run(script, *args, **env):
@@ -36,17 +45,35 @@ def _run(script, *args, **env):
       k: v
       for k, v in os.environ.items()
       if not k.startswith(
-          ("TPU_", "ACCELERATOR", "QUEUED", "SPOT", "KEEP_TPU", "PREPARE")
+          (
+              "TPU_",
+              "ACCELERATOR",
+              "QUEUED",
+              "SPOT",
+              "KEEP_TPU",
+              "PREPARE",
+              "RUN_NAME",
+              "MAX_REQUEUES",
+          )
       )
   }
+  full["PYTHON"] = sys.executable
   full.update(env)
   return subprocess.run(
       ["bash", os.path.join(ROOT, script), *args],
       capture_output=True,
       text=True,
       env=full,
-      timeout=60,
+      timeout=120,
   )
+
+
+def _commands(stdout):
+  return [
+      shlex.split(line[len(WOULD) :])
+      for line in stdout.splitlines()
+      if line.startswith(WOULD)
+  ]
 
 
 def _dry(*args, **env):
@@ -59,11 +86,10 @@ def _dry(*args, **env):
       **env,
   )
   assert out.returncode == 0, out.stderr
-  return [
-      shlex.split(line[2:])
-      for line in out.stdout.splitlines()
-      if line.startswith("+ ")
-  ]
+  assert (
+      "finished" not in out.stdout
+  ), out.stdout  # a dry run says what it would do
+  return _commands(out.stdout)
 
 
 def _flag(argv, name):
@@ -78,6 +104,7 @@ def _flag(argv, name):
 def _remote(argv):
   """The tpu_worker.sh arguments of an ssh line's --command."""
   words = shlex.split(_flag(argv, "--command").split("&&")[-1])
+  words = [w for w in words if not w.startswith("SIMSOFT_")]  # env settings
   assert words[:2] == ["bash", "~/simsoft/tpu_worker.sh"], words
   return words[2:]
 
@@ -106,6 +133,7 @@ def test_v4_32_up_dry_run():
       "c10",
       "--config.seed=1",
       ACCELERATOR_TYPE="v4-32",
+      QUEUED="0",
   )
   gcloud = [c for c in commands if c[0] == "gcloud"]
   assert len(gcloud) == len(commands)  # with WHEEL set, nothing but gcloud runs
@@ -115,8 +143,15 @@ def test_v4_32_up_dry_run():
       "compute tpus tpu-vm create",
       "compute tpus tpu-vm scp",
       "compute tpus tpu-vm ssh",
+      "storage cp "
+      + gcloud[4][3]
+      + " gs://bucket/simsoft/c10/inputs/launch.env",
+      "storage cp "
+      + gcloud[5][3]
+      + " gs://bucket/simsoft/.slices/simsoft-test",
       "compute tpus tpu-vm ssh",
-      "compute tpus tpu-vm ssh",
+      "compute tpus tpu-vm describe",
+      "storage cat gs://bucket/simsoft/c10/status/worker-0",
       "compute tpus tpu-vm delete",
   ]
   create = gcloud[1]
@@ -127,33 +162,39 @@ def test_v4_32_up_dry_run():
   assert "--spot" not in create
   scp = gcloud[2]
   assert scp[-4] == "simsoft-test:" and _flag(scp, "--worker") == "all"
+  assert scp[6].endswith("/requirements.txt")  # the runtime set only
   assert _remote(gcloud[3])[:1] == ["setup"] and _remote(gcloud[3])[2:] == [
       "0.10.2",
       "3.11",
   ]
-  start = gcloud[4]
+  start = gcloud[6]
   assert _flag(start, "--worker") == "all"
-  assert _remote(start) == [
+  remote = _remote(start)
+  assert remote[:3] == [
       "start",
       "gs://bucket/simsoft/c10",
       "gs://bucket/tensorflow_datasets",
-      "configs/cifar10.py:model=wrn",
-      "--config.seed=1",
   ]
-  assert _remote(gcloud[5]) == ["status"]
-  assert gcloud[6][5] == "simsoft-test" and "--quiet" in gcloud[6]
+  # A shipped config stays as it is (the wheel holds it).
+  assert remote[4:] == ["configs/cifar10.py:model=wrn", "--config.seed=1"]
+  assert gcloud[9][5] == "simsoft-test" and "--quiet" in gcloud[9]
 
 
-def test_v5litepod_16_queued_spot_dry_run_prepares_data_once():
-  commands = _dry(
+def test_queued_resources_are_the_default_and_spot_requeues():
+  out = _run(
+      "launch/tpu_pod.sh",
       "up",
       "configs/cifar10.py",
       "r",
+      DRY_RUN="1",
+      WHEEL="/tmp/w.whl",
       ACCELERATOR_TYPE="v5litepod-16",
-      QUEUED="1",
       SPOT="1",
       PREPARE="cifar10 cifar10_corrupted",
+      **POD,
   )
+  assert out.returncode == 0, out.stderr
+  commands = _commands(out.stdout)
   (create,) = [
       c
       for c in commands
@@ -184,6 +225,15 @@ def test_v5litepod_16_queued_spot_dry_run_prepares_data_once():
       commands[-1][1:5] == ["compute", "tpus", "queued-resources", "delete"]
       and "--force" in commands[-1]
   )
+  assert "would wait until queued resource" in out.stdout
+  assert "nothing was run" in out.stdout and "finished" not in out.stdout
+
+
+def test_worker_prepares_data_on_its_disk_then_copies_it():
+  text = open(os.path.join(ROOT, "launch/tpu_worker.sh")).read()
+  body = text[text.index("prepare() {") : text.index("stop_job() {")]
+  assert '--data_dir="$HOME_DIR/tfds"' in body
+  assert 'gcloud storage rsync -r "$HOME_DIR/tfds" "$data_dir"' in body
 
 
 @pytest.mark.parametrize(
@@ -196,40 +246,339 @@ def test_v5litepod_16_queued_spot_dry_run_prepares_data_once():
     ],
 )
 def test_runtime_versions(accelerator, runtime):
-  create = _dry("create", ACCELERATOR_TYPE=accelerator)[-1]
+  create = _dry("create", ACCELERATOR_TYPE=accelerator, QUEUED="0")[1]
   assert _flag(create, "--version") == runtime
   assert _flag(create, "--accelerator-type") == accelerator.replace(
       "v5e-", "v5litepod-"
   )
 
 
-def test_watch_subcommands_dry_run():
-  assert (
-      _remote(_dry("logs", "3", "50")[0]) == ["logs", "50"]
-      and _flag(_dry("logs", "3")[0], "--worker") == "3"
-  )
+def test_watch_subcommands_read_the_bucket():
+  logs = _dry("logs", "3", "50", RUN_NAME="r")
+  assert logs == [
+      ["gcloud", "storage", "cat", "gs://bucket/simsoft/r/logs/worker-3.log"]
+  ]
   assert _remote(_dry("stop")[0]) == ["stop"]
-  status = _dry("status")
-  assert status[0][1:5] == [
-      "compute",
-      "tpus",
-      "tpu-vm",
-      "describe",
-  ] and _remote(status[1]) == ["status"]
-  bad = _run(
-      "launch/tpu_pod.sh", "create", DRY_RUN="1", ACCELERATOR_TYPE="v9-8", **POD
+  status = _dry("status", RUN_NAME="r")
+  assert status[0][1:5] == ["compute", "tpus", "tpu-vm", "describe"]
+  assert status[1] == [
+      "gcloud",
+      "storage",
+      "cat",
+      "gs://bucket/simsoft/r/status/worker-0",
+  ]
+  wait = _run(
+      "launch/tpu_pod.sh",
+      "wait",
+      "r",
+      DRY_RUN="1",
+      PYTHON=sys.executable,
+      **POD,
   )
-  assert bad.returncode != 0 and "unknown ACCELERATOR_TYPE 'v9-8'" in bad.stderr
+  assert wait.returncode == 0 and "would poll" in wait.stdout, wait.stdout
+  assert "ssh" not in wait.stdout
+
+
+@pytest.mark.parametrize(
+    "accelerator", ["v9-8", "v4-12", "v5litepod-2", "v6e-512", "v5p-7", "v4"]
+)
+def test_unknown_accelerators_are_refused_before_any_gcloud_call(
+    pod, accelerator
+):
+  out = pod.run("create", ACCELERATOR_TYPE=accelerator)
+  assert out.returncode != 0
+  assert f"unknown ACCELERATOR_TYPE '{accelerator}'" in out.stderr
+  assert pod.calls() == []
+
+
+def test_unknown_subcommands_are_refused(pod):
+  out = pod.run("wiat")
+  assert out.returncode != 0 and "unknown subcommand 'wiat'" in out.stderr
+  assert pod.calls() == []
+  gpu = _run("launch/gpu.sh", "strat", DRY_RUN="1")
+  assert gpu.returncode != 0 and "unknown subcommand 'strat'" in gpu.stderr
+  assert gpu.stdout == ""
+
+
+# ---------------------------------------------------------------------------
+# A pod played by the stub gcloud.
+# ---------------------------------------------------------------------------
+
+
+class Pod:
+  """The stub gcloud's folder, its calls and the environment that runs tpu_pod.sh against it."""
+
+  def __init__(self, tmp):
+    self.state = tmp / "gcloud"
+    (self.state / "worker_bin").mkdir(parents=True)
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    fake = os.path.join(ROOT, "tests", "helpers", "fake_gcloud.py")
+    self._script(bin_dir / "gcloud", f'exec {sys.executable} {fake} "$@"')
+    self._script(self.state / "worker_bin" / "sudo", "exit 0")
+    python = os.path.join(ROOT, "tests", "helpers", "fake_pod_python.sh")
+    self._script(
+        self.state / "worker_bin" / "uv",
+        'if [ "$1" = venv ]; then mkdir -p "${!#}/bin"; '
+        f'cp {python} "${{!#}}/bin/python"; fi',
+    )
+    wheel = tmp / "simsoft-0.1.0-py3-none-any.whl"
+    wheel.write_text("fake")
+    self.env = dict(
+        POD,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        FAKE_GCLOUD_STATE=str(self.state),
+        WHEEL=str(wheel),
+        ACCELERATOR_TYPE="v4-16",  # two workers
+        POLL_SECONDS="1",
+        MAX_POLL_SECONDS="2",
+        SYNC_SECONDS="1",
+        FAKE_STEP_SECONDS="1",
+    )
+
+  @staticmethod
+  def _script(path, body):
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(0o755)
+
+  def play(self, **script):
+    (self.state / "script.json").write_text(json.dumps(script))
+
+  def run(self, *args, **env):
+    return _run("launch/tpu_pod.sh", *args, **{**self.env, **env})
+
+  def popen(self, *args, **env):
+    full = {**os.environ, "PYTHON": sys.executable, **self.env, **env}
+    return subprocess.Popen(
+        ["bash", os.path.join(ROOT, "launch/tpu_pod.sh"), *args],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+  def calls(self, worker=False):
+    """The launcher's gcloud calls (argv lists); worker=True: the workers' too."""
+    path = self.state / "calls.jsonl"
+    if not path.exists():
+      return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [
+        r if worker else r["argv"]
+        for r in rows
+        if worker or r["worker"] is None
+    ]
+
+  def bucket(self, path):
+    return (self.state / "gcs" / "bucket" / path).read_text()
+
+  def stop_jobs(self):
+    for pidfile in self.state.glob("workers/*/simsoft/job.pid"):
+      try:
+        os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+      except (ProcessLookupError, ValueError):
+        pass
+
+
+@pytest.fixture
+def pod(tmp_path):
+  p = Pod(tmp_path)
+  yield p
+  p.stop_jobs()
+
+
+def _index(calls, predicate):
+  return [i for i, c in enumerate(calls) if predicate(c)]
+
+
+def _deletes(calls):
+  return _index(
+      calls, lambda c: "delete" in c[:4] or c[:2] == ["storage", "rm"]
+  )
+
+
+def _ssh_starts(calls):
+  return _index(
+      calls, lambda c: "ssh" in c[:4] and "tpu_worker.sh start" in " ".join(c)
+  )
+
+
+def test_wait_rides_out_transient_ssh_and_bucket_failures(pod):
+  """ssh exit 255 and bucket errors while the job runs: retried, nothing deleted until it ends."""
+  pod.play(ssh_fail={"match": "tpu_worker.sh status", "count": 3}, cat_fail=1)
+  out = pod.run(
+      "up", "configs/default.py", "r", STALE_SECONDS="0", FAKE_JOB_STEPS="10"
+  )
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert "worker 0 unreachable over ssh" in out.stdout
+  assert "could not read" in out.stdout and "retrying" in out.stdout
+  assert "the job finished on all 2 worker(s)" in out.stdout
+  for i in (0, 1):
+    assert pod.bucket(f"simsoft/r/status/worker-{i}").split()[1:3] == [
+        "exited",
+        "0",
+    ]
+    assert "done at step 10" in pod.bucket(f"simsoft/r/logs/worker-{i}.log")
+  calls = pod.calls()
+  (delete,) = _deletes(calls)
+  assert calls[delete][:4] == ["compute", "tpus", "queued-resources", "delete"]
+  # Deleted only after every worker's final state reached the bucket.
+  rows = pod.calls(worker=True)
+  last_publish = max(
+      r["t"]
+      for r in rows
+      if r["worker"] is not None and "status" in r["argv"][-1]
+  )
+  deleted_at = [r["t"] for r in rows if r["argv"][3:4] == ["delete"]][0]
+  assert deleted_at > last_publish
+
+
+def test_a_job_failing_on_one_worker_ends_the_watch(pod):
+  start = time.time()
+  out = pod.run(
+      "up", "configs/default.py", "r", FAKE_FAIL_WORKER="1", FAKE_JOB_STEPS="60"
+  )
+  assert out.returncode != 0
+  assert "the job failed on worker(s) 1" in out.stdout, out.stdout
+  assert time.time() - start < 50  # worker 0 (60 steps) was stopped
+  assert "Traceback" in pod.bucket("simsoft/r/logs/worker-1.log")
+  calls = pod.calls()
+  stops = _index(calls, lambda c: "tpu_worker.sh stop" in " ".join(c))
+  (delete,) = _deletes(calls)
+  assert stops and stops[0] < delete
+
+
+def test_spot_preemption_requeues_and_resumes_from_the_bucket(pod):
+  pod.play(preempt_after_checkpoint=1)
+  out = pod.run("up", "configs/default.py", "r", SPOT="1", FAKE_JOB_STEPS="4")
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert "re-queue 1 of 3" in out.stdout
+  calls = pod.calls()
+  creates = _index(calls, lambda c: c[2:4] == ["queued-resources", "create"])
+  deletes = _deletes(calls)
+  assert len(creates) == 2 and all("--spot" in calls[i] for i in creates)
+  assert len(deletes) == 2 and creates[0] < deletes[0] < creates[1] < deletes[1]
+  starts = _ssh_starts(calls)
+  assert len(starts) == 2 and creates[1] < starts[1]
+  # The same run (same workdir in the bucket) resumed from its checkpoint.
+  assert [_remote(calls[i])[1] for i in starts] == ["gs://bucket/simsoft/r"] * 2
+  log = pod.bucket("simsoft/r/logs/worker-0.log")
+  assert "resuming from checkpoint step" in log and "done at step 4" in log
+  assert pod.bucket("simsoft/r/checkpoint").strip() == "4"
+
+
+def test_preemption_beyond_max_requeues_gives_up_and_cleans_up(pod):
+  pod.play(preempt_after_checkpoint=1)
+  out = pod.run(
+      "up",
+      "configs/default.py",
+      "r",
+      SPOT="1",
+      MAX_REQUEUES="0",
+      FAKE_JOB_STEPS="30",
+  )
+  assert out.returncode != 0
+  assert "MAX_REQUEUES=0" in out.stderr, out.stderr
+  calls = pod.calls()
+  assert (
+      len(_index(calls, lambda c: c[2:4] == ["queued-resources", "create"]))
+      == 1
+  )
+  (delete,) = _deletes(calls)  # the suspended queued resource it created
+  assert calls[delete][2:4] == ["queued-resources", "delete"]
+
+
+def test_files_a_run_names_are_copied_before_start(pod, tmp_path):
+  hierarchy = tmp_path / "mine" / "tree.json"
+  hierarchy.parent.mkdir()
+  hierarchy.write_text("{}")
+  config = tmp_path / "mine" / "my_config.py"
+  config.write_text(
+      "from simsoft import config_files\n"
+      "def get_config(arg=None):\n"
+      "  c = config_files.load_config('configs/default.py', arg)\n"
+      f"  c.hierarchy_path = {str(hierarchy)!r}\n"
+      "  return c\n"
+  )
+  out = pod.run("up", f"{config}:epochs=1", "r", FAKE_JOB_STEPS="1")
+  assert out.returncode == 0, out.stdout + out.stderr
+  calls = pod.calls()
+  copies = {
+      c[2]: c[3]
+      for c in calls
+      if c[:2] == ["storage", "cp"] and "inputs/" in c[3]
+  }
+  assert (
+      copies[str(config)] == "gs://bucket/simsoft/r/inputs/config/my_config.py"
+  )
+  assert (
+      copies[str(hierarchy)]
+      == "gs://bucket/simsoft/r/inputs/hierarchy_path/tree.json"
+  )
+  copied = max(
+      _index(calls, lambda c: c[:2] == ["storage", "cp"] and "inputs/" in c[3])
+  )
+  (start,) = _ssh_starts(calls)
+  assert copied < start
+  assert _remote(calls[start])[4:] == [
+      "inputs/config/my_config.py:epochs=1",
+      "--config.hierarchy_path=inputs/hierarchy_path/tree.json",
+  ]
+  for i in (0, 1):  # the workers read their copies (the fake job checks them)
+    home = pod.state / "workers" / str(i) / "simsoft" / "inputs"
+    assert (home / "hierarchy_path" / "tree.json").read_text() == "{}"
+    assert "done at step 1" in pod.bucket(f"simsoft/r/logs/worker-{i}.log")
+
+
+def test_a_file_that_cannot_travel_is_refused_before_anything_is_created(pod):
+  out = pod.run(
+      "up", "configs/default.py", "r", "--config.hierarchy_path=/no/tree.json"
+  )
+  assert out.returncode != 0
+  (line,) = out.stderr.strip().splitlines()
+  assert "hierarchy_path='/no/tree.json': not a readable file" in line
+  assert pod.calls() == []
+
+
+def test_nothing_is_deleted_that_the_script_did_not_create(pod):
+  pod.run("create")  # a slice that was there before `up`
+  before = len(pod.calls())
+  for env in ({"FAKE_FAIL_WORKER": "0"}, {}):
+    out = pod.run("up", "configs/default.py", "r", FAKE_JOB_STEPS="1", **env)
+    assert "exists (READY); using it" in out.stdout
+    assert "left as it is" in out.stdout + out.stderr
+    assert out.returncode == (1 if env else 0), out.stdout + out.stderr
+  assert _deletes(pod.calls()[before:]) == []
+
+
+def test_an_interrupted_watch_keeps_the_slice_and_the_job(pod):
+  proc = pod.popen("up", "configs/default.py", "r", FAKE_JOB_STEPS="100")
+  deadline = time.time() + 60
+  while (
+      time.time() < deadline
+      and not (pod.state / "gcs/bucket/simsoft/r/status/worker-0").exists()
+  ):
+    time.sleep(0.5)
+  time.sleep(1)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130
+  assert "the job may still be running" in err and "slice is kept" in err
+  assert _deletes(pod.calls()) == []
+  assert pod.bucket("simsoft/r/status/worker-0").split()[1] == "running"
 
 
 @pytest.mark.parametrize("keep", ["0", "1"])
-def test_failed_step_deletes_the_slice_unless_keep_tpu(tmp_path, keep):
+def test_a_failed_step_before_start_deletes_the_slice_it_created_unless_keep_tpu(
+    tmp_path, keep
+):
   log = tmp_path / "gcloud.log"
   fake = tmp_path / "bin" / "gcloud"
   fake.parent.mkdir()
   fake.write_text(
       '#!/usr/bin/env bash\necho "$*" >> "$GCLOUD_LOG"\n'
-      'case "$*" in *describe*|*scp*) exit 1;; esac\n'
+      'case "$*" in *describe*) echo "ERROR: NOT_FOUND" >&2; exit 1;;'
+      " *scp*) exit 1;; esac\n"
   )
   fake.chmod(0o755)
   out = _run(
@@ -238,6 +587,7 @@ def test_failed_step_deletes_the_slice_unless_keep_tpu(tmp_path, keep):
       "configs/default.py",
       "r",
       ACCELERATOR_TYPE="v4-8",
+      QUEUED="0",
       WHEEL="/tmp/w.whl",
       KEEP_TPU=keep,
       GCLOUD_LOG=str(log),
@@ -264,11 +614,7 @@ def test_gpu_dry_run_detaches_with_a_log():
       XLA_FLAGS="",
   )
   assert out.returncode == 0, out.stderr
-  commands = [
-      shlex.split(line[2:])
-      for line in out.stdout.splitlines()
-      if line.startswith("+ ")
-  ]
+  commands = _commands(out.stdout)
   detached = commands[-1]
   assert detached[:4] == ["setsid", "nohup", "bash", "-c"]
   job = shlex.split(detached[4].split(">")[0])
@@ -305,11 +651,7 @@ def test_gpu_runs_deterministic_kernels_unless_asked(env, flags):
       "launch/gpu.sh", "run", "configs/default.py", "/tmp/w", DRY_RUN="1", **env
   )
   assert out.returncode == 0, out.stderr
-  (command,) = [
-      shlex.split(line[2:])
-      for line in out.stdout.splitlines()
-      if "simsoft.main" in line
-  ]
+  (command,) = [c for c in _commands(out.stdout) if "simsoft.main" in c]
   assert command[:3] == ["env", flags, ".venv/bin/python"]
 
 

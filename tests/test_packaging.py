@@ -97,17 +97,28 @@ def installed(tmp_path_factory):
   return python, str(wheel), tmp
 
 
-def test_wheel_ships_configs_launchers_license_and_types(installed):
+def test_wheel_ships_configs_their_data_license_and_types(installed):
   _, wheel, _ = installed
   names = zipfile.ZipFile(wheel).namelist()
   for name in (
       "simsoft/configs/default.py",
       "simsoft/configs/sweep.py",
-      "simsoft/launch/tpu_pod.sh",
-      "simsoft/launch/gpu.sh",
+      "simsoft/configs/peers/mbm.py",
+      "simsoft/configs/peers/digits_hierarchy.json",
+      "simsoft/configs/peers/fashion_mnist_hierarchy.json",
+      "simsoft/configs/positive_control/cifar10_dog_to_cat.json",
+      "simsoft/staging.py",
       "simsoft/py.typed",
   ):
     assert name in names, name
+  # Every data file beside the configs in the checkout is in the wheel.
+  for folder, _, files in os.walk(os.path.join(ROOT, "configs")):
+    for f in files:
+      if f.endswith((".json", ".npy", ".csv")):
+        rel = os.path.relpath(os.path.join(folder, f), ROOT)
+        assert "simsoft/" + rel in names, rel
+  # The launchers run from a checkout (README): not shipped.
+  assert not any(n.startswith("simsoft/launch/") for n in names)
   assert any(
       n.endswith(".dist-info/LICENSE") or "licenses/LICENSE" in n for n in names
   )
@@ -117,11 +128,60 @@ def test_wheel_ships_configs_launchers_license_and_types(installed):
       .decode()
   )
   for line in (
-      "License: Apache-2.0",
+      "License-Expression: Apache-2.0",  # SPDX (PEP 639)
       "Provides-Extra: all",
+      "Provides-Extra: slurm",
       "Author: The simsoft authors",
   ):
     assert line in metadata, line
+  assert "Classifier: License ::" not in metadata  # deprecated by PEP 639
+
+
+# Each packaged config with the arguments that change which files it names.
+_CONFIG_CHECK = """
+import importlib.util, os, sys
+from simsoft import config_files, staging
+configs = config_files.configs_dir()
+spec = importlib.util.spec_from_file_location("s", os.path.join(configs, "sweep.py"))
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+extra = {
+    "peers/mbm.py": ["dataset=digits", "dataset=fashion_mnist"],
+    "sweep.py": ["all", *module.EXPERIMENTS],
+}
+checked = 0
+for folder, _, files in os.walk(configs):
+  for f in sorted(files):
+    if not f.endswith(".py") or f == "__init__.py":
+      continue
+    rel = os.path.relpath(os.path.join(folder, f), configs)
+    for arg in [None, *extra.get(rel, [])]:
+      config = config_files.load_config(rel, arg)
+      for field, path in staging.named_files(config):
+        assert os.path.isfile(path), (rel, arg, field, path)
+        assert path.startswith(sys.prefix), (rel, arg, field, path)
+        checked += 1
+      print("ok", rel, arg)
+print("files", checked)
+"""
+
+
+def test_every_packaged_config_loads_from_the_wheel_with_its_files(installed):
+  python, _, tmp = installed
+  elsewhere = tmp / "configs_elsewhere"
+  elsewhere.mkdir(exist_ok=True)
+  out = subprocess.run(
+      [python, "-c", _CONFIG_CHECK],
+      capture_output=True,
+      text=True,
+      cwd=elsewhere,
+      env=_env(),
+      timeout=600,
+  )
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert "ok peers/mbm.py dataset=digits" in out.stdout
+  assert "ok sweep.py all" in out.stdout
+  assert int(out.stdout.split("files")[-1]) >= 3, out.stdout
 
 
 def test_installed_cli_runs_the_default_config_from_another_directory(

@@ -315,3 +315,80 @@ def test_unknown_experiment_group_is_one_line():
   )
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
   assert "unknown experiment group 'digitz'" in out.stderr
+
+
+def _same(a, b, where):
+  """Equal structure and strings; numbers equal to rtol 1e-5."""
+  if isinstance(a, dict):
+    assert isinstance(b, dict) and a.keys() == b.keys(), where
+    for k in a:
+      _same(a[k], b[k], f"{where}.{k}")
+  elif isinstance(a, list):
+    assert isinstance(b, list) and len(a) == len(b), where
+    for i, (x, y) in enumerate(zip(a, b)):
+      _same(x, y, f"{where}[{i}]")
+  elif (
+      isinstance(a, (int, float)) and not isinstance(a, bool) and a is not None
+  ):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=where)
+  else:
+    assert a == b, where
+
+
+def test_a_sweep_through_submitit_local_matches_the_local_pool(tmp_path):
+  """--executor=submitit_local: one job per run, the same run directories,
+  results and summary as local workers (one seed, to keep it short)."""
+  pytest.importorskip("submitit")
+  seeds = "--config.seeds=(0,)"
+  pool, jobs = tmp_path / "pool", tmp_path / "jobs"
+  env = dict(
+      os.environ,
+      XLA_FLAGS="",
+      PYTHONPATH=os.pathsep.join(
+          p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
+      ),
+  )
+  out = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "simsoft.sweep",
+          "--config",
+          "tests/helpers/tiny_sweep.py",
+          seeds,
+          "--root",
+          str(jobs),
+          "--executor=submitit_local",
+          "--workers=2",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert len(list((jobs / ".submitit").glob("*_log.out"))) == 4  # a job per run
+  config = tiny_sweep()
+  config.seeds = (0,)
+  sweep.run_all(config, str(pool))
+  sweep.summarize(config, str(pool))
+  for workdir, run_config in sweep.plan(config, str(pool)):
+    if run_config.phases == ("estimate",):
+      continue
+    rel = os.path.relpath(workdir, pool)
+    a = json.loads((pool / rel / "results.json").read_text())["models"]
+    b = json.loads((jobs / rel / "results.json").read_text())["models"]
+    _same(a, b, rel)  # equal up to float32 noise between processes
+  summary = lambda root: json.loads((root / "summary.json").read_text())
+  _same(summary(pool), summary(jobs), "summary.json")
+  # Resume: a second pass submits nothing.
+  config_jobs = tiny_sweep()
+  config_jobs.seeds = (0,)
+
+  class NoJobs:
+
+    def submit(self, *args):
+      raise AssertionError(f"resubmitted {args[1]}")
+
+  assert sweep.run_with_executor(config_jobs, str(jobs), NoJobs()) == 0
