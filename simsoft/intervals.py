@@ -10,9 +10,11 @@ which stays inside [0, 1] and keeps its coverage near 0 and 1 (the normal
 interval does not). Models A and B are tested on the same images, so their
 difference is paired: with a = both right, b = only B right, c = only A
 right, d = both wrong, B - A = (b - c)/n, and its interval is Newcombe's
-hybrid score interval for paired proportions (Newcombe 1998, method 10),
-built from the two Wilson intervals and the correlation phi of the 2x2
-table. Both describe test-set sampling only (which images were drawn), not
+hybrid score interval for paired proportions (Newcombe 1998, Statistics in
+Medicine 17:2635-2650, method 10), built from the two Wilson intervals and
+the correlation phi of the 2x2 table with Newcombe's correction: when
+ad > bc its numerator ad - bc becomes max(ad - bc - n/2, 0) (without it
+this is his method 8). Both describe test-set sampling only (which images were drawn), not
 the spread over training seeds (simsoft.significance does that, across runs).
 
 Per-image correctness travels in results.json as packed bits
@@ -74,7 +76,10 @@ def paired_difference(
       * (both + only_a)
       * (only_b + neither)
   )
-  phi = (both * neither - only_b * only_a) / den if den > 0 else 0.0
+  num = float(both * neither - only_b * only_a)
+  if num > 0:  # Newcombe's method 10 corrects a positive correlation
+    num = max(num - n / 2, 0.0)
+  phi = num / den if den > 0 else 0.0
   theta = p1 - p2
   lower = math.sqrt(
       max(

@@ -308,14 +308,18 @@ def _online_end_epoch(state, permutation=None, options=None):
 
   `options` are online_update's keywords (fallback, freeze_threshold,
   post-processing, correct_only). With `permutation` (shuffled-S control) the
-  new S is S[perm][:, perm].
+  state holds P U P^T, U the unshuffled online matrix: the update runs on U
+  (so a kept row is U's previous row, permuted once) and the new S is
+  U'[perm][:, perm].
   """
   stats = step_lib.stats_from_state(state["epoch_stats"])
-  similarity = sim_lib.online_update(
-      state["similarity"], stats, **(options or {})
-  )
+  previous = state["similarity"]
   if permutation is not None:
     perm = jnp.asarray(permutation)
+    inverse = jnp.argsort(perm)
+    previous = previous[inverse][:, inverse]
+  similarity = sim_lib.online_update(previous, stats, **(options or {}))
+  if permutation is not None:
     similarity = similarity[perm][:, perm]
   return dict(
       state,

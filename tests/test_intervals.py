@@ -52,6 +52,30 @@ def test_paired_interval_matches_the_large_sample_normal_one():
   ]
 
 
+@pytest.mark.parametrize(
+    "both, only_b, only_a, neither, expected, decimals",
+    [
+        # Newcombe (1998, Stat Med 17:2635-2650), the example e, f, g, h =
+        # 20, 12, 2, 16: method 10 gives 0.0562 to 0.3292 around 0.2 (method 8,
+        # without the correction of phi, 0.0618 to 0.3242).
+        (20, 12, 2, 16, (0.0562, 0.3292), 4),
+        # Fagerland, Lydersen and Laake (2014, Stat Med 33:2850-2875), airway
+        # hyper-responsiveness (Bentur et al.): 1, 1, 7, 12 -> -0.507 to -0.026.
+        (1, 1, 7, 12, (-0.507, -0.026), 3),
+    ],
+)
+def test_paired_interval_published_asymmetric_examples(
+    both, only_b, only_a, neither, expected, decimals
+):
+  """Newcombe's method 10 against published values whose lower and upper half-widths
+  differ, so swapped half-widths (or an uncorrected phi) show."""
+  d = intervals.paired_difference(*_pairs(both, only_b, only_a, neither))
+  assert d["difference"] == pytest.approx((only_b - only_a) / d["n"])
+  assert [round(x, decimals) for x in d["ci"]] == list(expected)
+  lower, upper = d["difference"] - d["ci"][0], d["ci"][1] - d["difference"]
+  assert abs(lower - upper) > 0.01  # asymmetric: a swap would move both ends
+
+
 def test_paired_interval_properties():
   a, b = _pairs(300, 12, 4, 43)  # 359 images, as the digits test split
   d = intervals.paired_difference(a, b)

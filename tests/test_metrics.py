@@ -214,3 +214,63 @@ def test_fashion_mnist_groups():
       and r[0, 5] == 0
       and np.all(np.diag(r) == 1)
   )
+
+
+def test_ece_bins_are_open_below_and_closed_above():
+  """Bins are (a, b] as documented: a confidence exactly on an edge belongs to the
+  bin below it. 4 bins; confidences 0.25, 0.5 and 1.0 are exact in float32."""
+  lo = -1e9
+  logits = [
+      [0.0, 0.0, lo, lo],  # 0.5, predicts 0, right  -> (0.25, 0.5]
+      [0.0, 0.0, 0.0, 0.0],  # 0.25, predicts 0, wrong -> (0, 0.25]
+      [0.0, lo, lo, lo],  # 1.0, right -> (0.75, 1]
+      [0.0, 0.0, 0.0, lo],  # 1/3, wrong -> (0.25, 0.5]
+      [np.log(0.6), np.log(0.4), lo, lo],  # 0.6, right -> (0.5, 0.75]
+  ]
+  labels = [0, 1, 0, 2, 0]
+  stats = M.update_metric_stats(
+      M.init_metric_stats(4, num_bins=4),
+      jnp.asarray(logits, jnp.float32),
+      jnp.asarray(labels),
+  )
+  conf = np.exp(
+      np.max(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)), -1)
+  )
+  assert conf[:3].tolist() == [0.5, 0.25, 1.0]  # exactly on edges
+  out = M.finalize_metrics(stats)
+  assert out["reliability"]["count"] == [1.0, 2.0, 1.0, 1.0]
+  # (a, b]: |0 - 0.25| + |1 - (0.5 + 1/3)| + |1 - 0.6| + |1 - 1|, over 5.
+  assert out["ece"] == pytest.approx(
+      (0.25 + (1 - (0.5 + 1 / 3)) + 0.4) / 5, rel=1e-5
+  )
+  # [a, b) would give counts [0, 2, 2, 1] and ECE (|0 - 7/12| + |2 - 1.1|) / 5.
+  assert abs(out["ece"] - (7 / 12 + 0.9) / 5) > 0.1
+
+
+def test_mean_corrupted_accuracy_is_the_mean_of_every_cell():
+  """mCA and the summary's mean: every corruption counts (equal severities per
+  corruption, so the mean of means is the mean of all cells)."""
+  from simsoft import robustness
+
+  acc = {
+      "gaussian_noise": {"1": 0.9, "3": 0.5},
+      "contrast": {"1": 0.8, "3": 0.2},
+      "pixelate": {"1": 0.7, "3": 0.1},
+  }
+  cells = [v for by in acc.values() for v in by.values()]
+  assert M.mean_corrupted_accuracy(acc) == pytest.approx(np.mean(cells))
+  summary = robustness.summarize(
+      {
+          n: {s: {"accuracy": a, "nll": 1.0 - a} for s, a in by.items()}
+          for n, by in acc.items()
+      }
+  )
+  assert summary["mean_corrupted_accuracy"] == pytest.approx(np.mean(cells))
+  assert summary["mce"] == pytest.approx(1 - np.mean(cells))
+  assert summary["mean_corrupted_nll"] == pytest.approx(1 - np.mean(cells))
+  assert summary["accuracy_by_corruption"] == pytest.approx(
+      {"gaussian_noise": 0.7, "contrast": 0.5, "pixelate": 0.4}
+  )
+  assert summary["accuracy_by_severity"] == pytest.approx(
+      {"1": 0.8, "3": 0.8 / 3}
+  )

@@ -774,3 +774,33 @@ def test_import_does_not_pull_tensorflow():
       "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
   }
   subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+
+def test_centroid_centring_counts_only_classes_present():
+  """Centring subtracts the mean of the centroids of classes with samples; an absent
+  class (2 here) is neither averaged in nor given affinity (its row is e_2)."""
+  labels = np.array([0, 0, 1, 3, 3], np.int32)
+  feats = np.array(
+      [[1.0, 0.0], [1.0, 0.2], [0.6, 1.0], [0.2, 0.4], [0.4, 0.4]], np.float32
+  )
+  stats = sim.update_stats(
+      sim.init_stats(4, 2), np.zeros((5, 4), np.float32), labels, feats
+  )
+  s = sim.build_similarity(
+      "centroid",
+      num_classes=4,
+      stats=stats,
+      options={"temperature": 0.5, "center": True},
+  )
+  present = [0, 1, 3]
+  means = np.stack([feats[labels == y].mean(0) for y in present])
+  centred = means - means.mean(0)
+  unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+  a = np.exp((unit @ unit.T - 1.0) / 0.5)
+  expected = np.zeros((4, 4))
+  expected[np.ix_(present, present)] = a / a.sum(1, keepdims=True)
+  expected[2, 2] = 1.0
+  np.testing.assert_allclose(s, expected, rtol=1e-5, atol=1e-7)
+  # Counting the absent class as a zero centroid would centre elsewhere.
+  wrong = np.concatenate([means, np.zeros((1, 2))]).mean(0)
+  assert np.abs(means.mean(0) - wrong).max() > 0.1

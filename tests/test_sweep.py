@@ -95,6 +95,30 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
       "brightness",
       "pixelate",
   }
+  # Every run directory's config carries its directory's seed.
+  for path in (tmp_path / "digits_tiny").glob("seed*/*/config.json"):
+    seed = int(path.parent.parent.name[len("seed") :])
+    assert json.loads(path.read_text())["seed"] == seed, path
+  # Mean corrupted accuracy: the mean of every cell of each run, then over seeds.
+  cells = lambda r: [
+      m["accuracy"]
+      for by in r["models"]["B"]["corruptions"].values()
+      for m in by.values()
+  ]
+  mca = []
+  for s in (0, 1):
+    all_cells = _b(tmp_path, s, CONF, cells)
+    assert len(all_cells) == 3  # contrast, brightness, pixelate at severity 2
+    assert _b(
+        tmp_path,
+        s,
+        CONF,
+        lambda r: r["models"]["B"]["summary"]["mean_corrupted_accuracy"],
+    ) == pytest.approx(np.mean(all_cells))
+    mca.append(np.mean(all_cells))
+  np.testing.assert_allclose(
+      rows[CONF]["mean corrupted accuracy"][0], np.mean(mca), rtol=1e-9
+  )
   # Per-seed values are kept, so every test can be recomputed from the json.
   assert rows[LS]["per seed"]["clean accuracy"] == {"0": accs[0], "1": accs[1]}
   by_corr = lambda r: r["models"]["B"]["summary"]["accuracy_by_corruption"]
@@ -392,3 +416,81 @@ def test_a_sweep_through_submitit_local_matches_the_local_pool(tmp_path):
       raise AssertionError(f"resubmitted {args[1]}")
 
   assert sweep.run_with_executor(config_jobs, str(jobs), NoJobs()) == 0
+
+
+def test_each_run_gets_its_directorys_seed(tmp_path):
+  """plan(): every run (base and model B) carries the seed its directory names,
+  and uses the base of the same seed."""
+  config = tiny_sweep()
+  config.seeds = (0, 1, 7)
+  planned = sweep.plan(config, str(tmp_path))
+  assert len(planned) == 3 * (1 + 3)
+  seen = set()
+  for workdir, run_config in planned:
+    rel = os.path.relpath(workdir, tmp_path).split(os.sep)
+    assert rel[0] == "digits_tiny" and rel[1].startswith("seed")
+    seed = int(rel[1][len("seed") :])
+    assert run_config.seed == seed, workdir
+    if rel[2] != "base":
+      assert run_config.estimate.model_from == str(
+          tmp_path / "digits_tiny" / f"seed{seed}" / "base"
+      )
+    seen.add(seed)
+  assert seen == {0, 1, 7}
+
+
+def _fake_results(a, b):
+  """A results.json with clean and mean corrupted accuracy for models A and B."""
+
+  def model(acc):
+    return {
+        "clean": {"accuracy": acc},
+        "summary": {"mean_corrupted_accuracy": acc - 0.1},
+    }
+
+  return {
+      "models": {"A": model(a), "B": model(b)},
+      "target": {"mean_off_target_mass": 0.2},
+  }
+
+
+def test_summary_pairs_settings_by_seed_when_a_run_is_missing(tmp_path):
+  """Seeds 0, 1, 2 with the confusion run of seed 1 missing: its differences pair
+  seed 0 with seed 0 and seed 2 with seed 2 (not by position)."""
+  config = tiny_sweep()
+  config.seeds = (0, 1, 2)
+  a = {0: 0.50, 1: 0.60, 2: 0.75}
+  b = {
+      LS: {0: 0.52, 1: 0.66, 2: 0.74},
+      CONF: {0: 0.55, 2: 0.71},  # seed 1 missing
+      SHUF: {0: 0.51, 1: 0.64, 2: 0.79},
+  }
+  for setting, by_seed in b.items():
+    for seed, acc in by_seed.items():
+      run = tmp_path / "digits_tiny" / f"seed{seed}" / setting
+      run.mkdir(parents=True)
+      (run / "results.json").write_text(json.dumps(_fake_results(a[seed], acc)))
+  summary = sweep.summarize(config, str(tmp_path))["digits_tiny"]
+  rows = summary["rows"]
+  assert rows[CONF]["seeds"] == 2 and rows[LS]["seeds"] == 3
+  assert rows[CONF]["per seed"]["clean accuracy"] == {"0": 0.55, "2": 0.71}
+  np.testing.assert_allclose(rows[CONF]["clean accuracy"][0], 0.63)
+  comparisons = summary["comparisons"]
+  for comparison, baseline in (
+      ("vs cross-entropy", a),
+      ("vs label smoothing, same mass", b[LS]),
+      ("vs shuffled S", b[SHUF]),
+  ):
+    for metric, shift in (
+        ("clean accuracy", 0.0),
+        ("mean corrupted accuracy", 0.1),
+    ):
+      got = comparisons[comparison][metric][CONF]["deltas"]
+      assert set(got) == {"0", "2"}, comparison
+      for s in (0, 2):
+        assert got[str(s)] == pytest.approx(
+            (b[CONF][s] - shift) - (baseline[s] - shift)
+        ), (comparison, metric, s)
+  # Complete settings still pair all three seeds.
+  ls = comparisons["vs cross-entropy"]["clean accuracy"][LS]["deltas"]
+  assert ls == pytest.approx({str(s): b[LS][s] - a[s] for s in (0, 1, 2)})
