@@ -38,6 +38,8 @@ bfloat16; the arithmetic runs in at least float32 and the losses are float32
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
@@ -187,39 +189,38 @@ def _batch_sharding(labels: jax.Array, extra_dims: int) -> NamedSharding | None:
 def _rows_of(labels, matrix: jax.Array) -> jax.Array:
   """matrix[labels] by a gather: [...] x [C, K] -> [..., K], O(B K).
 
-  Rows of labels outside [0, C) are zero. The output keeps the batch sharding
-  of `labels` (spelled out on Explicit meshes, where a gather with
+  Labels outside [0, C) read a clipped row: callers mask those examples
+  (:func:`_nan_where_invalid`, or a zero loss). The output keeps the batch
+  sharding of `labels` (spelled out on Explicit meshes, where a gather with
   batch-sharded indices is otherwise refused as ambiguous); a gather copies,
   so float32 rows are exact on every backend (no matmul precision to pick).
   """
   labels = jnp.asarray(labels)
-  c = matrix.shape[0]
-  index = jnp.where(_valid_labels(labels, c), labels, c)  # c: out of bounds
+  index = jnp.clip(labels, 0, matrix.shape[0] - 1)
   return matrix.at[index].get(
-      mode="fill",
-      fill_value=0,
+      mode="promise_in_bounds",
       out_sharding=_batch_sharding(labels, matrix.ndim - 1),
   )
 
 
-def _support(log_probs: jax.Array, labels, similarity, dtype):
-  """Row y of S where the loss reads it: (log_probs, S_y, [j == y]), each [..., K].
+def _support(logits: jax.Array, labels, similarity, dtype):
+  """Row y of S where the loss reads it: (logits, S_y, [j == y]), each [..., K].
 
   Dense S: K = C, every column. Sparse S: K = k, the row's kept columns, the
-  log-probabilities read there with take_along_axis. O(B K) beyond `log_probs`.
+  logits read there with take_along_axis. O(B K).
   """
   labels = jnp.asarray(labels)
   if _is_sparse(similarity):
     cols = _rows_of(labels, jnp.asarray(similarity.indices, jnp.int32))
     weights = _rows_of(labels, jnp.asarray(similarity.values, dtype))
     return (
-        jnp.take_along_axis(log_probs, cols, axis=-1),
+        jnp.take_along_axis(logits, cols, axis=-1),
         weights,
         cols == labels[..., None],
     )
-  c = log_probs.shape[-1]
+  c = logits.shape[-1]
   weights = _rows_of(labels, jnp.asarray(similarity, dtype))
-  return log_probs, weights, jnp.arange(c) == labels[..., None]
+  return logits, weights, jnp.arange(c) == labels[..., None]
 
 
 def _safe(total: jax.Array) -> jax.Array:
@@ -263,6 +264,107 @@ def _target_rows(
   return (1.0 - m) * eye + m * q, total[..., 0] <= 0
 
 
+def _log_sum_parts(z, labels, w, amount, mode: str):
+  """Per-row quantities of :func:`_log_sum_dense`'s target and shifts, [..., 1]."""
+  c = z.shape[-1]
+  diag = jnp.arange(c) == labels[..., None]
+  amount = jnp.asarray(amount, z.dtype)
+  if mode == "mass":
+    w = jnp.where(diag, 0, w)  # Q: the row without its diagonal
+  a = 1.0 - amount
+  # the weighted classes (t_j > 0), but for the uniform fallback of 'mass'
+  weighted = ((a > 0) & diag) | ((amount > 0) & (w > 0))
+  m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  mt = jnp.max(jnp.where(weighted, z, -jnp.inf), axis=-1, keepdims=True)
+  if mode == "given":
+    norm = jnp.ones_like(m)
+    has = norm > 0
+  else:
+    total_w = jnp.sum(w, axis=-1, keepdims=True)
+    norm, has = _safe(total_w), total_w > 0
+  beta = jnp.where(has, amount, 0)
+  u = jnp.zeros_like(beta)
+  if mode == "mass":  # no off-diagonal mass: uniform over the other classes
+    u = jnp.where(has, 0, amount / (c - 1))
+    mt = jnp.where(u > 0, m, mt)  # every class is weighted then
+  mt = jax.lax.stop_gradient(jnp.where(jnp.isfinite(mt), mt, m))
+  return w, a, beta, u, norm, m, mt
+
+
+def _log_sum_exps(z, labels, w, a, beta, u, m, mt):
+  """(e^{z - m}, e^{z - m_t} where t_j > 0 else 0, t) with one exponential per entry."""
+  diag = jnp.arange(z.shape[-1]) == labels[..., None]
+  t = a * diag + beta * w + u * ~diag  # times 1 / norm for normalized forms
+  pos = t > 0
+  ex = jnp.exp(jnp.where(pos, z - mt, z - m))
+  return jnp.where(pos, ex * jnp.exp(mt - m), ex), jnp.where(pos, ex, 0), t
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _log_sum_dense(z, labels, w, amount, mode: str) -> jax.Array:
+  r""":math:`-\log \sum_j t_j \mathrm{softmax}(z)_j` for dense rows, [..., C] -> [...].
+
+  ``w`` is row y of S ([..., C]) and the target t is, by ``mode``:
+  'given' :math:`(1-\alpha)[j=y] + \alpha w`; 'alpha'
+  :math:`(1-\alpha)[j=y] + \alpha w / \sum_k w_k`; 'mass'
+  :math:`(1-m)[j=y] + m\,Q_y` (Q: w without its diagonal, normalized;
+  uniform over the other classes when that is zero). The value of
+  ``-logsumexp(log_softmax(z), b=t, where=t > 0)`` with one exponential per
+  entry forward and backward and a hand-written VJP (autodiff of the
+  masked, weighted logsumexp costs several times optax CE at large C):
+
+  .. math::
+    \ell = (m - m_t) + \log \sum_j e^{z_j - m}
+          - \log \sum_{j: t_j > 0} t_j e^{z_j - m_t}
+
+  with :math:`m = \max_j z_j` and :math:`m_t` the largest logit of a
+  weighted class, so neither sum overflows or underflows to zero.
+  """
+  return _log_sum_dense_fwd(z, labels, w, amount, mode)[0]
+
+
+def _log_sum_dense_fwd(z, labels, w, amount, mode):
+  wq, a, beta, u, norm, m, mt = _log_sum_parts(z, labels, w, amount, mode)
+  e, et, t = _log_sum_exps(z, labels, wq, a, beta / norm, u, m, mt)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  n = jnp.sum(t * et, axis=-1, keepdims=True)
+  loss = (m - mt) + (jnp.log(total) - jnp.log(_safe(n)))
+  residuals = (z, labels, w, amount, wq, a, beta, u, norm, m, mt, total, n)
+  return loss[..., 0], residuals
+
+
+def _log_sum_dense_bwd(mode, residuals, g):
+  z, labels, w, amount, wq, a, beta, u, norm, m, mt, total, n = residuals
+  e, et, t = _log_sum_exps(z, labels, wq, a, beta / norm, u, m, mt)
+  g = g[..., None]
+  gn = g / _safe(n)
+  dz = g * e / total - gn * t * et
+  # n = a e_y + beta <wq, et> / norm + u sum_{j != y} et_j, norm = sum(wq)
+  # (1 for 'given'); the gradients to S's row and to the amount follow.
+  diag = jnp.arange(z.shape[-1]) == labels[..., None]
+  wet = jnp.sum(wq * et, axis=-1, keepdims=True)
+  dw = -gn * beta / norm * et
+  if mode != "given":
+    dw = dw + gn * beta * wet / norm**2
+  if mode == "mass":
+    dw = jnp.where(diag, 0, dw)
+  e_y = jnp.sum(jnp.where(diag, et, 0), axis=-1, keepdims=True)
+  d_amount = gn * e_y - gn * jnp.where(beta > 0, wet / norm, 0)
+  if mode == "mass":
+    others = jnp.sum(jnp.where(diag, 0, et), axis=-1, keepdims=True)
+    d_amount = d_amount - gn * jnp.where(u > 0, others / (z.shape[-1] - 1), 0)
+  d_amount = jnp.reshape(jnp.sum(d_amount), jnp.shape(amount))
+  return (
+      dz.astype(z.dtype),
+      None,
+      dw.astype(w.dtype),
+      d_amount.astype(jnp.result_type(amount)),
+  )
+
+
+_log_sum_dense.defvjp(_log_sum_dense_fwd, _log_sum_dense_bwd)
+
+
 def _row_loss(
     logits,
     labels,
@@ -286,8 +388,9 @@ def _row_loss(
     )
   c = jnp.shape(logits)[-1]
   labels = jnp.asarray(labels)
-  log_probs = jax.nn.log_softmax(jnp.asarray(logits, dtype), axis=-1)
-  lp, weights, diag = _support(log_probs, labels, similarity, dtype)
+  z = jnp.asarray(logits, dtype)
+  sparse = _is_sparse(similarity)
+  z_s, weights, diag = _support(z, labels, similarity, dtype)
   t, fallback = _target_rows(
       weights,
       diag,
@@ -295,14 +398,27 @@ def _row_loss(
       alpha=alpha,
       mass=mass,
       normalize=normalize,
-      dense=not _is_sparse(similarity),
+      dense=not sparse,
   )
-  if log_sum:
-    loss = -jax.nn.logsumexp(lp, axis=-1, b=t, where=t > 0)
+  if log_sum and not sparse:
+    if mass is not None:
+      mode, amount = "mass", mass
+    else:
+      mode = "alpha" if normalize else "given"
+      amount = 1.0 if alpha is None else alpha
+    loss = _log_sum_dense(z, labels, weights, jnp.asarray(amount, dtype), mode)
   else:
-    loss = -jnp.sum(t * lp, axis=-1)
+    # log_softmax as jax.nn.log_softmax computes it, read at the support only
+    shift = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    lse = jnp.log(jnp.sum(jnp.exp(z - shift), axis=-1, keepdims=True))
+    lp = (z_s - shift) - lse
+    if log_sum:
+      loss = -jax.nn.logsumexp(lp, axis=-1, b=t, where=t > 0)
+    else:
+      loss = -jnp.sum(t * lp, axis=-1)
   if fallback is not None:  # sparse rows with no off-diagonal mass: uniform Q
     m = jnp.asarray(mass, dtype)
+    log_probs = (z - shift) - lse
     lp_y = jnp.sum(jnp.where(diag, lp, 0), axis=-1)
     if log_sum:
       others = jax.nn.logsumexp(
@@ -315,8 +431,11 @@ def _row_loss(
       others = jnp.sum(log_probs, axis=-1) - lp_y
       uniform = -(1.0 - m) * lp_y - m * others / (c - 1)
     loss = jnp.where(fallback, uniform, loss)
+  valid = _valid_labels(labels, c)
   if nan_invalid:
-    loss = _nan_where_invalid(loss, _valid_labels(labels, c))
+    loss = _nan_where_invalid(loss, valid)
+  else:  # the zero row of an out-of-range label: loss 0
+    loss = jnp.where(valid, loss, 0)
   return _apply_where(loss, where)
 
 
@@ -814,4 +933,5 @@ def hierarchical_cross_entropy(
   )
   k = _rows_of(labels, jnp.asarray(path_weights, dtype))
   loss = -jnp.sum(jnp.where(k != 0, k * log_nodes, 0.0), axis=-1)
+  loss = jnp.where(_valid_labels(labels, c), loss, 0)  # zero row: loss 0
   return _apply_where(loss, where)
