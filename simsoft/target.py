@@ -90,8 +90,17 @@ def off_target_mass(
   """[C]: the mass class y's soft target puts on other classes.
 
   1 - T[y, y] for T = similarity_target_matrix(S); with `as_given`, the
-  off-diagonal sum of row y of W = (1 - alpha) I + alpha S.
+  off-diagonal sum of row y of W = (1 - alpha) I + alpha S. S may be a top-k
+  SparseSimilarity (its kept entries normalized as the losses do).
   """
+  if sim_lib.is_sparse(similarity):  # the diagonal is each row's first entry
+    values = np.asarray(similarity.values, np.float64)
+    diagonal, total = values[:, 0], values.sum(axis=1)
+    if as_given:
+      return amount.get("alpha", 1.0) * (total - diagonal)
+    if amount.get("mass") is not None:
+      return np.full(len(values), float(amount["mass"]))
+    return amount.get("alpha", 1.0) * (1.0 - diagonal / total)
   if as_given:
     s = np.asarray(similarity, np.float64)
     return amount.get("alpha", 1.0) * (s.sum(axis=1) - np.diag(s))
