@@ -365,6 +365,41 @@ def _log_sum_dense_bwd(mode, residuals, g):
 _log_sum_dense.defvjp(_log_sum_dense_fwd, _log_sum_dense_bwd)
 
 
+# Up to this many classes a dense S's rows are read as before issue 23: a
+# one-hot product with the whole target matrix (B C^2 + C^2, next to nothing
+# at such C), so earlier runs reproduce bit for bit (a gather fuses otherwise
+# and rounds a few gradients differently in the last place). Above it, a
+# gather of the batch's rows of S: O(B C).
+ONEHOT_MAX_CLASSES = 128
+
+
+def _onehot_rows(labels, matrix: jax.Array) -> jax.Array:
+  """matrix[labels] as a one-hot matmul: [...] x [C, C] -> [..., C] (zero rows
+  for labels outside [0, C)); HIGHEST precision keeps float32 rows exact on
+  TPU/GPU. The matmul keeps the batch sharding of `labels` on any mesh."""
+  onehot = jax.nn.one_hot(labels, matrix.shape[0], dtype=matrix.dtype)
+  return jnp.matmul(onehot, matrix, precision=jax.lax.Precision.HIGHEST)
+
+
+def _small_c_loss(
+    z, labels, similarity, log_sum, alpha, mass, normalize, dtype
+):
+  """The loss for C <= ONEHOT_MAX_CLASSES, computed as before issue 23."""
+  s = jnp.asarray(similarity, dtype)
+  if normalize:
+    matrix = similarity_target_matrix(s, alpha=alpha, mass=mass)
+  elif alpha is None:
+    matrix = s
+  else:
+    a = alpha
+    matrix = (1.0 - a) * jnp.eye(s.shape[0], dtype=s.dtype) + a * s
+  log_probs = jax.nn.log_softmax(z, axis=-1)
+  rows = _onehot_rows(labels, matrix)
+  if log_sum:
+    return -jax.nn.logsumexp(log_probs, axis=-1, b=rows, where=rows > 0)
+  return -jnp.sum(rows * log_probs, axis=-1)
+
+
 def _row_loss(
     logits,
     labels,
@@ -390,6 +425,13 @@ def _row_loss(
   labels = jnp.asarray(labels)
   z = jnp.asarray(logits, dtype)
   sparse = _is_sparse(similarity)
+  if not sparse and c <= ONEHOT_MAX_CLASSES:
+    loss = _small_c_loss(
+        z, labels, similarity, log_sum, alpha, mass, normalize, dtype
+    )
+    valid = _valid_labels(labels, c)
+    loss = _nan_where_invalid(loss, valid) if nan_invalid else loss
+    return _apply_where(loss, where)
   z_s, weights, diag = _support(z, labels, similarity, dtype)
   t, fallback = _target_rows(
       weights,
@@ -408,10 +450,12 @@ def _row_loss(
       amount = 1.0 if alpha is None else alpha
     loss = _log_sum_dense(z, labels, weights, jnp.asarray(amount, dtype), mode)
   else:
-    # log_softmax as jax.nn.log_softmax computes it, read at the support only
-    shift = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-    lse = jnp.log(jnp.sum(jnp.exp(z - shift), axis=-1, keepdims=True))
-    lp = (z_s - shift) - lse
+    if sparse:  # log_softmax's value, read at the kept columns only
+      shift = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+      lse = jnp.log(jnp.sum(jnp.exp(z - shift), axis=-1, keepdims=True))
+      lp = (z_s - shift) - lse
+    else:  # dense: as before issue 23, bit for bit (values and gradients)
+      lp = jax.nn.log_softmax(z, axis=-1)
     if log_sum:
       loss = -jax.nn.logsumexp(lp, axis=-1, b=t, where=t > 0)
     else:
@@ -603,6 +647,11 @@ def similarity_targets(
   _check_label_range(labels, c)
   dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
   labels = jnp.asarray(labels)
+  if c <= ONEHOT_MAX_CLASSES:
+    rows = _onehot_rows(
+        labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass)
+    )
+    return _nan_where_invalid(rows, _valid_labels(labels, c))
   rows, _ = _target_rows(
       _rows_of(labels, jnp.asarray(similarity, dtype)),
       jnp.arange(c) == labels[..., None],
@@ -931,7 +980,11 @@ def hierarchical_cross_entropy(
       axis=-1,
       where=jnp.broadcast_to(inside, log_probs.shape[:-1] + (n, c)),
   )
-  k = _rows_of(labels, jnp.asarray(path_weights, dtype))
+  if c <= ONEHOT_MAX_CLASSES:
+    k = _onehot_rows(labels, jnp.asarray(path_weights, dtype))
+  else:
+    k = _rows_of(labels, jnp.asarray(path_weights, dtype))
   loss = -jnp.sum(jnp.where(k != 0, k * log_nodes, 0.0), axis=-1)
-  loss = jnp.where(_valid_labels(labels, c), loss, 0)  # zero row: loss 0
+  if c > ONEHOT_MAX_CLASSES:  # a clipped row for an out-of-range label: loss 0
+    loss = jnp.where(_valid_labels(labels, c), loss, 0)
   return _apply_where(loss, where)
