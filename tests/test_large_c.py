@@ -288,6 +288,11 @@ def test_to_sparse_keeps_diagonal_and_top_entries():
   np.testing.assert_allclose(
       sim.kept_mass(s, sp), [1.1 / 1.3, 1.0, 12 / 15, 1.0, 11 / 13], rtol=1e-6
   )
+  np.testing.assert_allclose(
+      sparse_lib.kept_off_diagonal_mass(s, sp),
+      [1.0 / 1.2, 1.0, 9 / 12, 1.0, 2 / 4],
+      rtol=1e-6,
+  )
 
 
 def test_validate_sparse_rules():
