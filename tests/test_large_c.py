@@ -290,7 +290,7 @@ def test_to_sparse_keeps_diagonal_and_top_entries():
   )
   np.testing.assert_allclose(
       sparse_lib.kept_off_diagonal_mass(s, sp),
-      [1.0 / 1.2, 1.0, 9 / 12, 1.0, 2 / 4],
+      [1.0 / 1.2, 1.0, 9 / 12, 1.0, 10 / 12],
       rtol=1e-6,
   )
 
