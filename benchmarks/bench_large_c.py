@@ -20,10 +20,13 @@ dispatch is amortized; CPU clock, median of interleaved repeats; ratios are
 paired per repeat. Then one estimation pass (update_stats over 8 batches of
 256) at C = 1,000: the scatter-add accumulators against the one-hot products
 they replaced. Finally the share of each row's mass a top-k S keeps, on S
-estimated from a synthetic 1,000-class problem (confusion and softmax
-sources, default options) at k = 64.
+estimated from a synthetic 1,000-class problem (Gaussian classes in
+superclasses of 10, scored by a nearest-prototype model A; confusion with its
+default smoothing and with 0.01, softmax) at k = 64, and on estimated S files
+given with --kept_mass_files.
 
   python -m benchmarks.bench_large_c              # ~5 minutes on 2 cores
+  python -m benchmarks.bench_large_c --kept_mass_files W/estimate/similarity.npy
   python -m benchmarks.bench_large_c --smoke      # tiny, checks the script
 """
 
@@ -224,38 +227,69 @@ def estimation_row(args, c: int = 1000, batches: int = 8) -> dict:
   return row
 
 
-def synthetic_stats(c: int, per_class: int, seed: int = 0):
-  """SimilarityStats of a synthetic held-out split: classes in groups of 10
-  (superclasses) whose logits share a group component, so mistakes stay
-  mostly within the group, as in a real taxonomy."""
+def synthetic_stats(c: int, per_class: int, seed: int = 0, dim: int = 64):
+  """(SimilarityStats, accuracy) of a synthetic held-out split, C classes.
+
+  Each class is a Gaussian around a prototype; prototypes come in groups of
+  10 (superclasses: a shared group direction plus a class direction), and
+  "model A" scores a sample by its dot products with the prototypes (logits
+  = x . prototypes). Mistakes then stay mostly within the superclass, as a
+  trained network's do within a taxonomy's branches.
+  """
   rng = np.random.default_rng(seed)
-  labels = np.repeat(np.arange(c), per_class)
-  group = np.arange(c) // 10
-  same_group = (group[labels][:, None] == group[None, :]).astype(np.float32)
-  logits = (
-      2.0 * np.eye(c, dtype=np.float32)[labels]
-      + 1.5 * same_group
-      + rng.normal(size=(len(labels), c)).astype(np.float32)
-  )
+  groups = np.repeat(rng.normal(size=(c // 10 + 1, dim)), 10, axis=0)[:c]
+  protos = (groups + 0.6 * rng.normal(size=(c, dim))).astype(np.float32)
+  labels = np.repeat(np.arange(c), per_class).astype(np.int32)
   stats = sim_lib.init_stats(c)
   update = jax.jit(sim_lib.update_stats)
+  correct = 0
   for s in range(0, len(labels), 1000):
-    stats = update(
-        stats, jnp.asarray(logits[s : s + 1000]), labels[s : s + 1000]
-    )
-  return stats
+    y = labels[s : s + 1000]
+    x = protos[y] + 1.3 * rng.normal(size=(len(y), dim)).astype(np.float32)
+    logits = jnp.asarray(x @ protos.T)
+    correct += int((np.asarray(logits).argmax(1) == y).sum())
+    stats = update(stats, logits, y)
+  return stats, correct / len(labels)
 
 
 def kept_mass_rows(c: int, k: int, per_class: int) -> list[dict]:
-  stats = synthetic_stats(c, per_class)
+  stats, accuracy = synthetic_stats(c, per_class)
   rows = []
-  for source in ("confusion", "softmax"):
-    s = sim_lib.build_similarity(source, num_classes=c, stats=stats)
+  for source, options in (
+      ("confusion", {}),
+      ("confusion", {"smoothing": 0.01}),
+      ("softmax", {}),
+  ):
+    s = sim_lib.build_similarity(
+        source, num_classes=c, stats=stats, options=options
+    )
     sp = sparse_lib.to_sparse(s, k)
     kept = sparse_lib.kept_mass(s, sp)
     off = sparse_lib.kept_off_diagonal_mass(s, sp)
     row = {
-        "S": f"synthetic {c}-class, {source}",
+        "S": f"synthetic {c}-class (model A accuracy {accuracy:.2f}), "
+        f"{source} {options or 'defaults'}",
+        "k": sp.k,
+        "row_mass_kept_mean": float(kept.mean()),
+        "row_mass_kept_min": float(kept.min()),
+        "off_diag_kept_mean": float(off.mean()),
+        "off_diag_kept_min": float(off.min()),
+    }
+    common.emit({"bench": "large_c_kept_mass", **row})
+    rows.append(row)
+  return rows
+
+
+def file_kept_mass_rows(paths, k: int) -> list[dict]:
+  """Kept mass of real estimated S files (.npy) at top-k."""
+  rows = []
+  for path in paths:
+    s = np.load(path)
+    sp = sparse_lib.to_sparse(s, k)
+    kept = sparse_lib.kept_mass(s, sp)
+    off = sparse_lib.kept_off_diagonal_mass(s, sp)
+    row = {
+        "S": f"{path} ({s.shape[0]} classes)",
         "k": sp.k,
         "row_mass_kept_mean": float(kept.mean()),
         "row_mass_kept_min": float(kept.min()),
@@ -282,6 +316,12 @@ def main(argv=None) -> dict:
       default=3e7,
       help="logits entries per timed block: inner = work / (B C), in [1, 200]",
   )
+  ap.add_argument(
+      "--kept_mass_files",
+      default="",
+      help="comma-separated estimated S files (.npy): mass top-k keeps",
+  )
+  ap.add_argument("--kept_mass_k", type=int, default=3)
   common.add_common_args(ap, steps=1, repeats=15)
   args = ap.parse_args(argv)
   common.apply_smoke(args)
@@ -291,6 +331,10 @@ def main(argv=None) -> dict:
   rows = loss_rows(args)
   estimation = estimation_row(args, c=300 if args.smoke else 1000)
   kept = kept_mass_rows(*((300, 4, 4) if args.smoke else (1000, args.k, 50)))
+  if args.kept_mass_files:
+    kept += file_kept_mass_rows(
+        args.kept_mass_files.split(","), args.kept_mass_k
+    )
   summary = {
       "bench": "large_c",
       "summary": True,
