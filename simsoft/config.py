@@ -116,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
           train_examples=0,
       )
   )
+  # Pair-flip label noise on train and validation (simsoft.data.label_noise):
+  # each example of class a relabelled b with probability rate, for each 'a->b'.
+  c.dataset.label_noise = ml_collections.ConfigDict(dict(rate=0.0, flips=()))
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
   # Each model's own keyword arguments, with that model's defaults (one

@@ -289,6 +289,22 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
     }
 )
 SEVERITIES = (1, 2, 3, 4, 5)
+# Families of corruptions that act alike (a family's accuracy is the mean over
+# its members): per-pixel noise, loss of fine detail, global intensity, and
+# missing content.
+FAMILIES: types.MappingProxyType[str, tuple[str, ...]] = types.MappingProxyType(
+    {
+        "noise": (
+            "gaussian_noise",
+            "shot_noise",
+            "impulse_noise",
+            "speckle_noise",
+        ),
+        "blur": ("gaussian_blur", "defocus_blur", "pixelate"),
+        "photometric": ("contrast", "brightness"),
+        "occlusion": ("occlusion",),
+    }
+)
 TRACEABLE_SEVERITY = frozenset(
     {
         "gaussian_noise",

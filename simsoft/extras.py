@@ -2,7 +2,7 @@
 
 The core (losses, similarity, models, train step) needs jax, flax, optax and
 orbax only. The command-line tool needs more, grouped in pyproject.toml's
-extras: `data` (TensorFlow, TFDS, scikit-learn's digits) and `report` (CLU and
+extras: `data` (TensorFlow, TFDS, scikit-learn's digits, Pillow for image folders) and `report` (CLU and
 TensorBoard event files, matplotlib figures, scipy statistics); `all` is both.
 """
 
@@ -13,6 +13,7 @@ EXTRA_OF = {
     "tensorflow": "data",
     "tensorflow_datasets": "data",
     "sklearn": "data",
+    "PIL": "data",
     "clu": "report",
     "tensorboard": "report",
     "matplotlib": "report",

@@ -146,6 +146,10 @@ def normalize_reference_similarity(
   return np.minimum(rn, 1.0)
 
 
+# Above this many classes the per-class accuracies are left out of the record.
+MAX_PER_CLASS_CLASSES = 100
+
+
 def finalize_metrics(
     stats: Mapping[str, jax.Array],
     *,
@@ -168,6 +172,9 @@ def finalize_metrics(
     misclassified samples, the mean of :math:`D_{y \\hat y}`; with a class
     hierarchy D is the LCA height, and this is Making Better Mistakes'
     "average mistake severity" (NaN if there are no mistakes);
+  - ``per_class_accuracy`` (C <= MAX_PER_CLASS_CLASSES): recall of each
+    true class, :math:`\\text{confusion}_{yy} / \\sum_j \\text{confusion}_{yj}`
+    (0 for a class without samples);
   - ``reliability``: per-bin ``count``, ``accuracy``, ``confidence`` lists
     (0 for empty bins) and ``bin_edges``, for reliability diagrams.
   """
@@ -184,6 +191,11 @@ def finalize_metrics(
       "nll": float(s["nll_sum"]) / n,
       "ece": float(np.sum(np.abs(s["bin_correct"] - s["bin_confidence"]))) / n,
   }
+  if c <= MAX_PER_CLASS_CLASSES:
+    per_class = conf.sum(axis=1)
+    out["per_class_accuracy"] = (
+        np.diag(conf) / np.maximum(per_class, 1.0)
+    ).tolist()
   safe = np.maximum(s["bin_count"], 1.0)
   out["reliability"] = {
       "bin_edges": np.linspace(0.0, 1.0, num_bins + 1).tolist(),

@@ -13,6 +13,14 @@ setting is compared with a baseline through the per-seed differences
 and the two-sided p-value :math:`2\,P(T_{n-1} > |t|)` (paired t-test).
 Across the k settings of one experiment the p-values are corrected with
 Holm's step-down method (controls the family-wise error rate at 0.05).
+
+"No effect" is bounded, not inferred from a large p (:func:`bounds`): the
+one-sided 95 % upper bound :math:`\bar d + t_{0.95,\,n-1}\,\mathrm{se}` is the
+largest gain the seeds leave plausible, and two one-sided tests (TOST)
+against an equivalence margin :math:`\delta` fixed before the run declare
+equivalence when the 90 % interval lies inside :math:`(-\delta, \delta)`,
+:math:`p_\mathrm{TOST} = \max(P(T_{n-1} > (\bar d + \delta)/\mathrm{se}),
+P(T_{n-1} < (\bar d - \delta)/\mathrm{se})) < 0.05`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["holm", "paired_difference"]
+__all__ = ["bounds", "holm", "paired_difference"]
 
 
 def paired_difference(
@@ -91,3 +99,44 @@ def holm(
     adjusted[i] = running
   rejected = [None if a is None else a <= level for a in adjusted]
   return adjusted, rejected
+
+
+def bounds(
+    deltas: Iterable[float | None], *, margin: float | None = None
+) -> dict[str, Any]:
+  """One-sided 95 % bounds of the mean difference and, with `margin`, the TOST.
+
+  Returns:
+    {'upper_95', 'lower_95': one-sided 95 % bounds (the ends of the 90 %
+    interval), 'margin', 'p_tost', 'equivalent' (p_tost < 0.05)}; bounds
+    and p None with fewer than 2 finite values, TOST keys None without a
+    margin.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+
+  d = np.asarray(
+      [x for x in deltas if x is not None and np.isfinite(x)], np.float64
+  )
+  out: dict[str, Any] = {
+      "upper_95": None,
+      "lower_95": None,
+      "margin": margin,
+      "p_tost": None,
+      "equivalent": None,
+  }
+  n = d.size
+  if n < 2:
+    return out
+  mean, se = float(d.mean()), float(d.std(ddof=1)) / np.sqrt(n)
+  half = float(stats.t.ppf(0.95, n - 1)) * se
+  out |= {"upper_95": float(mean + half), "lower_95": float(mean - half)}
+  if margin is not None:
+    if se == 0:
+      p = 0.0 if abs(mean) < margin else 1.0
+    else:
+      p = max(
+          float(stats.t.sf((mean + margin) / se, n - 1)),
+          float(stats.t.cdf((mean - margin) / se, n - 1)),
+      )
+    out |= {"p_tost": p, "equivalent": p < 0.05}
+  return out

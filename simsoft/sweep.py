@@ -141,15 +141,39 @@ class Setting:
 BASE_FIELDS = {"similarity.source": "identity", "loss.form": "soft_target"}
 
 
-def variants(sweep: ml_collections.ConfigDict) -> list[Setting]:
-  """Every model-B setting of a sweep config, in summary order.
+GRID_FIELDS = (
+    "masses",
+    "sources",
+    "log_sum_sources",
+    "shuffled",
+    "alpha",
+    "alpha_settings",
+)
 
-  For each mass m: label smoothing at m (the control), and for each source
+
+def grid_of(
+    sweep: ml_collections.ConfigDict, experiment: str | None = None
+) -> ml_collections.ConfigDict:
+  """The grid fields of `experiment`: sweep.grids.<experiment>'s where it sets
+  them (a positive control with its own source, say), else the sweep's."""
+  own = sweep.get("grids", {}).get(experiment, {}) if experiment else {}
+  return ml_collections.ConfigDict(
+      {f: own.get(f, sweep[f]) for f in GRID_FIELDS}
+  )
+
+
+def variants(
+    sweep: ml_collections.ConfigDict, experiment: str | None = None
+) -> list[Setting]:
+  """Every model-B setting of a sweep config (of one experiment), in summary order.
+
+  The grid is `grid_of(sweep, experiment)`. For each mass m: label smoothing at m (the control), and for each source
   its soft-target run and its shuffled-S control (sweep.shuffled); the same
   in the log-sum form for sweep.log_sum_sources (with label smoothing in that
   form as their control). Then sweep.alpha_settings ((source, form) pairs) at
   sweep.alpha, the older alpha-mixed target.
   """
+  sweep = grid_of(sweep, experiment)
   out = []
   for m in sweep.masses:
     forms = [("soft_target", sweep.sources)]
@@ -209,7 +233,7 @@ def plan(
 
       base = os.path.join(root, name, f"seed{seed}", "base")
       bases.append((base, make(BASE_FIELDS, ("estimate",))))
-      for setting in variants(sweep):
+      for setting in variants(sweep, name):
         runs.append(
             (
                 os.path.join(root, name, f"seed{seed}", setting.name),
@@ -353,8 +377,8 @@ def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
   """
   summary = {}
   seeds = [str(s) for s in sweep.seeds]
-  settings = variants(sweep)
   for name in sweep.experiments:
+    settings = variants(sweep, name)
     results = {
         (st.name, seed): _results(root, name, seed, st.name)
         for st in settings
@@ -385,10 +409,21 @@ def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
         targets = [results[(label, seed)].get("target") for seed in by_seed]
         masses = [t["mean_off_target_mass"] for t in targets if t]
         row["off-target mass"] = _mean_std(masses)
+        row |= _q_structure([t.get("q") for t in targets if t])
+      row["per seed"] = {
+          m.label: dict(zip(by_seed, (m.get(model) for model in models)))
+          for m in METRICS
+      }
+      per_class = [m.get("clean", {}).get("per_class_accuracy") for m in models]
+      if all(per_class):
+        row["per seed"]["per-class accuracy"] = dict(zip(by_seed, per_class))
       by = [m.get("summary", {}).get("accuracy_by_corruption") for m in models]
       if all(by):
         row["accuracy by corruption"] = {
             c: _mean_std([b[c] for b in by]) for c in by[0]
+        }
+        row["per seed"]["accuracy by corruption"] = {
+            c: dict(zip(by_seed, (b[c] for b in by))) for c in by[0]
         }
       by = [m.get("summary", {}).get("accuracy_by_severity") for m in models]
       if all(by):
@@ -396,9 +431,12 @@ def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
             "0": row["clean accuracy, corrupted images"]
         } | {sev: _mean_std([b[sev] for b in by]) for sev in by[0]}
       rows[label] = row
+    margins = dict(sweep.get("margins", {}))
     summary[name] = {
         "rows": rows,
-        "comparisons": _comparisons(settings, per_setting, seeds),
+        "margins": margins,
+        "comparisons": _comparisons(settings, per_setting, seeds, margins),
+        **_corruption_comparisons(settings, per_setting, seeds),
     }
   with open(os.path.join(root, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
@@ -414,19 +452,28 @@ def summarize(sweep: ml_collections.ConfigDict, root: str) -> dict:
   return summary
 
 
-def _comparisons(
-    settings: list[Setting], per_setting: dict, seeds: list[str]
-) -> dict:
-  """{comparison: {metric: {setting: paired_difference + holm}}}.
+def _q_structure(records: list[dict | None]) -> dict:
+  """Mean ± std over seeds of Q's mean row entropy and largest entry
+  (simsoft.target.off_target_structure), and Q averaged over seeds."""
+  records = [r for r in records if r]
+  if not records:
+    return {}
+  out = {
+      "Q row entropy": _mean_std([r["mean_q_row_entropy"] for r in records]),
+      "Q row entropy, uniform": records[0]["uniform_q_row_entropy"],
+      "Q largest entry": _mean_std([r["mean_q_row_max"] for r in records]),
+  }
+  qs = [r.get("off_target_distribution") for r in records]
+  if all(q is not None for q in qs):
+    out["Q, mean over seeds"] = np.round(np.mean(qs, axis=0), 4).tolist()
+  return out
 
-  Each setting against cross-entropy (model A of the same seed), against its
-  mass-matched label smoothing, and against its shuffled-S control; per seed
-  difference setting - baseline. Holm runs over the settings of one
-  comparison and metric.
-  """
-  from simsoft import significance  # scipy: only the summary needs it
 
-  pairs = {
+def _pairs(settings: list[Setting]) -> dict[str, list[tuple[str, str]]]:
+  """{comparison: [(setting, baseline), ...]}: each setting against
+  cross-entropy (model A of the same seed), against its mass-matched label
+  smoothing, and against its shuffled-S control."""
+  return {
       "vs cross-entropy": [(st.name, CE) for st in settings],
       "vs label smoothing, same mass": [
           (st.name, st.control)
@@ -437,31 +484,132 @@ def _comparisons(
           (st.name, st.shuffled) for st in settings if st.shuffled
       ],
   }
+
+
+def _deltas(
+    per_setting: dict, setting: str, baseline: str, seeds: list[str], get
+) -> dict[str, float]:
+  """{seed: get(setting's model) - get(baseline's model)} over the seeds both have."""
+  b, a = per_setting.get(setting, {}), per_setting.get(baseline, {})
   out = {}
-  for comparison, todo in pairs.items():
+  for s in seeds:
+    if s in b and s in a:
+      vb, va = get(b[s]), get(a[s])
+      if vb is not None and va is not None:
+        out[s] = vb - va
+  return out
+
+
+def _paired(deltas: dict[str, float], baseline: str, margin=None) -> dict:
+  """paired_difference + one-sided bounds and TOST (simsoft.significance) of
+  per-seed deltas, with the deltas themselves and the baseline's name."""
+  from simsoft import significance  # scipy: only the summary needs it
+
+  values = list(deltas.values())
+  return (
+      significance.paired_difference(values)
+      | significance.bounds(values, margin=margin)
+      | {"baseline": baseline, "deltas": deltas}
+  )
+
+
+def _with_holm(tables: list[dict]) -> None:
+  """Holm over every entry of `tables` together: p_holm, significant_holm."""
+  from simsoft import significance  # scipy: only the summary needs it
+
+  entries = [t for table in tables for t in table.values()]
+  adjusted, rejected = significance.holm([t["p"] for t in entries])
+  for t, adj, rej in zip(entries, adjusted, rejected):
+    t |= {"p_holm": adj, "significant_holm": rej}
+
+
+def _comparisons(
+    settings: list[Setting],
+    per_setting: dict,
+    seeds: list[str],
+    margins: dict | None = None,
+) -> dict:
+  """{comparison: {metric: {setting: paired difference, bounds, TOST, holm}}}.
+
+  Per seed difference setting - baseline (see _pairs); Holm runs over the
+  settings of one comparison and metric; the TOST margin of a metric is
+  margins[metric.key] (none where absent).
+  """
+  margins = margins or {}
+  out = {}
+  for comparison, todo in _pairs(settings).items():
     out[comparison] = {}
     for metric in PAIRED_METRICS:
-      get = metric.get
       table = {}
       for setting, baseline in todo:
-        b, a = per_setting.get(setting, {}), per_setting.get(baseline, {})
-        deltas = [
-            get(b[s]) - get(a[s])
-            for s in seeds
-            if s in b
-            and s in a
-            and get(b[s]) is not None
-            and get(a[s]) is not None
-        ]
+        deltas = _deltas(per_setting, setting, baseline, seeds, metric.get)
         if deltas:
-          table[setting] = significance.paired_difference(deltas) | {
-              "baseline": baseline
-          }
-      adjusted, rejected = significance.holm([t["p"] for t in table.values()])
-      for t, adj, rej in zip(table.values(), adjusted, rejected):
-        t |= {"p_holm": adj, "significant_holm": rej}
+          table[setting] = _paired(deltas, baseline, margins.get(metric.key))
+      _with_holm([table])
       out[comparison][metric.label] = table
   return out
+
+
+def _family_accuracy(members: tuple[str, ...]):
+  """model results -> mean accuracy over the family's corruptions (None if any is missing)."""
+
+  def get(model: dict) -> float | None:
+    by = model.get("summary", {}).get("accuracy_by_corruption") or {}
+    if not all(c in by for c in members):
+      return None
+    return float(np.mean([by[c] for c in members]))
+
+  return get
+
+
+def _corruption_comparisons(
+    settings: list[Setting], per_setting: dict, seeds: list[str]
+) -> dict:
+  """The paired comparisons per corruption family and per corruption.
+
+  'comparisons by corruption family': {comparison: {family: {setting: ...}}},
+  a family's accuracy being the mean over its corruptions
+  (simsoft.corruptions.FAMILIES) and the evaluated severities; Holm runs
+  over every setting and family of one comparison. 'comparisons by
+  corruption': the same per corruption, without a correction (description).
+  """
+  from simsoft import corruptions  # jax: only the summary needs it
+
+  families = {
+      name: members
+      for name, members in corruptions.FAMILIES.items()
+      if any(
+          _family_accuracy(members)(model) is not None
+          for by_seed in per_setting.values()
+          for model in by_seed.values()
+      )
+  }
+  if not families:
+    return {}
+  names = [c for members in families.values() for c in members]
+  by_family, by_corruption = {}, {}
+  for comparison, todo in _pairs(settings).items():
+    tables = {f: {} for f in families}
+    single = {c: {} for c in names}
+    for setting, baseline in todo:
+      for family, members in families.items():
+        get = _family_accuracy(members)
+        deltas = _deltas(per_setting, setting, baseline, seeds, get)
+        if deltas:
+          tables[family][setting] = _paired(deltas, baseline)
+      for c in names:
+        get = _family_accuracy((c,))
+        deltas = _deltas(per_setting, setting, baseline, seeds, get)
+        if deltas:
+          single[c][setting] = _paired(deltas, baseline)
+    _with_holm(list(tables.values()))
+    by_family[comparison] = tables
+    by_corruption[comparison] = single
+  return {
+      "corruption families": {f: list(m) for f, m in families.items()},
+      "comparisons by corruption family": by_family,
+      "comparisons by corruption": by_corruption,
+  }
 
 
 def wall_times(sweep: ml_collections.ConfigDict, root: str) -> dict:
@@ -470,7 +618,7 @@ def wall_times(sweep: ml_collections.ConfigDict, root: str) -> dict:
   for name in sweep.experiments:
     times = {"base": [], "model B": []}
     for seed in sweep.seeds:
-      for run_name in ["base"] + [v.name for v in variants(sweep)]:
+      for run_name in ["base"] + [v.name for v in variants(sweep, name)]:
         path = os.path.join(
             root, name, f"seed{seed}", run_name, "wall_time.json"
         )
@@ -559,14 +707,52 @@ def plot_severity(name: str, rows: dict, path: str) -> str:
 
 
 def _paired_cell(d: dict) -> str:
-  """'+0.52 [+0.10, +0.94] p=0.03 (Holm 0.09)' in points."""
+  """'+0.52 [+0.10, +0.94] p=0.03 Holm 0.09 U95 +0.85' in points; ' ≡' marks
+  equivalence within the margin (TOST), ' **' significance after Holm."""
   if d["ci"] is None:
     return f"{100 * d['mean']:+.2f} (n={d['n']})"
   mark = " **" if d["significant_holm"] else ""
+  if d.get("equivalent"):
+    mark += " ≡"
+  upper = (
+      "" if d.get("upper_95") is None else f" U95 {100 * d['upper_95']:+.2f}"
+  )
   return (
       f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] "
-      f"p={d['p']:.3g} Holm {d['p_holm']:.3g}{mark}"
+      f"p={d['p']:.3g} Holm {d['p_holm']:.3g}{upper}{mark}"
   )
+
+
+def _comparison_tables(comparisons: dict, what: str, intro: str) -> list[str]:
+  """One Markdown table per comparison: rows settings, columns `what` (metrics or families)."""
+  parts = []
+  for comparison, by_column in comparisons.items():
+    settings = list(
+        dict.fromkeys(s for table in by_column.values() for s in table)
+    )
+    if not settings:
+      continue
+    parts.append(f"\n{intro.format(comparison=comparison)}\n")
+    cells = []
+    for setting in settings:
+      baseline = next(
+          by_column[m][setting]["baseline"]
+          for m in by_column
+          if setting in by_column[m]
+      )
+      cells.append(
+          [setting, baseline]
+          + [
+              _paired_cell(by_column[m][setting])
+              if setting in by_column[m]
+              else "n/a"
+              for m in by_column
+          ]
+      )
+    parts.append(
+        results_lib.markdown_table(["setting", "baseline", *by_column], cells)
+    )
+  return parts
 
 
 def to_markdown(summary: dict) -> str:
@@ -615,36 +801,52 @@ def to_markdown(summary: dict) -> str:
               ),
           )
       )
-    for comparison, by_metric in exp["comparisons"].items():
-      settings = list(
-          dict.fromkeys(s for table in by_metric.values() for s in table)
-      )
-      if not settings:
-        continue
+    q_rows = {
+        label: row for label, row in rows.items() if "Q row entropy" in row
+    }
+    if q_rows:
+      uniform = next(iter(q_rows.values()))["Q row entropy, uniform"]
       parts.append(
-          f"\nPaired difference {comparison} (setting - baseline within each seed), "
-          "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings; "
-          "** = significant after Holm at 0.05:\n"
+          "\nWhere the off-target mass goes: Q's mean row entropy (nats; "
+          f"uniform {uniform:.2f}) and mean largest entry, mean ± std over seeds:\n"
       )
-      cells = []
-      for setting in settings:
-        baseline = next(
-            by_metric[m][setting]["baseline"]
-            for m in by_metric
-            if setting in by_metric[m]
-        )
-        cells.append(
-            [setting, baseline]
-            + [
-                _paired_cell(by_metric[m][setting])
-                if setting in by_metric[m]
-                else "n/a"
-                for m in by_metric
-            ]
-        )
       parts.append(
-          results_lib.markdown_table(["setting", "baseline", *by_metric], cells)
+          results_lib.markdown_table(
+              ["setting", "Q row entropy", "Q largest entry"],
+              (
+                  [
+                      label,
+                      results_lib.format_mean_std(*row["Q row entropy"]),
+                      results_lib.format_mean_std(*row["Q largest entry"]),
+                  ]
+                  for label, row in q_rows.items()
+              ),
+          )
       )
+    margins = exp.get("margins") or {}
+    margin_text = (
+        "; ≡ = equivalent within the margin fixed before the run ("
+        + ", ".join(f"{k} ±{100 * v:g} points" for k, v in margins.items())
+        + ", TOST at 0.05)"
+        if margins
+        else ""
+    )
+    parts += _comparison_tables(
+        exp["comparisons"],
+        "metric",
+        "Paired difference {comparison} (setting - baseline within each seed), "
+        "points: mean [95 % CI], paired t-test p, Holm-adjusted p over the settings, "
+        "U95 = one-sided 95 % upper bound; ** = significant after Holm at 0.05"
+        + margin_text
+        + ":",
+    )
+    parts += _comparison_tables(
+        exp.get("comparisons by corruption family", {}),
+        "family",
+        "Paired difference {comparison} per corruption family (mean accuracy "
+        "over the family's corruptions and severities), points; Holm over the "
+        "settings and families of this comparison:",
+    )
     parts.append("")
   return "\n".join(parts) + "\n"
 

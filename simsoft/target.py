@@ -3,7 +3,8 @@
 similarity_options(config, source)   what build_similarity gets
 loss_options(config, C)              make_loss_fn's keywords (amount, as_given, hxe)
 target_record(config, S0, S_final)   retrain/target.json: form, amount,
-                                     per-class off-target mass, options
+                                     per-class off-target mass, Q's row
+                                     entropy and largest entry, options
 """
 
 from __future__ import annotations
@@ -110,6 +111,39 @@ def off_target_mass(
   return 1.0 - np.diag(np.asarray(target, np.float64))
 
 
+# Above this many classes the record keeps Q's row statistics, not Q itself.
+MAX_RECORDED_Q_CLASSES = 100
+
+
+def off_target_structure(similarity: ArrayLike) -> dict[str, Any]:
+  """How concentrated each row of Q = off_target_distribution(S) is.
+
+  Per class y: the entropy H(Q_y) = -sum_j Q_yj log Q_yj in nats (uniform
+  over the other C - 1 classes: log(C - 1), the most; all mass on one
+  class: 0), the largest entry max_j Q_yj and where it goes (argmax_j);
+  Q itself [C, C] for C <= MAX_RECORDED_Q_CLASSES. Equal off-target mass is
+  not equal structure: a concentrated Q differs from label smoothing by more
+  than where its mass goes.
+  """
+  q = np.asarray(
+      losses.off_target_distribution(jnp.asarray(similarity, jnp.float32)),
+      np.float64,
+  )
+  logs = np.log(np.where(q > 0, q, 1.0))
+  entropy = np.maximum(-(q * logs).sum(axis=1), 0.0)
+  out = {
+      "q_row_entropy": entropy.tolist(),
+      "mean_q_row_entropy": float(entropy.mean()),
+      "uniform_q_row_entropy": float(np.log(q.shape[0] - 1)),
+      "q_row_max": q.max(axis=1).tolist(),
+      "mean_q_row_max": float(q.max(axis=1).mean()),
+      "q_row_argmax": q.argmax(axis=1).tolist(),
+  }
+  if q.shape[0] <= MAX_RECORDED_Q_CLASSES:
+    out["off_target_distribution"] = np.round(q, 6).tolist()
+  return out
+
+
 def target_record(
     config: ml_collections.ConfigDict,
     initial_similarity: ArrayLike,
@@ -144,6 +178,7 @@ def target_record(
   record |= {
       "off_target_mass": mass.tolist(),
       "mean_off_target_mass": float(mass.mean()),
+      "q": off_target_structure(initial_similarity),
   }
   if sim_lib.source_spec(source).per_epoch:
     final = off_target_mass(final_similarity, amount, as_given)

@@ -158,6 +158,8 @@ def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   """config.dataset loaded into memory; a failure names the dataset and data_dir."""
   try:
     return data_lib.from_config(config.dataset)
+  except (errors.UserError, ModuleNotFoundError):
+    raise  # a missing optional dependency names its extra (simsoft.extras)
   except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds
     raise errors.MissingInputError(
         f"config.dataset.name={config.dataset.name!r} (data_dir {config.dataset.data_dir!r}) "

@@ -164,6 +164,17 @@ def check_dataset(c: ml_collections.ConfigDict) -> None:
       0,
       advice="0 keeps the whole training split",
   )
+  noise = c.dataset.label_noise
+  fraction("dataset.label_noise.rate", noise.rate)
+  if isinstance(noise.flips, str) or not all(
+      isinstance(f, str) for f in noise.flips
+  ):
+    _fail(
+        "dataset.label_noise.flips",
+        noise.flips,
+        "must be a tuple of 'SOURCE->TARGET' class names",
+        "e.g. \"('cat->dog',)\"",
+    )
 
 
 def check_model(c: ml_collections.ConfigDict) -> None:

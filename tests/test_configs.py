@@ -4,6 +4,7 @@ import glob
 import os
 import types
 
+import numpy as np
 import pytest
 from absl import flags
 from flax import nnx
@@ -19,6 +20,7 @@ from simsoft import (
     state,
     validate,
 )
+from simsoft import losses as losses_lib
 from simsoft.train_step import make_loss_fn
 from tests.helpers.tiny import ROOT
 
@@ -167,15 +169,17 @@ def test_parse_arg():
   assert config_lib.parse_arg("") == {}
 
 
-@pytest.mark.parametrize("group", ["digits", "fashion_mnist", "all"])
+@pytest.mark.parametrize(
+    "group", ["digits", "fashion_mnist", "cifar10_jpeg", "all"]
+)
 def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
   from simsoft import sweep
 
   monkeypatch.chdir(ROOT)
   config = _parse([f"--config={SWEEP_FILE}:{group}"])
   runs = sweep.plan(config, "/nonexistent/root")
-  per_seed = 1 + len(sweep.variants(config))
-  assert len(runs) == len(config.experiments) * len(config.seeds) * per_seed
+  per_seed = [1 + len(sweep.variants(config, e)) for e in config.experiments]
+  assert len(runs) == len(config.seeds) * sum(per_seed)
   for workdir, c in runs:
     assert c.dataset.name in data.DATASETS and c.model.name in models.MODELS
     assert c.similarity.source in similarity.SOURCES
@@ -185,3 +189,42 @@ def test_sweep_config_plans_resolvable_runs(group, monkeypatch):
     assert workdir.endswith("/base") == (c.phases == ("estimate",))
     validate.check_evaluate(c)
     assert c.evaluate.evaluators.corruptions.severities == (1, 3, 5)
+
+
+def test_cifar10_jpeg_sweep_positive_control(monkeypatch):
+  """The positive control: noisy cat labels, the file S whose dog row points to
+  cat, its own grid (mass 0.3, the file source and its shuffled control)."""
+  from simsoft import sweep
+
+  monkeypatch.chdir(ROOT)
+  config = _parse([f"--config={SWEEP_FILE}:cifar10_jpeg"])
+  main, control = (
+      config.experiments.c10j_lenet,
+      config.experiments.c10j_lenet_pairflip,
+  )
+  assert main.dataset.label_noise.rate == 0.0
+  assert control.dataset.label_noise.flips == ("cat->dog",)
+  assert control.dataset.label_noise.rate == 0.55
+  assert [s.name for s in sweep.variants(config, "c10j_lenet_pairflip")] == [
+      "label_smoothing-soft_target-m0.3",
+      "file-soft_target-m0.3",
+      "file-soft_target-m0.3-shuffled",
+  ]
+  assert [s.name for s in sweep.variants(config, "c10j_lenet")] == [
+      f"{name}-soft_target-m{m}{suffix}"
+      for m in ("0.1", "0.3")
+      for name, suffix in (
+          ("label_smoothing", ""),
+          ("confusion", ""),
+          ("confusion", "-shuffled"),
+      )
+  ]
+  s, names = similarity.read_similarity_file(
+      control.similarity.path, num_classes=10
+  )
+  q = np.asarray(losses_lib.off_target_distribution(s))
+  cat, dog = names.index("cat"), names.index("dog")
+  assert q[dog, cat] == 1.0
+  others = [i for i in range(10) if i != dog]
+  np.testing.assert_allclose(q[others].sum(1), 1.0)
+  np.testing.assert_allclose(q[others][q[others] > 0], 1 / 9, rtol=1e-6)

@@ -42,6 +42,17 @@ def test_accuracy_nll_ece_by_hand():
       13
   ] == pytest.approx(0.91)
   assert len(rel["bin_edges"]) == 16
+  # class 0: 1 of 2 right (0.9 yes, 0.08 no); class 1: 1 of 2 (0.75 yes, 0.38 no).
+  assert out["per_class_accuracy"] == pytest.approx([0.5, 0.5])
+
+
+def test_per_class_accuracy_is_recall_and_empty_class_is_zero():
+  probs = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]]
+  out = M.finalize_metrics(_stats(probs, [0, 0, 1, 1], num_classes=3))
+  # class 0: predictions 0, 1 -> 1/2; class 1: 0, 1 -> 1/2; class 2: no sample.
+  assert out["per_class_accuracy"] == pytest.approx([0.5, 0.5, 0.0])
+  out = M.finalize_metrics(_stats(probs, [0, 1, 0, 1], num_classes=3))
+  assert out["per_class_accuracy"] == pytest.approx([1.0, 1.0, 0.0])
 
 
 def test_mistake_severity_and_superclass_by_hand():

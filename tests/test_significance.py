@@ -38,6 +38,29 @@ def test_paired_difference_edges():
   )
 
 
+def test_bounds_hand_values():
+  # d = 1..5: mean 3, se = 0.70711; t_{0.95, 4} = 2.13185 (t table) ->
+  # one-sided bounds 3 -/+ 1.507443.
+  out = significance.bounds([1.0, 2.0, 3.0, 4.0, 5.0], margin=5.0)
+  assert out["upper_95"] == pytest.approx(4.507443, abs=1e-5)
+  assert out["lower_95"] == pytest.approx(1.492557, abs=1e-5)
+  # TOST at margin 5: max(P(T4 > 8/0.70711), P(T4 < -2/0.70711)); the second,
+  # t = -2.82843 on 4 df, is 0.023710 (t table): equivalent at 0.05.
+  assert out["p_tost"] == pytest.approx(0.023710, abs=2e-6)
+  assert out["equivalent"] is True
+  # Margin 3.5: t = 0.5 / 0.70711 = -0.70711 -> p = 0.25926, not equivalent.
+  out = significance.bounds([1.0, 2.0, 3.0, 4.0, 5.0], margin=3.5)
+  assert out["p_tost"] == pytest.approx(0.259259, abs=2e-6)
+  assert out["equivalent"] is False
+  # No margin: bounds only; one value: nothing.
+  out = significance.bounds([1.0, 2.0, 3.0, 4.0, 5.0])
+  assert out["p_tost"] is None and out["equivalent"] is None
+  assert significance.bounds([1.0])["upper_95"] is None
+  # Zero spread: equivalent exactly when |mean| < margin.
+  assert significance.bounds([0.1, 0.1], margin=0.2)["equivalent"] is True
+  assert significance.bounds([0.3, 0.3], margin=0.2)["equivalent"] is False
+
+
 def test_holm_hand_values():
   # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (monotone).
   adjusted, rejected = significance.holm([0.01, 0.04, 0.03, 0.005, None])

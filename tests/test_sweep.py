@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from simsoft import sweep
 from tests.helpers import tiny_sweep as tiny_sweep_config
@@ -91,8 +92,38 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
   )
   assert set(rows["cross-entropy (A)"]["accuracy by corruption"]) == {
       "contrast",
+      "brightness",
       "pixelate",
   }
+  # Per-seed values are kept, so every test can be recomputed from the json.
+  assert rows[LS]["per seed"]["clean accuracy"] == {"0": accs[0], "1": accs[1]}
+  by_corr = lambda r: r["models"]["B"]["summary"]["accuracy_by_corruption"]
+  assert rows[CONF]["per seed"]["accuracy by corruption"]["contrast"] == {
+      s: _b(tmp_path, int(s), CONF, by_corr)["contrast"] for s in ("0", "1")
+  }
+  # Where Q puts the mass: row entropy from each seed's S, by numpy.
+  entropies = []
+  for s in (0, 1):
+    S = np.load(
+        tmp_path
+        / "digits_tiny"
+        / f"seed{s}"
+        / CONF
+        / "estimate"
+        / "similarity.npy"
+    )
+    off = S.astype(np.float64) * (1 - np.eye(10))
+    q = off / off.sum(1, keepdims=True)
+    entropies.append(
+        np.mean(
+            -np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0), 1)
+        )
+    )
+  np.testing.assert_allclose(
+      rows[CONF]["Q row entropy"][0], np.mean(entropies), rtol=1e-5
+  )
+  np.testing.assert_allclose(rows[LS]["Q row entropy"][0], np.log(9), rtol=1e-6)
+  np.testing.assert_allclose(rows[LS]["Q largest entry"][0], 1 / 9, rtol=1e-6)
 
   # Paired comparisons: per-seed differences, t-interval, Holm over the settings.
   a_accs = [
@@ -113,6 +144,23 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
       vs_ce[LS]["wins"] == int(np.sum(deltas > 0))
       and vs_ce[LS]["baseline"] == "cross-entropy (A)"
   )
+  assert vs_ce[LS]["deltas"] == {"0": deltas[0], "1": deltas[1]}
+  # One-sided 95 % bound, t_{0.95, 1} = 6.3138, and the TOST at margin 0.05.
+  se = np.std(deltas, ddof=1) / np.sqrt(2)
+  np.testing.assert_allclose(
+      vs_ce[LS]["upper_95"], mean + 6.313751514675041 * se, rtol=1e-9
+  )
+  assert summary["margins"] == {"clean_accuracy": 0.05}
+  if se > 0:
+    p_tost = max(
+        stats.t.sf((mean + 0.05) / se, 1), stats.t.cdf((mean - 0.05) / se, 1)
+    )
+    np.testing.assert_allclose(vs_ce[LS]["p_tost"], p_tost, rtol=1e-9)
+    assert vs_ce[LS]["equivalent"] == (p_tost < 0.05)
+  vs_ce_corr = summary["comparisons"]["vs cross-entropy"][
+      "mean corrupted accuracy"
+  ]
+  assert vs_ce_corr[LS]["margin"] is None and vs_ce_corr[LS]["p_tost"] is None
   vs_ls = summary["comparisons"]["vs label smoothing, same mass"][
       "clean accuracy"
   ]
@@ -135,6 +183,25 @@ def test_sweep_runs_resumes_and_summarizes(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         [vs_ce[(LS, CONF, SHUF)[j]]["p_holm"] for j in order], expect
     )
+
+  # Corruption families: only those whose every member was evaluated
+  # (photometric = contrast + brightness; blur lacks two of its three).
+  assert summary["corruption families"] == {
+      "photometric": ["contrast", "brightness"]
+  }
+  fam = summary["comparisons by corruption family"]["vs shuffled S"]
+  photometric = lambda r: np.mean(
+      [by_corr(r)["contrast"], by_corr(r)["brightness"]]
+  )
+  expect = [
+      _b(tmp_path, s, CONF, photometric) - _b(tmp_path, s, SHUF, photometric)
+      for s in (0, 1)
+  ]
+  np.testing.assert_allclose(
+      fam["photometric"][CONF]["mean"], np.mean(expect), rtol=1e-9
+  )
+  single = summary["comparisons by corruption"]["vs shuffled S"]
+  assert set(single) == {"contrast", "brightness"}
 
   by_severity = rows[LS]["accuracy by severity"]
   assert by_severity["0"] == rows[LS]["clean accuracy, corrupted images"]

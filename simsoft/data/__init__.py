@@ -18,7 +18,14 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from simsoft.data import digits, fashion_mnist_local, tfds_sources
+from simsoft.data import (
+    cifar10_jpeg,
+    digits,
+    fashion_mnist_local,
+    image_folder,
+    label_noise,
+    tfds_sources,
+)
 from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats, subset_train
 from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches, train_indices
 from simsoft.data.splits import stratified_holdout
@@ -35,6 +42,8 @@ Loader = Callable[..., Dataset]
 DATASETS: dict[str, Loader] = {
     "digits": digits.load,
     "fashion_mnist_local": fashion_mnist_local.load,
+    "image_folder": image_folder.load,
+    "cifar10_jpeg": cifar10_jpeg.load,
     **{
         name: functools.partial(tfds_sources.load, name)
         for name in tfds_sources.SOURCES
@@ -49,6 +58,8 @@ def get_dataset(
     validation_fraction: float = 0.1,
     split_seed: int = 0,
     train_examples: int = 0,
+    label_flips: tuple[str, ...] = (),
+    label_noise_rate: float = 0.0,
 ) -> Dataset:
   """Load dataset `name` (a key of DATASETS) into memory.
 
@@ -62,6 +73,9 @@ def get_dataset(
     train_examples: > 0 keeps a class-stratified subset of that many
       examples of the remaining train split (drawn with split_seed; see
       `subset_train`), for low-data runs and budgets; 0 keeps all.
+    label_flips, label_noise_rate: pair-flip noise on 'train' and
+      'validation' ('a->b' class names; simsoft.data.label_noise), seeded by
+      split_seed; none by default.
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
@@ -75,22 +89,28 @@ def get_dataset(
       validation_fraction=validation_fraction,
       split_seed=split_seed,
   )
-  return (
+  ds = (
       subset_train(ds, train_examples, seed=split_seed)
       if train_examples
       else ds
+  )
+  return label_noise.apply(
+      ds, flips=label_flips, rate=label_noise_rate, seed=split_seed
   )
 
 
 def from_config(dataset_config: Any) -> Dataset:
   """get_dataset with config.dataset's fields (name, data_dir, validation_fraction,
-  split_seed, train_examples); an empty data_dir is each source's default."""
+  split_seed, train_examples, label_noise); an empty data_dir is each source's default.
+  """
   return get_dataset(
       dataset_config.name,
       data_dir=dataset_config.data_dir or None,
       validation_fraction=dataset_config.validation_fraction,
       split_seed=dataset_config.split_seed,
       train_examples=dataset_config.train_examples,
+      label_flips=tuple(dataset_config.label_noise.flips),
+      label_noise_rate=dataset_config.label_noise.rate,
   )
 
 

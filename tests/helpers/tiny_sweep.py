@@ -17,7 +17,11 @@ def get_config(arg=None):
       "configs/default.py", "epochs=1", relative_to=ROOT
   )
   tiny.model.mlp.hidden = (32,)
-  tiny.evaluate.evaluators.corruptions.corruptions = ("contrast", "pixelate")
+  tiny.evaluate.evaluators.corruptions.corruptions = (
+      "contrast",
+      "brightness",
+      "pixelate",
+  )
   tiny.evaluate.evaluators.corruptions.severities = (2,)
   c = ml_collections.ConfigDict()
   c.experiments = ml_collections.ConfigDict({"digits_tiny": tiny})
@@ -28,4 +32,5 @@ def get_config(arg=None):
   c.shuffled = True
   c.alpha = 0.4
   c.alpha_settings = ()
+  c.margins = ml_collections.ConfigDict({"clean_accuracy": 0.05})
   return c

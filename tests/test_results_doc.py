@@ -1,0 +1,239 @@
+"""RESULTS.md's tables quote the summaries in docs/results/ exactly, as rounded.
+
+Each section listed in SECTIONS is matched with the summary json the sweep
+wrote for it (`python -m simsoft.sweep ... --summary_only`). Every markdown
+table in the section is read cell by cell and every number compared with the
+json, to the precision it is printed at:
+
+* a column named by a metric ("clean accuracy" or "clean", "mean corrupted
+  accuracy" or "corrupted", "ECE"), optionally after a model ("mlp clean"):
+  cells "mean ± std" or "mean" of that setting's row (accuracies in %);
+* a column named by a comparison and a metric ("vs label smoothing, clean",
+  "lenet vs shuffled S, corrupted"): cells "mean [lo, hi] (Holm p)", the
+  paired difference in points, or a bare signed number, its one-sided 95 %
+  upper bound mean + t_{0.95, n-1} sd / sqrt(n) (docs/results/upper_bounds.py).
+
+A table, column or row label the test cannot read fails the test, so a new
+table in a listed section is checked or flagged. To check another section
+(say the CIFAR-10 results), add a Section to SECTIONS.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  heading: str  # the "## ..." line that starts it, up to the next "## "
+  summary: str  # file in docs/results/
+  experiments: dict[str, str]  # column prefix ("" = none) -> experiment
+  mass: float | None = None  # mass of row labels that name none
+
+
+SECTIONS = (
+    Section(
+        "## Fashion-MNIST, lenet, 54,000 images, 15 epochs, 10 seeds (H200)",
+        "fmnist_summary.json",
+        {"": "fmnist_lenet"},
+        mass=0.1,
+    ),
+    Section(
+        "## Digits, 5 seeds (CPU)",
+        "digits_summary.json",
+        {"mlp": "digits_mlp", "lenet": "digits_lenet"},
+    ),
+)
+
+METRICS = {
+    "clean": "clean accuracy",
+    "clean accuracy": "clean accuracy",
+    "corrupted": "mean corrupted accuracy",
+    "mean corrupted accuracy": "mean corrupted accuracy",
+    "ece": "ECE",
+}
+COMPARISONS = {
+    "vs cross-entropy": "vs cross-entropy",
+    "vs label smoothing": "vs label smoothing, same mass",
+    "vs shuffled s": "vs shuffled S",
+}
+SOURCES = ("label smoothing", "confusion", "softmax", "centroid", "online")
+NUMBER = r"[+-]?\d+(?:\.\d+)?"
+PAIRED = re.compile(
+    rf"^({NUMBER}) \[({NUMBER}), ({NUMBER})\] \(({NUMBER}(?:e-?\d+)?)\)$"
+)
+
+
+def _upper_bounds():
+  spec = importlib.util.spec_from_file_location(
+      "upper_bounds", os.path.join(RESULTS, "upper_bounds.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _results_md() -> str:
+  with open(os.path.join(ROOT, "RESULTS.md")) as f:
+    return f.read()
+
+
+def section_text(text: str, heading: str) -> str:
+  start = text.index(heading + "\n")
+  end = text.find("\n## ", start + len(heading))
+  return text[start : end if end >= 0 else len(text)]
+
+
+def tables(text: str) -> list[list[list[str]]]:
+  """The markdown tables of `text`: rows of stripped cells, separator dropped."""
+  found, current = [], []
+  for line in text.splitlines() + [""]:
+    if line.startswith("|"):
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+        current.append(cells)
+    elif current:
+      found.append(current)
+      current = []
+  return found
+
+
+def setting_key(label: str, mass: float | None) -> str:
+  """'confusion log-sum m0.1', 'confusion, log-sum' (mass given) -> json row key."""
+  if label == "cross-entropy (A)":
+    return label
+  m = re.fullmatch(
+      rf"({'|'.join(SOURCES)}),?( log-sum)?(?: m(0\.\d+))?( shuffled)?", label
+  )
+  if not m or (m.group(3) is None and mass is None):
+    raise ValueError(f"unreadable setting label {label!r}")
+  source, log_sum, m_, shuffled = m.groups()
+  form = "log_sum" if log_sum else "soft_target"
+  key = f"{source.replace(' ', '_')}-{form}-m{m_ or mass}"
+  return key + ("-shuffled" if shuffled else "")
+
+
+def column(header: str, section: Section) -> tuple[str, str | None, str]:
+  """Header -> (experiment, comparison or None for the rows, metric)."""
+  text = header.lower()
+  prefix = ""
+  for p in section.experiments:
+    if p and (
+        text == p or text.startswith(p + " ") or text.startswith(p + ",")
+    ):
+      prefix, text = p, text[len(p) :].lstrip(" ,")
+  if prefix not in section.experiments:
+    raise ValueError(f"column {header!r} names no experiment of {section}")
+  experiment = section.experiments[prefix]
+  if text in METRICS:
+    return experiment, None, METRICS[text]
+  comparison, _, metric = text.rpartition(", ")
+  if comparison in COMPARISONS and metric in METRICS:
+    return experiment, COMPARISONS[comparison], METRICS[metric]
+  raise ValueError(f"unreadable column {header!r}")
+
+
+def assert_printed(printed: str, value: float, what: str) -> None:
+  """`printed` is `value` rounded to the decimals it shows (half a unit of slack)."""
+  decimals = len(printed.split(".")[1]) if "." in printed else 0
+  assert (
+      abs(float(printed) - value) <= 0.5 * 10**-decimals + 1e-9
+  ), f"{what}: RESULTS.md says {printed}, the summary {value!r}"
+
+
+def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
+  what = f"{experiment} / {key} / {comparison or 'rows'} / {metric}"
+  scale = 100.0 if "accuracy" in metric else 1.0
+  if comparison is None:
+    mean, std = summary[experiment]["rows"][key][metric]
+    parts = cell.split(" ± ")
+    assert_printed(parts[0], scale * mean, what + " (mean)")
+    if len(parts) == 2:
+      assert_printed(parts[1], scale * std, what + " (std)")
+    return
+  row = summary[experiment]["comparisons"][comparison][metric][key]
+  paired = PAIRED.match(cell.replace("**", ""))
+  if paired:
+    mean, lo, hi, p = paired.groups()
+    assert_printed(mean, scale * row["mean"], what + " (mean)")
+    assert_printed(lo, scale * row["ci"][0], what + " (ci low)")
+    assert_printed(hi, scale * row["ci"][1], what + " (ci high)")
+    assert_printed(p, row["p_holm"], what + " (Holm p)")
+    bold = cell.startswith("**")
+    assert bold == row["significant_holm"], f"{what}: bold iff significant"
+  elif re.fullmatch(NUMBER, cell):
+    upper = bounds.upper_bound(row)
+    assert_printed(cell, scale * upper, what + " (one-sided 95 % upper bound)")
+  else:
+    raise AssertionError(f"{what}: unreadable cell {cell!r}")
+
+
+def check_section(text: str, section: Section) -> int:
+  """Checks every table of the section; returns how many numbers were checked."""
+  with open(os.path.join(RESULTS, section.summary)) as f:
+    summary = json.load(f)
+  bounds = _upper_bounds()
+  checked = 0
+  body = section_text(text, section.heading)
+  found = tables(body)
+  assert found, f"no table in {section.heading!r}"
+  for table in found:
+    header, *rows = table
+    mass = section.mass
+    m = re.search(r"mass (0\.\d+)", header[0])
+    if m:
+      mass = float(m.group(1))
+    columns = [column(h, section) for h in header[1:]]
+    for row in rows:
+      assert len(row) == len(header), f"ragged row {row}"
+      key = setting_key(row[0].replace("**", ""), mass)
+      for cell, (experiment, comparison, metric) in zip(row[1:], columns):
+        check_cell(cell, summary, experiment, comparison, metric, key, bounds)
+        checked += 1
+  return checked
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda s: s.summary)
+def test_tables_match_the_summary(section):
+  assert check_section(_results_md(), section) > 0
+
+
+def test_a_wrong_digit_fails():
+  text = _results_md()
+  section = SECTIONS[0]
+  good = "| cross-entropy (A) | 92.62 ± 0.16 |"
+  assert good in text
+  with pytest.raises(AssertionError, match="says 92.63"):
+    check_section(text.replace(good, good.replace("92.62", "92.63")), section)
+
+
+def test_labels_and_columns_are_read_as_meant():
+  assert setting_key("confusion, log-sum", 0.1) == "confusion-log_sum-m0.1"
+  assert setting_key("label smoothing m0.3", None) == (
+      "label_smoothing-soft_target-m0.3"
+  )
+  assert setting_key("centroid m0.3 shuffled", None) == (
+      "centroid-soft_target-m0.3-shuffled"
+  )
+  with pytest.raises(ValueError):
+    setting_key("confusion", None)
+  digits = SECTIONS[1]
+  assert column("lenet corrupted", digits) == (
+      "digits_lenet",
+      None,
+      "mean corrupted accuracy",
+  )
+  assert column("mlp vs shuffled S, clean", digits) == (
+      "digits_mlp",
+      "vs shuffled S",
+      "clean accuracy",
+  )
+  with pytest.raises(ValueError):
+    column("resnet clean", digits)
