@@ -434,3 +434,30 @@ def test_synthetic_thousand_classes_estimate_save_load_retrain(tmp_path):
     w, loss = step(w, xs, ys)
     first = float(loss) if first is None else first
   assert float(loss) < 0.8 * first
+
+
+@pytest.mark.parametrize(
+    "c", [10, 150]
+)  # Q recorded in full, row statistics only
+def test_target_record_statistics_of_a_sparse_s_match_the_dense(c):
+  from simsoft import target
+
+  rng = np.random.default_rng(9)
+  s = (rng.random((c, c)) ** 3).astype(np.float32)
+  s[2] = 0
+  s[2, 2] = 1  # no off-diagonal mass: Q's row is uniform
+  s[3, 5] = s[3, 7] = s[3].max() + 1  # a tie: the lower column
+  dense = target.off_target_structure(s)
+  sparse = target.off_target_structure(sim.to_sparse(s, c))
+  assert set(dense) == set(sparse)
+  for key, value in dense.items():
+    np.testing.assert_allclose(sparse[key], value, atol=1e-6, err_msg=key)
+  for amount in ({"alpha": 0.5}, {"mass": 0.2}):
+    for as_given in (False, True):
+      if as_given and "mass" in amount:
+        continue
+      np.testing.assert_allclose(
+          target.off_target_mass(sim.to_sparse(s, c), amount, as_given),
+          target.off_target_mass(s, amount, as_given),
+          rtol=1e-5,
+      )
