@@ -264,6 +264,46 @@ def _target_rows(
   return (1.0 - m) * eye + m * q, total[..., 0] <= 0
 
 
+def _soft_dense(z, labels, w, amount, mode: str) -> jax.Array:
+  r""":math:`-\sum_j t_j \log \mathrm{softmax}(z)_j` for dense rows, [..., C] -> [...],
+  with the targets of :func:`_log_sum_dense` (``w`` row y of S, ``mode``
+  'given', 'alpha' or 'mass'), never writing t: with
+  :math:`t = a[j=y] + b\,w' + u[j \ne y]` (w' without the diagonal for
+  'mass'; b, u per row) and :math:`z' = z - \max_j z_j`,
+
+  .. math::
+    \ell = T \log \sum_j e^{z'_j} - \bigl(a z'_y + b \langle w', z'\rangle
+            + u \sum_{j \ne y} z'_j\bigr), \quad T = \sum_j t_j .
+
+  Row reductions of (z, w) the compiler fuses; autodiff gives
+  :math:`T\,\mathrm{softmax}(z) - t`.
+  """
+  c = z.shape[-1]
+  diag = jnp.arange(c) == labels[..., None]
+  amount = jnp.asarray(amount, z.dtype)
+  if mode == "mass":
+    w = jnp.where(diag, 0, w)
+  a = 1.0 - amount
+  total_w = jnp.sum(w, axis=-1, keepdims=True)
+  if mode == "given":
+    b, u = amount, 0.0
+  else:
+    b = jnp.where(total_w > 0, amount / _safe(total_w), 0)
+    u = 0.0
+    if mode == "mass":  # no off-diagonal mass: uniform over the other classes
+      u = jnp.where(total_w > 0, 0, amount / (c - 1))
+  shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  lse = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+  z_y = jnp.take_along_axis(shifted, labels[..., None], axis=-1)
+  dot = jnp.sum(w * shifted, axis=-1, keepdims=True)
+  total = a + b * total_w
+  loss = lse * total - a * z_y - b * dot
+  if mode == "mass":
+    others = jnp.sum(shifted, axis=-1, keepdims=True) - z_y
+    loss = loss + u * ((c - 1) * lse - others)
+  return loss[..., 0]
+
+
 def _log_sum_parts(z, labels, w, amount, mode: str):
   """Per-row quantities of :func:`_log_sum_dense`'s target and shifts, [..., 1]."""
   c = z.shape[-1]
@@ -433,6 +473,20 @@ def _row_loss(
     loss = _nan_where_invalid(loss, valid) if nan_invalid else loss
     return _apply_where(loss, where)
   z_s, weights, diag = _support(z, labels, similarity, dtype)
+  if not sparse:  # row reductions of (z, S_y): no target row is written
+    if mass is not None:
+      mode, amount = "mass", mass
+    else:
+      mode = "alpha" if normalize else "given"
+      amount = 1.0 if alpha is None else alpha
+    dense_loss = _log_sum_dense if log_sum else _soft_dense
+    loss = dense_loss(z, labels, weights, jnp.asarray(amount, dtype), mode)
+    valid = _valid_labels(labels, c)
+    loss = _nan_where_invalid(loss, valid) if nan_invalid else loss
+    if not nan_invalid:  # the zero row of an out-of-range label: loss 0
+      loss = jnp.where(valid, loss, 0)
+    return _apply_where(loss, where)
+  # sparse: the targets on the k kept columns, log_softmax read there only
   t, fallback = _target_rows(
       weights,
       diag,
@@ -440,26 +494,15 @@ def _row_loss(
       alpha=alpha,
       mass=mass,
       normalize=normalize,
-      dense=not sparse,
+      dense=False,
   )
-  if log_sum and not sparse:
-    if mass is not None:
-      mode, amount = "mass", mass
-    else:
-      mode = "alpha" if normalize else "given"
-      amount = 1.0 if alpha is None else alpha
-    loss = _log_sum_dense(z, labels, weights, jnp.asarray(amount, dtype), mode)
+  shift = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  lse = jnp.log(jnp.sum(jnp.exp(z - shift), axis=-1, keepdims=True))
+  lp = (z_s - shift) - lse
+  if log_sum:
+    loss = -jax.nn.logsumexp(lp, axis=-1, b=t, where=t > 0)
   else:
-    if sparse:  # log_softmax's value, read at the kept columns only
-      shift = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-      lse = jnp.log(jnp.sum(jnp.exp(z - shift), axis=-1, keepdims=True))
-      lp = (z_s - shift) - lse
-    else:  # dense: as before issue 23, bit for bit (values and gradients)
-      lp = jax.nn.log_softmax(z, axis=-1)
-    if log_sum:
-      loss = -jax.nn.logsumexp(lp, axis=-1, b=t, where=t > 0)
-    else:
-      loss = -jnp.sum(t * lp, axis=-1)
+    loss = -jnp.sum(t * lp, axis=-1)
   if fallback is not None:  # sparse rows with no off-diagonal mass: uniform Q
     m = jnp.asarray(mass, dtype)
     log_probs = (z - shift) - lse
