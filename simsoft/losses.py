@@ -34,6 +34,15 @@ examples masked out by ``where`` get 0 whatever their label.
 Both reduce to plain cross-entropy for ``S = I``. Logits may be float32 or
 bfloat16; the arithmetic runs in at least float32 and the losses are float32
 (float64 under ``jax_enable_x64`` with float64 logits).
+
+Cost: only the rows :math:`S_{y_i}` of the batch's labels are read, by a
+gather that keeps the batch sharding (Explicit or Auto mesh axes), so a loss
+costs O(B C) like optax's cross-entropy, never a C x C product per batch; up
+to ``ONEHOT_MAX_CLASSES`` (128) classes the rows are read by the one-hot
+product of before, so earlier runs reproduce bit for bit. ``S`` may also be
+a top-k :class:`simsoft.similarity.sparse.SparseSimilarity` (indices and
+values [C, k]): its kept entries are normalized as a dense row is (k = C is
+the dense loss), at O(B k) beyond the logsumexp of the logits.
 """
 
 from __future__ import annotations
