@@ -67,6 +67,10 @@ PHASE_FIELDS = {
 }
 # Fields inside those sections that a phase does not depend on.
 _NOT_DEFINING = {"estimate": ("similarity.from_workdir",)}
+# Fields added after workdirs were written, with the value a config without
+# them ran with: a saved config that lacks one reads as holding it, and a
+# phase's provenance leaves one out at that value (its hash stays as it was).
+ADDED_FIELDS = {"similarity.sparse_top_k": 0}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -81,6 +85,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict, current: dict) -> list[str]:
   """Dotted names of the fields that differ between two config dicts."""
   a, b = _flatten(saved), _flatten(current)
+  a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **a}
   return sorted(
       k
       for k in set(a) | set(b)
@@ -117,6 +122,7 @@ def phase_fields(
       k: v
       for k, v in sorted(flat.items())
       if k not in _NOT_DEFINING.get(phase, ())
+      and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
   }
 
 

@@ -17,7 +17,8 @@ Fields (defaults below):
     width / dropout, ...; the run uses model[model.name])
   similarity.source, similarity.path (file source), similarity.from_workdir
     (reuse another run's estimated S), similarity.shuffle (control: S with its
-    classes permuted by a seeded derangement), similarity.options
+    classes permuted by a seeded derangement), similarity.sparse_top_k (0:
+    dense S; k > 0: each row's top-k entries, for large C), similarity.options
     (post-processing), similarity.<source> (that source's own options, with the
     source's defaults: confusion.smoothing, softmax.correct_only, centroid.center,
     online.correct_only / initial_smoothing / initial / fallback /
@@ -125,8 +126,16 @@ def base_config() -> ml_collections.ConfigDict:
   for name, defaults in model_own_options().items():
     c.model[name] = ml_collections.ConfigDict(defaults)
 
+  # sparse_top_k > 0: S kept as each row's top-k entries (diagonal included),
+  # (C, k) arrays instead of C x C (simsoft.similarity.sparse); 0 = dense.
   c.similarity = ml_collections.ConfigDict(
-      dict(source="confusion", path="", from_workdir="", shuffle=False)
+      dict(
+          source="confusion",
+          path="",
+          from_workdir="",
+          shuffle=False,
+          sparse_top_k=0,
+      )
   )
   # Post-processing, shared by every source. temperature 0 = the source's
   # default (0.1 for centroid and weights, else 1).

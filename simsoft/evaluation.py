@@ -53,7 +53,7 @@ def reference_similarity(
   path = config.evaluate.reference_similarity_path
   if path:
     matrix, _ = sim_lib.read_similarity_file(path, num_classes=num_classes)
-    return matrix
+    return sim_lib.to_dense(matrix) if sim_lib.is_sparse(matrix) else matrix
   if distances is not None:
     return 1.0 - distances / distances.max()
   return None if groups is None else metrics_lib.similarity_from_groups(groups)

@@ -101,12 +101,48 @@ def mark_done(run: Run, phase: str, state: dict[str, Any]) -> None:
   )
 
 
+def identity_similarity(run: Run):
+  """S = I in the configured form: dense [C, C], or sparse with k = 1
+  (similarity.sparse_top_k > 0: no C x C array for model A)."""
+  c = run.dataset.num_classes
+  if run.config.similarity.sparse_top_k:
+    return sim_lib.sparse_identity(c)
+  return np.eye(c, dtype=np.float32)
+
+
+def configured_form(similarity, num_classes: int, sparse_top_k: int):
+  """S validated and in the form the config asks for: dense [C, C] when
+  sparse_top_k is 0, else each row's top-k entries (SparseSimilarity)."""
+  if sim_lib.is_sparse(similarity):
+    similarity = sim_lib.validate_sparse(similarity, num_classes)
+    if not sparse_top_k:
+      return losses.validate_similarity(
+          sim_lib.to_dense(similarity), num_classes
+      )
+    return sim_lib.truncate(similarity, sparse_top_k)
+  similarity = losses.validate_similarity(similarity, num_classes)
+  if sparse_top_k:
+    return sim_lib.to_sparse(similarity, sparse_top_k)
+  return similarity
+
+
+def image_similarity(similarity, max_classes: int = 1024) -> np.ndarray | None:
+  """A dense S to draw (a sparse one densified up to `max_classes`), else None."""
+  if not sim_lib.is_sparse(similarity):
+    return np.asarray(similarity)
+  if similarity.num_classes > max_classes:
+    return None
+  return sim_lib.to_dense(similarity)
+
+
 def run_estimate(run: Run) -> None:
   """Trains model A with plain cross-entropy, then estimates S on the validation split."""
   config, ds = run.config, run.dataset
-  identity = np.eye(ds.num_classes, dtype=np.float32)
   graphdef, state = train_model(
-      run, "estimate", similarity=identity, **model_a_training(run)
+      run,
+      "estimate",
+      similarity=identity_similarity(run),
+      **model_a_training(run),
   )
   source = config.similarity.source
   spec = sim_lib.source_spec(source)
@@ -119,7 +155,7 @@ def run_estimate(run: Run) -> None:
     if not similarity.any():
       # A zero first-epoch matrix is no similarity: record the direction of
       # that epoch's target, W = (1 - alpha) I (run_retrain starts from zero).
-      similarity = identity
+      similarity = np.eye(ds.num_classes, dtype=np.float32)
   else:
     stats, num_samples = None, 0
     if spec.needs_data:
@@ -138,12 +174,23 @@ def run_estimate(run: Run) -> None:
         path=target_lib.source_path(config, source),
         options=options,
     )
-  similarity = losses.validate_similarity(similarity, ds.num_classes)
+  if sim_lib.is_sparse(similarity):
+    similarity = sim_lib.validate_sparse(similarity, ds.num_classes)
+  else:
+    similarity = losses.validate_similarity(similarity, ds.num_classes)
   options = target_lib.similarity_options_that_ran(config, source)
   permutation = target_lib.shuffle_permutation(config, ds.num_classes)
   if permutation is not None:
-    similarity = sim_lib.permute_classes(similarity, permutation)
+    permute = (
+        sim_lib.permute_sparse
+        if sim_lib.is_sparse(similarity)
+        else sim_lib.permute_classes
+    )
+    similarity = permute(similarity, permutation)
     options["shuffle_permutation"] = permutation.tolist()
+  similarity = configured_form(
+      similarity, ds.num_classes, config.similarity.sparse_top_k
+  )
   record = sim_lib.make_record(
       similarity,
       source=source,
@@ -157,9 +204,11 @@ def run_estimate(run: Run) -> None:
   sim_lib.save_record(directory, record, force=True)
   if jax.process_index() == 0:
     sim_lib.export_plain(record, os.path.join(run.workdir, "estimate"))
-    progress_lib.write_similarity_image(
-        os.path.join(run.workdir, "estimate"), int(state["step"]), similarity
-    )
+    image = image_similarity(similarity)
+    if image is not None:
+      progress_lib.write_similarity_image(
+          os.path.join(run.workdir, "estimate"), int(state["step"]), image
+      )
   mark_done(run, "estimate", state)
   log(f"[estimate] similarity source {source!r}: S saved to {directory}")
 
@@ -215,8 +264,9 @@ def validation_stats(
   return stats, len(split)
 
 
-def load_similarity(run: Run) -> np.ndarray:
-  """The S the retrain phase uses: this run's estimate, or config.similarity.from_workdir's."""
+def load_similarity(run: Run):
+  """The S the retrain phase uses: this run's estimate, or config.similarity.from_workdir's,
+  in the configured form (dense, or top-k sparse: similarity.sparse_top_k)."""
   source_dir = run.config.similarity.from_workdir or run.workdir
   directory = os.path.join(source_dir, "estimate", "similarity")
   if not resolve(directory).exists():
@@ -237,8 +287,10 @@ def load_similarity(run: Run) -> np.ndarray:
         f"{os.path.dirname(directory)}/done.json to estimate S again, or restore it from a backup"
     ) from None
   try:
-    return losses.validate_similarity(
-        record.similarity, run.dataset.num_classes
+    return configured_form(
+        record.similarity,
+        run.dataset.num_classes,
+        run.config.similarity.sparse_top_k,
     )
   except ValueError as e:
     raise errors.ConfigError(
@@ -279,7 +331,7 @@ def run_retrain(run: Run) -> None:
       target_lib.target_record(
           config,
           similarity,
-          np.asarray(state["similarity"]),
+          np.asarray(state["similarity"]) if per_epoch else similarity,
           target_lib.shuffle_permutation(config, num_classes),
       ),
   )
@@ -331,7 +383,10 @@ def restore_final(run: Run, phase: str) -> tuple[nnx.GraphDef, dict[str, Any]]:
       run
   )
   steps_per_epoch, total_steps = phase_steps(run, phase)
-  identity = np.eye(run.dataset.num_classes, dtype=np.float32)
+  # S's structure in the saved state (its values come from the checkpoint)
+  identity = identity_similarity(run)
+  if phase == "retrain" and sim_lib.is_sparse(identity):
+    identity = load_similarity(run)
   setup = state_lib.create_train_state(
       run.config,
       run.dataset,
@@ -403,9 +458,10 @@ def run_evaluate(run: Run) -> dict:
           results["models"][key],
       )
     print(results_lib.format_table(results), flush=True)
-    similarity = np.asarray(
-        models["B"][1]["similarity"]
-    )  # the S model B trained with
+    # the S model B trained with (None: sparse and too large to draw)
+    similarity = image_similarity(
+        jax.tree.map(np.asarray, models["B"][1]["similarity"])
+    )
     path = evaluation.write_report(
         run.workdir, results, similarity, list(ds.class_names)
     )

@@ -74,6 +74,16 @@ class TrainSetup:
   init: Callable[[], dict[str, Any]]
 
 
+def _state_similarity(similarity):
+  """float32 [C, C], or a SparseSimilarity of int32 / float32 [C, k] arrays."""
+  if sim_lib.is_sparse(similarity):
+    return sim_lib.SparseSimilarity(
+        indices=jnp.asarray(similarity.indices, jnp.int32),
+        values=jnp.asarray(similarity.values, jnp.float32),
+    )
+  return jnp.asarray(similarity, jnp.float32)
+
+
 def create_train_state(
     config: ml_collections.ConfigDict,
     dataset: data_lib.Dataset,
@@ -90,7 +100,8 @@ def create_train_state(
     config: the run's config (model, optimizer, seed).
     dataset: gives the number of classes and the image shape.
     mesh: the state is replicated over it.
-    similarity: [C, C] the S the loss starts from (state['similarity']).
+    similarity: [C, C] the S the loss starts from (state['similarity']), or
+      a top-k SparseSimilarity ([C, k] arrays).
     steps_per_epoch, total_steps: for the learning-rate schedule.
     track_epoch_stats: adds state['epoch_stats'] (the online source).
   """
@@ -113,7 +124,7 @@ def create_train_state(
         "params": params,
         "model_state": model_state,
         "opt_state": tx.init(params),
-        "similarity": jnp.asarray(similarity, jnp.float32),
+        "similarity": _state_similarity(similarity),
         "nonfinite_step": jnp.full((), -1, jnp.int32),
     }
     if track_epoch_stats:

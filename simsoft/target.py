@@ -91,8 +91,17 @@ def off_target_mass(
   """[C]: the mass class y's soft target puts on other classes.
 
   1 - T[y, y] for T = similarity_target_matrix(S); with `as_given`, the
-  off-diagonal sum of row y of W = (1 - alpha) I + alpha S.
+  off-diagonal sum of row y of W = (1 - alpha) I + alpha S. S may be a top-k
+  SparseSimilarity (its kept entries normalized as the losses do).
   """
+  if sim_lib.is_sparse(similarity):  # the diagonal is each row's first entry
+    values = np.asarray(similarity.values, np.float64)
+    diagonal, total = values[:, 0], values.sum(axis=1)
+    if as_given:
+      return amount.get("alpha", 1.0) * (total - diagonal)
+    if amount.get("mass") is not None:
+      return np.full(len(values), float(amount["mass"]))
+    return amount.get("alpha", 1.0) * (1.0 - diagonal / total)
   if as_given:
     s = np.asarray(similarity, np.float64)
     return amount.get("alpha", 1.0) * (s.sum(axis=1) - np.diag(s))
@@ -116,23 +125,57 @@ def off_target_structure(similarity: ArrayLike) -> dict[str, Any]:
   not equal structure: a concentrated Q differs from label smoothing by more
   than where its mass goes.
   """
-  q = np.asarray(
-      losses.off_target_distribution(jnp.asarray(similarity, jnp.float32)),
-      np.float64,
-  )
-  logs = np.log(np.where(q > 0, q, 1.0))
-  entropy = np.maximum(-(q * logs).sum(axis=1), 0.0)
+  if sim_lib.is_sparse(similarity):
+    entropy, q_max, argmax, c = _sparse_q_rows(similarity)
+    q = None
+  else:
+    q = np.asarray(
+        losses.off_target_distribution(jnp.asarray(similarity, jnp.float32)),
+        np.float64,
+    )
+    logs = np.log(np.where(q > 0, q, 1.0))
+    entropy = np.maximum(-(q * logs).sum(axis=1), 0.0)
+    q_max, argmax, c = q.max(axis=1), q.argmax(axis=1), q.shape[0]
   out = {
       "q_row_entropy": entropy.tolist(),
       "mean_q_row_entropy": float(entropy.mean()),
-      "uniform_q_row_entropy": float(np.log(q.shape[0] - 1)),
-      "q_row_max": q.max(axis=1).tolist(),
-      "mean_q_row_max": float(q.max(axis=1).mean()),
-      "q_row_argmax": q.argmax(axis=1).tolist(),
+      "uniform_q_row_entropy": float(np.log(c - 1)),
+      "q_row_max": q_max.tolist(),
+      "mean_q_row_max": float(q_max.mean()),
+      "q_row_argmax": argmax.tolist(),
   }
-  if q.shape[0] <= MAX_RECORDED_Q_CLASSES:
+  if c <= MAX_RECORDED_Q_CLASSES:
+    if q is None:
+      q = np.asarray(
+          losses.off_target_distribution(
+              jnp.asarray(sim_lib.to_dense(similarity), jnp.float32)
+          ),
+          np.float64,
+      )
     out["off_target_distribution"] = np.round(q, 6).tolist()
   return out
+
+
+def _sparse_q_rows(sparse) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+  """(entropy, max, argmax, C) of Q's rows from a sparse S's kept entries, O(C k):
+  a row without off-diagonal mass is uniform over the other C - 1 classes."""
+  columns = np.asarray(sparse.indices)[:, 1:]
+  off = np.asarray(sparse.values, np.float64)[:, 1:]
+  c = columns.shape[0]
+  total = off.sum(axis=1, keepdims=True)
+  has = total[:, 0] > 0
+  q = off / np.where(total > 0, total, 1.0)
+  logs = np.log(np.where(q > 0, q, 1.0))
+  entropy = np.where(
+      has, np.maximum(-(q * logs).sum(axis=1), 0.0), np.log(c - 1)
+  )
+  q_max = np.where(has, q.max(axis=1, initial=0.0), 1.0 / (c - 1))
+  first_other = np.where(np.arange(c) == 0, 1, 0)  # the uniform row's argmax
+  best = first_other
+  if q.shape[1]:  # ties as np.argmax of the dense row: the lowest column
+    best = np.where(q == q_max[:, None], columns, c).min(axis=1)
+  argmax = np.where(has, best, first_other)
+  return entropy, q_max, argmax, c
 
 
 def target_record(

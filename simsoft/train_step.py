@@ -59,7 +59,10 @@ def make_loss_fn(
     as_given: bool = False,
     hxe: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> LossFn:
-  """(logits [B,C], labels [B], S [C,C]) -> per-example loss [B] for a loss form.
+  """(logits [B,C], labels [B], S) -> per-example loss [B] for a loss form.
+
+  S is a dense [C, C] array or a top-k SparseSimilarity; either way the loss
+  reads only the batch's rows of S (O(B C), never a C x C product per step).
 
   soft_target: cross-entropy against row y of similarity_target_matrix(S);
   log_sum: -log sum_j W[y, j] p_j with W = similarity_target_matrix(S), so row
@@ -84,30 +87,24 @@ def make_loss_fn(
     return lambda logits, labels, s: losses.hierarchical_cross_entropy(
         logits, labels, leaves, weights
     )
-  if as_given:
-    if mass is not None:
-      raise ValueError(
-          "loss.as_given uses S as given: set loss.amount='alpha', not 'mass'"
-      )
-    a = 1.0 if alpha is None else alpha
-    given = lambda s: (1.0 - a) * jnp.eye(s.shape[0], dtype=s.dtype) + a * s
-    if form == "soft_target":
-      return lambda logits, labels, s: losses.weighted_cross_entropy(
-          logits, labels, given(s)
-      )
-    if form == "log_sum":
-      return lambda logits, labels, s: losses.similarity_log_loss(
-          logits, labels, given(s)
-      )
-  elif form == "soft_target":
-    return lambda logits, labels, s: losses.similarity_cross_entropy(
-        logits, labels, s, alpha=alpha, mass=mass
+  if as_given and mass is not None:
+    raise ValueError(
+        "loss.as_given uses S as given: set loss.amount='alpha', not 'mass'"
     )
-  elif form == "log_sum":
+  if as_given:
+    a = 1.0 if alpha is None else alpha
+    keywords = {"alpha": a, "normalize": False}
+  else:
+    # neither alpha nor mass: the full similarity target (alpha = 1)
+    keywords = {"alpha": 1.0 if mass is None and alpha is None else alpha}
+    keywords |= {"mass": mass, "normalize": True}
+  if form == "soft_target":
+    return lambda logits, labels, s: losses.similarity_cross_entropy(
+        logits, labels, s, **keywords
+    )
+  if form == "log_sum":
     return lambda logits, labels, s: losses.similarity_log_loss(
-        logits,
-        labels,
-        losses.similarity_target_matrix(s, alpha=alpha, mass=mass),
+        logits, labels, s, **keywords
     )
   raise ValueError(
       f"unknown loss form {form!r} (config.loss.form); known: "

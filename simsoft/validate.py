@@ -203,6 +203,19 @@ def check_similarity(c: ml_collections.ConfigDict) -> None:
         "give the .npy/.json/.csv file that holds S",
     )
   existing_file("similarity.path", s.path)
+  at_least(
+      "similarity.sparse_top_k",
+      s.sparse_top_k,
+      0,
+      advice="0 keeps S dense; k > 0 keeps each row's k largest entries",
+  )
+  if s.sparse_top_k and sim_lib.source_spec(s.source).per_epoch:
+    _fail(
+        "similarity.sparse_top_k",
+        s.sparse_top_k,
+        f"is set but source {s.source!r} rebuilds a dense S every epoch",
+        "use 0 with this source",
+    )
   if (
       s.from_workdir
       and "://" not in s.from_workdir
@@ -466,6 +479,13 @@ def check_against_data(
         f"is larger than the {train_size} examples of "
         f"{ds.name}'s training split",
         f"use at most {train_size - train_size % num_devices}",
+    )
+  if c.similarity.sparse_top_k > ds.num_classes:
+    _fail(
+        "similarity.sparse_top_k",
+        c.similarity.sparse_top_k,
+        f"exceeds the {ds.num_classes} classes of {ds.name}",
+        f"use 0 (dense) or at most {ds.num_classes}",
     )
   if c.similarity.options.top_k > ds.num_classes:
     _fail(

@@ -163,6 +163,21 @@ def test_bench_losses_smoke(capsys):
     )  # the loss is a tiny part
 
 
+def test_bench_large_c_smoke(capsys):
+  from benchmarks import bench_large_c
+
+  bench_large_c.main(["--smoke"])
+  summary = _summary(capsys)
+  assert [r["C"] for r in summary["rows"]] == [10, 300]
+  for row in summary["rows"]:
+    for name in ("soft_dense", "log_dense", "soft_sparse", "log_sparse"):
+      assert _finite(row[f"{name}_ms"]) and _finite(row[f"{name}_ratio"])
+    assert row["sparse_S_MB"] == pytest.approx(8 * row["C"] * row["k"] / 1e6)
+  assert summary["estimation"]["scatter_add_ms"] > 0
+  for row in summary["kept_mass"]:
+    assert 0 < row["row_mass_kept_min"] <= row["row_mass_kept_mean"] <= 1
+
+
 def test_bench_framework_smoke(capsys):
   from benchmarks import bench_framework
 

@@ -12,7 +12,8 @@ Typical estimate phase::
 Modules: :mod:`.stats` (accumulators), :mod:`.sources` (the name -> builder
 registry), :mod:`.postprocess` (shared options), :mod:`.online` (Online Label
 Smoothing), :mod:`.hierarchy` (class trees, LCA distances, Making Better
-Mistakes' arrays), :mod:`.io` (files and checkpoints). No TensorFlow anywhere.
+Mistakes' arrays), :mod:`.io` (files and checkpoints), :mod:`.sparse` (a
+top-k S in (C, k) arrays for large C). No TensorFlow anywhere.
 """
 
 from simsoft.similarity.controls import derangement, permute_classes
@@ -50,6 +51,17 @@ from simsoft.similarity.sources import (
     source_options,
     source_spec,
 )
+from simsoft.similarity.sparse import (
+    SparseSimilarity,
+    is_sparse,
+    kept_mass,
+    permute_sparse,
+    sparse_identity,
+    to_dense,
+    to_sparse,
+    truncate,
+    validate_sparse,
+)
 from simsoft.similarity.stats import SimilarityStats, init_stats, merge_stats, update_stats
 
 __all__ = [
@@ -58,6 +70,7 @@ __all__ = [
     "SOURCES",
     "SimilarityRecord",
     "SimilarityStats",
+    "SparseSimilarity",
     "build_similarity",
     "declared_classes",
     "derangement",
@@ -67,6 +80,8 @@ __all__ = [
     "hxe_arrays",
     "initial_similarity",
     "init_stats",
+    "is_sparse",
+    "kept_mass",
     "load_record",
     "make_record",
     "mbm_soft_labels",
@@ -77,6 +92,7 @@ __all__ = [
     "orbax_restore_args",
     "orbax_save_args",
     "permute_classes",
+    "permute_sparse",
     "postprocess",
     "postprocess_rows",
     "read_distances",
@@ -88,6 +104,11 @@ __all__ = [
     "source_needs_path",
     "source_options",
     "source_spec",
+    "sparse_identity",
+    "to_dense",
     "to_pytree",
+    "to_sparse",
+    "truncate",
     "update_stats",
+    "validate_sparse",
 ]

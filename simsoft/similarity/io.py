@@ -3,8 +3,10 @@
 * :func:`read_similarity_file`: a user-given matrix from ``.npy`` (read with
   ``allow_pickle=False``), ``.csv`` (comma-separated numbers) or ``.json`` (a
   nested list, or ``{"similarity": [[...]], "class_names": [...]}``),
-  validated; every failure is a ValueError (FileNotFoundError when missing)
-  that names the file and the problem.
+  validated; or a top-k sparse S from ``.npz`` (arrays ``indices`` and
+  ``values``, [C, k], :mod:`simsoft.similarity.sparse`); every failure is a
+  ValueError (FileNotFoundError when missing) that names the file and the
+  problem.
 * :class:`SimilarityRecord`: S plus metadata (source, dataset, class_names,
   num_samples, model_step, options); :func:`to_pytree` / :func:`from_pytree`
   give the ``{"similarity": array, "metadata": dict}`` form that Orbax writes
@@ -14,7 +16,12 @@
   put the same two items into a caller's own ``ocp.args.Composite``.
 * :func:`export_plain`: ``similarity.npy`` and ``similarity.json`` (matrix and
   metadata) for a person to open; the JSON file is readable by the ``file``
-  source.
+  source. A sparse S goes to ``similarity.npz`` (readable by the ``file``
+  source) and ``similarity.json`` (metadata only).
+
+A record's S is a dense float32 [C, C] array or a
+:class:`~simsoft.similarity.sparse.SparseSimilarity` (Orbax item
+``{"similarity": {"indices": [C, k], "values": [C, k]}}``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 from simsoft.paths import resolve
 
 from simsoft.losses import validate_similarity
+from simsoft.similarity import sparse as sparse_lib
 
 __all__ = [
     "SimilarityRecord",
@@ -47,7 +55,7 @@ __all__ = [
     "read_similarity_file",
 ]
 
-FILE_EXTENSIONS = (".npy", ".csv", ".json")
+FILE_EXTENSIONS = (".npy", ".csv", ".json", ".npz")
 METADATA_KEYS = (
     "source",
     "dataset",
@@ -125,6 +133,8 @@ def read_similarity_file(
   if not os.path.isfile(p):
     raise FileNotFoundError(f"similarity file {p!r} does not exist.")
   class_names = None
+  if ext == ".npz":
+    return _read_sparse_file(p, num_classes), None
   try:
     if ext == ".npy":
       data = np.load(p, allow_pickle=False)
@@ -158,6 +168,34 @@ def read_similarity_file(
   return matrix, class_names
 
 
+def _read_sparse_file(
+    path: str, num_classes: int | None
+) -> sparse_lib.SparseSimilarity:
+  """A top-k sparse S from an ``.npz`` file with arrays ``indices`` and ``values``."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      missing = sorted({"indices", "values"} - set(data.files))
+      if missing:
+        raise _file_error(
+            path,
+            f"a sparse .npz needs arrays 'indices' and 'values' ([C, k]); "
+            f"missing {missing} (has {sorted(data.files)}).",
+        )
+      sparse = sparse_lib.SparseSimilarity(
+          indices=np.asarray(data["indices"]), values=np.asarray(data["values"])
+      )
+  except ValueError as e:
+    if str(e).startswith("similarity file"):
+      raise
+    raise _file_error(path, f"cannot be read as a sparse .npz: {e}") from e
+  except OSError as e:
+    raise _file_error(path, f"cannot be read: {e}") from e
+  try:
+    return sparse_lib.validate_sparse(sparse, num_classes)
+  except (ValueError, TypeError) as e:
+    raise _file_error(path, str(e)) from e
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -186,18 +224,23 @@ class SimilarityRecord:
   """S and where it came from.
 
   Attributes:
-    similarity: np.ndarray float32 [C, C].
+    similarity: np.ndarray float32 [C, C], or a SparseSimilarity (numpy
+      int32 / float32 [C, k]).
     metadata: JSON-able dict with keys source (str), dataset (str),
       class_names (list[str] | None), num_samples (int), model_step
       (int | None), options (dict), plus any extra keys the caller adds.
   """
 
-  similarity: np.ndarray
+  similarity: np.ndarray | sparse_lib.SparseSimilarity
   metadata: dict[str, Any]
 
   @property
   def num_classes(self) -> int:
     return self.similarity.shape[0]
+
+  @property
+  def sparse(self) -> bool:
+    return sparse_lib.is_sparse(self.similarity)
 
 
 def make_record(
@@ -211,8 +254,11 @@ def make_record(
     options: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> SimilarityRecord:
-  """Validates `similarity` ([C, C]) and the metadata; returns a record."""
-  matrix = validate_similarity(similarity)
+  """Validates `similarity` ([C, C] or sparse) and the metadata; returns a record."""
+  if sparse_lib.is_sparse(similarity):
+    matrix = sparse_lib.validate_sparse(similarity)
+  else:
+    matrix = validate_similarity(similarity)
   if class_names is not None:
     class_names = [str(n) for n in class_names]
     if len(class_names) != matrix.shape[0]:
@@ -233,10 +279,31 @@ def make_record(
   return SimilarityRecord(matrix, _jsonable(metadata, "metadata"))
 
 
+def _similarity_tree(similarity) -> Any:
+  if sparse_lib.is_sparse(similarity):
+    return {
+        "indices": np.asarray(similarity.indices, np.int32),
+        "values": np.asarray(similarity.values, np.float32),
+    }
+  return np.asarray(similarity, np.float32)
+
+
+def _from_similarity_tree(tree: Any):
+  if isinstance(tree, Mapping):
+    if set(tree) != {"indices", "values"}:
+      raise ValueError(
+          f"a sparse similarity needs 'indices' and 'values', got {sorted(tree)}."
+      )
+    return sparse_lib.SparseSimilarity(
+        indices=np.asarray(tree["indices"]), values=np.asarray(tree["values"])
+    )
+  return np.asarray(tree)
+
+
 def to_pytree(record: SimilarityRecord) -> dict[str, Any]:
-  """``{"similarity": float32 [C, C], "metadata": JSON-able dict}``."""
+  """``{"similarity": float32 [C, C] or {"indices", "values"}, "metadata": dict}``."""
   return {
-      "similarity": np.asarray(record.similarity, np.float32),
+      "similarity": _similarity_tree(record.similarity),
       "metadata": dict(record.metadata),
   }
 
@@ -251,7 +318,7 @@ def from_pytree(tree: Mapping[str, Any]) -> SimilarityRecord:
   missing = [k for k in METADATA_KEYS if k not in metadata]
   if missing:
     raise ValueError(f"record metadata lacks {missing}.")
-  return make_record(np.asarray(tree["similarity"]), **metadata)
+  return make_record(_from_similarity_tree(tree["similarity"]), **metadata)
 
 
 def orbax_save_args(record: SimilarityRecord) -> dict[str, Any]:
@@ -279,7 +346,7 @@ def from_restored(restored: Mapping[str, Any]) -> SimilarityRecord:
   """Record from the result of restoring :func:`orbax_restore_args` items."""
   return from_pytree(
       {
-          "similarity": np.asarray(restored[ARRAY_ITEM]["similarity"]),
+          "similarity": restored[ARRAY_ITEM]["similarity"],
           "metadata": restored[METADATA_ITEM],
       }
   )
@@ -325,12 +392,30 @@ def export_plain(
   The JSON holds ``{"similarity": [[...]], "class_names": [...], "metadata":
   {...}}``, indented, so the ``file`` source can read it back.
 
+  A sparse S is written as ``similarity.npz`` (``indices``, ``values``) and
+  the JSON file holds the metadata, the class names and the ``.npz`` name.
+
   Returns:
-    (npy path, json path).
+    (npy or npz path, json path).
   """
   d = resolve(directory)
   d.mkdir(parents=True, exist_ok=True)
-  npy_path, json_path = d / "similarity.npy", d / "similarity.json"
+  json_path = d / "similarity.json"
+  if record.sparse:
+    npz_path = d / "similarity.npz"
+    tree = _similarity_tree(record.similarity)
+    with npz_path.open("wb") as f:
+      np.savez(f, indices=tree["indices"], values=tree["values"])
+    doc = {
+        "sparse": {"file": npz_path.name, "k": int(tree["indices"].shape[1])},
+        "class_names": record.metadata.get("class_names"),
+        "metadata": record.metadata,
+    }
+    with json_path.open("w") as f:
+      json.dump(doc, f, indent=1)
+      f.write("\n")
+    return os.fspath(npz_path), os.fspath(json_path)
+  npy_path = d / "similarity.npy"
   matrix = np.asarray(record.similarity, np.float32)
   with npy_path.open("wb") as f:
     np.save(f, matrix, allow_pickle=False)

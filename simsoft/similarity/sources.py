@@ -62,6 +62,7 @@ import numpy as np
 
 from simsoft.similarity import hierarchy as hierarchy_lib
 from simsoft.similarity import io as sim_io
+from simsoft.similarity import sparse as sparse_lib
 from simsoft.similarity.online import online_initial, online_update
 from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.stats import SimilarityStats
@@ -487,7 +488,8 @@ def build_similarity(
 
   Returns:
     np.ndarray float32 [C, C], finite and non-negative; rows sum to 1 unless
-    ``normalize=False``.
+    ``normalize=False``. The ``file`` source with a sparse ``.npz`` returns
+    its SparseSimilarity as read (no post-processing).
   """
   spec = _source(source)
   if (
@@ -539,4 +541,14 @@ def build_similarity(
       path=path,
       options=opts,
   )
+  if sparse_lib.is_sparse(affinity):  # a sparse .npz file: used as it is
+    changed = sorted(
+        k for k, v in POSTPROCESS_DEFAULTS.items() if opts.get(k, v) != v
+    )
+    if changed:
+      raise ValueError(
+          f"post-processing options {changed} do not apply to a sparse S "
+          "(a .npz file); post-process the dense matrix before saving it."
+      )
+    return affinity
   return postprocess(affinity, opts, apply_temperature=not spec.own_temperature)

@@ -1,11 +1,16 @@
 r"""Sufficient statistics for class-similarity estimation, accumulated batch by batch.
 
 One pass over a held-out split adds every batch into a :class:`SimilarityStats`
-with :func:`update_stats` inside the jitted evaluation step. All sums are
-one-hot contractions over the batch axis, so under ``jax.jit`` with the batch
-sharded over a ``('data',)`` mesh (``Auto`` or ``Explicit`` axes, one host or
-many) XLA adds the per-device partial sums with an all-reduce and the totals
-come back replicated; the caller writes nothing extra.
+with :func:`update_stats` inside the jitted evaluation step. Every sum is a
+scatter-add of the batch into the rows of its labels (``.at[rows].add``), so
+a batch costs O(B C) (O(B D) for features), not the C x C x B of a one-hot
+product; under ``jax.jit`` with the batch sharded over a ``('data',)`` mesh
+(``Auto`` or ``Explicit`` axes, one host or many) XLA adds the per-device
+partial sums with an all-reduce and the totals come back replicated; the
+caller writes nothing extra. Counts are exact integers in float32 (up to
+2^24 per entry); probability and feature sums agree across device counts to
+float32 rounding (the order of the additions differs; accelerators' scatter
+may also add in a different order from run to run).
 
 For a batch with logits :math:`z_i`, labels :math:`y_i`, predictions
 :math:`\hat y_i = \arg\max_j z_{ij}`, probabilities
@@ -21,11 +26,12 @@ For a batch with logits :math:`z_i`, labels :math:`y_i`, predictions
   \mathrm{count\_correct}_y = \textstyle\sum_i m_i [y_i = y][\hat y_i = y] \\
   \mathrm{feature\_sum}_y &= \textstyle\sum_i m_i [y_i = y]\, h_i
 
-Labels outside ``[0, C)`` contribute nothing (their one-hot row is zero).
+Labels outside ``[0, C)`` contribute nothing (their row index is out of bounds and dropped).
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import flax.struct
@@ -97,27 +103,17 @@ def init_stats(num_classes: int, feature_dim: int = 0) -> SimilarityStats:
   )
 
 
-def _batch_sum(onehot: jax.Array, values: jax.Array) -> jax.Array:
-  """:math:`\\sum_i \\mathrm{onehot}_{iy} v_{ik}` -> [C, K], replicated.
-
-  With ``Explicit`` mesh axes a contraction over the sharded batch axis needs
-  its output sharding spelled out; ``Auto`` axes and single devices do not.
-  """
-  out_sharding = None
-  sharding = jax.typeof(onehot).sharding
+def _replicated(batch: jax.Array) -> NamedSharding | None:
+  """Replicated on `batch`'s mesh when its axes are Explicit (a scatter with
+  batch-sharded indices needs its output sharding spelled out there); None
+  for Auto axes and single devices."""
+  sharding = jax.typeof(batch).sharding
   if (
       isinstance(sharding, NamedSharding)
       and AxisType.Explicit in sharding.mesh.axis_types
   ):
-    out_sharding = NamedSharding(sharding.mesh, PartitionSpec())
-  # HIGHEST: accelerators would otherwise round probabilities/features to bf16.
-  return jnp.einsum(
-      "bc,bk->ck",
-      onehot,
-      values,
-      precision=jax.lax.Precision.HIGHEST,
-      out_sharding=out_sharding,
-  )
+    return NamedSharding(sharding.mesh, PartitionSpec())
+  return None
 
 
 def update_stats(
@@ -174,24 +170,34 @@ def update_stats(
     )
 
   valid = jnp.ones((b,), bool) if mask is None else jnp.asarray(mask) != 0
+  labels = jnp.asarray(labels)
+  valid &= (labels >= 0) & (labels < c)
   logits = logits.astype(jnp.float32)
   probs = jnp.where(valid[:, None], jax.nn.softmax(logits, axis=-1), 0.0)
   pred = jnp.argmax(logits, axis=-1)
-  true_1h = jax.nn.one_hot(labels, c, dtype=jnp.float32) * valid[:, None]
-  correct_1h = true_1h * (pred == labels)[:, None]
-  pred_1h = jax.nn.one_hot(pred, c, dtype=jnp.float32)
+  # Row of each sample; C (out of bounds, dropped) for masked or invalid ones.
+  row = jnp.where(valid, labels, c)
+  row_correct = jnp.where(pred == labels, row, c)
+  add = functools.partial(_scatter_add, out_sharding=_replicated(logits))
 
   feature_sum = stats.feature_sum
   if d > 0:
     feats = jnp.where(valid[:, None], features.astype(jnp.float32), 0.0)
-    feature_sum = feature_sum + _batch_sum(true_1h, feats)
+    feature_sum = add(feature_sum, row, feats)
   return SimilarityStats(
-      confusion=stats.confusion + _batch_sum(true_1h, pred_1h),
-      prob_sum=stats.prob_sum + _batch_sum(true_1h, probs),
-      prob_sum_correct=stats.prob_sum_correct + _batch_sum(correct_1h, probs),
-      count=stats.count + jnp.sum(true_1h, axis=0),
-      count_correct=stats.count_correct + jnp.sum(correct_1h, axis=0),
+      confusion=add(stats.confusion, (row, pred), 1.0),
+      prob_sum=add(stats.prob_sum, row, probs),
+      prob_sum_correct=add(stats.prob_sum_correct, row_correct, probs),
+      count=add(stats.count, row, 1.0),
+      count_correct=add(stats.count_correct, row_correct, 1.0),
       feature_sum=feature_sum,
+  )
+
+
+def _scatter_add(total, index, values, *, out_sharding):
+  """total.at[index].add(values), O(B x row length); out-of-bounds rows dropped."""
+  return total.at[index].add(
+      jnp.asarray(values, total.dtype), mode="drop", out_sharding=out_sharding
   )
 
 
