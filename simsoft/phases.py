@@ -416,7 +416,7 @@ def run_evaluate(run: Run) -> dict:
 def _evaluation_key(config) -> dict:
   """Every field model A's test results depend on, besides model A itself."""
   return {
-      "dataset": config.dataset.to_dict(),
+      "dataset": json.loads(config.dataset.to_json()),
       "evaluate": json.loads(config.evaluate.to_json()),
       "eval_batch_size": config.eval_batch_size,
       "seed": config.seed,
