@@ -5,9 +5,9 @@
 
 Class names are the folder names, sorted (label = index in that order), and
 must be the same in every split; the examples of a split come in one fixed
-pseudo-random order (so any prefix mixes the classes). Every image is decoded once with Pillow to
-uint8 [H, W, 3] (or [H, W, 1] when every image of the folder is greyscale);
-all must share one size. The decoded arrays are cached as .npy files (no
+pseudo-random order (so any prefix mixes the classes). Every image is
+decoded once with Pillow to uint8 [H, W, 3] (or [H, W, 1] when every image
+of the folder is greyscale); all must share one size. The decoded arrays are cached as .npy files (no
 pickle) under `cache_dir()`, keyed by the source files' names, sizes and
 modification times, so a second load costs a memory copy, not a decode.
 'validation' is carved from 'train' (stratified, seeded) by `build_dataset`.
@@ -55,17 +55,16 @@ class _Folder:
     self.split = split
     if os.path.isdir(directory):
       self.path, self._zip = directory, None
-      self.files = sorted(
-          (c, os.path.join(c, f))
-          for c in os.listdir(directory)
-          if os.path.isdir(os.path.join(directory, c))
-          for f in os.listdir(os.path.join(directory, c))
-          if f.lower().endswith(IMAGE_SUFFIXES)
-      )
       self.classes = sorted(
           c
           for c in os.listdir(directory)
           if os.path.isdir(os.path.join(directory, c))
+      )
+      self.files = sorted(
+          (c, os.path.join(c, f))
+          for c in self.classes
+          for f in os.listdir(os.path.join(directory, c))
+          if f.lower().endswith(IMAGE_SUFFIXES)
       )
     elif os.path.isfile(archive):
       self.path = archive
