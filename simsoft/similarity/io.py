@@ -411,9 +411,7 @@ def export_plain(
         "class_names": record.metadata.get("class_names"),
         "metadata": record.metadata,
     }
-    with json_path.open("w") as f:
-      json.dump(doc, f, indent=1)
-      f.write("\n")
+    _write_json(json_path, doc)
     return os.fspath(npz_path), os.fspath(json_path)
   npy_path = d / "similarity.npy"
   matrix = np.asarray(record.similarity, np.float32)
@@ -424,7 +422,12 @@ def export_plain(
       "class_names": record.metadata.get("class_names"),
       "metadata": record.metadata,
   }
-  with json_path.open("w") as f:
+  _write_json(json_path, doc)
+  return os.fspath(npy_path), os.fspath(json_path)
+
+
+def _write_json(path, doc: dict) -> None:
+  """`doc` as indented JSON with a final newline (the readable copy of S)."""
+  with path.open("w") as f:
     json.dump(doc, f, indent=1)
     f.write("\n")
-  return os.fspath(npy_path), os.fspath(json_path)
