@@ -406,8 +406,11 @@ def _ssh_starts(calls):
 def test_wait_rides_out_transient_ssh_and_bucket_failures(pod):
   """ssh exit 255 and bucket errors while the job runs: retried, nothing deleted until it ends."""
   pod.play(ssh_fail={"match": "tpu_worker.sh status", "count": 3}, cat_fail=1)
+  # STALE_SECONDS=-1: every running state counts as stale, so each poll asks
+  # the workers over ssh (with 0, a state published in the same second is
+  # fresh and a busy machine could finish the job before any ssh was tried).
   out = pod.run(
-      "up", "configs/default.py", "r", STALE_SECONDS="0", FAKE_JOB_STEPS="10"
+      "up", "configs/default.py", "r", STALE_SECONDS="-1", FAKE_JOB_STEPS="10"
   )
   assert out.returncode == 0, out.stdout + out.stderr
   assert "worker 0 unreachable over ssh" in out.stdout

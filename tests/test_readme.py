@@ -28,7 +28,7 @@ def test_quick_start_commands():
   ]
   assert commands == [
       "bash launch/setup.sh && .venv/bin/python -m simsoft.main --config configs/default.py --workdir /tmp/simsoft/default",
-      "bash launch/setup.sh && .venv/bin/python -m pytest -q tests",
+      "bash launch/setup.sh && .venv/bin/python -m pytest -q -n 2 --dist loadfile tests",
   ]
   with open(f"{ROOT}/.ci/run") as f:
     assert commands[1] in f.read()  # CI runs exactly the README's test command

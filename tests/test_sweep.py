@@ -263,37 +263,64 @@ def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
   assert os.path.exists(os.path.join(held, "results.json"))
 
 
-def test_two_workers_share_the_runs(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
-  out = subprocess.run(
+def _sweep_env():
+  return dict(
+      os.environ,
+      XLA_FLAGS="",
+      PYTHONPATH=os.pathsep.join(
+          p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
+      ),
+  )
+
+
+def _sweep_cli(root, *flags):
+  """`python -m simsoft.sweep` on the tiny sweep with seed 0 only."""
+  return subprocess.run(
       [
           sys.executable,
           "-m",
           "simsoft.sweep",
           "--config",
           "tests/helpers/tiny_sweep.py",
+          "--config.seeds=(0,)",
           "--root",
-          str(tmp_path),
-          "--workers",
-          "2",
+          str(root),
+          *flags,
       ],
       cwd=ROOT,
-      env=env,
+      env=_sweep_env(),
       capture_output=True,
       text=True,
-      timeout=600,
+      timeout=900,
   )
-  assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _tiny_sweep_seed0():
   config = tiny_sweep()
-  for workdir, run_config in sweep.plan(config, str(tmp_path)):
+  config.seeds = (0,)
+  return config
+
+
+@pytest.fixture(scope="module")
+def two_worker_pool(tmp_path_factory):
+  """(root, completed process) of the seed-0 tiny sweep run by two local workers;
+  shared by the tests of the pool and of submitit (which compares against it).
+  """
+  root = tmp_path_factory.mktemp("pool")
+  return root, _sweep_cli(root, "--workers", "2")
+
+
+def test_two_workers_share_the_runs(two_worker_pool):
+  root, out = two_worker_pool
+  assert out.returncode == 0, out.stdout + out.stderr
+  config = _tiny_sweep_seed0()
+  planned = sweep.plan(config, str(root))
+  for workdir, run_config in planned:
     assert sweep._finished(workdir, run_config.phases), workdir
-  logs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
+  logs = [(root / f"worker{i}.log").read_text() for i in (0, 1)]
   started = [log.count("=== sweep run") for log in logs]
-  assert (
-      sum(started) == len(sweep.plan(config, str(tmp_path)))
-      and min(started) > 0
-  ), started
-  assert f"| {LS} | 2 |" in out.stdout
+  assert sum(started) == len(planned) == 4 and min(started) > 0, started
+  assert f"| {LS} | 1 |" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -359,44 +386,19 @@ def _same(a, b, where):
     assert a == b, where
 
 
-def test_a_sweep_through_submitit_local_matches_the_local_pool(tmp_path):
+def test_a_sweep_through_submitit_local_matches_the_local_pool(
+    tmp_path, two_worker_pool
+):
   """--executor=submitit_local: one job per run, the same run directories,
   results and summary as local workers (one seed, to keep it short)."""
   pytest.importorskip("submitit")
-  seeds = "--config.seeds=(0,)"
-  pool, jobs = tmp_path / "pool", tmp_path / "jobs"
-  env = dict(
-      os.environ,
-      XLA_FLAGS="",
-      PYTHONPATH=os.pathsep.join(
-          p for p in (ROOT, os.environ.get("PYTHONPATH")) if p
-      ),
-  )
-  out = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "simsoft.sweep",
-          "--config",
-          "tests/helpers/tiny_sweep.py",
-          seeds,
-          "--root",
-          str(jobs),
-          "--executor=submitit_local",
-          "--workers=2",
-      ],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=900,
-  )
+  pool, pool_out = two_worker_pool
+  assert pool_out.returncode == 0, pool_out.stderr[-3000:]
+  jobs = tmp_path / "jobs"
+  out = _sweep_cli(jobs, "--executor=submitit_local", "--workers=2")
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert len(list((jobs / ".submitit").glob("*_log.out"))) == 4  # a job per run
-  config = tiny_sweep()
-  config.seeds = (0,)
-  sweep.run_all(config, str(pool))
-  sweep.summarize(config, str(pool))
+  config = _tiny_sweep_seed0()
   for workdir, run_config in sweep.plan(config, str(pool)):
     if run_config.phases == ("estimate",):
       continue
@@ -407,8 +409,7 @@ def test_a_sweep_through_submitit_local_matches_the_local_pool(tmp_path):
   summary = lambda root: json.loads((root / "summary.json").read_text())
   _same(summary(pool), summary(jobs), "summary.json")
   # Resume: a second pass submits nothing.
-  config_jobs = tiny_sweep()
-  config_jobs.seeds = (0,)
+  config_jobs = _tiny_sweep_seed0()
 
   class NoJobs:
 
