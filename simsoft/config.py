@@ -18,7 +18,8 @@ Fields (defaults below):
   similarity.source, similarity.path (file source), similarity.from_workdir
     (reuse another run's estimated S), similarity.shuffle (control: S with its
     classes permuted by a seeded derangement), similarity.sparse_top_k (0:
-    dense S; k > 0: each row's top-k entries, for large C), similarity.options
+    dense S; k > 0: each row's top-k entries, for large C), similarity.shard_rows
+    (S's rows split over the devices, not replicated), similarity.options
     (post-processing), similarity.<source> (that source's own options, with the
     source's defaults: confusion.smoothing, softmax.correct_only, centroid.center,
     online.correct_only / initial_smoothing / initial / fallback /
@@ -128,6 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # sparse_top_k > 0: S kept as each row's top-k entries (diagonal included),
   # (C, k) arrays instead of C x C (simsoft.similarity.sparse); 0 = dense.
+  # shard_rows: the train state's S split by rows over the devices instead of
+  # replicated (C / D rows each; for a large dense S; C divisible by D).
   c.similarity = ml_collections.ConfigDict(
       dict(
           source="confusion",
@@ -135,6 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
           from_workdir="",
           shuffle=False,
           sparse_top_k=0,
+          shard_rows=False,
       )
   )
   # Post-processing, shared by every source. temperature 0 = the source's

@@ -17,6 +17,7 @@ Like the rest of the core this imports no TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -56,13 +57,15 @@ class HostInput:
       global_batch_size: int,
       seed: int,
       start_step: int,
+      state_sharding: Any = None,
   ):
     replicated, batch = sharding.replicated(mesh), sharding.sharded(mesh)
+    state_sharding = state_sharding or replicated
     self._batch_sharding = batch
     self._step = jax.jit(
         step,
-        in_shardings=(replicated, batch, replicated),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state_sharding, batch, replicated),
+        out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
     self._batches = train_batches(
@@ -95,6 +98,7 @@ class DeviceInput:
       start_step: int,
       steps_per_dispatch: int,
       scan_unroll: bool = False,
+      state_sharding: Any = None,
   ):
     if steps_per_dispatch < 1:
       raise ValueError(
@@ -102,6 +106,7 @@ class DeviceInput:
       )
     self.max_steps_per_dispatch = steps_per_dispatch
     replicated = sharding.replicated(mesh)
+    state_sharding = state_sharding or replicated
     self._index_sharding = sharding.sharded(mesh, axis=1)
     # Each process holds the same split: one replicated copy spanning them all.
     self._data = sharding.from_whole(
@@ -109,8 +114,13 @@ class DeviceInput:
     )
     self._steps = jax.jit(
         step_lib.make_device_steps(step, unroll=scan_unroll),
-        in_shardings=(replicated, replicated, self._index_sharding, replicated),
-        out_shardings=(replicated, replicated),
+        in_shardings=(
+            state_sharding,
+            replicated,
+            self._index_sharding,
+            replicated,
+        ),
+        out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
     self._indices = train_indices(
@@ -137,10 +147,16 @@ def make_input(
     global_batch_size: int,
     seed: int,
     start_step: int,
+    state_sharding: Any = None,
 ) -> HostInput | DeviceInput:
-  """The HostInput or DeviceInput that config.input selects."""
+  """The HostInput or DeviceInput that config.input selects; `state_sharding`
+  (a pytree of NamedShardings like the state; default: replicated) is where
+  the step keeps the state."""
   kwargs = dict(
-      global_batch_size=global_batch_size, seed=seed, start_step=start_step
+      global_batch_size=global_batch_size,
+      seed=seed,
+      start_step=start_step,
+      state_sharding=state_sharding,
   )
   if choose_pipeline(cfg, split) == "device":
     return DeviceInput(

@@ -94,7 +94,7 @@ def train_model(
           permutation=permutation,
           options=online_options or {},
       ),
-      out_shardings=run.replicated,
+      out_shardings=setup.shardings,
       donate_argnums=0,
   )
 
@@ -119,6 +119,7 @@ def train_model(
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         schedule=setup.schedule,
+        state_sharding=setup.shardings,
     )
   manager.wait_until_finished()
   return setup.graphdef, state
@@ -158,6 +159,7 @@ def _loop(
     total_steps: int,
     steps_per_epoch: int,
     schedule=None,
+    state_sharding=None,
 ):
   """Steps from `start` to `total_steps` in chunks that end at every log,
   checkpoint, (online source) epoch boundary and profile start/stop.
@@ -174,6 +176,7 @@ def _loop(
       global_batch_size=config.batch_size,
       seed=config.seed,
       start_step=start,
+      state_sharding=state_sharding,
   )
   key = jax.jit(
       lambda: jax.random.key(config.seed), out_shardings=run.replicated

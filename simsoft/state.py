@@ -1,4 +1,4 @@
-"""A model's train state: the model, its optimizer and the replicated initial state.
+"""A model's train state: the model, its optimizer and the initial state on the mesh.
 
   setup = create_train_state(config, dataset, mesh, similarity=S,
                              steps_per_epoch=k, total_steps=n)
@@ -63,8 +63,12 @@ class TrainSetup:
     graphdef: the model's static structure (nnx.GraphDef).
     tx: the optimizer.
     schedule: its learning rate of step t (0-based).
-    abstract: the state's ShapeDtypeStructs, replicated (a restore target).
-    init: () -> the fresh state, replicated over the mesh (jitted).
+    abstract: the state's ShapeDtypeStructs with their shardings (a restore
+      target).
+    init: () -> the fresh state on the mesh (jitted).
+    shardings: the state's NamedShardings (a pytree like the state):
+      replicated, except S's rows split over 'data' with
+      config.similarity.shard_rows.
   """
 
   graphdef: nnx.GraphDef
@@ -72,6 +76,25 @@ class TrainSetup:
   schedule: optax.Schedule
   abstract: dict[str, Any]
   init: Callable[[], dict[str, Any]]
+  shardings: dict[str, Any]
+
+
+def state_shardings(
+    state_shapes: dict[str, Any],
+    mesh: jax.sharding.Mesh,
+    shard_similarity_rows: bool = False,
+) -> dict[str, Any]:
+  """Every leaf replicated; with `shard_similarity_rows`, state['similarity']
+  (dense [C, C], or a sparse S's [C, k] arrays) split by rows over 'data', so
+  each device holds C / D rows instead of all C (the loss's row gather is then
+  partitioned by XLA: labels all-gathered, each device reads the rows it owns,
+  the [B, C] rows summed over devices)."""
+  replicated = sharding.replicated(mesh)
+  out = jax.tree.map(lambda _: replicated, state_shapes)
+  if shard_similarity_rows:
+    rows = sharding.sharded(mesh)
+    out["similarity"] = jax.tree.map(lambda _: rows, state_shapes["similarity"])
+  return out
 
 
 def _state_similarity(similarity):
@@ -99,7 +122,8 @@ def create_train_state(
   Args:
     config: the run's config (model, optimizer, seed).
     dataset: gives the number of classes and the image shape.
-    mesh: the state is replicated over it.
+    mesh: the state is replicated over it (S's rows split over it with
+      config.similarity.shard_rows).
     similarity: [C, C] the S the loss starts from (state['similarity']), or
       a top-k SparseSimilarity ([C, k] arrays).
     steps_per_epoch, total_steps: for the learning-rate schedule.
@@ -114,7 +138,6 @@ def create_train_state(
   schedule = step_lib.make_schedule(
       config.optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
   )
-  replicated = sharding.replicated(mesh)
 
   def init_state():
     model = create_model(config.model, dataset, nnx.Rngs(config.seed))
@@ -133,14 +156,20 @@ def create_train_state(
       )
     return state
 
+  shapes = jax.eval_shape(init_state)
+  shardings = state_shardings(
+      shapes, mesh, config.similarity.get("shard_rows", False)
+  )
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      jax.eval_shape(init_state),
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      shapes,
+      shardings,
   )
   return TrainSetup(
       graphdef=graphdef,
       tx=tx,
       schedule=schedule,
       abstract=abstract,
-      init=jax.jit(init_state, out_shardings=replicated),
+      init=jax.jit(init_state, out_shardings=shardings),
+      shardings=shardings,
   )

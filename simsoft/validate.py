@@ -195,6 +195,7 @@ def check_similarity(c: ml_collections.ConfigDict) -> None:
       "similarity source",
   )
   flag("similarity.shuffle", s.shuffle)
+  flag("similarity.shard_rows", s.shard_rows)
   if s.source == "file" and not s.path:
     _fail(
         "similarity.path",
@@ -486,6 +487,14 @@ def check_against_data(
         c.similarity.sparse_top_k,
         f"exceeds the {ds.num_classes} classes of {ds.name}",
         f"use 0 (dense) or at most {ds.num_classes}",
+    )
+  if c.similarity.shard_rows and ds.num_classes % num_devices:
+    _fail(
+        "similarity.shard_rows",
+        c.similarity.shard_rows,
+        f"splits S's {ds.num_classes} rows over {num_devices} devices, "
+        "which does not divide them",
+        "use False (replicated S) or a sparse S (similarity.sparse_top_k)",
     )
   if c.similarity.options.top_k > ds.num_classes:
     _fail(

@@ -461,3 +461,91 @@ def test_target_record_statistics_of_a_sparse_s_match_the_dense(c):
           target.off_target_mass(s, amount, as_given),
           rtol=1e-5,
       )
+
+
+def _online_retrain(workdir, shard_rows, devices):
+  """Model B with the online source (S updated in the state every epoch) on
+  digits, S's rows split over `devices` or replicated; its final state."""
+  from simsoft import phases, train
+  from simsoft.run import Run
+  from tests.helpers.tiny import tiny_config
+
+  config = tiny_config("epochs=2,phases=retrain,similarity=online")
+  config.similarity.shard_rows = shard_rows
+  train.train_and_evaluate(config, str(workdir), devices=devices)
+  run = Run(
+      config=config,
+      workdir=str(workdir),
+      mesh=sharding.make_mesh(devices),
+      dataset=train.load_dataset(config),
+  )
+  return phases.restore_final(run, "retrain")[1]
+
+
+def test_similarity_rows_sharded_over_the_mesh_train_the_same_model(tmp_path):
+  """similarity.shard_rows: each of 2 devices holds 5 of S's 10 rows, through
+  the train step, the online per-epoch update and the checkpoint, and model B
+  (its parameters and its final S) equals the one trained with S replicated."""
+  devices = jax.devices()[:2]
+  got = _online_retrain(tmp_path / "rows", True, devices)
+  want = _online_retrain(tmp_path / "whole", False, devices)
+  s = got["similarity"]
+  assert s.sharding.spec == P("data")
+  assert [x.data.shape for x in s.addressable_shards] == [(5, 10), (5, 10)]
+  assert want["similarity"].sharding.spec == P()
+  np.testing.assert_allclose(
+      np.asarray(s), np.asarray(want["similarity"]), rtol=1e-6, atol=1e-7
+  )
+  assert not np.allclose(np.asarray(s), np.eye(10))  # updated from predictions
+  for a, b in zip(
+      jax.tree.leaves(got["params"]), jax.tree.leaves(want["params"])
+  ):
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_sharded_rows_need_a_class_count_the_devices_divide():
+  from simsoft import data as data_lib
+  from simsoft import validate
+  from tests.helpers.tiny import tiny_config
+
+  config = tiny_config()
+  config.similarity.shard_rows = True
+  ds = data_lib.get_dataset("digits")
+  validate.check_against_data(config, ds, 2)  # 10 rows over 2: fine
+  with pytest.raises(
+      ValueError,
+      match=r"config.similarity.shard_rows=True.*" r"10 rows over 4 devices",
+  ):
+    validate.check_against_data(config, ds, 4)
+
+
+@pytest.mark.parametrize("form", ["soft_target", "log_sum"])
+def test_a_row_sharded_s_is_never_gathered_whole(form):
+  """The compiled loss and gradient with S split by rows over 4 devices: no
+  collective builds the whole [C, C] S on a device (only the labels and the
+  [B, C] rows move), and the values equal the replicated-S loss."""
+  c, b = 256, 32  # above 128 classes: the gather path
+  mesh = sharding.make_mesh()
+  z, y, s = _problem(c, b)
+  loss_fn = step_lib.make_loss_fn(form, mass=0.2)
+  fn = jax.jit(jax.value_and_grad(lambda z, y, s: loss_fn(z, y, s).mean()))
+  batch = NamedSharding(mesh, P("data"))
+  args = (jax.device_put(z, batch), jax.device_put(y, batch))
+  split = jax.device_put(s, NamedSharding(mesh, P("data")))
+  hlo = fn.lower(*args, split).compile().as_text()
+  collectives = [
+      line.split("=", 1)[1].strip()
+      for line in hlo.splitlines()
+      if "=" in line
+      and any(
+          op in line for op in ("all-gather(", "all-reduce(", "all-to-all(")
+      )
+  ]
+  assert collectives  # the partitioned gather's own collectives, at least
+  assert not [x for x in collectives if x.startswith(f"f32[{c},{c}]")]
+  want = fn(*args, jax.device_put(s, NamedSharding(mesh, P())))
+  got = fn(*args, split)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
