@@ -148,3 +148,94 @@ def test_a_json_hierarchy_classes_must_be_a_list_of_names(tmp_path, classes):
       json.dumps({"classes": ["a", "b"], "parents": {"a": "x", "b": "x"}}),
   )
   assert hierarchy.read_hierarchy(ok).names == ("x", "a", "b")
+
+
+# ----------------------------------------------------------------------------
+# Checks before the first step: nothing written, one line, exit 2.
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("bad_files")
+  emb = np.random.default_rng(0).normal(size=(10, 4))
+  emb[3] = 0
+  np.save(d / "embedding_zero_row.npy", emb)
+  parents = ", ".join(f'"{i}": "{"ab"[i // 5]}"' for i in range(10))
+  (d / "two_parents.json").write_text(f'{{"parents": {{{parents}, "0": "b"}}}}')
+  return d
+
+
+EARLY = {
+    "ordinal ratio": (
+        ["--config.similarity.source=ordinal"],
+        "--config.similarity.ordinal.ratio=1.5",
+        "config.similarity.ordinal: option `ratio`",
+    ),
+    "ordinal ratio nan": (
+        ["--config.similarity.source=ordinal"],
+        "--config.similarity.ordinal.ratio=nan",
+        "option `ratio` must be a finite number",
+    ),
+    "embedding lower_bound 1": (
+        ["--config.similarity.source=embedding"],
+        "--config.similarity.embedding.lower_bound=1.0",
+        "option `lower_bound` must be < 1",
+    ),
+    "embedding lower_bound < 0": (
+        ["--config.similarity.source=embedding"],
+        "--config.similarity.embedding.lower_bound=-0.5",
+        "option `lower_bound` must be a finite number >= 0.0",
+    ),
+    "hierarchy beta < 0": (
+        ["--config.similarity.source=hierarchy"],
+        "--config.similarity.hierarchy.beta=-1.0",
+        "config.similarity.hierarchy: option `beta`",
+    ),
+    "embedding zero row": (
+        ["--config.similarity.source=embedding"],
+        "",
+        "class 3 has a zero embedding",
+    ),
+    "hierarchy two parents": (
+        ["--config.similarity.source=hierarchy"],
+        "",
+        "node '0' has two parents: 'a' and 'b'",
+    ),
+    "eval_batch_size": (
+        [],
+        "--config.eval_batch_size=6",
+        "config.eval_batch_size=6 is not a multiple of the 4 devices",
+    ),
+    "seed 2**64": (
+        [],
+        f"--config.seed={2**64}",
+        f"config.seed={2**64} must be an integer in [0, 2**32 - 1",
+    ),
+    "split_seed -1": (
+        [],
+        "--config.dataset.split_seed=-1",
+        "config.dataset.split_seed=-1 must be an integer in [0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EARLY))
+def test_checks_run_before_anything_is_written(
+    case, bad_files, tmp_path, capsys
+):
+  """Each of these used to cost model A's training (or the workdir's records)
+  before a traceback; now they fail before the workdir exists."""
+  from tests.test_bad_inputs import argv, refused  # pylint: disable=g-import-not-at-top
+
+  flags, bad, needle = EARLY[case]
+  source = flags[0].rsplit("=", 1)[-1] if flags else ""
+  files = {
+      "embedding": f"--config.similarity.path={bad_files}/embedding_zero_row.npy",
+      "hierarchy": f"--config.hierarchy_path={bad_files}/two_parents.json",
+  }
+  extra = flags + ([files[source]] if source in files else []) + [bad]
+  workdir = str(tmp_path / "run")
+  refused(
+      capsys, argv(workdir, *[e for e in extra if e]), workdir, needle, code=2
+  )
