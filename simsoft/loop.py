@@ -133,7 +133,7 @@ def phase_steps(run: Run, phase: str) -> tuple[int, int]:
 
 
 def checkpoint_manager(
-    run: Run, phase: str, workdir: str | None = None
+    run: Run, phase: str, workdir: str | None = None, read_only: bool = False
 ) -> ocp.CheckpointManager:
   """The Orbax manager of <workdir or run.workdir>/<phase>/checkpoints."""
   with ckpt.quiet_logs():  # Orbax logs each unreadable checkpoint file at ERROR
@@ -141,6 +141,7 @@ def checkpoint_manager(
         os.path.join(workdir or run.workdir, phase, "checkpoints"),
         every_steps=run.config.checkpoint.every_steps,
         keep=run.config.checkpoint.keep,
+        read_only=read_only,
     )
     manager.latest_step()  # reads the directory, under quiet logs
   return manager

@@ -239,3 +239,138 @@ def test_checks_run_before_anything_is_written(
   refused(
       capsys, argv(workdir, *[e for e in extra if e]), workdir, needle, code=2
   )
+
+
+# ----------------------------------------------------------------------------
+# sweep, compare, report and collapse held to main's standard.
+# ----------------------------------------------------------------------------
+
+
+def _tool(capfd, module, *args, cwd=None):
+  """(exit code, the one error line or None, stdout) of `python -m module args`."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  from tests.helpers.tiny import ROOT  # pylint: disable=g-import-not-at-top
+
+  out = subprocess.run(
+      [sys.executable, "-m", module, *map(str, args)],
+      cwd=cwd or ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"},
+  )
+  err = [line for line in out.stderr.splitlines() if line.strip()]
+  assert "Traceback" not in out.stderr, out.stderr
+  line = err[-1] if err and err[-1].startswith("simsoft: error: ") else None
+  return out.returncode, line, out.stdout
+
+
+def test_sweep_refuses_workers_below_one(tmp_path, capfd):
+  from tests.helpers.tiny import ROOT  # pylint: disable=g-import-not-at-top
+
+  config = f"--config={ROOT}/tests/helpers/tiny_sweep.py"
+  rc, line, _ = _tool(
+      capfd, "simsoft.sweep", config, f"--root={tmp_path}/r", "--workers=0"
+  )
+  assert rc == 2 and "--workers=0 must be >= 1" in line, line
+  assert not (tmp_path / "r").exists()
+
+
+def test_sweep_refuses_an_empty_root_and_runs_of_another_config(tmp_path):
+  from simsoft import errors, sweep  # pylint: disable=g-import-not-at-top
+  from tests.helpers import tiny_sweep  # pylint: disable=g-import-not-at-top
+
+  config = tiny_sweep.get_config()
+  with pytest.raises(errors.ConfigError, match="--root is empty"):
+    sweep.check_root(config, "")
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(errors.OSFailure, match="exists and is not a directory"):
+    sweep.check_root(config, str(tmp_path / "file"))
+  with pytest.raises(errors.OSFailure, match="a regular file, not a directory"):
+    sweep.check_root(config, str(tmp_path / "file" / "root"))
+  (tmp_path / "file").unlink()
+  with pytest.raises(errors.MissingInputError, match="holds no finished run"):
+    sweep.check_root(config, str(tmp_path), summary_only=True)
+  other = tiny_sweep.get_config()
+  other.experiments.digits_tiny.optimizer.learning_rate = 0.5
+  for workdir, run_config in sweep.plan(other, str(tmp_path))[:2]:
+    __import__("os").makedirs(workdir)
+    with open(f"{workdir}/config.json", "w") as f:
+      f.write(run_config.to_json())
+  with pytest.raises(errors.WorkdirError) as e:
+    sweep.check_root(config, str(tmp_path), summary_only=True)
+  message = str(e.value)
+  assert "holds 2 run(s) of another sweep config" in message, message
+  assert "digits_tiny/seed0/base (optimizer.learning_rate (saved 0.5" in message
+  sweep.check_root(other, str(tmp_path))  # its own config: no refusal
+
+
+def _results(d, payload):
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "results.json").write_bytes(payload)
+  return d
+
+
+@pytest.mark.parametrize(
+    "payload,needle",
+    [
+        (bytes(range(256)) * 4, "results.json is damaged: not valid JSON"),
+        (b'{"models": {"A": 3}}', "model 'A' has no 'clean' metrics"),
+        (b'{"models": {"A": {"clean": {"accuracy": "x"}}}}', "results.json"),
+        (b"[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_compare_names_the_damaged_file(tmp_path, capsys, payload, needle):
+  from simsoft import compare  # pylint: disable=g-import-not-at-top
+
+  run = _results(tmp_path / "run", payload)
+  rc = compare.main([str(run), "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and err.startswith("simsoft: error: ") and "\n" not in err, err
+  assert str(run) in err and needle in err, err
+  assert not (tmp_path / "out").exists()
+
+
+def test_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
+  from simsoft import compare  # pylint: disable=g-import-not-at-top
+
+  suite = {"clean": {"accuracy": 0.9, "nll": 0.3, "ece": 0.05}, "summary": {}}
+  run = _results(
+      tmp_path / "run", json.dumps({"models": {"A": suite}}).encode()
+  )
+  (tmp_path / "out").write_text("mine")
+  rc = compare.main([str(run), "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and "--out" in err and "is not a directory" in err, err
+  assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_report_is_an_entry_point(tmp_path, capfd):
+  suite = {"clean": {"accuracy": 0.9, "nll": 0.3, "ece": 0.05}}
+  run = _results(
+      tmp_path / "run", json.dumps({"models": {"A": suite}}).encode()
+  )
+  rc, line, out = _tool(capfd, "simsoft.report", run)
+  assert rc == 0 and line is None and (run / "report.md").exists(), out
+  assert "| A" in (run / "report.md").read_text() or "A" in out
+  bad = _results(tmp_path / "bad", b"\x00\xff garbage")
+  rc, line, _ = _tool(capfd, "simsoft.report", bad)
+  assert rc == 2 and str(bad / "results.json") in line, line
+  rc, line, _ = _tool(capfd, "simsoft.report", tmp_path / "nowhere")
+  assert rc == 2 and "does not exist" in line, line
+
+
+def test_collapse_refuses_a_missing_root_and_garbage_runs(tmp_path):
+  from simsoft import collapse, errors  # pylint: disable=g-import-not-at-top
+
+  with pytest.raises(errors.MissingInputError, match="does not exist"):
+    collapse.finished_runs(str(tmp_path / "nowhere"))
+  with pytest.raises(errors.MissingInputError, match="holds no finished run"):
+    collapse.finished_runs(str(tmp_path))
+  run = _results(tmp_path / "e" / "seed0" / "log_sum", b"{}")
+  (run / "config.json").write_bytes(b"\x89PNG garbage")
+  assert collapse.finished_runs(str(tmp_path)) == [str(run)]
+  with pytest.raises(errors.DamagedFileError, match="config.json"):
+    collapse.diagnose(str(run))
