@@ -386,7 +386,20 @@ def make_manager(
       enable_async_checkpointing=not read_only,
       read_only=read_only,
   )
-  return ocp.CheckpointManager(resolve(directory), options=options)
+  return _Manager(resolve(directory), options=options)
+
+
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, minus its own preemption queries.
+
+  Its save() and finalize thread ask the preemption sync point with the step
+  (for statistics), which would move JAX's call counter; the training loop
+  asks it itself, once per chunk (simsoft.preemption), and forces the save.
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
 
 
 def save_state(
@@ -396,8 +409,47 @@ def save_state(
     *,
     force: bool = False,
 ) -> bool:
-  """Starts an async save of `state` at `step` (skipped off-interval unless forced)."""
-  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  """Starts an async save of `state` at `step` (skipped off-interval unless forced).
+
+  Raises:
+    OSFailure: this save, or the previous one still in flight, failed for an
+      OS reason (no space left, read-only); the last committed checkpoint is
+      intact (Orbax commits by renaming a finished temporary directory).
+  """
+  try:
+    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax wraps OSErrors
+    raise _save_failure(manager, step, e) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the async save in flight; an OS failure as in save_state."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failure(manager, None, e) from e
+
+
+def _save_failure(manager, step, error: Exception) -> Exception:
+  """An OSError anywhere in `error`'s chain as one line; anything else unchanged."""
+  cause = errors.caused_by_os_error(error)
+  if cause is None:
+    return error
+  directory = os.fspath(manager.directory)
+  try:
+    latest = manager.latest_step()
+  except Exception:  # pylint: disable=broad-except
+    latest = None
+  kept = (
+      f"the last saved checkpoint, step {latest}, is intact and a rerun "
+      "resumes from it"
+      if latest is not None
+      else "no checkpoint was saved before it"
+  )
+  what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+  return errors.OSFailure(
+      f"saving {what}: {errors.os_error_message(cause, directory)}; {kept}"
+  )
 
 
 def restore_state(

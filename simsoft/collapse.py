@@ -162,7 +162,9 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(code if code == errors.InterruptedRun.exit_code else 2)
 
 
-def finished_runs(root: str, experiment: str = "*", runs: str = "*") -> list[str]:
+def finished_runs(
+    root: str, experiment: str = "*", runs: str = "*"
+) -> list[str]:
   """The run directories under a sweep root that hold results.json.
 
   Raises:

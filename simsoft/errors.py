@@ -66,6 +66,15 @@ class NonFiniteLossError(UserError, FloatingPointError):
   exit_code = 5
 
 
+class Preempted(UserError):
+  """SIGTERM (a preemption notice): the run saved a checkpoint and stopped.
+
+  Its own exit status, EX_TEMPFAIL, tells a launcher to restart the same command.
+  """
+
+  exit_code = 75
+
+
 class InterruptedRun(UserError):
   """The run was stopped by Ctrl-C (SIGINT)."""
 
@@ -81,11 +90,26 @@ class OSFailure(UserError, OSError):
 # errno -> what the user reads, and what to do.
 _OS_CAUSES = {
     errno.EROFS: ("is on a read-only file system", "use a writable path"),
-    errno.EACCES: ("is not writable (permission denied)", "use a writable path"),
-    errno.EPERM: ("is not writable (operation not permitted)", "use a writable path"),
-    errno.ENOSPC: ("cannot be written: no space left on the device", "free some space and rerun"),
-    errno.EDQUOT: ("cannot be written: disk quota exceeded", "free some space and rerun"),
-    errno.ENOTDIR: ("lies under a regular file (not a directory)", "give a path whose parents are directories"),
+    errno.EACCES: (
+        "is not writable (permission denied)",
+        "use a writable path",
+    ),
+    errno.EPERM: (
+        "is not writable (operation not permitted)",
+        "use a writable path",
+    ),
+    errno.ENOSPC: (
+        "cannot be written: no space left on the device",
+        "free some space and rerun",
+    ),
+    errno.EDQUOT: (
+        "cannot be written: disk quota exceeded",
+        "free some space and rerun",
+    ),
+    errno.ENOTDIR: (
+        "lies under a regular file (not a directory)",
+        "give a path whose parents are directories",
+    ),
     errno.EEXIST: ("exists already", "give a new path"),
     errno.EISDIR: ("is a directory, not a file", "give a file"),
     errno.ENOENT: ("does not exist", "check the path"),

@@ -555,9 +555,13 @@ def _load_results(workdir: str) -> dict:
         f"{path} does not exist: the run has not finished its evaluate phase"
     )
   models = results.get("models")
-  if not isinstance(models, dict) or not models or not all(
-      isinstance(m, dict) and isinstance(m.get("clean"), dict)
-      for m in models.values()
+  if (
+      not isinstance(models, dict)
+      or not models
+      or not all(
+          isinstance(m, dict) and isinstance(m.get("clean"), dict)
+          for m in models.values()
+      )
   ):
     raise errors.DamagedFileError(
         f"{path} is damaged: 'models' must map each model to its metrics, "
@@ -587,7 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       description="Rebuilds WORKDIR/report.md from WORKDIR/results.json.",
   )
   parser.add_argument("workdir", metavar="WORKDIR")
-  parser.add_argument("--out", default="", help="output directory (default WORKDIR)")
+  parser.add_argument(
+      "--out", default="", help="output directory (default WORKDIR)"
+  )
   args = parser.parse_args(argv)
 
   def run() -> None:

@@ -1038,7 +1038,9 @@ def check_root(
       os.path.exists(os.path.join(w, "results.json")) for w, _ in runs
   ):
     others = sorted(
-        glob.glob(os.path.join(glob.escape(root), "*", "seed*", "*", "results.json"))
+        glob.glob(
+            os.path.join(glob.escape(root), "*", "seed*", "*", "results.json")
+        )
     )
     hint = (
         f" (it holds {len(others)} finished run(s) of other experiments or "
