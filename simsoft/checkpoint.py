@@ -436,6 +436,10 @@ def _save_failure(manager, step, error: Exception) -> Exception:
   if cause is None:
     return error
   directory = os.fspath(manager.directory)
+  try:  # let an earlier save still in flight commit: it is the one kept
+    manager.wait_until_finished()
+  except Exception:  # pylint: disable=broad-except
+    pass
   try:
     latest = manager.latest_step()
   except Exception:  # pylint: disable=broad-except

@@ -108,7 +108,28 @@ def test_sigterm_saves_releases_and_resumes_identically(tmp_path, reference):
   assert sorted(os.listdir(workdir / "estimate" / "checkpoints")) == [str(step)]
   assert not (workdir / ".lock").exists()
   assert not (workdir / "estimate" / "done.json").exists()
+  _read_only_tools_refuse_it(workdir)
   _resume_and_compare(workdir, reference)
+
+
+def _read_only_tools_refuse_it(workdir):
+  """simsoft.collapse's restore of a half-finished run: refused, nothing written
+  (it used to train the missing steps into the run it reads)."""
+  from simsoft import errors, phases, sharding  # pylint: disable=g-import-not-at-top
+  from simsoft.run import Run  # pylint: disable=g-import-not-at-top
+  from tests.test_bad_inputs import snapshot  # pylint: disable=g-import-not-at-top
+
+  before = snapshot(workdir)
+  config = preempt_worker.config()
+  run = Run(
+      config=config,
+      workdir=str(workdir),
+      mesh=sharding.make_mesh(None),
+      dataset=train.load_dataset(config),
+  )
+  with pytest.raises(errors.MissingInputError, match="has not finished"):
+    phases.restore_final(run, "estimate", read_only=True)
+  assert snapshot(workdir) == before
 
 
 def test_two_processes_stop_at_the_same_step(tmp_path, reference):

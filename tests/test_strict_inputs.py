@@ -347,14 +347,36 @@ def test_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
   assert (tmp_path / "out").read_text() == "mine"
 
 
+def _clean_suite():
+  """A clean-only evaluation suite of a random linear model (4 classes)."""
+  from simsoft import evaluators  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  x, y = rng.random((16, 8, 8, 1)).astype(np.float32), np.arange(16) % 4
+  w = jnp.asarray(rng.normal(size=(64, 4)).astype(np.float32))
+  suite = evaluators.run_suite(
+      jax.jit(lambda im: im.reshape(im.shape[0], -1) @ w),
+      x,
+      y,
+      suite=(),
+      severities=(),
+      key=jax.random.key(0),
+      batch_size=8,
+      num_classes=4,
+  )
+  return json.loads(json.dumps(suite))
+
+
 def test_report_is_an_entry_point(tmp_path, capfd):
-  suite = {"clean": {"accuracy": 0.9, "nll": 0.3, "ece": 0.05}}
+  suite = _clean_suite()
   run = _results(
-      tmp_path / "run", json.dumps({"models": {"A": suite}}).encode()
+      tmp_path / "run",
+      json.dumps({"models": {"A": suite, "B": suite}}).encode(),
   )
   rc, line, out = _tool(capfd, "simsoft.report", run)
-  assert rc == 0 and line is None and (run / "report.md").exists(), out
-  assert "| A" in (run / "report.md").read_text() or "A" in out
+  assert rc == 0 and line is None, out
+  report = (run / "report.md").read_text()
+  assert f"{100 * suite['clean']['accuracy']:.2f}" in report, report[:2000]
   bad = _results(tmp_path / "bad", b"\x00\xff garbage")
   rc, line, _ = _tool(capfd, "simsoft.report", bad)
   assert rc == 2 and str(bad / "results.json") in line, line
@@ -374,3 +396,76 @@ def test_collapse_refuses_a_missing_root_and_garbage_runs(tmp_path):
   assert collapse.finished_runs(str(tmp_path)) == [str(run)]
   with pytest.raises(errors.DamagedFileError, match="config.json"):
     collapse.diagnose(str(run))
+
+
+# ----------------------------------------------------------------------------
+# OS errors: one line naming the path and the cause, exit 2.
+# ----------------------------------------------------------------------------
+
+
+def test_a_workdir_under_a_regular_file_is_refused(tmp_path, capsys):
+  from tests.test_bad_inputs import argv, refused  # pylint: disable=g-import-not-at-top
+
+  (tmp_path / "file").write_text("x")
+  workdir = str(tmp_path / "file" / "run")
+  refused(capsys, argv(workdir), workdir, "a regular file", code=2)
+  assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, capsys, monkeypatch):
+  """Root passes every permission check, so the lock's open fails here as a
+  read-only file system makes it fail."""
+  import errno  # pylint: disable=g-import-not-at-top
+
+  from simsoft import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from tests.test_bad_inputs import argv, refused  # pylint: disable=g-import-not-at-top
+
+  workdir = str(tmp_path / "run")
+
+  def read_only(self):
+    raise OSError(errno.EROFS, "Read-only file system", self.path)
+
+  monkeypatch.setattr(ckpt.WorkdirLock, "acquire", read_only)
+  line = refused(
+      capsys, argv(workdir), workdir, "read-only file system", code=2
+  )
+  assert f"{workdir}/.lock" in line, line
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
+    tmp_path, capsys, monkeypatch
+):
+  import errno  # pylint: disable=g-import-not-at-top
+
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from simsoft import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from simsoft import main  # pylint: disable=g-import-not-at-top
+  from tests.test_bad_inputs import argv, one_error_line  # pylint: disable=g-import-not-at-top
+
+  save = ocp.CheckpointManager.save
+
+  def full_after_step_5(self, step, *args, **kwargs):
+    if step > 5:  # Orbax wraps the OSError of its writer threads
+      raise RuntimeError("save failed") from OSError(
+          errno.ENOSPC, "No space left on device"
+      )
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_after_step_5)
+  workdir = tmp_path / "run"
+  rc = main.cli(argv(str(workdir), config="epochs=1,phases=estimate"))
+  line = one_error_line(capsys.readouterr().err)
+  assert rc == 2, line
+  for needle in (
+      "saving checkpoint step 10",
+      str(workdir / "estimate" / "checkpoints"),
+      "no space left on the device",
+      "the last saved checkpoint, step 5, is intact",
+  ):
+    assert needle in line, (needle, line)
+  assert not (workdir / ".lock").exists()
+  manager = ckpt.make_manager(
+      str(workdir / "estimate" / "checkpoints"), every_steps=5, keep=2
+  )
+  assert manager.latest_step() == 5
