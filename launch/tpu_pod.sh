@@ -388,6 +388,9 @@ wait_job() {
       fi
     fi
     if [ "$ok" = 1 ] || [ -n "${states:-}" ]; then
+      # Exit 75: simsoft saved a checkpoint on a preemption notice (SIGTERM on
+      # any host stops every host at the same step): as a signal, not a failure.
+      states="$(sed -E 's/^([0-9]+) exited 75$/\1 terminated 75/' <<<"${states:-}")"
       if grep -Eq '^[0-9]+ (exited [1-9]|vanished)' <<<"${states:-}"; then
         echo "$states" | sed '/^$/d; s/^/  worker /'
         JOB=ended

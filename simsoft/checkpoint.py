@@ -35,6 +35,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from simsoft import errors
 from simsoft.errors import DamagedFileError, WorkdirBusyError, WorkdirError, warn
 from simsoft.paths import resolve
 
@@ -201,6 +202,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
     raise WorkdirError(
         f"--workdir {workdir} is a file, not a directory; give a directory"
     )
+  check_creatable(workdir, "--workdir")
   path = os.path.join(workdir, "config.json")
   saved = read_json(path)
   if saved is not None:
@@ -213,6 +215,30 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
           "config to resume"
       )
   check_provenance(workdir, config)
+
+
+def check_creatable(path: str, what: str) -> None:
+  """A local directory that exists or can be made: its nearest existing
+  ancestor is a writable directory (read-only file systems show here too).
+
+  Raises:
+    OSFailure: naming `what`, the path and the cause.
+  """
+  if "://" in os.fspath(path):
+    return
+  head = os.path.abspath(path)
+  while not os.path.lexists(head):
+    head = os.path.dirname(head)
+  if not os.path.isdir(head):
+    raise errors.OSFailure(
+        f"{what} {path} lies under {head}, a regular file, not a directory; "
+        "give a path whose parents are directories"
+    )
+  if not os.access(head, os.W_OK):
+    raise errors.OSFailure(
+        f"{what} {path}: {head} is not writable (read-only or permission "
+        "denied); use a writable path"
+    )
 
 
 def guard_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -348,17 +374,32 @@ def quiet_logs() -> Iterator[None]:
 
 
 def make_manager(
-    directory: str, *, every_steps: int, keep: int
+    directory: str, *, every_steps: int, keep: int, read_only: bool = False
 ) -> ocp.CheckpointManager:
-  """Async Orbax manager saving every `every_steps` steps, keeping the last `keep`."""
+  """Async Orbax manager saving every `every_steps` steps, keeping the last `keep`
+  (`read_only`: creates, cleans and saves nothing, for tools that only read)."""
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=every_steps,
       max_to_keep=keep,
-      create=True,
-      cleanup_tmp_directories=True,
-      enable_async_checkpointing=True,
+      create=not read_only,
+      cleanup_tmp_directories=not read_only,
+      enable_async_checkpointing=not read_only,
+      read_only=read_only,
   )
-  return ocp.CheckpointManager(resolve(directory), options=options)
+  return _Manager(resolve(directory), options=options)
+
+
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, minus its own preemption queries.
+
+  Its save() and finalize thread ask the preemption sync point with the step
+  (for statistics), which would move JAX's call counter; the training loop
+  asks it itself, once per chunk (simsoft.preemption), and forces the save.
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
 
 
 def save_state(
@@ -368,8 +409,51 @@ def save_state(
     *,
     force: bool = False,
 ) -> bool:
-  """Starts an async save of `state` at `step` (skipped off-interval unless forced)."""
-  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  """Starts an async save of `state` at `step` (skipped off-interval unless forced).
+
+  Raises:
+    OSFailure: this save, or the previous one still in flight, failed for an
+      OS reason (no space left, read-only); the last committed checkpoint is
+      intact (Orbax commits by renaming a finished temporary directory).
+  """
+  try:
+    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax wraps OSErrors
+    raise _save_failure(manager, step, e) from e
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the async save in flight; an OS failure as in save_state."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failure(manager, None, e) from e
+
+
+def _save_failure(manager, step, error: Exception) -> Exception:
+  """An OSError anywhere in `error`'s chain as one line; anything else unchanged."""
+  cause = errors.caused_by_os_error(error)
+  if cause is None:
+    return error
+  directory = os.fspath(manager.directory)
+  try:  # let an earlier save still in flight commit: it is the one kept
+    manager.wait_until_finished()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  try:
+    latest = manager.latest_step()
+  except Exception:  # pylint: disable=broad-except
+    latest = None
+  kept = (
+      f"the last saved checkpoint, step {latest}, is intact and a rerun "
+      "resumes from it"
+      if latest is not None
+      else "no checkpoint was saved before it"
+  )
+  what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+  return errors.OSFailure(
+      f"saving {what}: {errors.os_error_message(cause, directory)}; {kept}"
+  )
 
 
 def restore_state(
@@ -381,7 +465,11 @@ def restore_state(
 
 
 def restore_latest_readable(
-    manager: ocp.CheckpointManager, abstract_state: Any, *, phase: str
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    *,
+    phase: str,
+    move_aside: bool = True,
 ) -> Any:
   """The newest checkpoint that restores; damaged newer ones are moved aside with a warning.
 
@@ -400,13 +488,13 @@ def restore_latest_readable(
     except Exception as e:  # pylint: disable=broad-except  # any unreadable file
       failures.append((step, e))
       continue
-    for bad, error in failures:
+    for bad, error in failures if move_aside else ():
       _move_aside(manager, directory, bad)
       warn(
           f"phase {phase!r}: checkpoint step {bad} ({os.path.join(directory, str(bad))}) is "
           f"damaged ({short_error(error)}); moved it to damaged_checkpoints/ and resumed from step {step}"
       )
-    if failures:
+    if failures and move_aside:
       manager.reload()
     return state
   step, error = failures[0]

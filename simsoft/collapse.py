@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -38,6 +39,7 @@ import numpy as np
 from absl import app, flags
 
 from simsoft import config as config_lib
+from simsoft import errors
 from simsoft import losses
 from simsoft import progress
 from simsoft import sharding
@@ -82,16 +84,27 @@ def diagnose(workdir: str) -> dict:
   from simsoft.run import Run  # pylint: disable=g-import-not-at-top
   from simsoft import train_step as step_lib  # pylint: disable=g-import-not-at-top
 
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  ds = data_lib.from_config(config.dataset)
+  from simsoft import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+
+  saved = ckpt.read_json(os.path.join(workdir, "config.json"))
+  if saved is None:
+    raise errors.MissingInputError(
+        f"{workdir} has results.json but no config.json; is it a simsoft run?"
+    )
+  try:
+    config = ml_collections.ConfigDict(saved)
+    ds = data_lib.from_config(config.dataset)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    raise errors.DamagedFileError(
+        f"{workdir}/config.json is not a usable run config ({ckpt.short_error(e)})"
+    ) from None
   run = Run(
       config=config,
       workdir=workdir,
       mesh=sharding.make_mesh(jax.devices()[:1]),
       dataset=ds,
   )
-  graphdef, state = phases.restore_final(run, "retrain")
+  graphdef, state = phases.restore_final(run, "retrain", read_only=True)
   weights = losses.similarity_target_matrix(
       state["similarity"], **config_lib.loss_amount(config)
   )
@@ -143,13 +156,44 @@ def diagnose(workdir: str) -> dict:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
   progress.configure_logging(FLAGS)
+  code = errors.guarded(_main, argv)
+  if code:
+    sys.exit(code if code == errors.InterruptedRun.exit_code else 2)
+
+
+def finished_runs(
+    root: str, experiment: str = "*", runs: str = "*"
+) -> list[str]:
+  """The run directories under a sweep root that hold results.json.
+
+  Raises:
+    MissingInputError: the root is not a directory, or holds no such run.
+  """
+  if not root or not os.path.isdir(root):
+    what = "is not a directory" if os.path.exists(root) else "does not exist"
+    raise errors.MissingInputError(
+        f"--root {root!r} {what}; give a sweep root (DIR/<experiment>/seed<s>/<run>)"
+    )
+  pattern = os.path.join(glob.escape(root), experiment, "seed*", runs)
+  found = [
+      w
+      for w in sorted(glob.glob(pattern))
+      if os.path.exists(os.path.join(w, "results.json"))
+  ]
+  if not found:
+    raise errors.MissingInputError(
+        f"--root {root} holds no finished run matching {experiment}/seed*/{runs}; "
+        "check --experiment and --runs"
+    )
+  return found
+
+
+def _main() -> None:
   rows = []
-  pattern = os.path.join(FLAGS.root, FLAGS.experiment, "seed*", FLAGS.runs)
-  for workdir in sorted(glob.glob(pattern)):
-    if not os.path.exists(os.path.join(workdir, "results.json")):
-      continue
+  if FLAGS.out and os.path.isdir(FLAGS.out):
+    raise errors.OSFailure(f"--out {FLAGS.out} is a directory; give a file")
+  for workdir in finished_runs(FLAGS.root, FLAGS.experiment, FLAGS.runs):
     row = diagnose(workdir)
     rows.append(row)
     where = {k: v["predicted_as"] for k, v in row["absorbed_classes"].items()}

@@ -75,26 +75,51 @@ def _read_json(path: str, required: bool):
       )
     return None
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise errors.DamagedFileError(
+        f"{path} is damaged: not valid JSON ({' '.join(str(e).split())[:120]})"
+    ) from None
   if not isinstance(data, dict):
-    raise ValueError(
-        f"{path}: expected a JSON object, got {type(data).__name__}"
+    raise errors.DamagedFileError(
+        f"{path} is damaged: expected a JSON object, got {type(data).__name__}"
     )
   return data
 
 
 def load_run(run_dir: str) -> list[dict]:
   """One record per trained model of a run: group fields, seed, metrics."""
+  if not os.path.isdir(run_dir):
+    raise errors.MissingInputError(
+        f"RUN_DIR {run_dir} "
+        f"{'is not a directory' if os.path.exists(run_dir) else 'does not exist'}"
+        "; give a run's workdir (it holds results.json)"
+    )
   results = _read_json(os.path.join(run_dir, "results.json"), required=True)
   config = _read_json(os.path.join(run_dir, "config.json"), required=False)
   if config is None:
     config = results.get("config") or {}
   models = results.get("models")
+  if not isinstance(config, dict):
+    raise errors.DamagedFileError(
+        f"{run_dir}/results.json: 'config' must be an object, got "
+        f"{type(config).__name__}"
+    )
   if not isinstance(models, dict) or not models:
-    raise ValueError(f"{run_dir}/results.json: no 'models' mapping")
+    raise errors.DamagedFileError(
+        f"{run_dir}/results.json: no 'models' mapping"
+    )
+  bad = [
+      m
+      for m, suite in models.items()
+      if not isinstance(suite, dict) or not isinstance(suite.get("clean"), dict)
+  ]
+  if bad:
+    raise errors.DamagedFileError(
+        f"{run_dir}/results.json: model {bad[0]!r} has no 'clean' metrics "
+        "object; is this a simsoft results.json?"
+    )
   records = []
   for model, suite in sorted(models.items()):
     # A run evaluated on pre-corrupted sets only (CIFAR-10-C) gives their mean
@@ -108,7 +133,22 @@ def load_run(run_dir: str) -> list[dict]:
         run_dir=run_dir,
         config=_flatten(config),
     )
-    rec.update({m.key: m.get(suite) for m in METRICS})
+    try:
+      values = {m.key: m.get(suite) for m in METRICS}
+    except (AttributeError, TypeError, KeyError, ValueError) as e:
+      raise errors.DamagedFileError(
+          f"{run_dir}/results.json: model {model!r}'s metrics are malformed "
+          f"({type(e).__name__}: {str(e)[:80]})"
+      ) from None
+    for key, value in values.items():
+      if value is not None and (
+          isinstance(value, bool) or not isinstance(value, (int, float))
+      ):
+        raise errors.DamagedFileError(
+            f"{run_dir}/results.json: model {model!r}'s {key} is {value!r:.40}, "
+            "not a number"
+        )
+    rec.update(values)
     records.append(rec)
   return records
 
@@ -244,6 +284,10 @@ def compare(run_dirs: Sequence[str], out_dir: str) -> dict[str, str]:
         flush=True,
     )
   rows = aggregate(records, extra)
+  if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+    raise errors.OSFailure(
+        f"--out {out_dir} exists and is not a directory; give a directory"
+    )
   os.makedirs(out_dir, exist_ok=True)
   paths = {
       k: os.path.join(out_dir, f"comparison.{k}") for k in ("md", "csv", "png")
@@ -264,18 +308,20 @@ def main(argv: Sequence[str] | None = None) -> int:
       "--out", default=".", help="output directory (default: current directory)"
   )
   args = parser.parse_args(argv)
-  try:
-    paths = compare(args.run_dirs, args.out)
-  except (
-      FileNotFoundError,
-      ValueError,
-  ) as e:  # a missing or unreadable RUN_DIR file
-    errors.report(str(e), exc=e, argv=argv)
-    return 2
-  with open(paths["md"]) as f:
-    sys.stdout.write(f.read())
-  print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
-  return 0
+
+  def run() -> None:
+    try:
+      paths = compare(args.run_dirs, args.out)
+    except errors.UserError:
+      raise
+    except (FileNotFoundError, ValueError) as e:  # a missing RUN_DIR file
+      raise errors.MissingInputError(str(e)) from None
+    with open(paths["md"]) as f:
+      sys.stdout.write(f.read())
+    print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
+
+  code = errors.guarded(run, argv)
+  return code if code in (0, errors.InterruptedRun.exit_code) else 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ that catches ``ValueError`` or ``FileNotFoundError`` keeps working.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 import sys
@@ -65,10 +66,98 @@ class NonFiniteLossError(UserError, FloatingPointError):
   exit_code = 5
 
 
+class Preempted(UserError):
+  """SIGTERM (a preemption notice): the run saved a checkpoint and stopped.
+
+  Its own exit status, EX_TEMPFAIL, tells a launcher to restart the same command.
+  """
+
+  exit_code = 75
+
+
 class InterruptedRun(UserError):
   """The run was stopped by Ctrl-C (SIGINT)."""
 
   exit_code = 130
+
+
+class OSFailure(UserError, OSError):
+  """The operating system refused a read or write (read-only, disk full, ...)."""
+
+  exit_code = 2
+
+
+# errno -> what the user reads, and what to do.
+_OS_CAUSES = {
+    errno.EROFS: ("is on a read-only file system", "use a writable path"),
+    errno.EACCES: (
+        "is not writable (permission denied)",
+        "use a writable path",
+    ),
+    errno.EPERM: (
+        "is not writable (operation not permitted)",
+        "use a writable path",
+    ),
+    errno.ENOSPC: (
+        "cannot be written: no space left on the device",
+        "free some space and rerun",
+    ),
+    errno.EDQUOT: (
+        "cannot be written: disk quota exceeded",
+        "free some space and rerun",
+    ),
+    errno.ENOTDIR: (
+        "lies under a regular file (not a directory)",
+        "give a path whose parents are directories",
+    ),
+    errno.EEXIST: ("exists already", "give a new path"),
+    errno.EISDIR: ("is a directory, not a file", "give a file"),
+    errno.ENOENT: ("does not exist", "check the path"),
+}
+
+
+def os_error_message(error: OSError, path: str | None = None) -> str:
+  """One line naming the path and the cause of an OSError (errno), and what to do."""
+  path = path or error.filename or "a file"
+  cause, advice = _OS_CAUSES.get(
+      error.errno, (f"failed: {error.strerror or error}", "check the path")
+  )
+  return f"{path} {cause}; {advice}"
+
+
+def os_failure(error: OSError, path: str | None = None) -> OSFailure:
+  """The OSError as a one-line user error (exit 2); errno kept."""
+  failure = OSFailure(os_error_message(error, path))
+  failure.errno = error.errno
+  return failure
+
+
+def caused_by_os_error(error: BaseException) -> OSError | None:
+  """The first OSError with an errno in `error`'s chain (Orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _OS_CAUSES:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def guarded(fn, argv: Sequence[str] | None = None) -> int:
+  """Runs fn() for a command-line tool: a user error or an OSError becomes one
+  `simsoft: error:` line and its exit code (2 for OS errors), Ctrl-C 130."""
+  try:
+    fn()
+  except UserError as e:
+    report(str(e), exc=e, argv=argv)
+    return e.exit_code
+  except OSError as e:
+    report(os_error_message(e), exc=e, argv=argv)
+    return OSFailure.exit_code
+  except KeyboardInterrupt as e:
+    report("interrupted (Ctrl-C)", exc=e, argv=argv)
+    return InterruptedRun.exit_code
+  return 0
 
 
 def one_line(message: str) -> str:

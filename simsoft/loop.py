@@ -29,6 +29,7 @@ from simsoft import checkpoint as ckpt
 from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import input_pipeline
+from simsoft import preemption
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import train_step as step_lib
@@ -121,7 +122,7 @@ def train_model(
         schedule=setup.schedule,
         state_sharding=setup.shardings,
     )
-  manager.wait_until_finished()
+  ckpt.wait_until_finished(manager)
   return setup.graphdef, state
 
 
@@ -134,7 +135,7 @@ def phase_steps(run: Run, phase: str) -> tuple[int, int]:
 
 
 def checkpoint_manager(
-    run: Run, phase: str, workdir: str | None = None
+    run: Run, phase: str, workdir: str | None = None, read_only: bool = False
 ) -> ocp.CheckpointManager:
   """The Orbax manager of <workdir or run.workdir>/<phase>/checkpoints."""
   with ckpt.quiet_logs():  # Orbax logs each unreadable checkpoint file at ERROR
@@ -142,6 +143,7 @@ def checkpoint_manager(
         os.path.join(workdir or run.workdir, phase, "checkpoints"),
         every_steps=run.config.checkpoint.every_steps,
         keep=run.config.checkpoint.keep,
+        read_only=read_only,
     )
     manager.latest_step()  # reads the directory, under quiet logs
   return manager
@@ -197,7 +199,7 @@ def _loop(
   window = []  # (metrics, steps) of the chunks since the last log
   done, tracing = start, False
   try:
-    with _sigint_stops_after_chunk() as stop:
+    with _sigint_stops_after_chunk() as stop, preemption.listening() as notice:
       while done < total_steps:
         boundary = min(
             [total_steps]
@@ -231,9 +233,18 @@ def _loop(
           if schedule is not None:
             scalars["learning_rate"] = float(schedule(done - 1))
           progress.update(done, scalars)
-        if done % config.checkpoint.every_steps == 0 or done == total_steps:
+        preempted = notice.reached()
+        if (
+            done % config.checkpoint.every_steps == 0
+            or done == total_steps
+            or preempted
+        ):
           _check_finite(run, state, phase, manager)
-          ckpt.save_state(manager, done, state, force=done == total_steps)
+          ckpt.save_state(
+              manager, done, state, force=done == total_steps or preempted
+          )
+        if preempted:
+          raise _preempted(phase, done, total_steps, manager)
         if stop.requested:
           raise _interrupted(phase, done, total_steps, manager)
   finally:
@@ -303,6 +314,18 @@ def _interrupted(
   return errors.InterruptedRun(
       f"interrupted (Ctrl-C) in phase {phase!r} at step {done} of {total_steps}; {kept}; "
       "run the same command to resume"
+  )
+
+
+def _preempted(
+    phase: str, done: int, total_steps: int, manager
+) -> errors.Preempted:
+  """The checkpoint of step `done` is on disk (every host): the one-line notice."""
+  ckpt.wait_until_finished(manager)
+  return errors.Preempted(
+      f"preempted (SIGTERM) in phase {phase!r} at step {done} of {total_steps}; "
+      f"saved checkpoint step {manager.latest_step()}; run the same command to "
+      "resume"
   )
 
 

@@ -24,12 +24,16 @@ A target row is set in one of two ways:
   where it goes. Label smoothing is ``Q`` uniform over the other ``C - 1``
   classes (``S`` all ones).
 
-Bad arguments: concrete (non-traced) ``alpha``, ``mass`` and ``labels`` are
-checked eagerly (``alpha`` and ``mass`` finite in [0, 1], labels in ``[0, C)``)
-and raise ``ValueError`` naming the argument. Under ``jax.jit`` nothing can
-raise, so an example whose label lies outside ``[0, C)`` gets a NaN loss
-(and :func:`similarity_targets` a NaN row), never a plausible finite value;
-examples masked out by ``where`` get 0 whatever their label.
+Bad arguments: concrete (non-traced) ``alpha``, ``mass``, ``labels`` and
+``S`` are checked eagerly (``alpha`` and ``mass`` finite in [0, 1], labels in
+``[0, C)``, ``S`` finite and non-negative with no all-zero row; the weights
+of :func:`weighted_cross_entropy` may have zero rows) and raise
+``ValueError`` naming the argument; a bool or string ``alpha`` or ``mass``
+raises ``TypeError``. Under ``jax.jit`` nothing can raise, so an example
+whose label lies outside ``[0, C)``, and every example when a traced
+``alpha`` or ``mass`` lies outside [0, 1], gets a NaN loss (and
+:func:`similarity_targets` a NaN row), never a plausible finite value, in
+every loss; examples masked out by ``where`` get 0 whatever their label.
 
 Both reduce to plain cross-entropy for ``S = I``. Logits may be float32 or
 bfloat16; the arithmetic runs in at least float32 and the losses are float32
@@ -133,7 +137,10 @@ def _check_sparse(similarity, num_classes: int) -> None:
     )
 
 
-def _check_similarity(similarity, num_classes: int) -> None:
+def _check_similarity(
+    similarity, num_classes: int, *, zero_rows: bool = False
+) -> None:
+  """Shape and dtype of S; with a concrete S also its values (`_check_values`)."""
   if _is_sparse(similarity):
     _check_sparse(similarity, num_classes)
     similarity = similarity.values
@@ -153,10 +160,60 @@ def _check_similarity(similarity, num_classes: int) -> None:
         f"`similarity` must be a real-valued array, got dtype "
         f"{jnp.result_type(similarity)}."
     )
+  if _concrete(similarity):
+    _check_values(similarity, zero_rows=zero_rows)
 
 
-def _check_inputs(logits, labels, similarity, where):
-  """Trace-time checks shared by the losses. Returns the compute dtype."""
+@jax.jit
+def _device_defects(matrix: jax.Array) -> jax.Array:
+  """int [3]: counts of non-finite entries, negative entries and all-zero rows."""
+  finite = jnp.isfinite(matrix)
+  return jnp.stack(
+      [
+          jnp.sum(~finite),
+          jnp.sum(finite & (matrix < 0)),
+          jnp.sum(jnp.all(matrix == 0, axis=-1)),
+      ]
+  )
+
+
+# A concrete S at least this large is reduced where it lives (three counts come
+# back, not 4 C^2 bytes); a smaller one is read on the host.
+_DEVICE_CHECK_SIZE = 1 << 20
+
+
+def _check_values(similarity, *, zero_rows: bool) -> None:
+  """A concrete S (or a sparse S's values): finite, >= 0, and no all-zero row
+  unless `zero_rows`; ValueError naming the first offending entry or row."""
+  if (
+      isinstance(similarity, jax.Array)
+      and similarity.size >= _DEVICE_CHECK_SIZE
+  ):
+    counts = [int(n) for n in _device_defects(similarity)]
+    if not (counts[0] or counts[1] or (counts[2] and not zero_rows)):
+      return
+  host = np.asarray(similarity)
+  for bad, what in (
+      (~np.isfinite(host), "a non-finite"),
+      (np.isfinite(host) & (host < 0), "a negative"),
+  ):
+    if bad.any():
+      r, c = (int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(
+          f"`similarity` has {what} entry at row {r}, column {c}: {host[r, c]}."
+      )
+  if not zero_rows and host.size:
+    empty = np.flatnonzero(np.all(host == 0, axis=-1))
+    if empty.size:
+      raise ValueError(
+          f"`similarity` row {empty[0]} is all zeros; every class needs some "
+          "similarity mass (at least itself)."
+      )
+
+
+def _check_inputs(logits, labels, similarity, where, *, zero_rows=False):
+  """Trace-time checks shared by the losses (and of a concrete S's values).
+  Returns the compute dtype."""
   if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
     raise TypeError(
         f"`logits` must be floating point, got dtype {jnp.result_type(logits)}."
@@ -169,7 +226,7 @@ def _check_inputs(logits, labels, similarity, where):
         f"shape, got logits {logits_shape} and labels {labels_shape}."
     )
   if similarity is not None:
-    _check_similarity(similarity, logits_shape[-1])
+    _check_similarity(similarity, logits_shape[-1], zero_rows=zero_rows)
   if where is not None and jnp.shape(where) != labels_shape:
     raise ValueError(
         f"`where` must have the batch shape of `labels` {labels_shape}, got "
@@ -459,12 +516,13 @@ def _row_loss(
     mass,
     normalize,
     where,
-    nan_invalid=True,
+    zero_rows=False,
 ) -> jax.Array:
   """The soft-target (``-sum_j t_j log p_j``) or log-sum (``-log sum_j t_j p_j``)
   loss against the batch's target rows, O(B C) for dense S, O(B k) beyond the
-  log-softmax for sparse S."""
-  dtype = _check_inputs(logits, labels, similarity, where)
+  log-softmax for sparse S. NaN for a label outside [0, C) or a traced amount
+  outside [0, 1]."""
+  dtype = _check_inputs(logits, labels, similarity, where, zero_rows=zero_rows)
   check_amount(alpha=alpha, mass=mass)
   if mass is not None and not normalize:
     raise ValueError(
@@ -478,9 +536,7 @@ def _row_loss(
     loss = _small_c_loss(
         z, labels, similarity, log_sum, alpha, mass, normalize, dtype
     )
-    valid = _valid_labels(labels, c)
-    loss = _nan_where_invalid(loss, valid) if nan_invalid else loss
-    return _apply_where(loss, where)
+    return _finish(loss, labels, c, alpha, mass, where)
   z_s, weights, diag = _support(z, labels, similarity, dtype)
   if not sparse:  # row reductions of (z, S_y): no target row is written
     if mass is not None:
@@ -490,11 +546,7 @@ def _row_loss(
       amount = 1.0 if alpha is None else alpha
     dense_loss = _log_sum_dense if log_sum else _soft_dense
     loss = dense_loss(z, labels, weights, jnp.asarray(amount, dtype), mode)
-    valid = _valid_labels(labels, c)
-    loss = _nan_where_invalid(loss, valid) if nan_invalid else loss
-    if not nan_invalid:  # the zero row of an out-of-range label: loss 0
-      loss = jnp.where(valid, loss, 0)
-    return _apply_where(loss, where)
+    return _finish(loss, labels, c, alpha, mass, where)
   # sparse: the targets on the k kept columns, log_softmax read there only
   t, fallback = _target_rows(
       weights,
@@ -527,12 +579,23 @@ def _row_loss(
       others = jnp.sum(log_probs, axis=-1) - lp_y
       uniform = -(1.0 - m) * lp_y - m * others / (c - 1)
     loss = jnp.where(fallback, uniform, loss)
-  valid = _valid_labels(labels, c)
-  if nan_invalid:
-    loss = _nan_where_invalid(loss, valid)
-  else:  # the zero row of an out-of-range label: loss 0
-    loss = jnp.where(valid, loss, 0)
-  return _apply_where(loss, where)
+  return _finish(loss, labels, c, alpha, mass, where)
+
+
+def _amount_valid(alpha, mass) -> jax.Array | bool:
+  """A traced alpha or mass lies in [0, 1] (False for NaN); concrete ones were
+  checked eagerly (True)."""
+  amount = alpha if mass is None else mass
+  if not isinstance(amount, jax.core.Tracer):
+    return True
+  return (amount >= 0) & (amount <= 1)
+
+
+def _finish(loss, labels, num_classes, alpha, mass, where) -> jax.Array:
+  """NaN for a label outside [0, C) or a traced amount outside [0, 1]; then
+  0 where `where` is False."""
+  valid = _valid_labels(labels, num_classes) & _amount_valid(alpha, mass)
+  return _apply_where(_nan_where_invalid(loss, valid), where)
 
 
 def _apply_where(loss: jax.Array, where) -> jax.Array:
@@ -557,8 +620,28 @@ def _check_square(similarity) -> int:
 
 
 def _check_fraction(value, name: str) -> None:
-  """Eager range check of a concrete scalar; traced values pass through."""
-  if isinstance(value, jax.core.Tracer) or value is None:
+  """A real number: range-checked when concrete; a traced one passes (the
+  losses turn it into NaN when outside [0, 1]). Bools and strings are refused.
+  """
+  if value is None:
+    return
+  if isinstance(value, (bool, np.bool_, str, bytes)) or not (
+      isinstance(value, jax.core.Tracer)
+      or isinstance(value, (int, float))
+      or hasattr(value, "dtype")
+  ):
+    raise TypeError(
+        f"`{name}` must be a real number in [0, 1], got {value!r} "
+        f"({type(value).__name__})."
+    )
+  dtype = jnp.result_type(value)
+  if not (
+      jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  ):
+    raise TypeError(
+        f"`{name}` must be a real number in [0, 1], got dtype {dtype}."
+    )
+  if isinstance(value, jax.core.Tracer):
     return
   v = np.asarray(value)
   if v.shape != () or not np.isfinite(v) or not 0.0 <= float(v) <= 1.0:
@@ -650,12 +733,15 @@ def similarity_target_matrix(
   dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)
   similarity = jnp.asarray(similarity, dtype)
   eye = jnp.eye(c, dtype=dtype)
+  valid = _amount_valid(alpha, mass)
   if mass is not None:
-    mass = jnp.asarray(mass, dtype)
-    return (1.0 - mass) * eye + mass * off_target_distribution(similarity)
-  alpha = jnp.asarray(1.0 if alpha is None else alpha, dtype)
-  rows = similarity / jnp.sum(similarity, axis=-1, keepdims=True)
-  return (1.0 - alpha) * eye + alpha * rows
+    m = jnp.asarray(mass, dtype)
+    matrix = (1.0 - m) * eye + m * off_target_distribution(similarity)
+  else:
+    a = jnp.asarray(1.0 if alpha is None else alpha, dtype)
+    rows = similarity / jnp.sum(similarity, axis=-1, keepdims=True)
+    matrix = (1.0 - a) * eye + a * rows
+  return matrix if valid is True else jnp.where(valid, matrix, jnp.nan)
 
 
 def similarity_targets(
@@ -703,7 +789,9 @@ def similarity_targets(
     rows = _onehot_rows(
         labels, similarity_target_matrix(similarity, alpha=alpha, mass=mass)
     )
-    return _nan_where_invalid(rows, _valid_labels(labels, c))
+    return _nan_where_invalid(
+        rows, _valid_labels(labels, c) & _amount_valid(alpha, mass)
+    )
   rows, _ = _target_rows(
       _rows_of(labels, jnp.asarray(similarity, dtype)),
       jnp.arange(c) == labels[..., None],
@@ -713,7 +801,9 @@ def similarity_targets(
       normalize=True,
       dense=True,
   )
-  return _nan_where_invalid(rows, _valid_labels(labels, c))
+  return _nan_where_invalid(
+      rows, _valid_labels(labels, c) & _amount_valid(alpha, mass)
+  )
 
 
 def _sparse_targets(labels, similarity, *, alpha, mass) -> jax.Array:
@@ -745,7 +835,9 @@ def _sparse_targets(labels, similarity, *, alpha, mass) -> jax.Array:
     m = jnp.asarray(mass, dtype)
     uniform = (1.0 - m) * onehot + m * (1 - onehot) / (c - 1)
     rows = jnp.where(fallback[..., None], uniform, rows)
-  return _nan_where_invalid(rows, _valid_labels(labels, c))
+  return _nan_where_invalid(
+      rows, _valid_labels(labels, c) & _amount_valid(alpha, mass)
+  )
 
 
 def similarity_cross_entropy(
@@ -953,7 +1045,8 @@ def weighted_cross_entropy(
 
   Args:
     logits: float [..., C] unnormalized log-probabilities (float32 or bfloat16).
-    labels: int [...] class indices.
+    labels: int [...] class indices in ``[0, C)`` (under jit one outside
+      gets a NaN loss).
     weights: [C, C], finite and non-negative, or a SparseSimilarity; a zero
       row gives loss 0.
     where: optional bool [...]; examples where it is False get loss 0.
@@ -970,7 +1063,7 @@ def weighted_cross_entropy(
       mass=None,
       normalize=False,
       where=where,
-      nan_invalid=False,
+      zero_rows=True,
   )
 
 
@@ -1001,7 +1094,8 @@ def hierarchical_cross_entropy(
 
   Args:
     logits: float [..., C] unnormalized log-probabilities.
-    labels: int [...] class indices.
+    labels: int [...] class indices in ``[0, C)`` (under jit one outside
+      gets a NaN loss).
     node_leaves: [N, C], 1 where class c lies under node n (leaves included,
       root excluded); every node needs a class.
     path_weights: [C, N], K.
@@ -1037,6 +1131,4 @@ def hierarchical_cross_entropy(
   else:
     k = _rows_of(labels, jnp.asarray(path_weights, dtype))
   loss = -jnp.sum(jnp.where(k != 0, k * log_nodes, 0.0), axis=-1)
-  if c > ONEHOT_MAX_CLASSES:  # a clipped row for an out-of-range label: loss 0
-    loss = jnp.where(_valid_labels(labels, c), loss, 0)
-  return _apply_where(loss, where)
+  return _finish(loss, labels, c, None, None, where)

@@ -137,12 +137,15 @@ def _import_tensorflow_quietly() -> None:
 
 
 def guarded(fn: Callable[[], None], argv: Sequence[str]) -> int:
-  """Runs fn(); a user error or Ctrl-C becomes one stderr line and its exit code."""
+  """Runs fn(); a user error, an OSError or Ctrl-C becomes one stderr line and its exit code."""
   try:
     fn()
   except errors.UserError as e:
     errors.report(str(e), exc=e, argv=argv)
     return e.exit_code
+  except OSError as e:  # read-only or full disk, a path under a file, ...
+    errors.report(errors.os_error_message(e), exc=e, argv=argv)
+    return errors.OSFailure.exit_code
   except KeyboardInterrupt as e:
     errors.report(
         "interrupted (Ctrl-C) outside training; nothing finished was lost; run the same "

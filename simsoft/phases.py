@@ -372,13 +372,22 @@ def model_b_training(run: Run) -> dict[str, Any]:
   }
 
 
-def restore_final(run: Run, phase: str) -> tuple[nnx.GraphDef, dict[str, Any]]:
+def restore_final(
+    run: Run, phase: str, *, read_only: bool = False
+) -> tuple[nnx.GraphDef, dict[str, Any]]:
   """(graphdef, state) of a finished phase's model, from its latest readable checkpoint.
 
   If the final checkpoint is damaged and an older one restores, the missing
   steps are trained again with the phase's own loss (the same model: data
-  order and randomness are functions of (seed, step)).
+  order and randomness are functions of (seed, step)). With `read_only`
+  (diagnosis tools) nothing is written: an unfinished phase or a missing
+  final checkpoint is a MissingInputError instead.
   """
+  if read_only and phase_done(run, phase) is None:
+    raise errors.MissingInputError(
+        f"{run.workdir}: phase {phase!r} has not finished (no {phase}/done.json); "
+        "finish the run with simsoft.main first (this tool only reads)"
+    )
   training = (model_a_training if phase == "estimate" else model_b_training)(
       run
   )
@@ -396,9 +405,24 @@ def restore_final(run: Run, phase: str) -> tuple[nnx.GraphDef, dict[str, Any]]:
       total_steps=total_steps,
       track_epoch_stats=training.get("online", False),
   )
-  manager = checkpoint_manager(run, phase, training.get("workdir"))
-  state = ckpt.restore_latest_readable(manager, setup.abstract, phase=phase)
+  manager = checkpoint_manager(
+      run, phase, training.get("workdir"), read_only=read_only
+  )
+  if read_only and manager.latest_step() is None:
+    raise errors.MissingInputError(
+        f"{run.workdir}: phase {phase!r} has no checkpoint in "
+        f"{os.fspath(manager.directory)}; finish the run with simsoft.main first"
+    )
+  state = ckpt.restore_latest_readable(
+      manager, setup.abstract, phase=phase, move_aside=not read_only
+  )
   if int(state["step"]) < total_steps:
+    if read_only:
+      raise errors.MissingInputError(
+          f"{run.workdir}: phase {phase!r}'s latest readable checkpoint is step "
+          f"{int(state['step'])} of {total_steps}; finish the run with "
+          "simsoft.main first (this tool only reads)"
+      )
     return train_model(run, phase, similarity=identity, **training)
   return setup.graphdef, state
 

@@ -1,5 +1,12 @@
 """Per-run report: workdir/report.md with tables and PNG figures (headless).
 
+  python -m simsoft.report WORKDIR [--out DIR]
+
+rebuilds the report of a finished run from WORKDIR/results.json (and the
+estimated S in WORKDIR/estimate/similarity.npy, drawn unless the run
+shuffled it) into DIR (default WORKDIR); it reads nothing else and writes
+only report.md and its figures.
+
 Input layout: ``{'config': {...}, 'models': {'A': suite, 'B': suite},
 'comparison': optional}`` where each suite is the output of
 :func:`simsoft.evaluators.run_suite` (possibly read back from results.json).
@@ -529,3 +536,85 @@ def write_report(
   with open(path, "w") as f:
     f.write("\n".join(parts))
   return path
+
+
+def _load_results(workdir: str) -> dict:
+  """WORKDIR/results.json, checked enough to draw (UserError naming the file)."""
+  from simsoft import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from simsoft import errors  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isdir(workdir):
+    what = "is not a directory" if os.path.exists(workdir) else "does not exist"
+    raise errors.MissingInputError(
+        f"WORKDIR {workdir} {what}; give a finished run's workdir"
+    )
+  path = os.path.join(workdir, "results.json")
+  results = ckpt.read_json(path)
+  if results is None:
+    raise errors.MissingInputError(
+        f"{path} does not exist: the run has not finished its evaluate phase"
+    )
+  models = results.get("models")
+  if (
+      not isinstance(models, dict)
+      or not models
+      or not all(
+          isinstance(m, dict) and isinstance(m.get("clean"), dict)
+          for m in models.values()
+      )
+  ):
+    raise errors.DamagedFileError(
+        f"{path} is damaged: 'models' must map each model to its metrics, "
+        "with 'clean' metrics"
+    )
+  return results
+
+
+def _similarity_to_draw(workdir: str, results: Mapping) -> np.ndarray | None:
+  """The estimated S (estimate/similarity.npy), unless the run shuffled it."""
+  config = results.get("config") or {}
+  if (config.get("similarity") or {}).get("shuffle"):
+    return None
+  path = os.path.join(workdir, "estimate", "similarity.npy")
+  return np.load(path, allow_pickle=False) if os.path.isfile(path) else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m simsoft.report WORKDIR [--out DIR]`: 0, or 2 with one error line."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  from simsoft import errors  # pylint: disable=g-import-not-at-top
+
+  parser = argparse.ArgumentParser(
+      prog="python -m simsoft.report",
+      description="Rebuilds WORKDIR/report.md from WORKDIR/results.json.",
+  )
+  parser.add_argument("workdir", metavar="WORKDIR")
+  parser.add_argument(
+      "--out", default="", help="output directory (default WORKDIR)"
+  )
+  args = parser.parse_args(argv)
+
+  def run() -> None:
+    results = _load_results(args.workdir)
+    out = args.out or args.workdir
+    if os.path.lexists(out) and not os.path.isdir(out):
+      raise errors.OSFailure(f"--out {out} exists and is not a directory")
+    try:
+      path = write_report(
+          out, results, similarity=_similarity_to_draw(args.workdir, results)
+      )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+      raise errors.DamagedFileError(
+          f"{args.workdir}/results.json cannot be drawn "
+          f"({type(e).__name__}: {' '.join(str(e).split())[:100]})"
+      ) from None
+    print(f"wrote {path}", flush=True)
+
+  code = errors.guarded(run, argv if argv is not None else sys.argv)
+  return code if code in (0, errors.InterruptedRun.exit_code) else 2
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

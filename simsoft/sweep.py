@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fcntl
+import glob
 import json
 import os
 import subprocess
@@ -983,22 +984,100 @@ def to_markdown(summary: dict) -> str:
   return "\n".join(parts) + "\n"
 
 
+def check_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """--workers, --root and the runs already under the root, before anything is written."""
+  if fv.workers < 1:
+    raise errors.ConfigError(
+        f"--workers={fv.workers} must be >= 1 (the processes or jobs at a time)"
+    )
+  check_root(fv.config, fv.root, summary_only=fv.summary_only)
+
+
+def check_root(
+    sweep: ml_collections.ConfigDict, root: str, *, summary_only: bool = False
+) -> None:
+  """The root is a directory (or can be made); the runs in it are this sweep's.
+
+  Raises:
+    ConfigError: an empty --root, or (summary_only) a root without one
+      finished run of this config.
+    OSFailure: the root is a file or lies under one, or is not writable.
+    WorkdirError: runs whose config.json differs from this sweep's plan
+      (naming the runs and the fields).
+  """
+  from simsoft import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+
+  if not root:
+    raise errors.ConfigError("--root is empty; give the sweep's directory")
+  if os.path.lexists(root) and not os.path.isdir(root):
+    raise errors.OSFailure(
+        f"--root {root} exists and is not a directory; give a directory"
+    )
+  if not summary_only:
+    ckpt.check_creatable(root, "--root")
+  runs = plan(sweep, root)
+  foreign = []
+  for workdir, config in runs:
+    saved = ckpt.read_json(os.path.join(workdir, "config.json"))
+    if saved is None:
+      continue
+    current = json.loads(config.to_json())
+    diffs = ckpt.config_differences(saved, current)
+    if diffs:
+      foreign.append(
+          f"{os.path.relpath(workdir, root)} ("
+          f"{ckpt.describe_differences(saved, current, diffs)})"
+      )
+  if foreign:
+    raise errors.WorkdirError(
+        f"--root {root} holds {len(foreign)} run(s) of another sweep config: "
+        f"{'; '.join(foreign[:3])}{'; ...' if len(foreign) > 3 else ''}. Use a "
+        "new --root, or the config those runs were made with"
+    )
+  if summary_only and not any(
+      os.path.exists(os.path.join(w, "results.json")) for w, _ in runs
+  ):
+    others = sorted(
+        glob.glob(
+            os.path.join(glob.escape(root), "*", "seed*", "*", "results.json")
+        )
+    )
+    hint = (
+        f" (it holds {len(others)} finished run(s) of other experiments or "
+        f"settings, e.g. {os.path.relpath(os.path.dirname(others[0]), root)})"
+        if others
+        else ""
+    )
+    raise errors.MissingInputError(
+        f"--root {root} holds no finished run of this sweep config{hint}; "
+        "nothing to summarize"
+    )
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from simsoft import progress  # imports jax: keep --help fast
 
   progress.configure_logging(FLAGS)
+  code = errors.guarded(_main_with_extras, argv)
+  if code:
+    sys.exit(code)
+
+
+def _main_with_extras() -> None:
   try:
     _main()
   except ModuleNotFoundError as e:
     message = extras.missing_dependency_message(e)
     if message is None:
       raise
-    raise SystemExit(message) from None
+    raise errors.ConfigError(message) from None
 
 
 def _main():
+  if FLAGS.worker_index < 0:
+    check_flags(FLAGS)
   os.makedirs(FLAGS.root, exist_ok=True)
   if FLAGS.worker_index >= 0:
     run_all(FLAGS.config, FLAGS.root)

@@ -56,6 +56,18 @@ def at_least(
     _fail(field, value, f"must be >= {low}", advice)
 
 
+# Seeds are unsigned 32-bit integers: jax.random.key and NumPy take them all
+# (and the offsets simsoft adds), and a 2**64 fails there only after the
+# workdir's records were written.
+SEED_MAX = 2**32 - 1
+
+
+def seed(field: str, value: Any) -> None:
+  """An integer seed in [0, SEED_MAX]."""
+  if not 0 <= _number(field, value, integer=True) <= SEED_MAX:
+    _fail(field, value, f"must be an integer in [0, 2**32 - 1 = {SEED_MAX}]")
+
+
 def positive(field: str, value: Any, advice: str = "") -> None:
   """value > 0, finite."""
   if _number(field, value) <= 0:
@@ -157,7 +169,7 @@ def check_dataset(c: ml_collections.ConfigDict) -> None:
         "must lie in (0, 1): the estimate phase needs a " "held-out split",
         "e.g. 0.1",
     )
-  at_least("dataset.split_seed", c.dataset.split_seed, 0)
+  seed("dataset.split_seed", c.dataset.split_seed)
   at_least(
       "dataset.train_examples",
       c.dataset.train_examples,
@@ -251,7 +263,11 @@ def check_postprocess_options(o: ml_collections.ConfigDict) -> None:
 def check_source_options(
     source: str, section: ml_collections.ConfigDict
 ) -> None:
-  """similarity.<source>.*: booleans are booleans, amounts in range."""
+  """similarity.<source>.*: booleans are booleans, amounts in range, then the
+  source's own rules (simsoft.similarity.check_source_options: ordinal
+  ratio, embedding lower_bound, hierarchy beta, ...), before model A trains."""
+  from simsoft import similarity as sim_lib  # pylint: disable=g-import-not-at-top
+
   for key, value in section.items():
     field = f"similarity.{source}.{key}"
     if key == "smoothing":
@@ -262,6 +278,10 @@ def check_source_options(
       positive(field, value)
     elif isinstance(value, bool) or key in ("correct_only", "center"):
       flag(field, value)
+  try:
+    sim_lib.check_source_options(source, section.to_dict())
+  except ValueError as e:
+    raise ConfigError(f"config.similarity.{source}: {e}") from None
 
 
 def check_loss(c: ml_collections.ConfigDict) -> None:
@@ -336,7 +356,7 @@ def check_training(c: ml_collections.ConfigDict) -> None:
       advice="2 keeps a fallback if the latest is damaged",
   )
   at_least("log_every_steps", c.log_every_steps, 1)
-  at_least("seed", c.seed, 0)
+  seed("seed", c.seed)
   if (
       c.estimate.model_from
       and "://" not in c.estimate.model_from
@@ -466,13 +486,14 @@ def check_against_data(
 ) -> None:
   """Batch sizes vs devices and the training split; top_k vs the class count."""
   train_size = len(ds.split("train").labels)
-  if c.batch_size % num_devices:
-    _fail(
-        "batch_size",
-        c.batch_size,
-        f"is not a multiple of the {num_devices} devices",
-        f"use a multiple of {num_devices}",
-    )
+  for field in ("batch_size", "eval_batch_size"):
+    if c[field] % num_devices:
+      _fail(
+          field,
+          c[field],
+          f"is not a multiple of the {num_devices} devices",
+          f"use a multiple of {num_devices}",
+      )
   if c.batch_size > train_size:
     _fail(
         "batch_size",

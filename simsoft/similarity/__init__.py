@@ -43,6 +43,7 @@ from simsoft.similarity.postprocess import POSTPROCESS_DEFAULTS, postprocess
 from simsoft.similarity.sources import (
     SOURCES,
     build_similarity,
+    check_source_options,
     initial_similarity,
     online_update_options,
     source_needs_data,
@@ -72,6 +73,7 @@ __all__ = [
     "SimilarityStats",
     "SparseSimilarity",
     "build_similarity",
+    "check_source_options",
     "declared_classes",
     "derangement",
     "export_plain",

@@ -185,6 +185,22 @@ def is_hierarchy_file(path: str | os.PathLike[str]) -> bool:
   return False
 
 
+class _JsonObject(dict):
+  """A JSON object that remembers its repeated keys: [(key, first, later)]."""
+
+  repeated: list
+
+
+def _pairs(pairs: list) -> _JsonObject:
+  """json object hook: json.load keeps a repeated key's last value silently."""
+  obj, obj.repeated = _JsonObject(), []
+  for key, value in pairs:
+    if key in obj and obj[key] != value:
+      obj.repeated.append((key, obj[key], value))
+    obj.setdefault(key, value)
+  return obj
+
+
 def read_hierarchy(
     path: str | os.PathLike[str], *, num_classes: int | None = None
 ) -> Hierarchy:
@@ -195,14 +211,31 @@ def read_hierarchy(
   ext = os.path.splitext(p)[1].lower()
   if ext == ".json":
     with open(p, encoding="utf-8") as f:
-      data = json.load(f)
+      data = json.load(f, object_pairs_hook=_pairs)
     if not isinstance(data, dict) or not isinstance(data.get("parents"), dict):
       raise _error(
           p,
           "a JSON hierarchy is an object with a 'parents' mapping {node: parent}.",
       )
     parents = data["parents"]
+    if parents.repeated:
+      node, first, later = parents.repeated[0]
+      raise _error(
+          p, f"node {node!r} has two parents: {first!r} and {later!r}."
+      )
+    for node, par in parents.items():
+      if not isinstance(par, (str, int)) or isinstance(par, bool):
+        raise _error(
+            p, f"the parent of {node!r} must be one node name, got {par!r}."
+        )
     classes = data.get("classes")
+    if classes is not None and not (
+        isinstance(classes, list)
+        and all(isinstance(c, (str, int)) for c in classes)
+    ):
+      raise _error(
+          p, f"'classes' must be a list of class names, got {classes!r:.60}."
+      )
   elif ext == ".csv":
     with open(p, encoding="utf-8", newline="") as f:
       rows = [

@@ -71,6 +71,7 @@ __all__ = [
     "SOURCES",
     "Source",
     "build_similarity",
+    "check_source_options",
     "online_update_options",
     "source_needs_data",
     "source_needs_features",
@@ -97,6 +98,9 @@ class Source:
       statistics (Online Label Smoothing); the estimate phase gives S^0.
     options: its own options with their defaults.
     own_temperature: the builder applies ``temperature`` itself.
+    check_options: ``(options)`` checks its own options (ValueError naming
+      the option), the same checks the builder runs, so that a bad value
+      fails before model A trains.
   """
 
   build: Callable[..., np.ndarray]
@@ -108,6 +112,7 @@ class Source:
   per_epoch: bool = False
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   own_temperature: bool = False
+  check_options: Callable[[Mapping[str, Any]], Any] | None = None
 
   @property
   def needs_path(self) -> bool:
@@ -154,7 +159,7 @@ def _uniform(*, num_classes, **_):
   return np.full((num_classes, num_classes), 1.0 / num_classes)
 
 
-def _confusion(*, num_classes, stats, options, **_):
+def _confusion_smoothing(options) -> float:
   s = options["smoothing"]
   if (
       not isinstance(s, (int, float))
@@ -165,7 +170,11 @@ def _confusion(*, num_classes, stats, options, **_):
     raise ValueError(
         f"option `smoothing` must be a finite number >= 0, got {s!r}."
     )
-  counts = _stats_np(stats)["confusion"] + s
+  return s
+
+
+def _confusion(*, num_classes, stats, options, **_):
+  counts = _stats_np(stats)["confusion"] + _confusion_smoothing(options)
   return _mean_rows(counts, counts.sum(axis=1))  # rows with no mass become e_y
 
 
@@ -272,7 +281,7 @@ def online_update_options(options: Mapping[str, Any]) -> dict[str, Any]:
   }
 
 
-def _online(*, num_classes, stats, options, **_):
+def _online_initial_smoothing(options) -> float:
   eps = options["initial_smoothing"]
   if (
       not isinstance(eps, (int, float))
@@ -282,6 +291,16 @@ def _online(*, num_classes, stats, options, **_):
     raise ValueError(
         f"option `initial_smoothing` must be a number in [0, 1], got {eps!r}."
     )
+  return float(eps)
+
+
+def _check_online(options) -> None:
+  _online_initial_smoothing(options)
+  online_update_options(options)
+
+
+def _online(*, num_classes, stats, options, **_):
+  eps = _online_initial_smoothing(options)
   update = online_update_options(options)
   if options["initial"] == "zero":
     raise ValueError(
@@ -297,14 +316,22 @@ def _online(*, num_classes, stats, options, **_):
   return np.asarray(online_update(s0, stats, **update), np.float64)
 
 
+def _hierarchy_beta(options) -> float:
+  return _number(options, "beta", 0.0)
+
+
 def _hierarchy(*, num_classes, path, options, **_):
-  beta = _number(options, "beta", 0.0)
+  beta = _hierarchy_beta(options)
   d = hierarchy_lib.read_distances(path, num_classes=num_classes)
   return np.exp(-beta * d / d.max())
 
 
+def _ordinal_ratio(options) -> float:
+  return _number(options, "ratio", 0.0, 1.0)
+
+
 def _ordinal(*, num_classes, options, **_):
-  r = _number(options, "ratio", 0.0, 1.0)
+  r = _ordinal_ratio(options)
   i = np.arange(num_classes)
   return r ** np.abs(i[:, None] - i[None, :]).astype(
       np.float64
@@ -335,21 +362,26 @@ def _read_embeddings(path, num_classes):
         f"embedding file {p!r}: must be a finite [C, D] = [{num_classes}, D] "
         f"array (one row per class), got shape {e.shape}."
     )
+  norms = np.linalg.norm(e, axis=1)
+  if np.any(norms == 0):
+    raise ValueError(
+        f"embedding file {p!r}: class {int(np.flatnonzero(norms == 0)[0])} "
+        "has a zero embedding (no cosine)."
+    )
   return e
 
 
-def _embedding(*, num_classes, path, options, **_):
+def _embedding_lower_bound(options) -> float:
   b = _number(options, "lower_bound", 0.0, 1.0)
   if b >= 1.0:
     raise ValueError(f"option `lower_bound` must be < 1, got {b!r}.")
+  return b
+
+
+def _embedding(*, num_classes, path, options, **_):
+  b = _embedding_lower_bound(options)
   e = _read_embeddings(path, num_classes)
-  norms = np.linalg.norm(e, axis=1, keepdims=True)
-  if np.any(norms == 0):
-    raise ValueError(
-        f"embedding file {path!r}: class {int(np.flatnonzero(norms == 0)[0])} "
-        "has a zero embedding (no cosine)."
-    )
-  unit = e / norms
+  unit = e / np.linalg.norm(e, axis=1, keepdims=True)
   cos = np.clip(unit @ unit.T, -1.0, 1.0)
   return np.maximum((cos - b) / (1.0 - b), 0.0)
 
@@ -362,10 +394,16 @@ SOURCES: dict[str, Source] = {
     "identity": Source(_identity),
     "uniform": Source(_uniform),
     "confusion": Source(
-        _confusion, needs_data=True, options={"smoothing": 1.0}
+        _confusion,
+        needs_data=True,
+        options={"smoothing": 1.0},
+        check_options=_confusion_smoothing,
     ),
     "softmax": Source(
-        _softmax, needs_data=True, options={"correct_only": False}
+        _softmax,
+        needs_data=True,
+        options={"correct_only": False},
+        check_options=lambda o: _check_bool(o, "correct_only"),
     ),
     "centroid": Source(
         _centroid,
@@ -373,6 +411,7 @@ SOURCES: dict[str, Source] = {
         needs_features=True,
         options={"temperature": 0.1, "center": True},
         own_temperature=True,
+        check_options=lambda o: _check_bool(o, "center"),
     ),
     "weights": Source(
         _weights,
@@ -398,6 +437,7 @@ SOURCES: dict[str, Source] = {
             "fallback": "keep",
             "freeze_threshold": 0.0,
         },
+        check_options=_check_online,
     ),
     "hierarchy": Source(
         _hierarchy,
@@ -406,15 +446,33 @@ SOURCES: dict[str, Source] = {
             path, num_classes=c
         ),
         options={"beta": 10.0},
+        check_options=_hierarchy_beta,
     ),
-    "ordinal": Source(_ordinal, options={"ratio": 0.5}),
+    "ordinal": Source(
+        _ordinal, options={"ratio": 0.5}, check_options=_ordinal_ratio
+    ),
     "embedding": Source(
         _embedding,
         path_field="similarity.path",
         check_file=_check_embedding_file,
         options={"lower_bound": 0.5},
+        check_options=_embedding_lower_bound,
     ),
 }
+
+
+def check_source_options(source: str, options: Mapping[str, Any]) -> None:
+  """The checks `source`'s builder runs on its own options, without building:
+  ValueError naming the option (unknown names included)."""
+  spec = _source(source)
+  unknown = sorted(set(options) - set(source_options(source)))
+  if unknown:
+    raise ValueError(
+        f"unknown option(s) {unknown} for similarity source {source!r}; "
+        f"allowed: {sorted(spec.options)}."
+    )
+  if spec.check_options is not None:
+    spec.check_options({**spec.options, **options})
 
 
 def source_spec(source: str) -> Source:
