@@ -71,7 +71,7 @@ _NOT_DEFINING = {"estimate": ("similarity.from_workdir",)}
 # Fields added after workdirs were written, with the value a config without
 # them ran with: a saved config that lacks one reads as holding it, and a
 # phase's provenance leaves one out at that value (its hash stays as it was).
-ADDED_FIELDS = {"similarity.sparse_top_k": 0}
+ADDED_FIELDS = {"similarity.sparse_top_k": 0, "similarity.shard_rows": False}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

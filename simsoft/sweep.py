@@ -993,6 +993,25 @@ def check_flags(fv: flags.FlagValues = FLAGS) -> None:
   check_root(fv.config, fv.root, summary_only=fv.summary_only)
 
 
+def _field(tree: dict, dotted: str) -> Any:
+  for key in dotted.split("."):
+    if not isinstance(tree, dict) or key not in tree:
+      return None
+    tree = tree[key]
+  return tree
+
+
+def _same_file(a: Any, b: Any) -> bool:
+  """Two paths to files with the same bytes (the same sweep config run from
+  another checkout names its data files by another absolute path)."""
+  if not (isinstance(a, str) and isinstance(b, str) and a and b):
+    return False
+  if not (os.path.isfile(a) and os.path.isfile(b)):
+    return False
+  with open(a, "rb") as f, open(b, "rb") as g:
+    return f.read() == g.read()
+
+
 def check_root(
     sweep: ml_collections.ConfigDict, root: str, *, summary_only: bool = False
 ) -> None:
@@ -1022,7 +1041,11 @@ def check_root(
     if saved is None:
       continue
     current = json.loads(config.to_json())
-    diffs = ckpt.config_differences(saved, current)
+    diffs = [
+        field
+        for field in ckpt.config_differences(saved, current)
+        if not _same_file(_field(saved, field), _field(current, field))
+    ]
     if diffs:
       foreign.append(
           f"{os.path.relpath(workdir, root)} ("

@@ -1,9 +1,11 @@
 """Every config file builds, its names resolve, and the command-line parsing is strict."""
 
 import glob
+import json
 import os
 import types
 
+import ml_collections
 import numpy as np
 import pytest
 from absl import flags
@@ -11,6 +13,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
+from simsoft import config_files
 from simsoft import (
     data,
     evaluation,
@@ -270,3 +273,25 @@ def test_cifar10_jpeg_sweep_positive_control(monkeypatch):
   others = [i for i in range(10) if i != dog]
   np.testing.assert_allclose(q[others].sum(1), 1.0)
   np.testing.assert_allclose(q[others][q[others] > 0], 1 / 9, rtol=1e-6)
+
+
+def test_a_workdir_of_the_cifar_sweep_commit_is_still_this_runs():
+  """configs/default.py as written to config.json at e4c8a18 (the commit the
+  CIFAR-10 sweep runs from) matches today's default config: a field added
+  since reads as the value those runs ran with (checkpoint.ADDED_FIELDS), so
+  their workdirs resume and their sweep root summarises; its provenance is
+  unchanged too."""
+  from simsoft import checkpoint as ckpt
+
+  with open(
+      os.path.join(ROOT, "tests", "data", "default_config_e4c8a18.json")
+  ) as f:
+    saved = json.load(f)
+  config = config_files.load_config(os.path.join(ROOT, "configs", "default.py"))
+  current = json.loads(config.to_json())
+  assert ckpt.config_differences(saved, current) == []
+  old = ml_collections.ConfigDict(saved)
+  for phase in ("estimate", "retrain"):
+    assert ckpt.provenance(old, phase)["hash"] == (
+        ckpt.provenance(config, phase)["hash"]
+    )

@@ -4,6 +4,7 @@ Cheap by design: functions are called directly; an entry point runs as a
 subprocess only where the real process (stderr, exit code) is what is tested.
 """
 
+import os
 import json
 
 import jax
@@ -469,3 +470,35 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
       str(workdir / "estimate" / "checkpoints"), every_steps=5, keep=2
   )
   assert manager.latest_step() == 5
+
+
+def test_sweep_root_made_from_another_checkout_is_this_sweeps(tmp_path):
+  """A run's config names a data file by another absolute path (the same
+  sweep run from another checkout): the same bytes are the same input, other
+  bytes another sweep."""
+  from simsoft import errors, sweep  # pylint: disable=g-import-not-at-top
+  from tests.helpers import tiny_sweep  # pylint: disable=g-import-not-at-top
+
+  here, there, changed = (
+      tmp_path / n for n in ("here.json", "there.json", "c")
+  )
+  here.write_text("[[1, 0], [0, 1]]")
+  there.write_text("[[1, 0], [0, 1]]")
+  changed.write_text("[[1, 1], [0, 1]]")
+
+  def sweep_naming(path):
+    config = tiny_sweep.get_config()
+    config.seeds = (0,)
+    config.experiments.digits_tiny.evaluate.reference_similarity_path = str(
+        path
+    )
+    return config
+
+  root = tmp_path / "root"
+  workdir, run_config = sweep.plan(sweep_naming(there), str(root))[0]
+  os.makedirs(workdir)
+  with open(f"{workdir}/config.json", "w") as f:
+    f.write(run_config.to_json())
+  sweep.check_root(sweep_naming(here), str(root))
+  with pytest.raises(errors.WorkdirError, match="reference_similarity_path"):
+    sweep.check_root(sweep_naming(changed), str(root))
