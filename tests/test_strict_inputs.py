@@ -4,8 +4,8 @@ Cheap by design: functions are called directly; an entry point runs as a
 subprocess only where the real process (stderr, exit code) is what is tested.
 """
 
-import os
 import json
+import os
 
 import jax
 import jax.numpy as jnp
