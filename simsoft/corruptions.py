@@ -65,6 +65,11 @@ def _param(table: Sequence[float], severity):
   return table[severity - 1]
 
 
+def _table(tables, severity) -> jax.Array:
+  """``tables[severity - 1]`` as float32 (``tables`` [5, ...]); static or traced severity."""
+  return jnp.asarray(np.asarray(tables), jnp.float32)[severity - 1]
+
+
 def gaussian_noise(
     x: jax.Array, severity: int | jax.Array, key: jax.Array
 ) -> jax.Array:
@@ -119,16 +124,26 @@ def _pad_axis(x: jax.Array, axis: int, width: int, mode: str) -> jax.Array:
   )
 
 
-def _filter2d(x: jax.Array, kernel: np.ndarray, pad_mode: str) -> jax.Array:
-  """Correlate each channel of ``x`` [B,H,W,C] with a small static 2-D kernel."""
+def _filter2d(x: jax.Array, kernel: jax.Array, pad_mode: str) -> jax.Array:
+  """Correlate each channel of ``x`` [B,H,W,C] with a small 2-D kernel [kh, kw]
+  (its values may be traced: one program serves every severity)."""
   kh, kw = kernel.shape
   padded = _pad_axis(_pad_axis(x, 1, kh // 2, pad_mode), 2, kw // 2, pad_mode)
   h, w = x.shape[1], x.shape[2]
   out = jnp.zeros_like(x)
   for i in range(kh):
     for j in range(kw):
-      if kernel[i, j] != 0.0:
-        out = out + float(kernel[i, j]) * padded[:, i : i + h, j : j + w, :]
+      out = out + kernel[i, j] * padded[:, i : i + h, j : j + w, :]
+  return out
+
+
+def _filter1d(x: jax.Array, taps: jax.Array, axis: int, pad_mode: str):
+  """Correlate ``x`` along one spatial axis with taps [k] (k odd, values may be traced)."""
+  k, n = taps.shape[0], x.shape[axis]
+  padded = _pad_axis(x, axis, k // 2, pad_mode)
+  out = jnp.zeros_like(x)
+  for j in range(k):
+    out = out + taps[j] * jax.lax.slice_in_dim(padded, j, j + n, axis=axis)
   return out
 
 
@@ -138,15 +153,29 @@ def _gaussian_taps(sigma: float, radius: int) -> np.ndarray:
   return g / g.sum()
 
 
-def gaussian_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-  """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding.
+def gaussian_blur_taps() -> np.ndarray:
+  """[5, 9] float64: row s-1 the 1-D Gaussian of sigma ``GAUSSIAN_BLUR_SIGMA[s-1]``
+  truncated at ``int(4 sigma + 0.5)`` px, centred and zero-padded to radius 4.
+  """
+  width = 2 * int(4.0 * max(GAUSSIAN_BLUR_SIGMA) + 0.5) + 1
+  out = np.zeros((len(GAUSSIAN_BLUR_SIGMA), width))
+  for row, sigma in enumerate(GAUSSIAN_BLUR_SIGMA):
+    g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
+    start = (width - g.size) // 2
+    out[row, start : start + g.size] = g
+  return out
+
+
+def gaussian_blur(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
+  """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding (separable).
 
   Matches the script's ``skimage.filters.gaussian(..., mode='nearest', truncate=4)``.
   """
   del key
-  sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
-  g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
-  return _filter2d(x, np.outer(g, g), "edge")
+  g = _table(gaussian_blur_taps(), severity)
+  return _filter1d(_filter1d(x, g, 1, "edge"), g, 2, "edge")
 
 
 def defocus_kernel(severity: int) -> np.ndarray:
@@ -170,10 +199,13 @@ def defocus_kernel(severity: int) -> np.ndarray:
   return out
 
 
-def defocus_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def defocus_blur(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Correlation with :func:`defocus_kernel`, reflect-101 border (OpenCV's default)."""
   del key
-  return _filter2d(x, defocus_kernel(severity), "reflect")
+  kernels = [defocus_kernel(s) for s in SEVERITIES]
+  return _filter2d(x, _table(kernels, severity), "reflect")
 
 
 def contrast(
@@ -227,19 +259,22 @@ def box_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   return m
 
 
-def pixelate(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def pixelate_matrix(n: int, c: float) -> np.ndarray:
+  """[n, n]: box-resize an axis of n pixels to ``int(n c)`` and back (PIL's BOX)."""
+  m = int(n * c)
+  return box_resize_matrix(m, n) @ box_resize_matrix(n, m)
+
+
+def pixelate(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Box-downsample each axis to ``int(n c)`` pixels, then box-upsample back."""
   del key
-  c = PIXELATE_FACTOR[severity - 1]
   h, w = x.shape[1], x.shape[2]
-  mh = box_resize_matrix(int(h * c), h) @ box_resize_matrix(h, int(h * c))
-  mw = box_resize_matrix(int(w * c), w) @ box_resize_matrix(w, int(w * c))
+  mh = _table([pixelate_matrix(h, c) for c in PIXELATE_FACTOR], severity)
+  mw = _table([pixelate_matrix(w, c) for c in PIXELATE_FACTOR], severity)
   return jnp.einsum(
-      "hH,bHWc,wW->bhwc",
-      jnp.asarray(mh, jnp.float32),
-      x,
-      jnp.asarray(mw, jnp.float32),
-      precision=jax.lax.Precision.HIGHEST,
+      "hH,bHWc,wW->bhwc", mh, x, mw, precision=jax.lax.Precision.HIGHEST
   )
 
 
@@ -305,20 +340,10 @@ FAMILIES: types.MappingProxyType[str, tuple[str, ...]] = types.MappingProxyType(
         "occlusion": ("occlusion",),
     }
 )
-TRACEABLE_SEVERITY = frozenset(
-    {
-        "gaussian_noise",
-        "shot_noise",
-        "impulse_noise",
-        "speckle_noise",
-        "contrast",
-        "brightness",
-        "occlusion",
-    }
-)
-"""Corruptions whose parameters are scalars: ``severity`` may be a traced int, so
-one compiled function serves all five severities (the others' kernel or matrix
-shapes depend on it)."""
+TRACEABLE_SEVERITY = frozenset(CORRUPTIONS)
+"""Corruptions whose ``severity`` may be a traced int, so one compiled function
+serves all five severities: scalar parameters, or kernels and resize matrices
+looked up in a [5, ...] table of one shape (blurs padded to the widest)."""
 
 
 def check_severity(severity: object) -> int:

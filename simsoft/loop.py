@@ -31,8 +31,9 @@ from simsoft import errors
 from simsoft import input_pipeline
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
+from simsoft import train_eval
 from simsoft import train_step as step_lib
-from simsoft.progress import Progress, flat_hparams, log
+from simsoft.progress import Progress, log
 from simsoft.run import Run
 
 
@@ -119,6 +120,7 @@ def train_model(
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         schedule=setup.schedule,
+        held_out=train_eval.from_config(run, setup.graphdef, steps_per_epoch),
     )
   manager.wait_until_finished()
   return setup.graphdef, state
@@ -158,12 +160,15 @@ def _loop(
     total_steps: int,
     steps_per_epoch: int,
     schedule=None,
+    held_out: train_eval.HeldOut | None = None,
 ):
   """Steps from `start` to `total_steps` in chunks that end at every log,
-  checkpoint, (online source) epoch boundary and profile start/stop.
+  checkpoint, held-out evaluation, (online source) epoch boundary and profile
+  start/stop.
 
   Logged scalars are means over the logging window (every step of it, whatever
-  the chunking), plus the learning rate of the window's last step.
+  the chunking), plus the learning rate of the window's last step; held-out
+  metrics (simsoft.train_eval) are those of the state after the step.
   """
   config = run.config
   feeder = input_pipeline.make_input(
@@ -186,10 +191,11 @@ def _loop(
       batch_size=config.batch_size,
       steps_per_epoch=steps_per_epoch,
       logdir=logdir,
-      hparams=flat_hparams(config),
+      log_every=config.log_every_steps,
   )
   every = [config.log_every_steps, config.checkpoint.every_steps]
   every += [steps_per_epoch] if end_epoch else []
+  every += [held_out.every] if held_out else []
   profile = _profile_window(config, start, total_steps)
   window = []  # (metrics, steps) of the chunks since the last log
   done, tracing = start, False
@@ -228,6 +234,8 @@ def _loop(
           if schedule is not None:
             scalars["learning_rate"] = float(schedule(done - 1))
           progress.update(done, scalars)
+        if held_out and (done % held_out.every == 0 or done == total_steps):
+          progress.held_out(done, held_out(state))
         if done % config.checkpoint.every_steps == 0 or done == total_steps:
           _check_finite(run, state, phase, manager)
           ckpt.save_state(manager, done, state, force=done == total_steps)

@@ -26,6 +26,7 @@ from simsoft import checkpoint as ckpt
 from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import evaluation
+from simsoft import hparams as hparams_lib
 from simsoft import losses
 from simsoft import progress as progress_lib
 from simsoft import results as results_lib
@@ -457,6 +458,7 @@ def run_evaluate(run: Run) -> dict:
           phase_done(run, phase)["step"],
           results["models"][key],
       )
+    hparams_lib.write_session(os.path.join(run.workdir, "evaluate"), config)
     print(results_lib.format_table(results), flush=True)
     # the S model B trained with (None: sparse and too large to draw)
     similarity = image_similarity(
@@ -466,7 +468,22 @@ def run_evaluate(run: Run) -> dict:
         run.workdir, results, similarity, list(ds.class_names)
     )
     log(f"[evaluate] report: {path}")
+  ckpt.write_json(
+      os.path.join(run.workdir, "evaluate", "done.json"),
+      {"time": time.time(), "provenance": results["provenance"]},
+  )
   return results
+
+
+def show_finished_evaluation(run: Run) -> None:
+  """A finished evaluate phase: its result table again, and how to rerun it."""
+  results = ckpt.read_json(os.path.join(run.workdir, "results.json"))
+  if results is not None and jax.process_index() == 0:
+    print(results_lib.format_table(results), flush=True)
+  log(
+      f"[evaluate] results: {run.workdir}/results.json, report.md; delete "
+      f"{run.workdir}/evaluate/done.json to evaluate again"
+  )
 
 
 def _evaluation_key(config) -> dict:
