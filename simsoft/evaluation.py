@@ -140,20 +140,15 @@ def write_report(
     results: dict[str, Any],
     similarity: np.ndarray,
     class_names: Sequence[str],
+    curves: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
 ) -> str:
   """workdir/report.md with figures; written locally first when workdir is a bucket."""
   target = resolve(workdir)
+  kwargs = dict(similarity=similarity, class_names=class_names, curves=curves)
   if "://" not in os.fspath(workdir):
-    return report_lib.write_report(
-        os.fspath(target),
-        results,
-        similarity=similarity,
-        class_names=class_names,
-    )
+    return report_lib.write_report(os.fspath(target), results, **kwargs)
   with tempfile.TemporaryDirectory() as local:
-    report_lib.write_report(
-        local, results, similarity=similarity, class_names=class_names
-    )
+    report_lib.write_report(local, results, **kwargs)
     for name in os.listdir(local):
       (target / name).write_bytes(open(os.path.join(local, name), "rb").read())
   return os.fspath(target / "report.md")

@@ -464,8 +464,14 @@ def run_evaluate(run: Run) -> dict:
     similarity = image_similarity(
         jax.tree.map(np.asarray, models["B"][1]["similarity"])
     )
+    curves = {
+        "A": progress_lib.read_metrics(
+            os.path.join(model_a_workdir(run), "estimate")
+        ),
+        "B": progress_lib.read_metrics(os.path.join(run.workdir, "retrain")),
+    }
     path = evaluation.write_report(
-        run.workdir, results, similarity, list(ds.class_names)
+        run.workdir, results, similarity, list(ds.class_names), curves
     )
     log(f"[evaluate] report: {path}")
   ckpt.write_json(

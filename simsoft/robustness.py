@@ -20,7 +20,8 @@ several processes, every process passes the same full split).
 Result layout (plain JSON: severities are string keys, undefined numbers
 such as a mistake severity without mistakes are None)::
 
-    {'clean': metrics + 'correct_bits' (per-image correctness, packed: simsoft.intervals),
+    {'clean': metrics + 'correct_bits' (per-image correctness, packed: simsoft.intervals)
+               + 'confusion' (counts, C <= 100),
      'clean_on_corrupted_images': metrics,                 # when corruptions run
      'corruptions': {name: {'1': metrics, ..., '5': metrics}},
      'extra_sets': {name: {'<severity>': metrics}},        # when given
@@ -207,8 +208,11 @@ class Scorer:
       key=None,
       *,
       correct_bits: bool = False,
+      confusion: bool = False,
   ) -> dict:
-    """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals)."""
+    """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals);
+    with `confusion`, also 'confusion' (counts [C][C], true class by row) when
+    C <= metrics.MAX_PER_CLASS_CLASSES."""
     stats = metrics_lib.init_metric_stats(self.num_classes)
     correct = []
     corrupt = _corrupt_fn(jax.default_backend())
@@ -223,6 +227,10 @@ class Scorer:
       if correct_bits:
         correct.append(self._correct(logits, batches.labels, i))
     out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+    if confusion and self.num_classes <= metrics_lib.MAX_PER_CLASS_CLASSES:
+      out["confusion"] = (
+          np.rint(np.asarray(stats["confusion"])).astype(int).tolist()
+      )
     if correct_bits:
       out["correct_bits"] = intervals.pack_correct(
           np.concatenate([np.asarray(c) for c in correct])[: batches.count]
