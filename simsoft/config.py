@@ -229,14 +229,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def corruptions_evaluator(**options) -> dict:
-  """The 'corruptions' evaluator entry: every corruption of simsoft.corruptions
-  at every severity on the whole test split, unless `options` say otherwise."""
+  """The 'corruptions' evaluator entry: simsoft.corruptions.DEFAULT_SUITE at
+  every severity on the whole test split, unless `options` say otherwise."""
   from simsoft import corruptions  # pylint: disable=g-import-not-at-top
 
   return (
       dict(
           type="corruptions",
-          corruptions=tuple(corruptions.CORRUPTIONS),
+          corruptions=corruptions.DEFAULT_SUITE,
           severities=corruptions.SEVERITIES,
           examples=0,
       )

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from simsoft import data as data_lib
 from simsoft import evaluators as evaluators_lib
@@ -108,6 +110,40 @@ def build_evaluators(
   return evaluators_lib.from_config(
       evaluator_entries(config), eval_data(config, ds, mesh)
   )
+
+
+def precompile(
+    config: ml_collections.ConfigDict,
+    ds: data_lib.Dataset,
+    mesh: jax.sharding.Mesh | None,
+) -> threading.Thread | None:
+  """Compiles the evaluators' corruption programs in a background thread while
+  the models train (they depend on the test split's shape, not on a model).
+
+  Only where compiling is what the evaluation costs: one process, CPU, a small
+  test split (robustness.FAST_COMPILE_MAX_ELEMENTS); else None. Join the
+  thread before evaluating; a failure there only logs (evaluation compiles).
+  """
+  test = ds.split("test")
+  size = test.images[:1].size * max(len(test), config.eval_batch_size)
+  if (
+      jax.process_count() > 1
+      or jax.default_backend() != "cpu"
+      or size > robustness.FAST_COMPILE_MAX_ELEMENTS
+  ):
+    return None
+
+  def warm():
+    try:
+      for evaluator in build_evaluators(config, ds, mesh).values():
+        if hasattr(evaluator, "warm"):
+          evaluator.warm()
+    except Exception as e:  # pylint: disable=broad-except  # evaluation retries
+      logging.warning("precompiling the evaluation failed (%s)", e)
+
+  thread = threading.Thread(target=warm, name="simsoft-precompile", daemon=True)
+  thread.start()
+  return thread
 
 
 def evaluate_models(

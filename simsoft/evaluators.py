@@ -137,6 +137,10 @@ class CorruptionsEvaluator:
     # Its clean pass counts as a test set of its own only on a subset.
     self.num_sets = len(self._names) * len(self._severities) + (not self._whole)
 
+  def warm(self) -> None:
+    """Compiles this evaluator's corruption programs (no model needed)."""
+    robustness.warm_corruptions(self._batches, self._names, self._data.key)
+
   def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
     scorer = self._data.scorer(predict_fn)
     # The severity-0 point of the curve: the clean metrics of these very images.

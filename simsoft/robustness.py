@@ -9,8 +9,9 @@ normalizes internally) and the clean test split as numpy arrays.
 
 Each corruption is applied on device by one small jitted function per
 corruption and batch shape, its severity traced (10 compilations for the
-full suite, not 50), compiled on CPU with XLA's cheap optimization level;
-compilations are cached across calls and models. ``predict_fn`` is
+full suite, not 50; for small splits on CPU at XLA's cheap optimization
+level, ``FAST_COMPILE_MAX_ELEMENTS``); compilations are cached across calls
+and models. ``predict_fn`` is
 traced once per batch shape, and one jitted
 :func:`~simsoft.metrics.update_metric_stats` accumulates. The whole split is
 padded to a multiple of ``batch_size`` (padding masked out) and put on device
@@ -129,13 +130,16 @@ def _stable_id(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-# Compile-time options for the corruption programs on CPU: they are a few
-# elementwise ops and small filters whose run time is negligible next to
-# XLA's LLVM passes (about 2.5x faster to compile, same values to 1 ulp).
+# Compile-time options for the corruption programs of small test splits on
+# CPU, where compiling takes far longer than running: about 2.5x faster to
+# compile, 3-5x slower to run (a 10,000-image CIFAR split keeps the default).
+# Values agree to 1 ulp, except shot noise's Poisson draws, whose rejection
+# sampler compares floats: the same distribution, other draws.
 _FAST_COMPILE = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
 }
+FAST_COMPILE_MAX_ELEMENTS = 1 << 21  # padded test split, [nb, B, H, W, C]
 
 
 def _corrupt_batch(images, i, key, severity, *, name):
@@ -151,11 +155,30 @@ def _corrupt_batch(images, i, key, severity, *, name):
 
 
 @functools.lru_cache(maxsize=None)
-def _corrupt_fn(backend: str) -> Callable:
+def _corrupt_fn(fast_compile: bool) -> Callable:
   return jax.jit(
       _corrupt_batch,
       static_argnames=("name",),
-      compiler_options=_FAST_COMPILE if backend == "cpu" else None,
+      compiler_options=_FAST_COMPILE if fast_compile else None,
+  )
+
+
+def _fast_compile(images: jax.Array) -> bool:
+  """Compile a split's corruption programs cheaply: on CPU, for small splits."""
+  return (
+      jax.default_backend() == "cpu"
+      and images.size <= FAST_COMPILE_MAX_ELEMENTS
+  )
+
+
+def warm_corruptions(batches: "Batches", names: Sequence[str], key) -> None:
+  """Compiles the corruption programs `corruption_grid` will run on `batches`
+  (one per name; the severity is traced), by running batch 0 of each once."""
+  corrupt = _corrupt_fn(_fast_compile(batches.images))
+  key = jax.random.fold_in(jax.random.fold_in(key, 0), 1)
+  severity = jnp.asarray(1, jnp.int32)
+  jax.block_until_ready(
+      [corrupt(batches.images, 0, key, severity, name=n) for n in names]
   )
 
 
@@ -215,7 +238,7 @@ class Scorer:
     C <= metrics.MAX_PER_CLASS_CLASSES."""
     stats = metrics_lib.init_metric_stats(self.num_classes)
     correct = []
-    corrupt = _corrupt_fn(jax.default_backend())
+    corrupt = _corrupt_fn(_fast_compile(batches.images))
     traced_severity = jnp.asarray(severity, jnp.int32)
     for i in range(batches.num_batches):
       if name is None:

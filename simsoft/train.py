@@ -215,7 +215,12 @@ def train_and_evaluate(
     ckpt.guard_workdir(
         workdir, config
     )  # again under the lock, then config.json
+    warming = None
+    if "evaluate" in phases and phases_lib.phase_done(run, "evaluate") is None:
+      warming = evaluation.precompile(config, run.dataset, run.mesh)
     for phase in phases:
+      if phase == "evaluate" and warming is not None:
+        warming.join()  # its programs are in the jit caches now
       if phases_lib.phase_done(run, phase) is not None:
         log(f"[{phase}] already finished in {workdir}; skipping")
         if phase == "evaluate":
