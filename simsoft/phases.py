@@ -33,6 +33,7 @@ from simsoft import results as results_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import target as target_lib
+from simsoft import train_eval
 from simsoft import train_step as step_lib
 from simsoft.loop import checkpoint_manager, phase_steps, train_model
 from simsoft.paths import resolve
@@ -418,15 +419,11 @@ def run_evaluate(run: Run) -> dict:
     if shared_a and key in shared_a:
       continue
     models[key] = restore_final(run, phase)
-  predict_jits = {}  # A and B share one compiled program
-  predict_fns = {}
+  predict_fns = {}  # A and B share one compiled program, the training's
   for key, (graphdef, state) in models.items():
-    if graphdef not in predict_jits:
-      predict_jits[graphdef] = jax.jit(
-          step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
-      )
+    predict = train_eval.predict_jit(graphdef, tuple(ds.mean), tuple(ds.std))
     predict_fns[key] = functools.partial(
-        predict_jits[graphdef], state["params"], state["model_state"]
+        predict, state["params"], state["model_state"]
     )
   results = {
       "config": config.to_dict(),

@@ -27,8 +27,9 @@ from simsoft.run import Run
 
 
 @functools.lru_cache(maxsize=None)
-def _predict_jit(graphdef: nnx.GraphDef, mean, std) -> Callable:
-  """One jitted predict per model structure, shared by both training phases."""
+def predict_jit(graphdef: nnx.GraphDef, mean, std) -> Callable:
+  """One jitted predict per model structure (and normalization), shared by
+  both training phases and the evaluate phase."""
   return jax.jit(step_lib.make_predict_fn(graphdef, mean=mean, std=std))
 
 
@@ -59,7 +60,7 @@ class HeldOut:
     self._batches = robustness.Batches(
         images, labels, run.config.eval_batch_size, True, run.mesh
     )
-    self._predict = _predict_jit(graphdef, tuple(ds.mean), tuple(ds.std))
+    self._predict = predict_jit(graphdef, tuple(ds.mean), tuple(ds.std))
 
   def __call__(self, state: dict[str, Any]) -> dict[str, float]:
     predict = functools.partial(
