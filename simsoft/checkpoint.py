@@ -41,7 +41,15 @@ from simsoft.paths import resolve
 
 # Fields a restart may change without mixing two runs.
 # (profile.* only adds a trace; runs from before profile existed lack the fields.)
-RESTART_MAY_CHANGE = ("phases", "profile.num_steps", "profile.first_step")
+# (train_eval.* only adds held-out metrics, and runs from before it lack the fields.)
+RESTART_MAY_CHANGE = (
+    "phases",
+    "profile.num_steps",
+    "profile.first_step",
+) + tuple(
+    f"train_eval.{k}"
+    for k in ("every_epochs", "every_steps", "split", "examples")
+)
 
 # The config sections that define each phase's output (the rest, such as
 # input, checkpoint and log_every_steps, change how a run goes, not what it makes).

@@ -52,7 +52,7 @@ IGNORED_FIELDS = (
     "estimate.model_from",
     "similarity.from_workdir",
 )
-IGNORED_PREFIXES = ("checkpoint.", "input.")
+IGNORED_PREFIXES = ("checkpoint.", "input.", "train_eval.")
 
 
 def _field(config: Mapping, dotted: str):

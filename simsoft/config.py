@@ -41,6 +41,9 @@ Fields (defaults below):
     retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps (TensorBoard scalars
     are means over each window of that many steps)
+  train_eval.every_epochs, train_eval.every_steps (> 0: instead of epochs),
+    train_eval.split ('validation'), train_eval.examples (0: all): held-out
+    accuracy, NLL and ECE during training (simsoft.train_eval; both 0: off)
   profile.num_steps (> 0: a jax.profiler trace of that many steps per training
     phase, in <workdir>/<phase>/plugins/profile, from step profile.first_step)
   evaluate.evaluators: {name: {'type': ..., options}} (simsoft.evaluators),
@@ -212,6 +215,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2))
   c.log_every_steps = 50
+  # Held-out metrics during training (simsoft.train_eval): every_steps > 0,
+  # else every_epochs (0 and 0: off), on `examples` images of `split` (0: all).
+  c.train_eval = ml_collections.ConfigDict(
+      dict(every_epochs=1.0, every_steps=0, split="validation", examples=0)
+  )
   # A profiler trace of a few steps (like clu.periodic_actions.Profile); 0 = off.
   c.profile = ml_collections.ConfigDict(dict(num_steps=0, first_step=10))
 
@@ -225,14 +233,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def corruptions_evaluator(**options) -> dict:
-  """The 'corruptions' evaluator entry: every corruption of simsoft.corruptions
-  at every severity on the whole test split, unless `options` say otherwise."""
+  """The 'corruptions' evaluator entry: simsoft.corruptions.DEFAULT_SUITE at
+  every severity on the whole test split, unless `options` say otherwise."""
   from simsoft import corruptions  # pylint: disable=g-import-not-at-top
 
   return (
       dict(
           type="corruptions",
-          corruptions=tuple(corruptions.CORRUPTIONS),
+          corruptions=corruptions.DEFAULT_SUITE,
           severities=corruptions.SEVERITIES,
           examples=0,
       )

@@ -21,6 +21,11 @@ defined for 32x32 images. Other sizes (8x8 digits, 28x28 Fashion-MNIST):
   (ImageNet-C uses sigma 1-6 at 224 px).
 - ``pixelate``: the script's factor c is already a fraction of the side: each
   axis is box-resized to ``int(n * c)`` pixels and back (PIL's BOX filter).
+- ``zoom_blur``: the script's zoom factors (1 to 1.25) are relative, and
+  each axis of n pixels is cropped and zoomed on its own length; at 8x8 the
+  smallest zooms round to the identity (severity 1 changes nothing there).
+- ``saturate``: RGB only (one-channel images have no saturation: unchanged).
+  Neither is in ``DEFAULT_SUITE``, which the configs run.
 - ``occlusion`` (not in the script): a square of side ``round(f * min(H, W))``,
   f = 0.1 ... 0.5, at a uniformly random centre, clipped at the border,
   filled with middle grey 0.5 (Cutout, DeVries and Taylor 2017, in pixel space).
@@ -30,6 +35,7 @@ Noise is drawn per element (per pixel and channel), as in the script.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from typing import Any, Callable, Sequence
@@ -56,6 +62,16 @@ BRIGHTNESS_SHIFT = (0.05, 0.1, 0.15, 0.2, 0.3)
 PIXELATE_FACTOR = (0.95, 0.9, 0.85, 0.75, 0.65)
 OCCLUSION_FRACTION = (0.1, 0.2, 0.3, 0.4, 0.5)
 OCCLUSION_FILL = 0.5
+# zoom_blur: the script's zoom factors, np.arange(1, stop, 0.01) per severity.
+ZOOM_BLUR_STOPS = (1.06, 1.11, 1.16, 1.21, 1.26)
+# saturate: HSV saturation S -> clip(S a + b, 0, 1), (a, b) per severity.
+SATURATE_SCALE_SHIFT = (
+    (0.3, 0.0),
+    (0.1, 0.0),
+    (1.5, 0.0),
+    (2.0, 0.1),
+    (2.5, 0.2),
+)
 
 
 def _param(table: Sequence[float], severity):
@@ -63,6 +79,11 @@ def _param(table: Sequence[float], severity):
   if isinstance(severity, jax.Array):
     return jnp.asarray(table)[severity - 1]
   return table[severity - 1]
+
+
+def _table(tables, severity) -> jax.Array:
+  """``tables[severity - 1]`` as float32 (``tables`` [5, ...]); static or traced severity."""
+  return jnp.asarray(np.asarray(tables), jnp.float32)[severity - 1]
 
 
 def gaussian_noise(
@@ -119,16 +140,26 @@ def _pad_axis(x: jax.Array, axis: int, width: int, mode: str) -> jax.Array:
   )
 
 
-def _filter2d(x: jax.Array, kernel: np.ndarray, pad_mode: str) -> jax.Array:
-  """Correlate each channel of ``x`` [B,H,W,C] with a small static 2-D kernel."""
+def _filter2d(x: jax.Array, kernel: jax.Array, pad_mode: str) -> jax.Array:
+  """Correlate each channel of ``x`` [B,H,W,C] with a small 2-D kernel [kh, kw]
+  (its values may be traced: one program serves every severity)."""
   kh, kw = kernel.shape
   padded = _pad_axis(_pad_axis(x, 1, kh // 2, pad_mode), 2, kw // 2, pad_mode)
   h, w = x.shape[1], x.shape[2]
   out = jnp.zeros_like(x)
   for i in range(kh):
     for j in range(kw):
-      if kernel[i, j] != 0.0:
-        out = out + float(kernel[i, j]) * padded[:, i : i + h, j : j + w, :]
+      out = out + kernel[i, j] * padded[:, i : i + h, j : j + w, :]
+  return out
+
+
+def _filter1d(x: jax.Array, taps: jax.Array, axis: int, pad_mode: str):
+  """Correlate ``x`` along one spatial axis with taps [k] (k odd, values may be traced)."""
+  k, n = taps.shape[0], x.shape[axis]
+  padded = _pad_axis(x, axis, k // 2, pad_mode)
+  out = jnp.zeros_like(x)
+  for j in range(k):
+    out = out + taps[j] * jax.lax.slice_in_dim(padded, j, j + n, axis=axis)
   return out
 
 
@@ -138,15 +169,29 @@ def _gaussian_taps(sigma: float, radius: int) -> np.ndarray:
   return g / g.sum()
 
 
-def gaussian_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
-  """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding.
+def gaussian_blur_taps() -> np.ndarray:
+  """[5, 9] float64: row s-1 the 1-D Gaussian of sigma ``GAUSSIAN_BLUR_SIGMA[s-1]``
+  truncated at ``int(4 sigma + 0.5)`` px, centred and zero-padded to radius 4.
+  """
+  width = 2 * int(4.0 * max(GAUSSIAN_BLUR_SIGMA) + 0.5) + 1
+  out = np.zeros((len(GAUSSIAN_BLUR_SIGMA), width))
+  for row, sigma in enumerate(GAUSSIAN_BLUR_SIGMA):
+    g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
+    start = (width - g.size) // 2
+    out[row, start : start + g.size] = g
+  return out
+
+
+def gaussian_blur(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
+  """Gaussian blur of sigma c px, truncated at 4 sigma, edge padding (separable).
 
   Matches the script's ``skimage.filters.gaussian(..., mode='nearest', truncate=4)``.
   """
   del key
-  sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
-  g = _gaussian_taps(sigma, int(4.0 * sigma + 0.5))
-  return _filter2d(x, np.outer(g, g), "edge")
+  g = _table(gaussian_blur_taps(), severity)
+  return _filter1d(_filter1d(x, g, 1, "edge"), g, 2, "edge")
 
 
 def defocus_kernel(severity: int) -> np.ndarray:
@@ -170,10 +215,13 @@ def defocus_kernel(severity: int) -> np.ndarray:
   return out
 
 
-def defocus_blur(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def defocus_blur(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Correlation with :func:`defocus_kernel`, reflect-101 border (OpenCV's default)."""
   del key
-  return _filter2d(x, defocus_kernel(severity), "reflect")
+  kernels = [defocus_kernel(s) for s in SEVERITIES]
+  return _filter2d(x, _table(kernels, severity), "reflect")
 
 
 def contrast(
@@ -227,20 +275,112 @@ def box_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   return m
 
 
-def pixelate(x: jax.Array, severity: int, key: jax.Array) -> jax.Array:
+def pixelate_matrix(n: int, c: float) -> np.ndarray:
+  """[n, n]: box-resize an axis of n pixels to ``int(n c)`` and back (PIL's BOX)."""
+  m = int(n * c)
+  return box_resize_matrix(m, n) @ box_resize_matrix(n, m)
+
+
+def pixelate(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
   """Box-downsample each axis to ``int(n c)`` pixels, then box-upsample back."""
   del key
-  c = PIXELATE_FACTOR[severity - 1]
   h, w = x.shape[1], x.shape[2]
-  mh = box_resize_matrix(int(h * c), h) @ box_resize_matrix(h, int(h * c))
-  mw = box_resize_matrix(int(w * c), w) @ box_resize_matrix(w, int(w * c))
+  mh = _table([pixelate_matrix(h, c) for c in PIXELATE_FACTOR], severity)
+  mw = _table([pixelate_matrix(w, c) for c in PIXELATE_FACTOR], severity)
   return jnp.einsum(
-      "hH,bHWc,wW->bhwc",
-      jnp.asarray(mh, jnp.float32),
+      "hH,bHWc,wW->bhwc", mh, x, mw, precision=jax.lax.Precision.HIGHEST
+  )
+
+
+def linear_zoom_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in]: ``scipy.ndimage.zoom(..., order=1)`` along one axis
+  (``grid_mode=False``: output o samples input o (n_in - 1) / (n_out - 1),
+  linearly interpolated)."""
+  m = np.zeros((n_out, n_in))
+  step = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+  for o in range(n_out):
+    t = o * step
+    i = min(int(np.floor(t)), n_in - 1)
+    f = t - i
+    m[o, i] += 1.0 - f
+    if f > 0 and i + 1 < n_in:
+      m[o, i + 1] += f
+  return m
+
+
+def clipped_zoom_matrix(n: int, zoom: float) -> np.ndarray:
+  """[n, n]: the script's ``clipped_zoom`` along an axis of n pixels.
+
+  The central ``ceil(n / zoom)`` pixels (from ``(n - ch) // 2``), zoomed
+  linearly to ``round(ch zoom)``, and the central n of those kept.
+  """
+  ch = int(np.ceil(n / zoom))
+  top = (n - ch) // 2
+  out = round(ch * zoom)
+  trim = (out - n) // 2
+  crop = np.eye(n)[top : top + ch]
+  return (linear_zoom_matrix(ch, out) @ crop)[trim : trim + n]
+
+
+@functools.lru_cache(maxsize=None)
+def zoom_blur_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+  """([5, Z, n, n] clipped-zoom matrices per severity, zero-padded to the
+  largest count Z; [5] the number of images averaged, zooms + 1)."""
+  factors = [np.arange(1, stop, 0.01) for stop in ZOOM_BLUR_STOPS]
+  z = max(len(f) for f in factors)
+  mats = np.zeros((len(factors), z, n, n))
+  for s, fs in enumerate(factors):
+    for k, factor in enumerate(fs):
+      mats[s, k] = clipped_zoom_matrix(n, factor)
+  return mats, np.array([len(f) + 1.0 for f in factors])
+
+
+def zoom_blur(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
+  """The mean of the image and its clipped zooms by 1, 1.01, ... (up to 1.05
+  at severity 1, 1.25 at 5), each axis zoomed on its own length (the script
+  squares crops by the height; the same for square images)."""
+  del key
+  h, w = x.shape[1], x.shape[2]
+  mh, counts = zoom_blur_tables(h)
+  mw, _ = zoom_blur_tables(w)
+  zoomed = jnp.einsum(
+      "zhH,bHWc,zwW->bhwc",
+      _table(mh, severity),
       x,
-      jnp.asarray(mw, jnp.float32),
+      _table(mw, severity),
       precision=jax.lax.Precision.HIGHEST,
   )
+  return (x + zoomed) / _param(tuple(counts), severity)
+
+
+def saturate(
+    x: jax.Array, severity: int | jax.Array, key: jax.Array
+) -> jax.Array:
+  """HSV saturation S -> clip(S a + b, 0, 1), hue and value kept (RGB only).
+
+  For fixed hue and value V every channel is :math:`V (1 - S k_c)`, so the
+  new pixel is :math:`V - (V - x) S'/S`; a grey pixel (S = 0, hue 0 as in
+  skimage's rgb2hsv) becomes :math:`(V, V (1 - S'), V (1 - S'))`. One-channel
+  images have no saturation and are returned unchanged.
+  """
+  del key
+  if x.shape[-1] != 3:
+    return x
+  a = _param(tuple(c[0] for c in SATURATE_SCALE_SHIFT), severity)
+  b = _param(tuple(c[1] for c in SATURATE_SCALE_SHIFT), severity)
+  v = jnp.max(x, axis=-1, keepdims=True)
+  delta = v - jnp.min(x, axis=-1, keepdims=True)
+  sat = jnp.where(delta > 0, delta / jnp.where(v > 0, v, 1.0), 0.0)
+  new = jnp.clip(sat * a + b, 0.0, 1.0)
+  coloured = v - (v - x) * new / jnp.where(sat > 0, sat, 1.0)
+  grey = v * jnp.concatenate(
+      [jnp.ones_like(new), 1.0 - new, 1.0 - new], axis=-1
+  )
+  return jnp.where(sat > 0, coloured, grey)
 
 
 def occlusion(
@@ -286,12 +426,30 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
         "brightness": brightness,
         "pixelate": pixelate,
         "occlusion": occlusion,
+        "zoom_blur": zoom_blur,
+        "saturate": saturate,
     }
+)
+# The suite the configs run by default: the corruptions of before zoom_blur
+# and saturate were added, so default runs stay comparable with RESULTS.md
+# (name them, or 'all', to run the others).
+DEFAULT_SUITE = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "gaussian_blur",
+    "defocus_blur",
+    "contrast",
+    "brightness",
+    "pixelate",
+    "occlusion",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 # Families of corruptions that act alike (a family's accuracy is the mean over
 # its members): per-pixel noise, loss of fine detail, global intensity, and
-# missing content.
+# missing content. Of DEFAULT_SUITE only: a family missing a member in a
+# run's results drops out of a sweep's summary (simsoft.sweep).
 FAMILIES: types.MappingProxyType[str, tuple[str, ...]] = types.MappingProxyType(
     {
         "noise": (
@@ -305,20 +463,10 @@ FAMILIES: types.MappingProxyType[str, tuple[str, ...]] = types.MappingProxyType(
         "occlusion": ("occlusion",),
     }
 )
-TRACEABLE_SEVERITY = frozenset(
-    {
-        "gaussian_noise",
-        "shot_noise",
-        "impulse_noise",
-        "speckle_noise",
-        "contrast",
-        "brightness",
-        "occlusion",
-    }
-)
-"""Corruptions whose parameters are scalars: ``severity`` may be a traced int, so
-one compiled function serves all five severities (the others' kernel or matrix
-shapes depend on it)."""
+TRACEABLE_SEVERITY = frozenset(CORRUPTIONS)
+"""Corruptions whose ``severity`` may be a traced int, so one compiled function
+serves all five severities: scalar parameters, or kernels and resize matrices
+looked up in a [5, ...] table of one shape (blurs padded to the widest)."""
 
 
 def check_severity(severity: object) -> int:

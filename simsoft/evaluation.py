@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from simsoft import data as data_lib
 from simsoft import evaluators as evaluators_lib
@@ -110,6 +112,40 @@ def build_evaluators(
   )
 
 
+def precompile(
+    config: ml_collections.ConfigDict,
+    ds: data_lib.Dataset,
+    mesh: jax.sharding.Mesh | None,
+) -> threading.Thread | None:
+  """Compiles the evaluators' corruption programs in a background thread while
+  the models train (they depend on the test split's shape, not on a model).
+
+  Only where compiling is what the evaluation costs: one process, CPU, a small
+  test split (robustness.FAST_COMPILE_MAX_ELEMENTS); else None. Join the
+  thread before evaluating; a failure there only logs (evaluation compiles).
+  """
+  test = ds.split("test")
+  size = test.images[:1].size * max(len(test), config.eval_batch_size)
+  if (
+      jax.process_count() > 1
+      or jax.default_backend() != "cpu"
+      or size > robustness.FAST_COMPILE_MAX_ELEMENTS
+  ):
+    return None
+
+  def warm():
+    try:
+      for evaluator in build_evaluators(config, ds, mesh).values():
+        if hasattr(evaluator, "warm"):
+          evaluator.warm()
+    except Exception as e:  # pylint: disable=broad-except  # evaluation retries
+      logging.warning("precompiling the evaluation failed (%s)", e)
+
+  thread = threading.Thread(target=warm, name="simsoft-precompile", daemon=True)
+  thread.start()
+  return thread
+
+
 def evaluate_models(
     predict_fns: Mapping[str, evaluators_lib.PredictFn],
     evaluators: Mapping[str, evaluators_lib.Evaluator],
@@ -140,20 +176,15 @@ def write_report(
     results: dict[str, Any],
     similarity: np.ndarray,
     class_names: Sequence[str],
+    curves: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
 ) -> str:
   """workdir/report.md with figures; written locally first when workdir is a bucket."""
   target = resolve(workdir)
+  kwargs = dict(similarity=similarity, class_names=class_names, curves=curves)
   if "://" not in os.fspath(workdir):
-    return report_lib.write_report(
-        os.fspath(target),
-        results,
-        similarity=similarity,
-        class_names=class_names,
-    )
+    return report_lib.write_report(os.fspath(target), results, **kwargs)
   with tempfile.TemporaryDirectory() as local:
-    report_lib.write_report(
-        local, results, similarity=similarity, class_names=class_names
-    )
+    report_lib.write_report(local, results, **kwargs)
     for name in os.listdir(local):
       (target / name).write_bytes(open(os.path.join(local, name), "rb").read())
   return os.fspath(target / "report.md")

@@ -12,7 +12,7 @@ each test set. An evaluator never sees the trainer: it holds its data on
 device and can be run on any number of models. Types:
 
   clean        the test split: accuracy, NLL, ECE, mistake severity, ...
-               -> {'clean': metrics + 'correct_bits'}
+               -> {'clean': metrics + 'correct_bits' + 'confusion'}
   corruptions  simsoft.corruptions applied on device: `corruptions` ('all' or
                names) x `severities`, on the first `examples` test images
                (0: all) -> {'clean_on_corrupted_images', 'corruptions', 'summary'}
@@ -106,7 +106,7 @@ class CleanEvaluator:
 
   def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
     scorer = self._data.scorer(predict_fn)
-    metrics = scorer.evaluate(self._batches, correct_bits=True)
+    metrics = scorer.evaluate(self._batches, correct_bits=True, confusion=True)
     report("clean")
     return robustness.json_clean({"clean": metrics})
 
@@ -137,10 +137,16 @@ class CorruptionsEvaluator:
     # Its clean pass counts as a test set of its own only on a subset.
     self.num_sets = len(self._names) * len(self._severities) + (not self._whole)
 
+  def warm(self) -> None:
+    """Compiles this evaluator's corruption programs (no model needed)."""
+    robustness.warm_corruptions(self._batches, self._names, self._data.key)
+
   def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
     scorer = self._data.scorer(predict_fn)
     # The severity-0 point of the curve: the clean metrics of these very images.
-    clean = scorer.evaluate(self._batches, correct_bits=self._whole)
+    clean = scorer.evaluate(
+        self._batches, correct_bits=self._whole, confusion=self._whole
+    )
     if not self._whole:
       report("clean (corrupted subset)")
     grid = robustness.corruption_grid(

@@ -32,8 +32,9 @@ from simsoft import input_pipeline
 from simsoft import preemption
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
+from simsoft import train_eval
 from simsoft import train_step as step_lib
-from simsoft.progress import Progress, flat_hparams, log
+from simsoft.progress import Progress, log
 from simsoft.run import Run
 
 
@@ -121,6 +122,7 @@ def train_model(
         steps_per_epoch=steps_per_epoch,
         schedule=setup.schedule,
         state_sharding=setup.shardings,
+        held_out=train_eval.from_config(run, setup.graphdef, steps_per_epoch),
     )
   ckpt.wait_until_finished(manager)
   return setup.graphdef, state
@@ -162,12 +164,15 @@ def _loop(
     steps_per_epoch: int,
     schedule=None,
     state_sharding=None,
+    held_out: train_eval.HeldOut | None = None,
 ):
   """Steps from `start` to `total_steps` in chunks that end at every log,
-  checkpoint, (online source) epoch boundary and profile start/stop.
+  checkpoint, held-out evaluation, (online source) epoch boundary and profile
+  start/stop.
 
   Logged scalars are means over the logging window (every step of it, whatever
-  the chunking), plus the learning rate of the window's last step.
+  the chunking), plus the learning rate of the window's last step; held-out
+  metrics (simsoft.train_eval) are those of the state after the step.
   """
   config = run.config
   feeder = input_pipeline.make_input(
@@ -191,10 +196,11 @@ def _loop(
       batch_size=config.batch_size,
       steps_per_epoch=steps_per_epoch,
       logdir=logdir,
-      hparams=flat_hparams(config),
+      log_every=config.log_every_steps,
   )
   every = [config.log_every_steps, config.checkpoint.every_steps]
   every += [steps_per_epoch] if end_epoch else []
+  every += [held_out.every] if held_out else []
   profile = _profile_window(config, start, total_steps)
   window = []  # (metrics, steps) of the chunks since the last log
   done, tracing = start, False
@@ -233,6 +239,8 @@ def _loop(
           if schedule is not None:
             scalars["learning_rate"] = float(schedule(done - 1))
           progress.update(done, scalars)
+        if held_out and (done % held_out.every == 0 or done == total_steps):
+          progress.held_out(done, held_out(state))
         preempted = notice.reached()
         if (
             done % config.checkpoint.every_steps == 0

@@ -103,6 +103,10 @@ def _schema() -> dict:
 
 def run(fv: flags.FlagValues = FLAGS) -> None:
   """Joins the distributed job if asked, then runs the configured phases."""
+  from simsoft import validate  # pylint: disable=g-import-not-at-top
+
+  # Values first: a bad one is refused in seconds, before TensorFlow and the data.
+  validate.check_values(fv.config)
   import jax  # pylint: disable=g-import-not-at-top
 
   if fv.distributed or fv.coordinator_address:

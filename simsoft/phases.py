@@ -26,12 +26,14 @@ from simsoft import checkpoint as ckpt
 from simsoft import data as data_lib
 from simsoft import errors
 from simsoft import evaluation
+from simsoft import hparams as hparams_lib
 from simsoft import losses
 from simsoft import progress as progress_lib
 from simsoft import results as results_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import target as target_lib
+from simsoft import train_eval
 from simsoft import train_step as step_lib
 from simsoft.loop import checkpoint_manager, phase_steps, train_model
 from simsoft.paths import resolve
@@ -441,15 +443,11 @@ def run_evaluate(run: Run) -> dict:
     if shared_a and key in shared_a:
       continue
     models[key] = restore_final(run, phase)
-  predict_jits = {}  # A and B share one compiled program
-  predict_fns = {}
+  predict_fns = {}  # A and B share one compiled program, the training's
   for key, (graphdef, state) in models.items():
-    if graphdef not in predict_jits:
-      predict_jits[graphdef] = jax.jit(
-          step_lib.make_predict_fn(graphdef, mean=ds.mean, std=ds.std)
-      )
+    predict = train_eval.predict_jit(graphdef, tuple(ds.mean), tuple(ds.std))
     predict_fns[key] = functools.partial(
-        predict_jits[graphdef], state["params"], state["model_state"]
+        predict, state["params"], state["model_state"]
     )
   results = {
       "config": config.to_dict(),
@@ -481,16 +479,38 @@ def run_evaluate(run: Run) -> dict:
           phase_done(run, phase)["step"],
           results["models"][key],
       )
+    hparams_lib.write_session(os.path.join(run.workdir, "evaluate"), config)
     print(results_lib.format_table(results), flush=True)
     # the S model B trained with (None: sparse and too large to draw)
     similarity = image_similarity(
         jax.tree.map(np.asarray, models["B"][1]["similarity"])
     )
+    curves = {
+        "A": progress_lib.read_metrics(
+            os.path.join(model_a_workdir(run), "estimate")
+        ),
+        "B": progress_lib.read_metrics(os.path.join(run.workdir, "retrain")),
+    }
     path = evaluation.write_report(
-        run.workdir, results, similarity, list(ds.class_names)
+        run.workdir, results, similarity, list(ds.class_names), curves
     )
     log(f"[evaluate] report: {path}")
+  ckpt.write_json(
+      os.path.join(run.workdir, "evaluate", "done.json"),
+      {"time": time.time(), "provenance": results["provenance"]},
+  )
   return results
+
+
+def show_finished_evaluation(run: Run) -> None:
+  """A finished evaluate phase: its result table again, and how to rerun it."""
+  results = ckpt.read_json(os.path.join(run.workdir, "results.json"))
+  if results is not None and jax.process_index() == 0:
+    print(results_lib.format_table(results), flush=True)
+  log(
+      f"[evaluate] results: {run.workdir}/results.json, report.md; delete "
+      f"{run.workdir}/evaluate/done.json to evaluate again"
+  )
 
 
 def _evaluation_key(config) -> dict:

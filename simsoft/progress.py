@@ -6,14 +6,19 @@ test metrics; `tensorboard --logdir <workdir>` shows every phase:
 
   <phase>/       train/loss, train/accuracy, train/grad_norm (means over each
                  logging window), train/learning_rate, steps_per_s,
-                 images_per_s, compile_seconds; the run's hparams (its config,
-                 flattened); the similarity image (estimate: the S model B
-                 trains with; retrain, online source: the final S)
+                 images_per_s, compile_seconds; validation/accuracy, /nll,
+                 /ece (held-out metrics every config.train_eval period,
+                 simsoft.train_eval); the similarity image (estimate: the S
+                 model B trains with; retrain, online source: the final S).
+                 The same scalars, one JSON object per line, in
+                 <phase>/metrics.jsonl (what report.md's curves are drawn from)
   evaluate/A, evaluate/B
                  eval/clean_accuracy, eval/clean_nll, eval/clean_ece,
                  eval/mean_corrupted_accuracy (nll, ece), and
                  eval/corrupted_accuracy/<corruption> (mean over severities),
                  at the model's last training step
+  evaluate/      the HParams dashboard's session (simsoft.hparams): the
+                 config's knobs next to A's and B's final metrics
 
 The ETA uses the steady-state step time: the first dispatch, which compiles
 the step, is timed apart (compile_seconds) and left out.
@@ -21,6 +26,7 @@ the step, is timed apart (compile_seconds) and left out.
 
 from __future__ import annotations
 
+import json
 import logging as std_logging
 import os
 import time
@@ -203,8 +209,10 @@ class Progress:
       steps_per_epoch: int,
       logdir: str,
       hparams: Mapping[str, Any] | None = None,
+      log_every: int = 1,
   ):
     self.phase, self.total, self.batch_size = phase, total_steps, batch_size
+    self.log_every, self._held_out_logged = log_every, start_step
     self.steps_per_epoch = steps_per_epoch
     self._start_time = time.perf_counter()
     self._last_step, self._last_time = start_step, self._start_time
@@ -212,6 +220,7 @@ class Progress:
     self._writer = make_writer(logdir)
     if hparams:
       self._writer.write_hparams(dict(hparams))
+    self._metrics_path = os.path.join(logdir, METRICS_FILE)
 
   def compiled(self, step: int) -> None:
     """The first dispatch (compilation included) ended at `step`; steady timing starts."""
@@ -250,6 +259,9 @@ class Progress:
         f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
         for k, v in scalars.items()
     )
+    self._append_metrics(
+        step, {k if "/" in k else f"train/{k}": v for k, v in scalars.items()}
+    )
     eta = f"ETA {clock((self.total - step) / steady)}" if steady else "ETA -"
     log(
         f"[{self.phase}] step {step}/{self.total} (epoch {-(-step // self.steps_per_epoch)}"
@@ -257,9 +269,44 @@ class Progress:
         f"{steps_per_s:.1f} steps/s {eta}"
     )
 
+  def held_out(self, step: int, scalars: dict[str, float]) -> None:
+    """Held-out metrics of the state after `step` (simsoft.train_eval)."""
+    self._writer.write_scalars(step, scalars)
+    self._append_metrics(step, scalars)
+    if step - self._held_out_logged >= self.log_every or step == self.total:
+      self._held_out_logged = step
+      shown = " ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+      log(f"[{self.phase}] step {step}/{self.total} held-out {shown}")
+
+  def _append_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
+    if jax.process_index() == 0 and "://" not in self._metrics_path:
+      record = {"step": step, "epoch": step / self.steps_per_epoch}
+      record.update({k: float(v) for k, v in scalars.items()})
+      with open(self._metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
   def close(self) -> None:
     self._writer.flush()
     self._writer.close()
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(logdir: str) -> list[dict[str, float]]:
+  """<logdir>/metrics.jsonl as records sorted by step, the last record of a
+  step and kind (train or held-out) kept (a resumed phase logs steps again)."""
+  path = os.path.join(logdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  records = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        kind = tuple(sorted(k for k in record if k not in ("step", "epoch")))
+        records[(record["step"], kind)] = record
+  return [r for _, r in sorted(records.items())]
 
 
 class EvalProgress:

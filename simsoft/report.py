@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from simsoft import intervals
 from jax.typing import ArrayLike
@@ -99,14 +100,30 @@ def _grids(suite: Mapping) -> dict[str, Mapping]:
 
 
 def _save(fig: Figure, path: str) -> str:
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  # No bbox_inches='tight': the figures lay themselves out, and a tight box
+  # draws each figure twice.
+  fig.savefig(path, dpi=100)
   return os.path.basename(path)
+
+
+def off_diagonal_range(similarity: ArrayLike) -> tuple[float, float]:
+  """(min, max) of S's off-diagonal entries: the heatmap's colour scale."""
+  s = np.asarray(similarity, np.float64)
+  if s.shape[0] < 2:
+    return 0.0, 1.0
+  off = s[~np.eye(s.shape[0], dtype=bool)]
+  return float(off.min()), float(off.max())
 
 
 def plot_similarity(
     path: str, similarity: ArrayLike, class_names: Sequence[str] | None = None
 ) -> str:
-  """Heatmap of S [C, C] with class names on both axes; returns the file name."""
+  """Heatmap of S [C, C] with class names on both axes; returns the file name.
+
+  The colour scale spans the off-diagonal entries only (the structure the
+  loss uses): the diagonal, usually far larger, is drawn grey with its
+  values written in (C <= 12) or its range in the title.
+  """
   s = np.asarray(similarity, dtype=np.float64)
   if s.ndim != 2 or s.shape[0] != s.shape[1]:
     raise ValueError(f"similarity must be [C, C], got shape {s.shape}")
@@ -120,22 +137,33 @@ def plot_similarity(
     raise ValueError(
         f"class_names has {len(names)} names for a {c}x{c} similarity"
     )
+  diagonal = np.eye(c, dtype=bool)
+  off = np.ma.masked_array(s, mask=diagonal)
+  lo, hi = off_diagonal_range(s)
   size = min(4 + 0.35 * c, 16)
-  fig = Figure(figsize=(size + 1, size))
+  fig = Figure(figsize=(size + 1, size), layout="constrained")
   ax = fig.add_subplot()
-  im = ax.imshow(s, cmap="viridis")
-  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  ax.imshow(
+      np.where(diagonal, 1.0, np.nan), cmap="Greys", vmin=0.0, vmax=4.0
+  )  # light grey diagonal under the masked heatmap
+  im = ax.imshow(off, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1)
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="S[i, j], i != j")
   fontsize = 8 if c <= 20 else max(3, 160 // c)
   ax.set_xticks(range(c), names, rotation=90, fontsize=fontsize)
   ax.set_yticks(range(c), names, fontsize=fontsize)
   ax.set_xlabel("class j")
   ax.set_ylabel("class i (row)")
-  ax.set_title("Class similarity S[i, j]")
+  d = np.diag(s)
+  ax.set_title(
+      "Class similarity S[i, j]: colours scaled to the off-diagonal\n"
+      f"entries ({lo:.3g} to {hi:.3g}); diagonal (grey) {d.min():.3g} to {d.max():.3g}",
+      fontsize=9,
+  )
   if c <= 12:
-    mid = 0.5 * (s.min() + s.max())
+    mid = 0.5 * (lo + hi)
     for i in range(c):
       for j in range(c):
-        color = "k" if s[i, j] > mid else "w"
+        color = "k" if i == j or s[i, j] > mid else "w"
         ax.text(
             j,
             i,
@@ -148,48 +176,233 @@ def plot_similarity(
   return _save(fig, path)
 
 
+def _wilson_band(accuracy: float, count: float | None) -> tuple[float, float]:
+  """Wilson 95 % interval of an accuracy over `count` images ((acc, acc) without a count)."""
+  if not count:
+    return accuracy, accuracy
+  return intervals.wilson(round(accuracy * count), int(count))
+
+
 def plot_accuracy_vs_severity(
     path: str, models: Mapping[str, Mapping], grid: str = "corruptions"
 ) -> str:
-  """One panel per corruption: accuracy against severity (0 = clean), per model."""
+  """One panel per corruption: accuracy against severity (0 = clean), per model,
+  each point with its Wilson 95 % band over the test images."""
   names = sorted({n for suite in models.values() for n in suite.get(grid, {})})
   if not names:
     raise ValueError(f"no model has a {grid!r} grid to plot")
-  cols = min(4, len(names))
+  cols = min(5, len(names))
   rows = -(-len(names) // cols)
-  fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
-  # One y range for all panels, tight enough to show a few points' difference.
-  ys = [suite["clean"]["accuracy"] for suite in models.values()]
-  ys += [
-      m["accuracy"]
-      for suite in models.values()
-      for by in suite.get(grid, {}).values()
-      for m in by.values()
-  ]
-  ylim = (max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
-  for k, name in enumerate(names):
-    ax = fig.add_subplot(rows, cols, k + 1)
-    for model, suite in models.items():
+  fig = Figure(figsize=(2.6 * cols, 2.2 * rows + 0.9))
+  axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+  bands = {}
+  for model, suite in models.items():
+    clean = suite["clean"]
+    for name in names:
       cells = suite.get(grid, {}).get(name)
       if not cells:
         continue
       sev = sorted(cells, key=int)
-      x = [0] + [int(s) for s in sev]
-      y = [suite["clean"]["accuracy"]] + [cells[s]["accuracy"] for s in sev]
-      ax.plot(x, y, marker="o", label=_label(model))
+      points = [(0, clean["accuracy"], clean.get("count"))] + [
+          (int(s), cells[s]["accuracy"], cells[s].get("count")) for s in sev
+      ]
+      bands[model, name] = [(x, y, *_wilson_band(y, n)) for x, y, n in points]
+  lows = [b[2] for band in bands.values() for b in band]
+  highs = [b[3] for band in bands.values() for b in band]
+  colours = {}
+  for k, name in enumerate(names):
+    ax = axes[k // cols][k % cols]
+    for model in models:
+      band = bands.get((model, name))
+      if band is None:
+        continue
+      x, y, lo, hi = (np.asarray(v) for v in zip(*band))
+      (line,) = ax.plot(
+          x, y, marker="o", ms=3, label=_label(model), color=colours.get(model)
+      )
+      colours[model] = line.get_color()
+      ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_title(name, fontsize=9)
-    ax.set_xticks(range(0, 6))
-    ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    if k % cols == 0:
-      ax.set_ylabel("accuracy")
-    if k >= len(names) - cols:
-      ax.set_xlabel("severity (0 = clean)")
-  handles, labels = fig.axes[0].get_legend_handles_labels()
-  fig.legend(
-      handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9
+  for k in range(len(names), rows * cols):
+    axes[k // cols][k % cols].set_visible(False)
+  axes[0][0].set_xticks(range(0, 6))
+  axes[0][0].set_ylim(max(0.0, min(lows) - 0.02), min(1.0, max(highs) + 0.02))
+  for r in range(rows):
+    axes[r][0].set_ylabel("accuracy")
+  for k in range(max(0, len(names) - cols), len(names)):
+    axes[k // cols][k % cols].set_xlabel("severity (0 = clean)")
+    axes[k // cols][k % cols].xaxis.set_tick_params(labelbottom=True)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+  fig.suptitle(
+      "Accuracy against corruption severity (bands: Wilson 95 % intervals "
+      "over the test images)",
+      fontsize=10,
   )
-  fig.suptitle("Accuracy against corruption severity")
+  fig.subplots_adjust(
+      left=0.08,
+      right=0.98,
+      bottom=0.8 / fig.get_figheight() + 0.04,
+      top=1 - 0.55 / fig.get_figheight(),
+      wspace=0.08,
+      hspace=0.35,
+  )
+  return _save(fig, path)
+
+
+# Training curves: (metrics.jsonl key, label) per panel row.
+_CURVES = (
+    (
+        "loss",
+        (
+            ("train/loss", "train (window mean)"),
+            ("validation/nll", "held-out NLL"),
+        ),
+    ),
+    (
+        "accuracy",
+        (
+            ("train/accuracy", "train (window mean)"),
+            ("validation/accuracy", "held-out"),
+        ),
+    ),
+)
+
+
+def plot_training_curves(
+    path: str, curves: Mapping[str, Sequence[Mapping[str, float]]]
+) -> str:
+  """Training and held-out loss and accuracy against epoch, one column per model.
+
+  `curves` maps a model key to its phase's metrics.jsonl records
+  (simsoft.progress.read_metrics).
+  """
+  keys = [k for k, records in curves.items() if records]
+  if not keys:
+    raise ValueError("no training curves to plot")
+  fig = Figure(figsize=(3.6 * len(keys), 5.0))
+  axes = fig.subplots(2, len(keys), sharex="col", sharey="row", squeeze=False)
+  for col, key in enumerate(keys):
+    for row, (what, series) in enumerate(_CURVES):
+      ax = axes[row][col]
+      for tag, label in series:
+        points = [(r["epoch"], r[tag]) for r in curves[key] if tag in r]
+        if points:
+          x, y = zip(*points)
+          ax.plot(
+              x, y, marker="." if "validation" in tag else None, label=label
+          )
+      ax.grid(alpha=0.3)
+      if col == 0:
+        ax.set_ylabel(what)
+      if row == 0:
+        ax.set_title(_label(key), fontsize=9)
+        ax.set_yscale("log")
+      else:
+        ax.set_xlabel("epoch")
+  axes[0][0].legend(fontsize=7)
+  fig.suptitle(
+      "Training curves: train windows and the held-out split", fontsize=10
+  )
+  return _save(fig, path)
+
+
+def _top_moves(
+    delta: np.ndarray, names: Sequence[str], k: int = 3
+) -> list[str]:
+  """The k off-diagonal cells of B - A with the largest |change|, as 'true->pred +n'."""
+  off = np.where(np.eye(len(delta), dtype=bool), 0, delta)
+  order = np.argsort(-np.abs(off), axis=None, kind="stable")[:k]
+  return [
+      f"{names[i]}->{names[j]} {int(off[i, j]):+d}"
+      for i, j in zip(*np.unravel_index(order, off.shape))
+      if off[i, j]
+  ]
+
+
+def plot_per_class(
+    path: str, models: Mapping[str, Mapping], class_names: Sequence[str]
+) -> str:
+  """Per class, A against B: recall with Wilson bands, and the confusions that moved.
+
+  Left: each class's recall (confusion[y, y] / row total) for A and B, with
+  Wilson 95 % intervals over that class's test images. Right: B's confusion
+  counts minus A's, off the diagonal (true class by row; red: B makes that
+  mistake more often, blue: less).
+  """
+  a, b = models["A"]["clean"], models["B"]["clean"]
+  ca, cb = np.asarray(a["confusion"], float), np.asarray(b["confusion"], float)
+  c = ca.shape[0]
+  names = (
+      list(class_names)
+      if class_names is not None
+      else [str(i) for i in range(c)]
+  )
+  fig = Figure(figsize=(4.0 + 0.5 * c, 3.2 + 0.2 * c), layout="constrained")
+  left, right = fig.subplots(1, 2, width_ratios=(1.2, 1))
+  y = np.arange(c)
+  for offset, (key, conf) in zip((-0.15, 0.15), (("A", ca), ("B", cb))):
+    n = conf.sum(1)
+    recall = np.diag(conf) / np.maximum(n, 1)
+    lo, hi = zip(*(_wilson_band(r, m) for r, m in zip(recall, n)))
+    left.errorbar(
+        recall,
+        y + offset,
+        xerr=np.maximum(
+            0.0, [recall - np.asarray(lo), np.asarray(hi) - recall]
+        ),
+        fmt="o",
+        ms=4,
+        capsize=2,
+        label=_label(key),
+    )
+  left.set_yticks(y, names, fontsize=8)
+  left.invert_yaxis()
+  left.set_xlabel("recall (95 % Wilson interval)")
+  left.set_title("Recall per true class", fontsize=9)
+  left.grid(alpha=0.3, axis="x")
+  left.legend(
+      fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2
+  )
+  delta = np.where(np.eye(c, dtype=bool), np.nan, cb - ca)
+  lim = max(1.0, float(np.nanmax(np.abs(delta))) if c > 1 else 1.0)
+  right.imshow(
+      np.where(np.eye(c, dtype=bool), 1.0, np.nan),
+      cmap="Greys",
+      vmin=0.0,
+      vmax=4.0,
+  )  # grey diagonal: not a mistake
+  im = right.imshow(delta, cmap="RdBu_r", vmin=-lim, vmax=lim)
+  bar = fig.colorbar(
+      im, ax=right, fraction=0.046, pad=0.04, label="B - A (images)"
+  )
+  bar.locator = MaxNLocator(integer=True)
+  bar.update_ticks()
+  right.set_xticks(y, names, rotation=90, fontsize=8)
+  right.set_yticks(y, names, fontsize=8)
+  right.set_xlabel("predicted class")
+  right.set_ylabel("true class")
+  moves = _top_moves(cb - ca, names)
+  right.set_title(
+      "Mistakes B - A (true -> predicted)"
+      + (f"\nlargest: {', '.join(moves)}" if moves else ""),
+      fontsize=9,
+  )
+  if c <= 12:
+    for i in range(c):
+      for j in range(c):
+        if i != j and delta[i, j]:
+          strong = abs(delta[i, j]) > 0.5 * lim
+          right.text(
+              j,
+              i,
+              f"{int(delta[i, j]):+d}",
+              ha="center",
+              va="center",
+              fontsize=7,
+              color="w" if strong else "k",
+          )
   return _save(fig, path)
 
 
@@ -287,7 +500,14 @@ def plot_reliability(path: str, models: Mapping[str, Mapping]) -> str:
     ax.set_title(f"{_label(model)}\n{title} {r['ece']:.3f}", fontsize=9)
     if k == 0:
       ax.legend(fontsize=7, loc="upper left")
-  fig.tight_layout()
+  fig.subplots_adjust(
+      left=0.1,
+      right=0.97,
+      bottom=0.45 / fig.get_figheight(),
+      top=1 - 0.5 / fig.get_figheight(),
+      wspace=0.3,
+      hspace=0.6,
+  )
   return _save(fig, path)
 
 
@@ -421,6 +641,7 @@ def write_report(
     *,
     similarity: ArrayLike | None = None,
     class_names: Sequence[str] | None = None,
+    curves: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
 ) -> str:
   """Writes ``workdir/report.md`` and its PNG figures; returns the report's path.
 
@@ -429,6 +650,8 @@ def write_report(
     results: ``{'config': {...}, 'models': {'A': suite, 'B': suite}}``.
     similarity: optional S [C, C] to draw as a heatmap.
     class_names: optional C names for the heatmap axes.
+    curves: optional {'A': records, 'B': records}, each phase's metrics.jsonl
+      (simsoft.progress.read_metrics), for the training curves.
   """
   models = results.get("models") if isinstance(results, Mapping) else None
   if not models:
@@ -442,12 +665,28 @@ def write_report(
   fig = lambda name: os.path.join(workdir, name)
   parts = ["# simsoft run report", "", _INTRO]
 
+  if curves and any(curves.values()):
+    png = plot_training_curves(fig("training_curves.png"), curves)
+    parts += [
+        "## Training",
+        "",
+        "Loss and accuracy of each model while it trained: means over each "
+        "logging window of the training batches, and the held-out split "
+        "(config.train_eval) after each evaluation period. A held-out curve "
+        "that turns up while the training one keeps falling is overfitting.",
+        "",
+        f"![training curves]({png})",
+        "",
+    ]
+
   if similarity is not None:
     png = plot_similarity(fig("similarity.png"), similarity, class_names)
     parts += [
         "## Class similarity S",
         "",
-        "Brighter = more similar. Model B's loss uses this matrix.",
+        "Brighter = more similar. Model B's loss uses this matrix. The colours "
+        "span the off-diagonal entries, which decide where a soft target puts "
+        "its mass; the diagonal (grey) is on another scale.",
         "",
         f"![similarity heatmap]({png})",
         "",
@@ -457,6 +696,22 @@ def write_report(
   sentence = paired_sentence(models)
   if sentence:
     parts += [sentence, ""]
+  if (
+      "A" in models
+      and "B" in models
+      and "confusion" in models["A"]["clean"]
+      and "confusion" in models["B"]["clean"]
+  ):
+    png = plot_per_class(fig("per_class.png"), models, class_names)
+    parts += [
+        "Per class: each model's recall with its 95 % interval over that "
+        "class's test images (a class has a tenth of the images or fewer, so "
+        "these intervals are wide), and which mistakes B makes more (red) or "
+        "less (blue) often than A.",
+        "",
+        f"![per-class A against B]({png})",
+        "",
+    ]
 
   titles = {
       "corruptions": ("Synthetic corruptions", "summary", None),

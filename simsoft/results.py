@@ -88,7 +88,13 @@ METRICS = (
         ("summary", "mean_corrupted_accuracy"),
         True,
     ),
-    Metric("mce", "mean corruption error", ("summary", "mce"), True),
+    Metric(
+        "mce",
+        "mean corruption error",
+        ("summary", "mce"),
+        True,
+        long_label="1 - mean corrupted acc.",
+    ),
     Metric(
         "cifar10_c_accuracy",
         "CIFAR-10-C accuracy",

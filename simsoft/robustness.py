@@ -8,9 +8,10 @@ to a baseline. Decoupled from models and data loading: the caller passes ``predi
 normalizes internally) and the clean test split as numpy arrays.
 
 Each corruption is applied on device by one small jitted function per
-(corruption, severity), or per corruption for those whose severity may be
-traced (``corruptions.TRACEABLE_SEVERITY``; 22 compilations instead of 50 for
-the full suite); compilations are cached across calls. ``predict_fn`` is
+corruption and batch shape, its severity traced (10 compilations for the
+full suite, not 50; for small splits on CPU at XLA's cheap optimization
+level, ``FAST_COMPILE_MAX_ELEMENTS``); compilations are cached across calls
+and models. ``predict_fn`` is
 traced once per batch shape, and one jitted
 :func:`~simsoft.metrics.update_metric_stats` accumulates. The whole split is
 padded to a multiple of ``batch_size`` (padding masked out) and put on device
@@ -20,7 +21,8 @@ several processes, every process passes the same full split).
 Result layout (plain JSON: severities are string keys, undefined numbers
 such as a mistake severity without mistakes are None)::
 
-    {'clean': metrics + 'correct_bits' (per-image correctness, packed: simsoft.intervals),
+    {'clean': metrics + 'correct_bits' (per-image correctness, packed: simsoft.intervals)
+               + 'confusion' (counts, C <= 100),
      'clean_on_corrupted_images': metrics,                 # when corruptions run
      'corruptions': {name: {'1': metrics, ..., '5': metrics}},
      'extra_sets': {name: {'<severity>': metrics}},        # when given
@@ -128,17 +130,55 @@ def _stable_id(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-@functools.partial(jax.jit, static_argnames=("name", "severity"))
-def _corrupt_batch(images, i, key, traced_severity, *, name, severity):
+# Compile-time options for the corruption programs of small test splits on
+# CPU, where compiling takes far longer than running: about 2.5x faster to
+# compile, 3-5x slower to run (a 10,000-image CIFAR split keeps the default).
+# Values agree to 1 ulp, except shot noise's Poisson draws, whose rejection
+# sampler compares floats: the same distribution, other draws.
+_FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+}
+FAST_COMPILE_MAX_ELEMENTS = 1 << 21  # padded test split, [nb, B, H, W, C]
+
+
+def _corrupt_batch(images, i, key, severity, *, name):
   """Batch ``i`` of ``images`` [nb, B, ...], corrupted with key ``fold_in(key, i)``.
 
-  ``severity`` None means use ``traced_severity``: one compilation serves all
-  severities of a corruption in ``corruptions.TRACEABLE_SEVERITY``. Module
-  level, so compilations are shared across run_suite calls (models A and B).
+  ``severity`` is traced (every corruption takes a traced severity), so one
+  compilation per corruption and batch shape serves every severity and, the
+  cache being module level, every model (A and B) and call.
   """
-  sev = traced_severity if severity is None else severity
   return corruptions_lib.corrupt(
-      name, images[i], sev, jax.random.fold_in(key, i)
+      name, images[i], severity, jax.random.fold_in(key, i)
+  )
+
+
+@functools.lru_cache(maxsize=None)
+def _corrupt_fn(fast_compile: bool) -> Callable:
+  return jax.jit(
+      _corrupt_batch,
+      static_argnames=("name",),
+      compiler_options=_FAST_COMPILE if fast_compile else None,
+  )
+
+
+def _fast_compile(images: jax.Array) -> bool:
+  """Compile a split's corruption programs cheaply: on CPU, for small splits."""
+  return (
+      jax.default_backend() == "cpu"
+      and images.size <= FAST_COMPILE_MAX_ELEMENTS
+  )
+
+
+def warm_corruptions(batches: "Batches", names: Sequence[str], key) -> None:
+  """Compiles the corruption programs `corruption_grid` will run on `batches`
+  (one per name; the severity is traced), by running batch 0 of each once."""
+  corrupt = _corrupt_fn(_fast_compile(batches.images))
+  key = jax.random.fold_in(jax.random.fold_in(key, 0), 1)
+  severity = jnp.asarray(1, jnp.int32)
+  jax.block_until_ready(
+      [corrupt(batches.images, 0, key, severity, name=n) for n in names]
   )
 
 
@@ -147,9 +187,18 @@ def _select(images, i):
   return images[i]
 
 
-@jax.jit
 def _update(stats, logits, labels, mask, i):
   return metrics_lib.update_metric_stats(stats, logits, labels[i], mask[i])
+
+
+@functools.lru_cache(maxsize=None)
+def _update_fn(fast_compile: bool) -> Callable:
+  """The jitted metric accumulation: a few [B, C] reductions and scatters, run
+  once per batch, whose compile (about 1 s on CPU) dwarfs its run time, so
+  compiled cheaply on CPU whatever the split's size."""
+  return jax.jit(
+      _update, compiler_options=_FAST_COMPILE if fast_compile else None
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,30 +240,30 @@ class Scorer:
       key=None,
       *,
       correct_bits: bool = False,
+      confusion: bool = False,
   ) -> dict:
-    """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals)."""
+    """The set's metrics; with `correct_bits`, also 'correct_bits' (simsoft.intervals);
+    with `confusion`, also 'confusion' (counts [C][C], true class by row) when
+    C <= metrics.MAX_PER_CLASS_CLASSES."""
     stats = metrics_lib.init_metric_stats(self.num_classes)
     correct = []
-    traced = name in corruptions_lib.TRACEABLE_SEVERITY
-    static_severity = None if traced else severity
+    corrupt = _corrupt_fn(_fast_compile(batches.images))
+    update = _update_fn(jax.default_backend() == "cpu")
     traced_severity = jnp.asarray(severity, jnp.int32)
     for i in range(batches.num_batches):
       if name is None:
         x = _select(batches.images, i)
       else:
-        x = _corrupt_batch(
-            batches.images,
-            i,
-            key,
-            traced_severity,
-            name=name,
-            severity=static_severity,
-        )
+        x = corrupt(batches.images, i, key, traced_severity, name=name)
       logits = self.predict_fn(x)
-      stats = _update(stats, logits, batches.labels, batches.mask, i)
+      stats = update(stats, logits, batches.labels, batches.mask, i)
       if correct_bits:
         correct.append(self._correct(logits, batches.labels, i))
     out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
+    if confusion and self.num_classes <= metrics_lib.MAX_PER_CLASS_CLASSES:
+      out["confusion"] = (
+          np.rint(np.asarray(stats["confusion"])).astype(int).tolist()
+      )
     if correct_bits:
       out["correct_bits"] = intervals.pack_correct(
           np.concatenate([np.asarray(c) for c in correct])[: batches.count]

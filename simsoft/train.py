@@ -4,7 +4,8 @@
     prepare:  schema, dataset, devices, sources, files and the workdir's own
               records are checked before anything is written
     phases:   estimate -> retrain -> evaluate (simsoft.phases), each skipped
-              when finished and resumed from its latest checkpoint
+              when finished (<phase>/done.json; delete it to run the phase
+              again) and resumed from its latest checkpoint
 
 Only simsoft.main and simsoft.sweep import this module (it loads the data,
 hence TensorFlow); the phases, the loop and the evaluators do not import it.
@@ -214,9 +215,16 @@ def train_and_evaluate(
     ckpt.guard_workdir(
         workdir, config
     )  # again under the lock, then config.json
+    warming = None
+    if "evaluate" in phases and phases_lib.phase_done(run, "evaluate") is None:
+      warming = evaluation.precompile(config, run.dataset, run.mesh)
     for phase in phases:
-      if phase != "evaluate" and phases_lib.phase_done(run, phase) is not None:
+      if phase == "evaluate" and warming is not None:
+        warming.join()  # its programs are in the jit caches now
+      if phases_lib.phase_done(run, phase) is not None:
         log(f"[{phase}] already finished in {workdir}; skipping")
+        if phase == "evaluate":
+          phases_lib.show_finished_evaluation(run)
         continue
       if phase != "evaluate":
         ckpt.write_provenance(workdir, config, phase)

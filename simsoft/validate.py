@@ -356,6 +356,21 @@ def check_training(c: ml_collections.ConfigDict) -> None:
       advice="2 keeps a fallback if the latest is damaged",
   )
   at_least("log_every_steps", c.log_every_steps, 1)
+  at_least(
+      "train_eval.every_epochs",
+      c.train_eval.every_epochs,
+      0,
+      integer=False,
+      advice="0 (with every_steps 0) turns held-out evaluation off",
+  )
+  at_least("train_eval.every_steps", c.train_eval.every_steps, 0)
+  one_of(
+      "train_eval.split",
+      c.train_eval.split,
+      ("validation", "train", "test"),
+      "split",
+  )
+  at_least("train_eval.examples", c.train_eval.examples, 0, advice="0 is all")
   seed("seed", c.seed)
   if (
       c.estimate.model_from

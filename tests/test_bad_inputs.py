@@ -538,7 +538,9 @@ def test_finished_workdir_refusals(capsys, tmp_path, finished):
 
 def test_damaged_checkpoints(capsys, tmp_path, finished):
   # Every kept checkpoint of a phase damaged: one line naming phase, step and path.
+  # (Each copy asks for its evaluation again, which restores the models.)
   run = copy_of(finished, tmp_path, "all_damaged")
+  os.remove(os.path.join(run, "evaluate", "done.json"))
   for step in ("15", "17"):
     for root, _, files in os.walk(
         os.path.join(run, "retrain", "checkpoints", step)
@@ -559,6 +561,7 @@ def test_damaged_checkpoints(capsys, tmp_path, finished):
 
   # Only the latest damaged: fall back to step 15 with a warning, redo 2 steps, same results.
   run = copy_of(finished, tmp_path, "latest_damaged")
+  os.remove(os.path.join(run, "evaluate", "done.json"))
   for root, _, files in os.walk(
       os.path.join(run, "retrain", "checkpoints", "17")
   ):

@@ -163,7 +163,19 @@ def test_digits_real(digits):
   }  # 1797 = 1438 + 359
   assert digits.num_classes == 10 and digits.class_names == tuple("0123456789")
   assert digits.image_shape == (8, 8, 1) and digits.augmentation == "none"
-  assert digits.coarse_labels is None and digits.class_groups is None
+  assert digits.coarse_labels is None
+  # Super-classes: Ward linkage of the class-mean images outside the test
+  # split, cut into four groups (simsoft.data.digits).
+  from scipy.cluster.hierarchy import fcluster, linkage
+
+  rest = [digits.split("train"), digits.split("validation")]
+  x = np.concatenate([s.images for s in rest]).reshape(-1, 64)
+  y = np.concatenate([s.labels for s in rest])
+  means = np.stack([x[y == c].mean(0) for c in range(10)])
+  cut = fcluster(linkage(means, "ward"), 4, "maxclust")
+  groups = np.asarray(digits.class_groups)
+  assert np.array_equal(cut[:, None] == cut, groups[:, None] == groups)
+  assert digits.group_names[groups[5]] == "3 5 9"
   for split in digits.splits.values():
     assert split.images.dtype == np.float32 and split.images.shape[1:] == (
         8,

@@ -114,6 +114,10 @@ def test_run_suite_keys_and_clean_accuracy_match_numpy(results):
   ref_acc = np.mean((x.reshape(N, -1) @ w).argmax(1) == y)
   assert a["clean"]["count"] == N  # last partial batch padded, not dropped
   assert a["clean"]["accuracy"] == pytest.approx(ref_acc)
+  pred = (x.reshape(N, -1) @ w).argmax(1)
+  confusion = np.zeros((C, C), int)
+  np.add.at(confusion, (y, pred), 1)
+  assert a["clean"]["confusion"] == confusion.tolist()
   for key in (
       "accuracy",
       "nll",
@@ -237,8 +241,16 @@ def test_write_report_end_to_end(results, tmp_path):
   roundtrip = json.loads(json.dumps(results))
   sim = np.eye(C) * 0.7 + 0.03
   names = list(fashion_mnist_local.CLASS_NAMES)
+  curves = {
+      key: [
+          {"step": 10, "epoch": 1.0, "train/loss": 1.0, "train/accuracy": 0.5},
+          {"step": 10, "epoch": 1.0, "validation/nll": 1.2},
+          {"step": 20, "epoch": 2.0, "validation/accuracy": 0.6},
+      ]
+      for key in ("A", "B")
+  }
   path = report.write_report(
-      str(tmp_path), roundtrip, similarity=sim, class_names=names
+      str(tmp_path), roundtrip, similarity=sim, class_names=names, curves=curves
   )
   assert path == str(tmp_path / "report.md")
   text = open(path).read()
@@ -246,8 +258,10 @@ def test_write_report_end_to_end(results, tmp_path):
   assert pngs == [
       "accuracy_vs_severity_corruptions.png",
       "accuracy_vs_severity_extra_sets.png",
+      "per_class.png",
       "reliability.png",
       "similarity.png",
+      "training_curves.png",
   ]
   for p in pngs:
     assert f"]({p})" in text
@@ -269,6 +283,19 @@ def test_write_report_end_to_end(results, tmp_path):
   assert "Model A** is trained with plain cross-entropy" in text
   with pytest.raises(ValueError, match="models"):
     report.write_report(str(tmp_path), {"config": {}})
+
+
+def test_figure_helpers_by_hand():
+  # The heatmap's colours span the off-diagonal entries, not the diagonal.
+  s = np.array([[0.7, 0.05, 0.03], [0.03, 0.77, 0.03], [0.04, 0.03, 0.69]])
+  assert report.off_diagonal_range(s) == (0.03, 0.05)
+  # B - A confusions: the largest moves, true -> predicted, signed.
+  a = np.array([[5, 2, 0], [0, 6, 1], [0, 0, 7]])
+  b = np.array([[7, 0, 0], [0, 4, 3], [1, 0, 6]])
+  assert report._top_moves(b - a, ["x", "y", "z"], k=2) == [
+      "x->y -2",
+      "y->z +2",
+  ]
 
 
 def _fake_run(root, name, *, alpha, seed, clean_a, clean_b, with_config=True):

@@ -132,7 +132,7 @@ def test_format_table_by_hand():
       # mistake severity, super-class and CIFAR-10-C: no model has them.
       _row("mistake LCA height", "2.5000", "-"),
       _row("mean corrupted accuracy", "0.6000", "0.6500", "+0.0500"),
-      _row("mean corruption error", "0.4000", "0.3500", "-0.0500"),
+      _row("1 - mean corrupted acc.", "0.4000", "0.3500", "-0.0500"),
       "B - A clean accuracy +2.00 points, 95 % CI [-1.00, +5.00] "
       "(paired, 100 test images)",
       "",

@@ -2,8 +2,8 @@
 
 One tiny digits run (all phases, one corruption, a 2-step profile) is read
 back with TensorBoard's own event loader: window-mean train scalars, learning
-rate, gradient norm, the similarity image, hparams, and models A's and B's
-test metrics; the progress lines show the compile time apart and the
+rate, gradient norm, held-out metrics during training, the similarity image,
+the HParams session, and models A's and B's test metrics; the progress lines show the compile time apart and the
 evaluation's progress.
 """
 
@@ -51,6 +51,7 @@ def finished_run(tmp_path_factory):
       corruptions=("contrast",), severities=(1,)
   )
   c.log_every_steps, c.checkpoint.every_steps = 4, 8
+  c.train_eval.every_epochs = 0.5  # held-out metrics at steps 4 and 8
   c.profile.num_steps, c.profile.first_step = 2, 2
   workdir = str(tmp_path_factory.mktemp("tensorboard"))
   with captured_log() as messages:
@@ -79,11 +80,88 @@ def test_train_scalars_hparams_and_similarity_image(finished_run):
     )
     for step, value in events["train/learning_rate"]:
       assert value == pytest.approx(float(schedule(step - 1)), rel=1e-6)
-    assert any(
-        p == "hparams" for v in events.values() for _, p in v
-    ), f"{phase}: no hparams"
+    records = progress_lib.read_metrics(os.path.join(workdir, phase))
+    for tag in ("validation/accuracy", "validation/nll", "validation/ece"):
+      assert [s for s, _ in events[tag]] == [4, 8], (phase, tag)
+      logged = [(r["step"], r[tag]) for r in records if tag in r]
+      assert [s for s, _ in logged] == [4, 8]
+      assert [v for _, v in logged] == pytest.approx(
+          [v for _, v in events[tag]]
+      ), (phase, tag)
+    assert [r["step"] for r in records if "train/loss" in r] == [4, 8]
   (image,) = _events(os.path.join(workdir, "estimate"))["similarity"]
   assert image == (8, "images")
+
+
+def test_held_out_metrics_are_the_final_models_on_the_validation_split(
+    finished_run,
+):
+  from simsoft import phases, sharding
+  from simsoft.run import Run
+
+  config, workdir, _ = finished_run
+  run = Run(
+      config=config,
+      workdir=workdir,
+      mesh=sharding.make_mesh(),
+      dataset=train.load_dataset(config),
+  )
+  val = run.dataset.split("validation")
+  for phase in ("estimate", "retrain"):
+    graphdef, state = phases.restore_final(run, phase)
+    predict = step_lib.make_predict_fn(
+        graphdef, mean=run.dataset.mean, std=run.dataset.std
+    )
+    logits = np.asarray(
+        predict(state["params"], state["model_state"], val.images), np.float64
+    )
+    z = logits - logits.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    (last,) = [
+        r
+        for r in progress_lib.read_metrics(os.path.join(workdir, phase))
+        if r["step"] == 8 and "validation/accuracy" in r
+    ]
+    assert last["validation/accuracy"] == pytest.approx(
+        np.mean(logits.argmax(-1) == val.labels)
+    )
+    assert last["validation/nll"] == pytest.approx(
+        -np.mean(log_p[np.arange(len(val.labels)), val.labels]), rel=1e-4
+    )
+
+
+def test_hparams_session_puts_knobs_next_to_both_models_metrics(finished_run):
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  from tensorboard.plugins.hparams import metadata
+
+  config, workdir, _ = finished_run
+  (path,) = glob.glob(os.path.join(workdir, "evaluate", "events.out.*"))
+  content = {}
+  for event in EventFileLoader(path).Load():
+    for value in event.summary.value:
+      content[value.tag] = value.metadata.plugin_data.content
+  experiment = metadata.parse_experiment_plugin_data(
+      content[metadata.EXPERIMENT_TAG]
+  )
+  metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+  assert ("B", "eval/mean_corrupted_accuracy") in metrics
+  assert ("A", "eval/clean_ece") in metrics and len(metrics) == 12
+  session = metadata.parse_session_start_info_plugin_data(
+      content[metadata.SESSION_START_INFO_TAG]
+  )
+  assert {h.name for h in experiment.hparam_infos} == set(session.hparams)
+  assert session.hparams["loss.alpha"].number_value == config.loss.alpha
+  assert session.hparams["similarity.source"].string_value == "confusion"
+  # Each metric group is a run that holds the metric's tag.
+  for group in ("A", "B"):
+    assert "eval/clean_nll" in _events(os.path.join(workdir, "evaluate", group))
+  # No other run is a session (the training phases' dirs carry none).
+  for phase in ("estimate", "retrain"):
+    assert all(
+        p != "hparams"
+        for v in _events(os.path.join(workdir, phase)).values()
+        for _, p in v
+    )
 
 
 def test_evaluation_metrics_of_both_models_are_scalars(finished_run):

@@ -29,6 +29,7 @@ def tiny_config(arg="epochs=1,phases=estimate", *, batch_size=32):
   c.evaluate.evaluators = {"clean": {"type": "clean"}}
   c.checkpoint.every_steps = 10
   c.log_every_steps = 10
+  c.train_eval.every_epochs = 0.0  # off: tests that need it turn it on
   return c
 
 
