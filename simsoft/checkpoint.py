@@ -70,7 +70,18 @@ _NOT_DEFINING = {"estimate": ("similarity.from_workdir",)}
 # Fields added after workdirs were written, with the value a config without
 # them ran with: a saved config that lacks one reads as holding it, and a
 # phase's provenance leaves one out at that value (its hash stays as it was).
-ADDED_FIELDS = {"similarity.sparse_top_k": 0}
+ADDED_FIELDS = {
+    "similarity.sparse_top_k": 0,
+    "dataset.reader": "memory",
+    "dataset.grain.records_dir": "",
+    "dataset.grain.image_size": 0,
+    "dataset.grain.train_transform": "device",
+    "dataset.grain.eval_transform": "none",
+    "dataset.grain.stats_examples": 2000,
+    "input.grain_workers": 2,
+    "input.grain_threads": 2,
+    "input.grain_buffer": 2,
+}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

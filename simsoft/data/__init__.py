@@ -102,7 +102,16 @@ def get_dataset(
 def from_config(dataset_config: Any) -> Dataset:
   """get_dataset with config.dataset's fields (name, data_dir, validation_fraction,
   split_seed, train_examples, label_noise); an empty data_dir is each source's default.
+  With dataset.reader='grain', simsoft.data.streaming.load (splits read on demand).
   """
+  if dataset_config.get("reader", "memory") == "grain":
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    return streaming.load(dataset_config)
+  if dataset_config.get("reader", "memory") != "memory":
+    raise ValueError(
+        f"unknown dataset.reader {dataset_config.reader!r}; known: ['memory', 'grain']"
+    )
   return get_dataset(
       dataset_config.name,
       data_dir=dataset_config.data_dir or None,
