@@ -378,21 +378,53 @@ def save_state(
     state: Any,
     *,
     force: bool = False,
+    iterator: Any = None,
 ) -> bool:
-  """Starts an async save of `state` at `step` (skipped off-interval unless forced)."""
-  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  """Starts an async save of `state` at `step` (skipped off-interval unless forced).
+
+  With a grain `iterator` (the streaming reader), the checkpoint holds two
+  items, as MaxText's: 'state' and 'iter' (grain's handler: one small JSON
+  file of the iterator's position per process).
+  """
+  if iterator is None:
+    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  import grain  # pylint: disable=g-import-not-at-top
+
+  args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      iter=grain.checkpoint.CheckpointSave(iterator),
+  )
+  return manager.save(step, args=args, force=force)
 
 
 def restore_state(
-    manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    step: int | None = None,
+    iterator: Any = None,
 ) -> Any:
-  """Restores the latest (or given) step into `abstract_state`'s structure and shardings."""
+  """Restores the latest (or given) step into `abstract_state`'s structure and shardings.
+
+  A two-item checkpoint (save_state with an iterator) gives its 'state'; with
+  `iterator`, its 'iter' item is restored into it too (grain set_state).
+  """
   step = manager.latest_step() if step is None else step
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  if not (manager.directory / str(step) / "state").exists():
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if iterator is not None:
+    import grain  # pylint: disable=g-import-not-at-top
+
+    items["iter"] = grain.checkpoint.CheckpointRestore(iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items)).state
 
 
 def restore_latest_readable(
-    manager: ocp.CheckpointManager, abstract_state: Any, *, phase: str
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    *,
+    phase: str,
+    iterator: Any = None,
 ) -> Any:
   """The newest checkpoint that restores; damaged newer ones are moved aside with a warning.
 
@@ -407,7 +439,7 @@ def restore_latest_readable(
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       with quiet_logs():
-        state = restore_state(manager, abstract_state, step)
+        state = restore_state(manager, abstract_state, step, iterator)
     except Exception as e:  # pylint: disable=broad-except  # any unreadable file
       failures.append((step, e))
       continue

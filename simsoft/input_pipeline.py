@@ -11,6 +11,11 @@ so they train the same model; they differ only in where the pixels live.
           the fast choice on XLA:CPU, where a rolled scan is ~15x slower).
   auto    device when the split's pixels fit in `device_max_bytes`, else host.
 
+A streamed train split (dataset.reader='grain', simsoft.data.streaming) is
+read by `StreamInput` whatever `pipeline` says: grain worker processes
+read, decode and transform each process's rows of every batch, which reach
+the device as uint8 and are scaled to [0, 1] inside the jitted step.
+
 Like the rest of the core this imports no TensorFlow.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -31,12 +37,14 @@ PIPELINES = ("auto", "host", "device")
 
 
 def choose_pipeline(cfg: ml_collections.ConfigDict, split: ArraySplit) -> str:
-  """'host' or 'device' for config.input and a train split."""
+  """'host', 'device' or (a streamed split) 'stream' for config.input and a train split."""
   if cfg.pipeline not in PIPELINES:
     raise ValueError(
         f"unknown input pipeline {cfg.pipeline!r} (config.input.pipeline); "
         f"known: {list(PIPELINES)}"
     )
+  if not isinstance(split, ArraySplit):
+    return "stream"
   if cfg.pipeline != "auto":
     return cfg.pipeline
   return "device" if split.images.nbytes <= cfg.device_max_bytes else "host"
@@ -126,6 +134,96 @@ class DeviceInput:
     local = np.stack([next(self._indices) for _ in range(num_steps)])
     indices = sharding.from_process_local(local, self._index_sharding)
     return self._steps(state, self._data, indices, key)
+
+
+def _scaled(step: Callable) -> Callable:
+  """`step` fed uint8 images: x * float32(1/255) on device, as the other paths scale."""
+
+  def scaled(state, batch, key):
+    image = batch["image"].astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+    return step(state, dict(batch, image=image), key)
+
+  return scaled
+
+
+class StreamInput:
+  """One dispatch per step; batches streamed by grain (simsoft.data.streaming).
+
+  `iterator` is the grain iterator: the loop saves its state with each
+  checkpoint, and a restore sets it (simsoft.checkpoint), so a resumed run
+  reads on from where the saved one was.
+  """
+
+  max_steps_per_dispatch = 1
+
+  def __init__(
+      self,
+      step: Callable,
+      mesh: jax.sharding.Mesh,
+      split,
+      *,
+      global_batch_size: int,
+      seed: int,
+      num_steps: int,
+      workers: int,
+      threads: int,
+      buffer: int,
+  ):
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    replicated, batch = sharding.replicated(mesh), sharding.sharded(mesh)
+    self._batch_sharding = batch
+    self._step = jax.jit(
+        _scaled(step),
+        in_shardings=(replicated, batch, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    self.iterator = iter(
+        streaming.train_dataset(
+            split,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            num_steps=num_steps,
+            workers=workers,
+            threads=threads,
+            buffer=buffer,
+        )
+    )
+
+  def run(self, state, key, num_steps: int):
+    assert num_steps == 1
+    batch = sharding.from_process_local(
+        next(self.iterator), self._batch_sharding
+    )
+    return self._step(state, batch, key)
+
+  def close(self) -> None:
+    self.iterator.close()
+
+
+def make_stream_input(
+    cfg: ml_collections.ConfigDict,
+    step: Callable,
+    mesh: jax.sharding.Mesh,
+    split,
+    *,
+    global_batch_size: int,
+    seed: int,
+    num_steps: int,
+) -> StreamInput:
+  """The StreamInput of config.input's grain_* fields, at step 0 (a restore moves it)."""
+  return StreamInput(
+      step,
+      mesh,
+      split,
+      global_batch_size=global_batch_size,
+      seed=seed,
+      num_steps=num_steps,
+      workers=cfg.grain_workers,
+      threads=cfg.grain_threads,
+      buffer=cfg.grain_buffer,
+  )
 
 
 def make_input(

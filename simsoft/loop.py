@@ -99,8 +99,12 @@ def train_model(
   )
 
   manager = checkpoint_manager(run, phase, workdir)
+  stream = _stream_input(run, step_fn, total_steps)  # None: data in memory
+  iterator = stream and stream.iterator
   if manager.latest_step() is not None:
-    state = ckpt.restore_latest_readable(manager, setup.abstract, phase=phase)
+    state = ckpt.restore_latest_readable(
+        manager, setup.abstract, phase=phase, iterator=iterator
+    )
     if int(state["step"]) < total_steps:
       log(f"[{phase}] resumed from step {int(state['step'])}")
   else:
@@ -119,9 +123,28 @@ def train_model(
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         schedule=setup.schedule,
+        feeder=stream,
     )
   manager.wait_until_finished()
+  if stream is not None:
+    stream.close()
   return setup.graphdef, state
+
+
+def _stream_input(run: Run, step_fn, total_steps: int):
+  """The streaming reader's StreamInput, or None for a split held in memory."""
+  split = run.dataset.split("train")
+  if input_pipeline.choose_pipeline(run.config.input, split) != "stream":
+    return None
+  return input_pipeline.make_stream_input(
+      run.config.input,
+      step_fn,
+      run.mesh,
+      split,
+      global_batch_size=run.config.batch_size,
+      seed=run.config.seed,
+      num_steps=total_steps,
+  )
 
 
 def phase_steps(run: Run, phase: str) -> tuple[int, int]:
@@ -158,6 +181,7 @@ def _loop(
     total_steps: int,
     steps_per_epoch: int,
     schedule=None,
+    feeder=None,
 ):
   """Steps from `start` to `total_steps` in chunks that end at every log,
   checkpoint, (online source) epoch boundary and profile start/stop.
@@ -166,7 +190,9 @@ def _loop(
   the chunking), plus the learning rate of the window's last step.
   """
   config = run.config
-  feeder = input_pipeline.make_input(
+  # A StreamInput (`feeder`) comes already at `start`, its iterator restored.
+  iterator = feeder.iterator if feeder is not None else None
+  feeder = feeder or input_pipeline.make_input(
       config.input,
       step_fn,
       run.mesh,
@@ -230,7 +256,13 @@ def _loop(
           progress.update(done, scalars)
         if done % config.checkpoint.every_steps == 0 or done == total_steps:
           _check_finite(run, state, phase, manager)
-          ckpt.save_state(manager, done, state, force=done == total_steps)
+          ckpt.save_state(
+              manager,
+              done,
+              state,
+              force=done == total_steps,
+              iterator=iterator,
+          )
         if stop.requested:
           raise _interrupted(phase, done, total_steps, manager)
   finally:

@@ -124,6 +124,51 @@ class Batches:
     )
 
 
+class StreamBatches:
+  """A streamed split (simsoft.data.streaming.StreamSplit) in padded, masked batches.
+
+  Read anew on each pass, each process reading its rows of every global
+  batch (as simsoft.data.eval_batches); batch i is what Batches would hold
+  at index i for the same examples.
+  """
+
+  def __init__(self, split, batch_size, mask_padding, mesh):
+    if not mask_padding:
+      raise ValueError("a streamed split is evaluated with mask_padding=True")
+    self.split, self.batch_size, self.mesh = split, batch_size, mesh
+    self.count = len(split)
+    self.num_batches = -(-self.count // batch_size)
+
+  def __iter__(self):
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    for local in streaming.eval_batches(
+        self.split,
+        global_batch_size=self.batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+      batch = (local["image"], local["label"], local["mask"])
+      if self.mesh is None:
+        yield jax.device_put(batch)
+      else:
+        yield sharding_lib.from_process_local(
+            batch, sharding_lib.sharded(self.mesh)
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("name", "severity"))
+def _corrupt_one(images, i, key, traced_severity, *, name, severity):
+  """_corrupt_batch for one streamed batch ``images`` [B, ...], batch index ``i``."""
+  sev = traced_severity if severity is None else severity
+  return corruptions_lib.corrupt(name, images, sev, jax.random.fold_in(key, i))
+
+
+@jax.jit
+def _update_one(stats, logits, labels, mask):
+  return metrics_lib.update_metric_stats(stats, logits, labels, mask)
+
+
 def _stable_id(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
@@ -198,7 +243,17 @@ class Scorer:
     traced = name in corruptions_lib.TRACEABLE_SEVERITY
     static_severity = None if traced else severity
     traced_severity = jnp.asarray(severity, jnp.int32)
-    for i in range(batches.num_batches):
+    if isinstance(batches, StreamBatches):
+      for i, (x, labels, mask) in enumerate(batches):
+        if name is not None:
+          x = _corrupt_one(
+              x, i, key, traced_severity, name=name, severity=static_severity
+          )
+        logits = self.predict_fn(x)
+        stats = _update_one(stats, logits, labels, mask)
+        if correct_bits:
+          correct.append(self._correct(logits, labels[None], 0))
+    for i in range(0 if isinstance(batches, StreamBatches) else batches.num_batches):
       if name is None:
         x = _select(batches.images, i)
       else:

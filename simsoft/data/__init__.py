@@ -27,7 +27,8 @@ from simsoft.data import (
     tfds_sources,
 )
 from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats, subset_train
-from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches, train_indices
+from simsoft.data import iterators
+from simsoft.data.iterators import steps_per_epoch, train_batches, train_indices
 from simsoft.data.splits import stratified_holdout
 from simsoft.data.tfds_sources import (
     CIFAR10_C_CORRUPTIONS,
@@ -97,6 +98,15 @@ def get_dataset(
   return label_noise.apply(
       ds, flips=label_flips, rate=label_noise_rate, seed=split_seed
   )
+
+
+def eval_batches(split, **kwargs):
+  """iterators.eval_batches, or streaming.eval_batches for a streamed split (same batches)."""
+  if isinstance(split, ArraySplit):
+    return iterators.eval_batches(split, **kwargs)
+  from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+  return streaming.eval_batches(split, **kwargs)
 
 
 def from_config(dataset_config: Any) -> Dataset:
