@@ -509,13 +509,13 @@ def _load_tfds(dataset_config, options) -> Dataset:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   name, data_dir = dataset_config.name, dataset_config.data_dir or None
-  builder = tfds.builder(name, data_dir=data_dir)
-  info = builder.info
+  info = tfds.builder(name, data_dir=data_dir).info
   label = info.features["label"]
   image = info.features["image"]
   channels = int(image.shape[-1] or 3)
   test_split = TFDS_TEST_SPLIT.get(name, "test")
-  n_train = info.splits["train"].num_examples
+  n_train = len(_tfds_source(name, "train", data_dir))
+  n_test = len(_tfds_source(name, test_split, data_dir))
   order = np.random.default_rng(dataset_config.split_seed).permutation(n_train)
   held = int(np.floor(dataset_config.validation_fraction * n_train + 0.5))
   readers = {
@@ -525,7 +525,7 @@ def _load_tfds(dataset_config, options) -> Dataset:
           name,
           test_split,
           data_dir,
-          np.arange(info.splits[test_split].num_examples),
+          np.arange(n_test),
       ),
   }
   fixed = image.shape[:2] if None not in image.shape[:2] else None
