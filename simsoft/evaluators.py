@@ -95,7 +95,10 @@ class EvalData:
     """The first `examples` (0: all) test images as Batches, or StreamBatches when streamed."""
     if self.streamed:
       return robustness.StreamBatches(
-          self.images.head(examples), self.batch_size, self.mask_padding, self.mesh
+          self.images.head(examples),
+          self.batch_size,
+          self.mask_padding,
+          self.mesh,
       )
     images, labels = robustness.check_split(
         self.images, self.labels, self.num_classes, "clean test split"

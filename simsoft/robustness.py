@@ -253,7 +253,9 @@ class Scorer:
         stats = _update_one(stats, logits, labels, mask)
         if correct_bits:
           correct.append(self._correct(logits, labels[None], 0))
-    for i in range(0 if isinstance(batches, StreamBatches) else batches.num_batches):
+    for i in range(
+        0 if isinstance(batches, StreamBatches) else batches.num_batches
+    ):
       if name is None:
         x = _select(batches.images, i)
       else:

@@ -151,9 +151,7 @@ def check_dataset(c: ml_collections.ConfigDict) -> None:
   reader = c.dataset.get("reader", "memory")
   one_of("dataset.reader", reader, ["grain", "memory"], "dataset reader")
   if reader == "memory":
-    one_of(
-        "dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset"
-    )
+    one_of("dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset")
   else:
     check_streaming(c)
   v = _number("dataset.validation_fraction", c.dataset.validation_fraction)

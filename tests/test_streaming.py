@@ -52,11 +52,16 @@ def reference(folder, tmp_path_factory):
 def _results(workdir):
   with open(os.path.join(workdir, "results.json")) as f:
     models = json.load(f)["models"]
-  return {k: (m["clean"]["accuracy"], m["clean"]["nll"]) for k, m in models.items()}
+  return {
+      k: (m["clean"]["accuracy"], m["clean"]["nll"]) for k, m in models.items()
+  }
 
 
 def test_record_format_round_trip_and_foreign_bytes():
-  assert records.decode(records.encode(7, b"\xff\xd8jpeg")) == (7, b"\xff\xd8jpeg")
+  assert records.decode(records.encode(7, b"\xff\xd8jpeg")) == (
+      7,
+      b"\xff\xd8jpeg",
+  )
   with pytest.raises(ValueError, match="not a simsoft record"):
     records.decode(b"JUNKxxxxdata")
 
@@ -75,15 +80,21 @@ def test_prepared_copy_holds_the_in_memory_dataset(datasets):
 
 def test_prepare_refuses_bad_input_in_one_line(folder, tmp_path, capsys):
   out = tmp_path / "out"
-  assert prepare.main(["--data_dir", str(tmp_path / "nope"), "--out", str(out)]) == 2
+  assert (
+      prepare.main(["--data_dir", str(tmp_path / "nope"), "--out", str(out)])
+      == 2
+  )
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("simsoft: error: ")
   assert "nope" in err[0] and not out.exists()
   assert prepare.main(["--data_dir", folder[0], "--out", folder[1]]) == 2
   assert "already holds a prepared copy" in capsys.readouterr().err
-  assert prepare.main(
-      ["--data_dir", folder[0], "--out", str(out), "--name", "cifar10_jpeg"]
-  ) == 2
+  assert (
+      prepare.main(
+          ["--data_dir", folder[0], "--out", str(out), "--name", "cifar10_jpeg"]
+      )
+      == 2
+  )
   assert "expects the class folders" in capsys.readouterr().err
   assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
 
@@ -96,7 +107,11 @@ def test_train_stream_reads_the_in_memory_batches(datasets, processes):
   for p in range(processes):
     shard = dict(process_index=p, process_count=processes)
     got = streaming.train_dataset(
-        stream.split("train"), global_batch_size=8, seed=3, num_steps=steps, **shard
+        stream.split("train"),
+        global_batch_size=8,
+        seed=3,
+        num_steps=steps,
+        **shard,
     )
     want = data_lib.train_batches(
         memory.split("train"), global_batch_size=8, seed=3, **shard
@@ -104,12 +119,19 @@ def test_train_stream_reads_the_in_memory_batches(datasets, processes):
     batches = list(got)
     assert len(batches) == steps
     for b, w in zip(batches, want):
-      assert b["image"].dtype == np.uint8 and b["image"].shape == (8 // processes, 8, 8, 3)
+      assert b["image"].dtype == np.uint8 and b["image"].shape == (
+          8 // processes,
+          8,
+          8,
+          3,
+      )
       np.testing.assert_array_equal(streaming.as_float(b["image"]), w["image"])
       np.testing.assert_array_equal(b["label"], w["label"])
     seen.append([image_id(b["image"]) for b in batches[:5]])  # the first epoch
   epoch = np.concatenate([np.concatenate(s) for s in seen])
-  assert len(set(epoch)) == len(epoch) == 40  # disjoint rows, 43 - 43 mod 8 examples
+  assert (
+      len(set(epoch)) == len(epoch) == 40
+  )  # disjoint rows, 43 - 43 mod 8 examples
 
 
 def test_eval_stream_pads_and_masks_as_in_memory(datasets):
@@ -159,7 +181,9 @@ def test_host_transforms():
 def test_worker_processes_and_iterator_state(datasets):
   """Batches do not depend on the number of grain workers; a restored state resumes."""
   stream = datasets[1].split("train")
-  kw = dict(global_batch_size=8, seed=1, num_steps=8, process_index=0, process_count=1)
+  kw = dict(
+      global_batch_size=8, seed=1, num_steps=8, process_index=0, process_count=1
+  )
   alone = [b["image"] for b in streaming.train_dataset(stream, workers=0, **kw)]
   it = iter(streaming.train_dataset(stream, workers=2, **kw))
   first = [next(it)["image"] for _ in range(3)]
@@ -186,7 +210,9 @@ def test_streamed_run_trains_the_in_memory_model(folder, reference, tmp_path):
   assert got.keys() == want.keys() == {"A", "B"}
   for key in want:
     np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
-  for name in ("similarity.npy",):  # S estimated by streaming the validation split
+  for name in (
+      "similarity.npy",
+  ):  # S estimated by streaming the validation split
     np.testing.assert_allclose(
         np.load(os.path.join(workdir, "estimate", name)),
         np.load(os.path.join(memory_dir, "estimate", name)),
@@ -194,10 +220,14 @@ def test_streamed_run_trains_the_in_memory_model(folder, reference, tmp_path):
     )
   steps = os.listdir(os.path.join(workdir, "estimate", "checkpoints"))
   item = os.path.join(workdir, "estimate", "checkpoints", max(steps, key=int))
-  assert {"state", "iter"} <= set(os.listdir(item))  # the iterator: its own item
+  assert {"state", "iter"} <= set(
+      os.listdir(item)
+  )  # the iterator: its own item
 
 
-def test_interrupted_streamed_run_resumes_exactly(folder, reference, tmp_path, monkeypatch):
+def test_interrupted_streamed_run_resumes_exactly(
+    folder, reference, tmp_path, monkeypatch
+):
   """Stopped at step 3 (checkpoints every 2): resumes from 2 with the iterator at 2."""
   from simsoft import train
 
@@ -218,7 +248,9 @@ def test_interrupted_streamed_run_resumes_exactly(folder, reference, tmp_path, m
       train.train_and_evaluate(config, workdir)
   params = final_params(config, workdir)
   for name in reference[0]:
-    np.testing.assert_allclose(params[name], reference[0][name], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        params[name], reference[0][name], rtol=1e-6, atol=1e-7
+    )
   got, want = _results(workdir), _results(reference[1])
   for key in want:
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
@@ -230,15 +262,29 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_read_disjoint_shards_and_train_like_one(folder, reference, datasets, tmp_path):
+def test_two_processes_read_disjoint_shards_and_train_like_one(
+    folder, reference, datasets, tmp_path
+):
   port = str(_free_port())
   outs = [tmp_path / f"out{i}.npz" for i in range(2)]
   env = {**os.environ, "PYTHONPATH": ROOT}
   procs = [
       subprocess.Popen(
-          [sys.executable, "-m", "tests.helpers.streaming_worker", port, str(i),
-           *folder, str(tmp_path / "multi"), str(outs[i])],
-          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+          [
+              sys.executable,
+              "-m",
+              "tests.helpers.streaming_worker",
+              port,
+              str(i),
+              *folder,
+              str(tmp_path / "multi"),
+              str(outs[i]),
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
       )
       for i in range(2)
   ]
@@ -253,10 +299,14 @@ def test_two_processes_read_disjoint_shards_and_train_like_one(folder, reference
   assert set(a) | set(b) <= set(train_ids) and len(set(a) | set(b)) == 40
   # The evaluation pass: disjoint, and the union is the whole split.
   a, b = first.pop("eval_ids"), second.pop("eval_ids")
-  assert not set(a) & set(b) and sorted(np.concatenate([a, b])) == sorted(train_ids)
+  assert not set(a) & set(b) and sorted(np.concatenate([a, b])) == sorted(
+      train_ids
+  )
   for name in reference[0]:
     np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    np.testing.assert_allclose(first[name], reference[0][name], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        first[name], reference[0][name], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_tfds_data_source_end_to_end_under_mock_data(tmp_path):
@@ -275,11 +325,16 @@ def test_tfds_data_source_end_to_end_under_mock_data(tmp_path):
     ds = data_lib.from_config(c.dataset)
     assert ds.image_shape == (16, 16, 3) and ds.num_classes == 10
     assert {s: len(ds.split(s)) for s in ds.splits} == {
-        "train": 22, "validation": 2, "test": 24,
+        "train": 22,
+        "validation": 2,
+        "test": 24,
     }
     from simsoft import train
 
     train.train_and_evaluate(c, str(tmp_path / "run"))
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert 0.0 <= results["models"]["B"]["clean"]["accuracy"] <= 1.0
-  assert np.load(tmp_path / "run" / "estimate" / "similarity.npy").shape == (10, 10)
+  assert np.load(tmp_path / "run" / "estimate" / "similarity.npy").shape == (
+      10,
+      10,
+  )

@@ -153,7 +153,11 @@ def prepare(
   )
   test_names, test_labels = _ordered(folders["test"])
   splits = {
-      "train": (folders["train"], [train_names[i] for i in keep], train_labels[keep]),
+      "train": (
+          folders["train"],
+          [train_names[i] for i in keep],
+          train_labels[keep],
+      ),
       "validation": (
           folders["train"],
           [train_names[i] for i in held],

@@ -147,9 +147,10 @@ class StreamSplit:
 
   def read_eval(self, index: int) -> tuple[np.ndarray, int]:
     image, label = self.reader(index)
-    return image_ops.eval_transform(
-        self.eval_transform, image, self.image_size
-    ), label
+    return (
+        image_ops.eval_transform(self.eval_transform, image, self.image_size),
+        label,
+    )
 
 
 def is_stream(split: Any) -> bool:
@@ -181,7 +182,9 @@ class _TrainExample:
         local,
     )
     self.steps = len(split) // global_batch_size
-    self._cache = None  # (epoch, its permutation): one tuple, as reader threads share it
+    self._cache = (
+        None  # (epoch, its permutation): one tuple, as reader threads share it
+    )
 
   def __getstate__(self):
     return dict(self.__dict__, _cache=None)
@@ -236,7 +239,9 @@ def _to_iter(ds, workers: int, threads: int, buffer: int):
   import grain  # pylint: disable=g-import-not-at-top
 
   out = ds.to_iter_dataset(
-      grain.ReadOptions(num_threads=max(threads, 1), prefetch_buffer_size=buffer)
+      grain.ReadOptions(
+          num_threads=max(threads, 1), prefetch_buffer_size=buffer
+      )
   )
   if workers > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
@@ -548,4 +553,3 @@ def _sample_stats(reader, count: int, channels: int):
   for i in range(min(count, len(reader)) or len(reader)):
     stats.add(reader(i)[0])
   return stats.mean_std(channels)
-
