@@ -338,3 +338,33 @@ def test_tfds_data_source_end_to_end_under_mock_data(tmp_path):
       10,
       10,
   )
+
+
+def test_bad_streaming_config_is_one_clear_error(folder, tmp_path):
+  from simsoft import train, validate
+
+  c = stream_config(*folder)
+  c.dataset.reader = "tape"
+  with pytest.raises(
+      errors.ConfigError, match=r"dataset.reader.*\['grain', 'memory'\]"
+  ):
+    validate.check_values(c)
+  c = stream_config(*folder)
+  c.dataset.grain.image_size = 224  # with train_transform='device'
+  with pytest.raises(errors.ConfigError, match="needs a host train transform"):
+    validate.check_values(c)
+  c = stream_config(*folder)
+  c.dataset.grain.eval_transform = "squash"
+  with pytest.raises(
+      errors.ConfigError, match="unknown eval transform 'squash'"
+  ):
+    validate.check_values(c)
+  c = stream_config(folder[0], str(tmp_path / "none"))
+  with pytest.raises(
+      errors.MissingInputError, match="python -m simsoft.data.prepare"
+  ):
+    train.load_dataset(c)
+  c = stream_config(*folder)
+  c.dataset.split_seed = 1  # the copy was prepared with 0
+  with pytest.raises(errors.ConfigError, match="prepared with split_seed=0"):
+    train.load_dataset(c)

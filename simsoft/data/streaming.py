@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from simsoft import errors
 from simsoft.data import image_ops, records
 from simsoft.data.dataset import Dataset
 
@@ -240,7 +241,8 @@ def _to_iter(ds, workers: int, threads: int, buffer: int):
 
   out = ds.to_iter_dataset(
       grain.ReadOptions(
-          num_threads=max(threads, 1), prefetch_buffer_size=buffer
+          num_threads=max(threads, 1),
+          prefetch_buffer_size=max(buffer, threads, 1),
       )
   )
   if workers > 0:
@@ -446,7 +448,7 @@ def _load_records(dataset_config, options) -> Dataset:
         if dataset_config.name == "image_folder"
         else "../shared/datasets/cifar10-jpeg"
     )
-    raise FileNotFoundError(
+    raise errors.MissingInputError(
         f"no prepared records in {directory} (dataset.grain.records_dir): write them with "
         f"python -m simsoft.data.prepare --name {dataset_config.name} --data_dir {source} "
         f"--out {directory} --validation_fraction {dataset_config.validation_fraction} "
@@ -454,7 +456,7 @@ def _load_records(dataset_config, options) -> Dataset:
     ) from None
   for field in ("validation_fraction", "split_seed"):
     if meta[field] != dataset_config[field]:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{directory} was prepared with {field}={meta[field]}, the config has "
           f"dataset.{field}={dataset_config[field]}: prepare it again with "
           "that value, or set the field to match"
