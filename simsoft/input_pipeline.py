@@ -179,6 +179,7 @@ class StreamInput:
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
+    self._closed = False
     self.iterator = iter(
         streaming.train_dataset(
             split,
@@ -199,7 +200,10 @@ class StreamInput:
     return self._step(state, batch, key)
 
   def close(self) -> None:
-    self.iterator.close()
+    """Stops the grain workers (a second call does nothing)."""
+    if not self._closed:
+      self._closed = True
+      self.iterator.close()
 
 
 def make_stream_input(

@@ -269,6 +269,8 @@ def _loop(
     if tracing:
       jax.profiler.stop_trace()
     progress.close()
+    if iterator is not None:  # a stopped run leaves no grain workers behind
+      feeder.close()
   return state
 
 

@@ -124,6 +124,7 @@ class StreamSplit:
     image_size: the transforms' output size (0: the images' own, fixed, size).
     labels: int32 [N] when known (prepared shards), else None.
     limit: > 0 reads only the first `limit` examples.
+    eval_workers: grain worker processes of its evaluation passes.
   """
 
   reader: Any
@@ -133,6 +134,7 @@ class StreamSplit:
   image_size: int
   labels: np.ndarray | None = None
   limit: int = 0
+  eval_workers: int = 0
 
   def __len__(self) -> int:
     return min(self.limit or len(self.reader), len(self.reader))
@@ -332,9 +334,13 @@ def eval_batches(
     global_batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """simsoft.data.eval_batches for a StreamSplit: float32 images in [0, 1]."""
+  """simsoft.data.eval_batches for a StreamSplit: float32 images in [0, 1].
+
+  `workers` defaults to the split's eval_workers.
+  """
+  workers = split.eval_workers if workers is None else workers
   it = iter(
       eval_dataset(
           split,
@@ -388,6 +394,17 @@ def _check_options(name: str, options) -> None:
         f"set dataset.grain.image_size=0 (got {options.image_size}) or a host transform"
     )
   del name
+
+
+def with_eval_workers(ds: Dataset, workers: int) -> Dataset:
+  """`ds` whose streamed splits run their evaluation passes in `workers` processes."""
+  return dataclasses.replace(
+      ds,
+      splits={
+          k: dataclasses.replace(v, eval_workers=workers)
+          for k, v in ds.splits.items()
+      },
+  )
 
 
 def load(dataset_config) -> Dataset:
