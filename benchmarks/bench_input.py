@@ -20,7 +20,8 @@ Measures, in images per second per host (all of this machine's cores):
 Throughput is timed after the first `--warmup` batches (worker start-up),
 over `--steps` batches, with one batch buffered per worker (so the buffer
 filled during start-up is a small part of the timed batches); `one_core` is
-the same work in a plain loop in this process, without grain. Every figure
+the same work in a plain loop in this process, without grain, per wall
+second and per CPU second (`one_core_cpu`, steadier on a shared machine). Every figure
 depends on how busy the machine is: the load average is recorded with the
 results.
 """
@@ -143,13 +144,18 @@ def input_rate(
     it.close()
 
 
-def core_rate(split, count: int) -> float:
-  """Images per second of one core: read + decode + train transform, in a plain loop."""
+def core_rate(split, count: int) -> tuple[float, float]:
+  """(images per wall second, per CPU second) of read + decode + train transform
+  in a plain loop in this process (one core; the CPU clock ignores time spent
+  waiting for a core on a shared machine)."""
   order = np.random.default_rng(0).permutation(len(split))[:count]
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   for i, index in enumerate(order):
     split.read_train(int(index), np.random.default_rng(i))
-  return count / (time.perf_counter() - start)
+  return (
+      count / (time.perf_counter() - start),
+      count / (time.process_time() - cpu),
+  )
 
 
 def step_rate(steps: int) -> float:
@@ -192,6 +198,9 @@ def main(argv=None) -> None:
   parser.add_argument("--steps", type=int, default=60)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--out", default="")
+  parser.add_argument(
+      "--one_core", action="store_true", help="only the one-core rates"
+  )
   args = parser.parse_args(argv)
   workers = [int(w) for w in args.workers.split(",")]
   results = {"machine": common.machine()}
@@ -210,18 +219,24 @@ def main(argv=None) -> None:
       ),
   }
   for name, (split, batch) in splits.items():
-    results[name] = {"one_core": round(core_rate(split, 20 * batch), 1)}
+    wall, cpu = core_rate(split, 20 * batch)
+    results[name] = {"one_core": round(wall, 1), "one_core_cpu": round(cpu, 1)}
     print(
-        f"{name:9s} one core, no grain: {results[name]['one_core']:8.1f} images/s"
+        f"{name:9s} one core, no grain: {wall:8.1f} images/s "
+        f"({cpu:.1f} per CPU second)"
     )
+    if args.one_core:
+      continue
     for w in workers:
       rate = input_rate(split, batch, w, args.steps, args.warmup)
       results[name][f"workers={w}"] = round(rate, 1)
       print(f"{name:9s} workers={w}: {rate:8.1f} images/s", flush=True)
-  results["train_step_resnet20"] = round(step_rate(args.steps), 1)
-  print(
-      f"train step (ResNet-20, batch 128, CPU): {results['train_step_resnet20']:.1f} images/s"
-  )
+  if not args.one_core:
+    results["train_step_resnet20"] = round(step_rate(args.steps), 1)
+    print(
+        f"train step (ResNet-20, batch 128, CPU): "
+        f"{results['train_step_resnet20']:.1f} images/s"
+    )
   results["load_after"] = os.getloadavg()[0]
   print(json.dumps(results, indent=1))
   if args.out:
