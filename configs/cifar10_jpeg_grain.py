@@ -9,7 +9,7 @@ with the 4-pixel pad + random crop + flip on the host
 in-memory path's augmentation in the train step, and then trains exactly as
 configs/cifar10_jpeg.py does).
 
-  # once: the ArrayRecord copy (about 20 s; under $SIMSOFT_CACHE_DIR/records,
+  # once: the ArrayRecord copy (about a minute; under $SIMSOFT_CACHE_DIR/records,
   # the default dataset.grain.records_dir)
   python -m simsoft.data.prepare --name cifar10_jpeg \
       --data_dir ../shared/datasets/cifar10-jpeg \

@@ -13,14 +13,17 @@ so they train the same model; they differ only in where the pixels live.
 
 A streamed train split (dataset.reader='grain', simsoft.data.streaming) is
 read by `StreamInput` whatever `pipeline` says: grain worker processes
-read, decode and transform each process's rows of every batch, which reach
-the device as uint8 and are scaled to [0, 1] inside the jitted step.
+read, decode and transform each process's rows of every batch, which are put
+on the devices DEVICE_PREFETCH steps ahead, as uint8, and scaled to [0, 1]
+inside the jitted step.
 
 Like the rest of the core this imports no TensorFlow.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 from collections.abc import Callable
 
 import jax
@@ -146,12 +149,39 @@ def _scaled(step: Callable) -> Callable:
   return scaled
 
 
+# Batches a StreamInput puts on the devices ahead of the step.
+DEVICE_PREFETCH = 2
+
+
+class StreamPosition:
+  """Where a StreamInput's stream is, as of the next batch the step consumes.
+
+  The object the checkpoint saves as its 'iter' item (grain's handler: the
+  bytes of get_state, one file per process) and restores into. The device
+  prefetch reads ahead of the step, so this is not the grain iterator's own
+  state but the one recorded before the oldest batch not yet consumed.
+  """
+
+  def __init__(self, stream: "StreamInput"):
+    self._stream = stream
+
+  def get_state(self) -> bytes:
+    return self._stream.consumed_state().encode()
+
+  def set_state(self, state: bytes) -> None:
+    self._stream.restore(state.decode())
+
+  def start_prefetch(self) -> None:
+    pass
+
+
 class StreamInput:
   """One dispatch per step; batches streamed by grain (simsoft.data.streaming).
 
-  `iterator` is the grain iterator: the loop saves its state with each
-  checkpoint, and a restore sets it (simsoft.checkpoint), so a resumed run
-  reads on from where the saved one was.
+  Each step's batch was put on the devices while an earlier step ran
+  (DEVICE_PREFETCH batches ahead). `iterator` (a StreamPosition) is what the
+  loop saves with each checkpoint and a restore sets, so a resumed run reads
+  on from the batch after the last one the saved run consumed.
   """
 
   max_steps_per_dispatch = 1
@@ -180,7 +210,8 @@ class StreamInput:
         donate_argnums=0,
     )
     self._closed = False
-    self.iterator = iter(
+    self._ready = collections.deque()  # (state before it, batch on device)
+    self._grain = iter(
         streaming.train_dataset(
             split,
             global_batch_size=global_batch_size,
@@ -191,19 +222,45 @@ class StreamInput:
             buffer=buffer,
         )
     )
+    self.iterator = StreamPosition(self)
+
+  def _fill(self) -> None:
+    while len(self._ready) < DEVICE_PREFETCH:
+      state = json.dumps(self._grain.get_state())
+      try:
+        local = next(self._grain)
+      except StopIteration:
+        return
+      self._ready.append(
+          (state, sharding.from_process_local(local, self._batch_sharding))
+      )
+
+  def consumed_state(self) -> str:
+    """grain's state (JSON) before the first batch the step has not consumed."""
+    if self._ready:
+      return self._ready[0][0]
+    return json.dumps(self._grain.get_state())
+
+  def restore(self, state: str) -> None:
+    self._ready.clear()
+    self._grain.set_state(json.loads(state))
 
   def run(self, state, key, num_steps: int):
     assert num_steps == 1
-    batch = sharding.from_process_local(
-        next(self.iterator), self._batch_sharding
-    )
-    return self._step(state, batch, key)
+    self._fill()
+    _, batch = self._ready.popleft()
+    out = self._step(
+        state, batch, key
+    )  # dispatched; the next batch loads meanwhile
+    self._fill()
+    return out
 
   def close(self) -> None:
     """Stops the grain workers (a second call does nothing)."""
     if not self._closed:
       self._closed = True
-      self.iterator.close()
+      self._ready.clear()
+      self._grain.close()
 
 
 def make_stream_input(
