@@ -371,3 +371,49 @@ def test_bad_streaming_config_is_one_clear_error(folder, tmp_path):
   c.dataset.split_seed = 1  # the copy was prepared with 0
   with pytest.raises(errors.ConfigError, match="prepared with split_seed=0"):
     train.load_dataset(c)
+
+
+def test_streamed_evaluators_score_as_in_memory(datasets):
+  """Clean and corrupted metrics (noise keyed by batch index, [0, 1] pixels) match."""
+  import jax
+  import jax.numpy as jnp
+
+  from simsoft import evaluators
+  from simsoft.sharding import make_mesh
+
+  weights = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 3))
+  predict = jax.jit(lambda x: x.reshape(x.shape[0], -1) @ weights - jnp.mean(x))
+  entries = {
+      "clean": {"type": "clean"},
+      "corruptions": {
+          "type": "corruptions",
+          "corruptions": ("gaussian_noise",),  # its noise: fold_in(key, batch)
+          "severities": (2,),
+          "examples": 10,  # a prefix of the split: StreamSplit.head
+      },
+  }
+  out = []
+  for ds in datasets:
+    test = ds.split("test")
+    data = evaluators.EvalData(
+        images=test if ds is datasets[1] else test.images,
+        labels=test.labels,
+        num_classes=3,
+        batch_size=8,
+        key=jax.random.key(17),
+        mesh=make_mesh(),
+    )
+    metrics = {}
+    for evaluator in evaluators.from_config(entries, data).values():
+      metrics.update(evaluator.run(predict, lambda name: None))
+    out.append(metrics)
+  memory, stream = out
+  assert stream["clean"]["correct_bits"] == memory["clean"]["correct_bits"]
+  for cell in ("clean", "clean_on_corrupted_images"):
+    assert stream[cell]["accuracy"] == memory[cell]["accuracy"]
+    assert stream[cell]["nll"] == pytest.approx(memory[cell]["nll"], rel=1e-6)
+  got, want = (
+      m["corruptions"]["gaussian_noise"]["2"] for m in (stream, memory)
+  )
+  assert got["accuracy"] == want["accuracy"]
+  assert got["nll"] == pytest.approx(want["nll"], rel=1e-5)
