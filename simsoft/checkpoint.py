@@ -79,7 +79,19 @@ _NOT_DEFINING = {"estimate": ("similarity.from_workdir",)}
 # Fields added after workdirs were written, with the value a config without
 # them ran with: a saved config that lacks one reads as holding it, and a
 # phase's provenance leaves one out at that value (its hash stays as it was).
-ADDED_FIELDS = {"similarity.sparse_top_k": 0, "similarity.shard_rows": False}
+ADDED_FIELDS = {
+    "similarity.sparse_top_k": 0,
+    "similarity.shard_rows": False,
+    "dataset.reader": "memory",
+    "dataset.grain.records_dir": "",
+    "dataset.grain.image_size": 0,
+    "dataset.grain.train_transform": "device",
+    "dataset.grain.eval_transform": "none",
+    "dataset.grain.stats_examples": 2000,
+    "input.grain_workers": 2,
+    "input.grain_threads": 2,
+    "input.grain_buffer": 2,
+}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -416,16 +428,28 @@ def save_state(
     state: Any,
     *,
     force: bool = False,
+    iterator: Any = None,
 ) -> bool:
   """Starts an async save of `state` at `step` (skipped off-interval unless forced).
+
+  With a grain `iterator` (the streaming reader), the checkpoint holds two
+  items, as MaxText's: 'state' and 'iter' (grain's handler: one small JSON
+  file of the iterator's position per process).
 
   Raises:
     OSFailure: this save, or the previous one still in flight, failed for an
       OS reason (no space left, read-only); the last committed checkpoint is
       intact (Orbax commits by renaming a finished temporary directory).
   """
+  args = ocp.args.StandardSave(state)
+  if iterator is not None:
+    import grain  # pylint: disable=g-import-not-at-top
+
+    args = ocp.args.Composite(
+        state=args, iter=grain.checkpoint.CheckpointSave(iterator)
+    )
   try:
-    return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    return manager.save(step, args=args, force=force)
   except Exception as e:  # pylint: disable=broad-except  # Orbax wraps OSErrors
     raise _save_failure(manager, step, e) from e
 
@@ -465,11 +489,25 @@ def _save_failure(manager, step, error: Exception) -> Exception:
 
 
 def restore_state(
-    manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    step: int | None = None,
+    iterator: Any = None,
 ) -> Any:
-  """Restores the latest (or given) step into `abstract_state`'s structure and shardings."""
+  """Restores the latest (or given) step into `abstract_state`'s structure and shardings.
+
+  A two-item checkpoint (save_state with an iterator) gives its 'state'; with
+  `iterator`, its 'iter' item is restored into it too (grain set_state).
+  """
   step = manager.latest_step() if step is None else step
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  if not (manager.directory / str(step) / "state").exists():
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if iterator is not None:
+    import grain  # pylint: disable=g-import-not-at-top
+
+    items["iter"] = grain.checkpoint.CheckpointRestore(iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items)).state
 
 
 def restore_latest_readable(
@@ -478,6 +516,7 @@ def restore_latest_readable(
     *,
     phase: str,
     move_aside: bool = True,
+    iterator: Any = None,
 ) -> Any:
   """The newest checkpoint that restores; damaged newer ones are moved aside with a warning.
 
@@ -492,7 +531,7 @@ def restore_latest_readable(
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       with quiet_logs():
-        state = restore_state(manager, abstract_state, step)
+        state = restore_state(manager, abstract_state, step, iterator)
     except Exception as e:  # pylint: disable=broad-except  # any unreadable file
       failures.append((step, e))
       continue

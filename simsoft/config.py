@@ -11,6 +11,10 @@ Code sets dotted fields with `set_fields(config, {'loss.alpha': 0.3})`.
 Fields (defaults below):
   dataset.name, dataset.data_dir, dataset.validation_fraction, dataset.split_seed,
     dataset.train_examples (> 0: a class-stratified subset of the train split)
+  dataset.reader ('memory' | 'grain': streamed, simsoft.data.streaming),
+    dataset.grain.records_dir / image_size / train_transform ('device' |
+    'none' | 'pad_crop_flip' | 'random_resized_crop') / eval_transform
+    ('none' | 'resize_center_crop') / stats_examples
   model.name, model.dtype ('float32' | 'bfloat16'), model.<name> (that model's
     own keyword arguments with their defaults, for every model that takes
     any: model.mlp.hidden, model.resnet20.depth / shortcut, model.wrn.depth /
@@ -36,7 +40,8 @@ Fields (defaults below):
   optimizer.name ('sgd' | 'adamw'), learning_rate, momentum, nesterov,
     weight_decay, warmup_epochs, schedule ('cosine' | 'constant' | 'step'), grad_clip_norm
   input.pipeline ('auto' | 'host' | 'device'), input.steps_per_dispatch,
-    input.scan_unroll, input.device_max_bytes
+    input.scan_unroll, input.device_max_bytes, input.grain_workers /
+    grain_threads / grain_buffer (the streaming reader's)
   batch_size (global), eval_batch_size, estimate.epochs, estimate.model_from,
     retrain.epochs
   checkpoint.every_steps, checkpoint.keep, log_every_steps (TensorBoard scalars
@@ -123,6 +128,19 @@ def base_config() -> ml_collections.ConfigDict:
   # Pair-flip label noise on train and validation (simsoft.data.label_noise):
   # each example of class a relabelled b with probability rate, for each 'a->b'.
   c.dataset.label_noise = ml_collections.ConfigDict(dict(rate=0.0, flips=()))
+  # reader 'grain' streams the data (simsoft.data.streaming) instead of
+  # loading it into memory: prepared ArrayRecord shards in grain.records_dir
+  # (image_folder, cifar10_jpeg) or a TFDS dataset's tfds.data_source.
+  c.dataset.reader = "memory"
+  c.dataset.grain = ml_collections.ConfigDict(
+      dict(
+          records_dir="",
+          image_size=0,
+          train_transform="device",
+          eval_transform="none",
+          stats_examples=2000,
+      )
+  )
 
   c.model = ml_collections.ConfigDict(dict(name="mlp", dtype="float32"))
   # Each model's own keyword arguments, with that model's defaults (one
@@ -203,6 +221,11 @@ def base_config() -> ml_collections.ConfigDict:
           steps_per_dispatch=1,
           scan_unroll=False,
           device_max_bytes=4 << 30,
+          # dataset.reader='grain': reader processes, threads and buffered
+          # batches per process (0 workers: read in this process).
+          grain_workers=2,
+          grain_threads=2,
+          grain_buffer=2,
       )
   )
 

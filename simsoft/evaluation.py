@@ -86,8 +86,9 @@ def eval_data(
   test = ds.split("test")
   groups = None if ds.class_groups is None else np.asarray(ds.class_groups)
   distances = hierarchy_distances(config, ds.num_classes)
+  streamed = not isinstance(test, data_lib.ArraySplit)  # read on demand
   return evaluators_lib.EvalData(
-      images=test.images,
+      images=test if streamed else test.images,
       labels=test.labels,
       num_classes=ds.num_classes,
       batch_size=config.eval_batch_size,

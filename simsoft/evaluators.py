@@ -84,6 +84,27 @@ class EvalData:
         images, labels, self.batch_size, self.mask_padding, self.mesh
     )
 
+  @property
+  def streamed(self) -> bool:
+    """Whether `images` is a streamed split (simsoft.data.streaming), `labels` None."""
+    return not isinstance(self.images, np.ndarray) and hasattr(
+        self.images, "head"
+    )
+
+  def test_batches(self, examples: int = 0):
+    """The first `examples` (0: all) test images as Batches, or StreamBatches when streamed."""
+    if self.streamed:
+      return robustness.StreamBatches(
+          self.images.head(examples),
+          self.batch_size,
+          self.mask_padding,
+          self.mesh,
+      )
+    images, labels = robustness.check_split(
+        self.images, self.labels, self.num_classes, "clean test split"
+    )
+    return self.batches(images[: examples or None], labels[: examples or None])
+
 
 class Evaluator(Protocol):
   num_sets: int  # how many test sets run() scores (for progress)
@@ -99,10 +120,7 @@ class CleanEvaluator:
 
   def __init__(self, data: EvalData):
     self._data = data
-    images, labels = robustness.check_split(
-        data.images, data.labels, data.num_classes, "clean test split"
-    )
-    self._batches = data.batches(images, labels)
+    self._batches = data.test_batches()
 
   def run(self, predict_fn: PredictFn, report: Report) -> dict[str, Any]:
     scorer = self._data.scorer(predict_fn)
@@ -127,13 +145,8 @@ class CorruptionsEvaluator:
     self._data = data
     self._names = robustness.resolve_suite(corruptions)
     self._severities = [corruptions_lib.check_severity(s) for s in severities]
-    images, labels = robustness.check_split(
-        data.images, data.labels, data.num_classes, "clean test split"
-    )
-    self._whole = not 0 < examples < len(labels)
-    self._batches = data.batches(
-        images[: examples or None], labels[: examples or None]
-    )
+    self._whole = not 0 < examples < len(data.images)
+    self._batches = data.test_batches(examples)
     # Its clean pass counts as a test set of its own only on a subset.
     self.num_sets = len(self._names) * len(self._severities) + (not self._whole)
 

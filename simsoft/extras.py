@@ -3,7 +3,8 @@
 The core (losses, similarity, models, train step) needs jax, flax, optax and
 orbax only. The command-line tool needs more, grouped in pyproject.toml's
 extras: `data` (TensorFlow, TFDS, scikit-learn's digits, Pillow for image folders) and `report` (CLU and
-TensorBoard event files, matplotlib figures, scipy statistics); `all` is both. `slurm` (submitit) hands a sweep's runs to a job
+TensorBoard event files, matplotlib figures, scipy statistics), `streaming`
+(grain, array_record: dataset.reader='grain'); `all` is all three. `slurm` (submitit) hands a sweep's runs to a job
 engine (simsoft.sweep --executor).
 """
 
@@ -20,6 +21,8 @@ EXTRA_OF = {
     "matplotlib": "report",
     "scipy": "report",
     "submitit": "slurm",
+    "grain": "streaming",
+    "array_record": "streaming",
 }
 
 

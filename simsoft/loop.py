@@ -101,8 +101,13 @@ def train_model(
   )
 
   manager = checkpoint_manager(run, phase, workdir)
+  # None: data in memory
+  stream = _stream_input(run, step_fn, total_steps, setup.shardings)
+  iterator = stream and stream.iterator
   if manager.latest_step() is not None:
-    state = ckpt.restore_latest_readable(manager, setup.abstract, phase=phase)
+    state = ckpt.restore_latest_readable(
+        manager, setup.abstract, phase=phase, iterator=iterator
+    )
     if int(state["step"]) < total_steps:
       log(f"[{phase}] resumed from step {int(state['step'])}")
   else:
@@ -123,9 +128,29 @@ def train_model(
         schedule=setup.schedule,
         state_sharding=setup.shardings,
         held_out=train_eval.from_config(run, setup.graphdef, steps_per_epoch),
+        feeder=stream,
     )
   ckpt.wait_until_finished(manager)
+  if stream is not None:
+    stream.close()
   return setup.graphdef, state
+
+
+def _stream_input(run: Run, step_fn, total_steps: int, state_sharding):
+  """The streaming reader's StreamInput, or None for a split held in memory."""
+  split = run.dataset.split("train")
+  if input_pipeline.choose_pipeline(run.config.input, split) != "stream":
+    return None
+  return input_pipeline.make_stream_input(
+      run.config.input,
+      step_fn,
+      run.mesh,
+      split,
+      global_batch_size=run.config.batch_size,
+      seed=run.config.seed,
+      num_steps=total_steps,
+      state_sharding=state_sharding,
+  )
 
 
 def phase_steps(run: Run, phase: str) -> tuple[int, int]:
@@ -165,6 +190,7 @@ def _loop(
     schedule=None,
     state_sharding=None,
     held_out: train_eval.HeldOut | None = None,
+    feeder=None,
 ):
   """Steps from `start` to `total_steps` in chunks that end at every log,
   checkpoint, held-out evaluation, (online source) epoch boundary and profile
@@ -175,7 +201,9 @@ def _loop(
   metrics (simsoft.train_eval) are those of the state after the step.
   """
   config = run.config
-  feeder = input_pipeline.make_input(
+  # A StreamInput (`feeder`) comes already at `start`, its iterator restored.
+  iterator = feeder.iterator if feeder is not None else None
+  feeder = feeder or input_pipeline.make_input(
       config.input,
       step_fn,
       run.mesh,
@@ -249,7 +277,11 @@ def _loop(
         ):
           _check_finite(run, state, phase, manager)
           ckpt.save_state(
-              manager, done, state, force=done == total_steps or preempted
+              manager,
+              done,
+              state,
+              force=done == total_steps or preempted,
+              iterator=iterator,
           )
         if preempted:
           raise _preempted(phase, done, total_steps, manager)
@@ -259,6 +291,8 @@ def _loop(
     if tracing:
       jax.profiler.stop_trace()
     progress.close()
+    if iterator is not None:  # a stopped run leaves no grain workers behind
+      feeder.close()
   return state
 
 

@@ -126,6 +126,51 @@ class Batches:
     )
 
 
+class StreamBatches:
+  """A streamed split (simsoft.data.streaming.StreamSplit) in padded, masked batches.
+
+  Read anew on each pass, each process reading its rows of every global
+  batch (as simsoft.data.eval_batches); batch i is what Batches would hold
+  at index i for the same examples.
+  """
+
+  def __init__(self, split, batch_size, mask_padding, mesh):
+    if not mask_padding:
+      raise ValueError("a streamed split is evaluated with mask_padding=True")
+    self.split, self.batch_size, self.mesh = split, batch_size, mesh
+    self.count = len(split)
+    self.num_batches = -(-self.count // batch_size)
+
+  def __iter__(self):
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    for local in streaming.eval_batches(
+        self.split,
+        global_batch_size=self.batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+      batch = (local["image"], local["label"], local["mask"])
+      if self.mesh is None:
+        yield jax.device_put(batch)
+      else:
+        yield sharding_lib.from_process_local(
+            batch, sharding_lib.sharded(self.mesh)
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("name", "severity"))
+def _corrupt_one(images, i, key, traced_severity, *, name, severity):
+  """_corrupt_batch for one streamed batch ``images`` [B, ...], batch index ``i``."""
+  sev = traced_severity if severity is None else severity
+  return corruptions_lib.corrupt(name, images, sev, jax.random.fold_in(key, i))
+
+
+@jax.jit
+def _update_one(stats, logits, labels, mask):
+  return metrics_lib.update_metric_stats(stats, logits, labels, mask)
+
+
 def _stable_id(name: str) -> int:
   return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
@@ -173,7 +218,10 @@ def _fast_compile(images: jax.Array) -> bool:
 
 def warm_corruptions(batches: "Batches", names: Sequence[str], key) -> None:
   """Compiles the corruption programs `corruption_grid` will run on `batches`
-  (one per name; the severity is traced), by running batch 0 of each once."""
+  (one per name; the severity is traced), by running batch 0 of each once.
+  A streamed split (StreamBatches) compiles its own on first use."""
+  if isinstance(batches, StreamBatches):
+    return
   corrupt = _corrupt_fn(_fast_compile(batches.images))
   key = jax.random.fold_in(jax.random.fold_in(key, 0), 1)
   severity = jnp.asarray(1, jnp.int32)
@@ -247,18 +295,27 @@ class Scorer:
     C <= metrics.MAX_PER_CLASS_CLASSES."""
     stats = metrics_lib.init_metric_stats(self.num_classes)
     correct = []
-    corrupt = _corrupt_fn(_fast_compile(batches.images))
-    update = _update_fn(jax.default_backend() == "cpu")
     traced_severity = jnp.asarray(severity, jnp.int32)
-    for i in range(batches.num_batches):
-      if name is None:
-        x = _select(batches.images, i)
-      else:
-        x = corrupt(batches.images, i, key, traced_severity, name=name)
-      logits = self.predict_fn(x)
-      stats = update(stats, logits, batches.labels, batches.mask, i)
-      if correct_bits:
-        correct.append(self._correct(logits, batches.labels, i))
+    if isinstance(batches, StreamBatches):
+      for i, (x, labels, mask) in enumerate(batches):
+        if name is not None:
+          x = _corrupt_one(x, i, key, traced_severity, name=name, severity=None)
+        logits = self.predict_fn(x)
+        stats = _update_one(stats, logits, labels, mask)
+        if correct_bits:
+          correct.append(self._correct(logits, labels[None], 0))
+    else:
+      corrupt = _corrupt_fn(_fast_compile(batches.images))
+      update = _update_fn(jax.default_backend() == "cpu")
+      for i in range(batches.num_batches):
+        if name is None:
+          x = _select(batches.images, i)
+        else:
+          x = corrupt(batches.images, i, key, traced_severity, name=name)
+        logits = self.predict_fn(x)
+        stats = update(stats, logits, batches.labels, batches.mask, i)
+        if correct_bits:
+          correct.append(self._correct(logits, batches.labels, i))
     out = metrics_lib.finalize_metrics(stats, **self.finalize_kw)
     if confusion and self.num_classes <= metrics_lib.MAX_PER_CLASS_CLASSES:
       out["confusion"] = (

@@ -158,7 +158,7 @@ def _check_model_kwargs(run: Run) -> None:
 def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   """config.dataset loaded into memory; a failure names the dataset and data_dir."""
   try:
-    return data_lib.from_config(config.dataset)
+    ds = data_lib.from_config(config.dataset)
   except (errors.UserError, ModuleNotFoundError):
     raise  # a missing optional dependency names its extra (simsoft.extras)
   except Exception as e:  # pylint: disable=broad-except  # TFDS raises many kinds
@@ -166,6 +166,11 @@ def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
         f"config.dataset.name={config.dataset.name!r} (data_dir {config.dataset.data_dir!r}) "
         f"cannot be loaded: {ckpt.short_error(e)}; check the name and config.dataset.data_dir"
     ) from None
+  if config.dataset.get("reader", "memory") == "grain":
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    ds = streaming.with_eval_workers(ds, config.input.grain_workers)
+  return ds
 
 
 def prepare(

@@ -160,7 +160,12 @@ def check_phases(c: ml_collections.ConfigDict) -> tuple[str, ...]:
 def check_dataset(c: ml_collections.ConfigDict) -> None:
   from simsoft import data as data_lib  # pylint: disable=g-import-not-at-top
 
-  one_of("dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset")
+  reader = c.dataset.get("reader", "memory")
+  one_of("dataset.reader", reader, ["grain", "memory"], "dataset reader")
+  if reader == "memory":
+    one_of("dataset.name", c.dataset.name, sorted(data_lib.DATASETS), "dataset")
+  else:
+    check_streaming(c)
   v = _number("dataset.validation_fraction", c.dataset.validation_fraction)
   if not 0 < v < 1:
     _fail(
@@ -186,6 +191,46 @@ def check_dataset(c: ml_collections.ConfigDict) -> None:
         noise.flips,
         "must be a tuple of 'SOURCE->TARGET' class names",
         "e.g. \"('cat->dog',)\"",
+    )
+
+
+def check_streaming(c: ml_collections.ConfigDict) -> None:
+  """dataset.reader='grain': any TFDS name or a prepared dataset; transforms; input.grain_*."""
+  from simsoft.data import image_ops  # pylint: disable=g-import-not-at-top
+  from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+  g = c.dataset.grain
+  one_of(
+      "dataset.grain.train_transform",
+      g.train_transform,
+      list(streaming.TRAIN_TRANSFORMS),
+      "train transform",
+  )
+  one_of(
+      "dataset.grain.eval_transform",
+      g.eval_transform,
+      list(image_ops.EVAL_TRANSFORMS),
+      "eval transform",
+  )
+  at_least("dataset.grain.image_size", g.image_size, 0)
+  at_least("dataset.grain.stats_examples", g.stats_examples, 0)
+  if g.train_transform == "device" and g.image_size:
+    _fail(
+        "dataset.grain.image_size",
+        g.image_size,
+        "needs a host train transform (train_transform='device' keeps the "
+        "images' own size)",
+        "set dataset.grain.train_transform='random_resized_crop' or image_size=0",
+    )
+  for field in ("grain_workers", "grain_threads", "grain_buffer"):
+    at_least(f"input.{field}", c.input[field], 0)
+  if c.dataset.train_examples or c.dataset.label_noise.rate:
+    _fail(
+        "dataset.reader",
+        "grain",
+        "cannot subset or relabel a streamed split (dataset.train_examples, "
+        "dataset.label_noise)",
+        "use dataset.reader='memory' for those",
     )
 
 
@@ -500,7 +545,7 @@ def check_against_data(
     c: ml_collections.ConfigDict, ds: "Dataset", num_devices: int
 ) -> None:
   """Batch sizes vs devices and the training split; top_k vs the class count."""
-  train_size = len(ds.split("train").labels)
+  train_size = ds.num_examples("train")
   for field in ("batch_size", "eval_batch_size"):
     if c[field] % num_devices:
       _fail(

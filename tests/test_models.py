@@ -151,6 +151,11 @@ def test_parameter_counts():
   # ResNet-18 (CIFAR): stem 1,856; layer1 147,968; layer2 525,568; layer3 2,099,712;
   # layer4 8,393,728; fc 5,130.
   assert param_count(_abstract("resnet18")) == 11_173_962
+  # torchvision's resnet50 count; BN running statistics are not parameters
+  assert (
+      param_count(_abstract("resnet50", (224, 224, 3), num_classes=1000))
+      == 25_557_032
+  )
   # WRN-28-10: conv 432; groups 1,640,672 + 6,968,000 + 27,862,400; final BN 1,280; fc 6,410.
   assert param_count(_abstract("wrn")) == 36_479_194
   assert (

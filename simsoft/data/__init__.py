@@ -27,7 +27,8 @@ from simsoft.data import (
     tfds_sources,
 )
 from simsoft.data.dataset import SPLITS, ArraySplit, Dataset, channel_stats, subset_train
-from simsoft.data.iterators import eval_batches, steps_per_epoch, train_batches, train_indices
+from simsoft.data import iterators
+from simsoft.data.iterators import steps_per_epoch, train_batches, train_indices
 from simsoft.data.splits import stratified_holdout
 from simsoft.data.tfds_sources import (
     CIFAR10_C_CORRUPTIONS,
@@ -99,10 +100,28 @@ def get_dataset(
   )
 
 
+def eval_batches(split, **kwargs):
+  """iterators.eval_batches, or streaming.eval_batches for a streamed split (same batches)."""
+  if isinstance(split, ArraySplit):
+    return iterators.eval_batches(split, **kwargs)
+  from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+  return streaming.eval_batches(split, **kwargs)
+
+
 def from_config(dataset_config: Any) -> Dataset:
   """get_dataset with config.dataset's fields (name, data_dir, validation_fraction,
   split_seed, train_examples, label_noise); an empty data_dir is each source's default.
+  With dataset.reader='grain', simsoft.data.streaming.load (splits read on demand).
   """
+  if dataset_config.get("reader", "memory") == "grain":
+    from simsoft.data import streaming  # pylint: disable=g-import-not-at-top
+
+    return streaming.load(dataset_config)
+  if dataset_config.get("reader", "memory") != "memory":
+    raise ValueError(
+        f"unknown dataset.reader {dataset_config.reader!r}; known: ['memory', 'grain']"
+    )
   return get_dataset(
       dataset_config.name,
       data_dir=dataset_config.data_dir or None,

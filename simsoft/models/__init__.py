@@ -44,6 +44,7 @@ from simsoft.models.layers import COMPUTE_DTYPES
 from simsoft.models.lenet import LeNet
 from simsoft.models.mlp import MLP
 from simsoft.models.resnet import CifarResNet, ResNet18, resnet32, resnet56
+from simsoft.models.resnet50 import ResNet50
 from simsoft.models.wrn import WideResNet
 
 __all__ = [
@@ -61,6 +62,7 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "resnet32": resnet32,  # shortcut
     "resnet56": resnet56,  # shortcut
     "resnet18": ResNet18,
+    "resnet50": ResNet50,  # ImageNet (bottleneck, v1.5)
     "wrn": WideResNet,  # depth=28, width=10, dropout=0.0
 }
 
