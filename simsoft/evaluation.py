@@ -122,10 +122,12 @@ def precompile(
   the models train (they depend on the test split's shape, not on a model).
 
   Only where compiling is what the evaluation costs: one process, CPU, a small
-  test split (robustness.FAST_COMPILE_MAX_ELEMENTS); else None. Join the
+  test split held in memory (robustness.FAST_COMPILE_MAX_ELEMENTS); else None. Join the
   thread before evaluating; a failure there only logs (evaluation compiles).
   """
   test = ds.split("test")
+  if not isinstance(test, data_lib.ArraySplit):  # streamed: compiles on use
+    return None
   size = test.images[:1].size * max(len(test), config.eval_batch_size)
   if (
       jax.process_count() > 1

@@ -522,6 +522,10 @@ def _row_loss(
   loss against the batch's target rows, O(B C) for dense S, O(B k) beyond the
   log-softmax for sparse S. NaN for a label outside [0, C) or a traced amount
   outside [0, 1]."""
+  # A zero row is undefined where rows are normalized (0 / 0) and in the
+  # log-sum (-log 0); as a soft target given as is, it is a zero target mixed
+  # in with weight alpha (OLS's first epoch).
+  zero_rows = zero_rows or (not normalize and mass is None and not log_sum)
   dtype = _check_inputs(logits, labels, similarity, where, zero_rows=zero_rows)
   check_amount(alpha=alpha, mass=mass)
   if mass is not None and not normalize:
@@ -604,7 +608,7 @@ def _apply_where(loss: jax.Array, where) -> jax.Array:
   return jnp.where(jnp.asarray(where, bool), loss, jnp.zeros_like(loss))
 
 
-def _check_square(similarity) -> int:
+def _check_square(similarity, *, zero_rows: bool = False) -> int:
   if _is_sparse(similarity):
     raise TypeError(
         "this function needs a dense [C, C] `similarity`; convert a sparse one "
@@ -615,7 +619,7 @@ def _check_square(similarity) -> int:
     raise ValueError(
         f"`similarity` must be a square [C, C] matrix, got {shape}."
     )
-  _check_similarity(similarity, shape[0])
+  _check_similarity(similarity, shape[0], zero_rows=zero_rows)
   return shape[0]
 
 
@@ -687,7 +691,7 @@ def off_target_distribution(similarity: ArrayLike) -> jax.Array:
            [1.  , 0.  , 0.  ],
            [0.5 , 0.5 , 0.  ]], dtype=float32)
   """
-  c = _check_square(similarity)
+  c = _check_square(similarity, zero_rows=True)  # a zero row: uniform
   if c < 2:
     raise ValueError("off_target_distribution needs at least 2 classes.")
   dtype = jnp.promote_types(jnp.result_type(similarity), jnp.float32)

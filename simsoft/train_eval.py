@@ -51,15 +51,25 @@ class HeldOut:
   def __init__(self, run: Run, graphdef: nnx.GraphDef, every: int):
     cfg, ds = run.config.train_eval, run.dataset
     split = ds.split(cfg.split)
-    n = cfg.examples or len(split)
-    images, labels = robustness.check_split(
-        split.images[:n], split.labels[:n], ds.num_classes, f"{cfg.split} split"
-    )
+    if hasattr(
+        split, "head"
+    ):  # streamed (simsoft.data.streaming): read per pass
+      self._batches = robustness.StreamBatches(
+          split.head(cfg.examples), run.config.eval_batch_size, True, run.mesh
+      )
+    else:
+      n = cfg.examples or len(split)
+      images, labels = robustness.check_split(
+          split.images[:n],
+          split.labels[:n],
+          ds.num_classes,
+          f"{cfg.split} split",
+      )
+      self._batches = robustness.Batches(
+          images, labels, run.config.eval_batch_size, True, run.mesh
+      )
     self.every, self.prefix = every, cfg.split
     self._num_classes, self._mesh = ds.num_classes, run.mesh
-    self._batches = robustness.Batches(
-        images, labels, run.config.eval_batch_size, True, run.mesh
-    )
     self._predict = predict_jit(graphdef, tuple(ds.mean), tuple(ds.std))
 
   def __call__(self, state: dict[str, Any]) -> dict[str, float]:
