@@ -37,12 +37,19 @@ def conv(
   )
 
 
-def batch_norm(ch: int, *, dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.BatchNorm:
+def batch_norm(
+    ch: int,
+    *,
+    dtype: DTypeLike,
+    rngs: nnx.Rngs,
+    scale_init=nnx.initializers.ones_init(),
+) -> nnx.BatchNorm:
   """BatchNorm with PyTorch defaults: running = 0.9 * running + 0.1 * batch, eps = 1e-5."""
   return nnx.BatchNorm(
       ch,
       momentum=0.9,
       epsilon=1e-5,
+      scale_init=scale_init,
       dtype=dtype,
       param_dtype=jnp.float32,
       rngs=rngs,

@@ -42,14 +42,11 @@ class Bottleneck(nnx.Module):
     self.conv2 = conv(width, width, 3, stride, dtype=dtype, rngs=rngs)
     self.bn2 = batch_norm(width, dtype=dtype, rngs=rngs)
     self.conv3 = conv(width, out_ch, 1, 1, dtype=dtype, rngs=rngs)
-    self.bn3 = nnx.BatchNorm(  # batch_norm's, with scale 0
+    self.bn3 = batch_norm(
         out_ch,
-        momentum=0.9,
-        epsilon=1e-5,
-        scale_init=nnx.initializers.zeros_init(),
         dtype=dtype,
-        param_dtype=jnp.float32,
         rngs=rngs,
+        scale_init=nnx.initializers.zeros_init(),
     )
     project = stride != 1 or in_ch != out_ch
     self.proj = (
