@@ -26,11 +26,12 @@ the step, is timed apart (compile_seconds) and left out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as std_logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -152,13 +153,39 @@ def similarity_image(
   return np.round(255 * rgb).astype(np.uint8)[None]
 
 
+_PHASE_WRITERS: dict[str, Any] = {}
+
+
+def phase_writer(logdir: str) -> Any:
+  """This process's one writer for a phase's `logdir`, opened on first use.
+
+  The training progress and the similarity image written after training
+  share it, so a phase run in one process leaves one event file (a resumed
+  phase adds one per process, as every TensorBoard writer does).
+  `phase_writers()` closes them at the end of the run.
+  """
+  if logdir not in _PHASE_WRITERS:
+    _PHASE_WRITERS[logdir] = make_writer(logdir)
+  return _PHASE_WRITERS[logdir]
+
+
+@contextlib.contextmanager
+def phase_writers() -> Iterator[None]:
+  """Closes the phase writers opened inside the block when it ends."""
+  try:
+    yield
+  finally:
+    while _PHASE_WRITERS:
+      _, writer = _PHASE_WRITERS.popitem()
+      writer.close()
+
+
 def write_similarity_image(
     logdir: str, step: int, similarity: ArrayLike, tag: str = "similarity"
 ) -> None:
-  writer = make_writer(logdir, asynchronous=False)
+  writer = phase_writer(logdir)
   writer.write_images(step, {tag: similarity_image(similarity)})
   writer.flush()
-  writer.close()
 
 
 def evaluation_scalars(suite: Mapping) -> dict[str, float]:
@@ -217,7 +244,7 @@ class Progress:
     self._start_time = time.perf_counter()
     self._last_step, self._last_time = start_step, self._start_time
     self._steady: tuple[int, float] | None = None
-    self._writer = make_writer(logdir)
+    self._writer = phase_writer(logdir)
     if hparams:
       self._writer.write_hparams(dict(hparams))
     self._metrics_path = os.path.join(logdir, METRICS_FILE)
@@ -286,8 +313,9 @@ class Progress:
         f.write(json.dumps(record) + "\n")
 
   def close(self) -> None:
+    """Flushes the events; the phase's writer stays open for what the phase
+    writes after training (`phase_writers` closes it)."""
     self._writer.flush()
-    self._writer.close()
 
 
 METRICS_FILE = "metrics.jsonl"

@@ -27,6 +27,7 @@ from simsoft import evaluation
 from simsoft import evaluators as evaluators_lib
 from simsoft import input_pipeline
 from simsoft import phases as phases_lib
+from simsoft import progress as progress_lib
 from simsoft import similarity as sim_lib
 from simsoft import state as state_lib
 from simsoft import target as target_lib
@@ -212,7 +213,7 @@ def train_and_evaluate(
     devices: the devices of the data-parallel mesh (default: all).
   """
   run, phases = prepare(config, workdir, devices=devices)
-  with ckpt.WorkdirLock(workdir):
+  with ckpt.WorkdirLock(workdir), progress_lib.phase_writers():
     log(
         f"JAX process {jax.process_index() + 1}/{jax.process_count()}, devices "
         f"{jax.local_device_count()} local / {run.mesh.size} in the mesh"

@@ -91,6 +91,9 @@ def test_train_scalars_hparams_and_similarity_image(finished_run):
     assert [r["step"] for r in records if "train/loss" in r] == [4, 8]
   (image,) = _events(os.path.join(workdir, "estimate"))["similarity"]
   assert image == (8, "images")
+  for logdir in ("estimate", "retrain", "evaluate", "evaluate/A", "evaluate/B"):
+    files = glob.glob(os.path.join(workdir, logdir, "events.out.tfevents.*"))
+    assert len(files) == 1, (logdir, files)  # one event file per run
 
 
 def test_held_out_metrics_are_the_final_models_on_the_validation_split(
