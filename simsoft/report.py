@@ -18,6 +18,7 @@ or global backend state is touched.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Mapping, Sequence
 
@@ -31,6 +32,11 @@ from jax.typing import ArrayLike
 from simsoft import results as results_lib
 from simsoft import robustness
 from simsoft.results import MODEL_LABELS
+
+# Inside a run (absl logging at INFO) matplotlib's first text layout logs a
+# "findfont: ... not found" warning per mathtext font it probes (about 20
+# lines) before it falls back to DejaVu Sans, which it then uses: noise.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 # The clean table's columns after the accuracy with its interval.
 _CLEAN_METRICS = results_lib.select(
