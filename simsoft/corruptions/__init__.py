@@ -58,6 +58,8 @@ from simsoft.corruptions.blur import pixelate_matrix
 from simsoft.corruptions.blur import ZOOM_BLUR_STOPS
 from simsoft.corruptions.blur import zoom_blur
 from simsoft.corruptions.blur import zoom_blur_tables
+from simsoft.corruptions.motion import MOTION_BLUR_RADIUS_SIGMA
+from simsoft.corruptions.motion import motion_blur
 from simsoft.corruptions.noise import GAUSSIAN_NOISE_SCALE
 from simsoft.corruptions.noise import gaussian_noise
 from simsoft.corruptions.noise import IMPULSE_NOISE_AMOUNT
@@ -75,6 +77,10 @@ from simsoft.corruptions.photometric import CONTRAST_FACTOR
 from simsoft.corruptions.photometric import contrast
 from simsoft.corruptions.photometric import SATURATE_SCALE_SHIFT
 from simsoft.corruptions.photometric import saturate
+from simsoft.corruptions.weather import FOG_PARAMS
+from simsoft.corruptions.weather import fog
+from simsoft.corruptions.weather import SNOW_PARAMS
+from simsoft.corruptions.weather import snow
 
 # (images [B, H, W, C], severity, key) -> images. The severity is an int in
 # 1..5, or a scalar int jax.Array for the names in TRACEABLE_SEVERITY.
@@ -94,6 +100,9 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
         "occlusion": occlusion,
         "zoom_blur": zoom_blur,
         "saturate": saturate,
+        "motion_blur": motion_blur,
+        "snow": snow,
+        "fog": fog,
     }
 )
 # The suite the configs run by default: the corruptions of before zoom_blur
