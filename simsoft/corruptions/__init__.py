@@ -26,6 +26,13 @@ defined for 32x32 images. Other sizes (8x8 digits, 28x28 Fashion-MNIST):
   smallest zooms round to the identity (severity 1 changes nothing there).
 - ``saturate``: RGB only (one-channel images have no saturation: unchanged).
   Neither is in ``DEFAULT_SUITE``, which the configs run.
+- ``motion_blur`` and ``snow``'s streaks (ImageMagick's motion blur): radius
+  and sigma stay in pixels, as gaussian_blur's sigma; snow's flake zoom is
+  relative, each axis zoomed on its own length.
+- ``fog``: the diamond-square fractal is drawn on the smallest power-of-two
+  square covering the image (8 for 8x8, 32 for 28x28) and cropped, as the
+  script crops its 32x32 map: its coarsest level spans the image at every
+  size. None of these three is in ``DEFAULT_SUITE``.
 - ``occlusion`` (not in the script): a square of side ``round(f * min(H, W))``,
   f = 0.1 ... 0.5, at a uniformly random centre, clipped at the border,
   filled with middle grey 0.5 (Cutout, DeVries and Taylor 2017, in pixel space).
