@@ -2,7 +2,8 @@
 
 The script's functions are copied below as written in hendrycks/robustness
 ``ImageNet-C/create_c/make_cifar_c.py`` (NumPy 2 spellings: ``np.float_`` ->
-``np.float64``, ``np.fromstring`` -> ``np.frombuffer``), run with Wand
+``np.float64``, ``np.fromstring`` -> ``np.frombuffer``; Wand's set-up
+skipped where Wand is missing, outside CI), run with Wand
 (ImageMagick 6), OpenCV, SciPy and PIL, and fed the random draws that the
 JAX code made from its key (``np.random.uniform`` and ``normal`` stand-ins).
 Each corruption runs through the evaluator's own jitted program (traced
@@ -21,7 +22,6 @@ import ctypes
 from io import BytesIO
 import os
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,23 +35,29 @@ from simsoft import robustness
 from simsoft.corruptions import motion
 from simsoft.corruptions import weather
 
-try:
+try:  # requirements-dev.txt; wand loads libmagickwand-6.q16-6 (launch/setup.sh)
+  import cv2
   from wand.api import library as wandlibrary
   from wand.image import Image as WandImage
-except ImportError as error:  # wand without ImageMagick's library
-  if os.environ.get("CI"):  # launch/setup.sh installs libmagickwand-6.q16-6
+
+  MISSING = ""
+except ImportError as error:
+  if os.environ.get("CI"):
     raise
-  pytest.skip(f"wand: {error}", allow_module_level=True)
+  MISSING = f"the script's libraries (bash launch/setup.sh): {error}"
+  WandImage = object
+needs_script = pytest.mark.skipif(bool(MISSING), reason=MISSING)
 
 # ---- make_cifar_c.py, as written there --------------------------------------
 
 # Tell Python about the C method
-wandlibrary.MagickMotionBlurImage.argtypes = (
-    ctypes.c_void_p,  # wand
-    ctypes.c_double,  # radius
-    ctypes.c_double,  # sigma
-    ctypes.c_double,
-)  # angle
+if not MISSING:
+  wandlibrary.MagickMotionBlurImage.argtypes = (
+      ctypes.c_void_p,  # wand
+      ctypes.c_double,  # radius
+      ctypes.c_double,  # sigma
+      ctypes.c_double,
+  )  # angle
 
 
 # Extend wand.image.Image class to include method signature
@@ -274,6 +280,7 @@ def _imagemagick_bytes(y):
   return np.floor(np.round(y * 255.0 * 257.0) / 257.0 + 1e-9)
 
 
+@needs_script
 def test_motion_blur_matches_the_script_at_every_severity(monkeypatch):
   u8 = _images_u8()
   x = u8.astype(np.float32) / 255.0
@@ -300,6 +307,7 @@ def test_motion_blur_matches_the_script_at_every_severity(monkeypatch):
     prev = y
 
 
+@needs_script
 def test_snow_matches_the_script_at_every_severity(monkeypatch):
   u8 = _images_u8(seed=1)
   x = u8.astype(np.float32) / 255.0
@@ -325,6 +333,7 @@ def test_snow_matches_the_script_at_every_severity(monkeypatch):
     prev = y
 
 
+@needs_script
 def test_fog_matches_the_script_at_every_severity(monkeypatch):
   u8 = _images_u8(seed=2)
   x = u8.astype(np.float32) / 255.0
