@@ -42,13 +42,14 @@ SNOW_PARAMS = (
     (0.25, 0.3, 2.25, 0.6, 12, 6.0, 0.85),
     (0.3, 0.3, 1.25, 0.65, 14, 12.0, 0.8),
 )
-SNOW_ANGLE = (
-    -135.0,
-    -45.0,
-)  # degrees, uniform per image: flakes fall downwards
+# Degrees, uniform per image: the flakes' streaks point up and down.
+SNOW_ANGLE = (-135.0, -45.0)
 # (fog amount, wibble decay) per severity.
 FOG_PARAMS = ((0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75))
 PLASMA_WIBBLE = 100.0
+# Fractal sides up to this are one matrix product (a 4 MB matrix at 32),
+# larger ones are built level by level (the matrix grows as side**4).
+PLASMA_MATRIX_MAX = 32
 # cv2.cvtColor(..., COLOR_RGB2GRAY): ITU-R BT.601 luma.
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -104,10 +105,8 @@ def snow_from_draws(
       motion_blur_taps(tuple((p[4], p[5]) for p in SNOW_PARAMS)), severity
   )
   layer = line_blur(layer[..., None], taps, angle)
-  if x.shape[-1] == 3:
-    gray = jnp.tensordot(x, jnp.asarray(_GRAY_WEIGHTS), axes=[[3], [0]])[
-        ..., None
-    ]
+  if x.shape[-1] == 3:  # a weighted sum, not a matmul: no TF32 on GPUs
+    gray = jnp.sum(x * jnp.asarray(_GRAY_WEIGHTS), axis=-1, keepdims=True)
   else:
     gray = x
   weight = _sev(SNOW_PARAMS, 6, severity)
@@ -134,43 +133,50 @@ def fog_draws(key: jax.Array, batch: int, size: int) -> jax.Array:
   return jax.random.uniform(key, (batch, size * size - 1))
 
 
-def _refine(grid: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _refine(grid, v, xp=np):
   """One diamond-square level: grid [..., n, n] (points s apart) and its noise
-  v [..., 3, n, n] (squares, diamonds) -> [..., 2n, 2n] (points s/2 apart)."""
-  roll = np.roll
-  sq = grid + roll(grid, -1, axis=-2)
-  centre = (sq + roll(sq, -1, axis=-1)) / 4 + v[..., 0, :, :]
-  ul = grid
-  row_mid = (centre + roll(centre, 1, axis=-2) + ul + roll(ul, -1, axis=-1)) / 4
-  col_mid = (centre + roll(centre, 1, axis=-1) + ul + roll(ul, -1, axis=-2)) / 4
-  row_mid, col_mid = row_mid + v[..., 1, :, :], col_mid + v[..., 2, :, :]
+  v [..., 3, n, n] (squares, then the two diamond sets) -> [..., 2n, 2n]
+  (points s/2 apart); ``xp`` numpy or jax.numpy."""
+  sq = grid + xp.roll(grid, -1, axis=-2)
+  centre = (sq + xp.roll(sq, -1, axis=-1)) / 4 + v[..., 0, :, :]
+  row_mid = (
+      centre + xp.roll(centre, 1, axis=-2) + grid + xp.roll(grid, -1, axis=-1)
+  ) / 4 + v[..., 1, :, :]
+  col_mid = (
+      centre + xp.roll(centre, 1, axis=-1) + grid + xp.roll(grid, -1, axis=-2)
+  ) / 4 + v[..., 2, :, :]
+  out = xp.stack(
+      [xp.stack([grid, row_mid], -1), xp.stack([col_mid, centre], -1)], -3
+  )  # [..., n, 2, n, 2]
   n = grid.shape[-1]
-  out = np.empty(grid.shape[:-2] + (2 * n, 2 * n))
-  out[..., ::2, ::2], out[..., ::2, 1::2] = grid, row_mid
-  out[..., 1::2, ::2], out[..., 1::2, 1::2] = col_mid, centre
+  return out.reshape(grid.shape[:-2] + (2 * n, 2 * n))
+
+
+def _levels(size: int) -> list[tuple[int, int]]:
+  """(first draw, grid side n) per level: n = 1, 2, ..., size / 2, 3 n**2 draws each."""
+  out, start, n = [], 0, 1
+  while n < size:
+    out.append((start, n))
+    start, n = start + 3 * n * n, 2 * n
   return out
 
 
 @functools.lru_cache(maxsize=None)
-def plasma_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
-  """([size**2 - 1, size**2] float64, [size**2 - 1] int): the diamond-square
-  map as a linear function of its noise, and each draw's level.
+def plasma_matrix(size: int) -> np.ndarray:
+  """[size**2 - 1, size**2] float64: the diamond-square map as a linear
+  function of its noise.
 
   Each point is the mean of 4 earlier points plus its own noise, and the map
   starts at 0, so the (unnormalized) map of noise v is ``v @ L``: L's row j
-  is the map of the unit noise e_j. Draws are ordered as the script makes
-  them: per level k (grids n = 2**k), squares then the two diamond sets,
-  each n x n row-major.
+  is the map of the unit noise e_j.
   """
   count = size * size - 1
-  basis, grid, start, levels = np.eye(count), np.zeros((count, 1, 1)), 0, []
-  while start < count:
-    n = grid.shape[-1]
-    v = basis[:, start : start + 3 * n * n].reshape(count, 3, n, n)
-    grid = _refine(grid, v)
-    levels += [n.bit_length() - 1] * (3 * n * n)
-    start += 3 * n * n
-  return grid.reshape(count, size * size), np.array(levels)
+  basis, grid = np.eye(count), np.zeros((count, 1, 1))
+  for start, n in _levels(size):
+    grid = _refine(
+        grid, basis[:, start : start + 3 * n * n].reshape(count, 3, n, n)
+    )
+  return grid.reshape(count, size * size)
 
 
 def plasma_fractal(draws: jax.Array, wibbledecay) -> jax.Array:
@@ -181,19 +187,28 @@ def plasma_fractal(draws: jax.Array, wibbledecay) -> jax.Array:
   k = 0, 1, ...) the centres of the s-squares get the mean of their 4
   corners plus :math:`w_k U(-w_k, w_k)`, then the edge midpoints the mean of
   their 4 diamond neighbours (periodic) plus the same; the map is min-max
-  normalized. Linear in the noise: one matrix product (:func:`plasma_tables`).
+  normalized. Linear in the noise: for N <= ``PLASMA_MATRIX_MAX`` one
+  matrix product (:func:`plasma_matrix`), else level by level.
   """
-  size = math.isqrt(draws.shape[1] + 1)
-  linear, levels = plasma_tables(size)
+  b, size = draws.shape[0], math.isqrt(draws.shape[1] + 1)
+  levels = np.concatenate(
+      [np.full(3 * n * n, k) for k, (_, n) in enumerate(_levels(size))]
+  )
   wibble = PLASMA_WIBBLE / jnp.asarray(wibbledecay, jnp.float32) ** jnp.asarray(
       levels, jnp.float32
   )
   noise = wibble * (-wibble + 2.0 * wibble * draws)  # the script's wibbledmean
-  m = jnp.matmul(
-      noise,
-      jnp.asarray(linear, jnp.float32),
-      precision=jax.lax.Precision.HIGHEST,
-  ).reshape(-1, size, size)
+  if size <= PLASMA_MATRIX_MAX:
+    m = jnp.matmul(
+        noise,
+        jnp.asarray(plasma_matrix(size), jnp.float32),
+        precision=jax.lax.Precision.HIGHEST,
+    ).reshape(b, size, size)
+  else:
+    m = jnp.zeros((b, 1, 1), jnp.float32)
+    for start, n in _levels(size):
+      v = noise[:, start : start + 3 * n * n].reshape(b, 3, n, n)
+      m = _refine(m, v, jnp)
   m = m - jnp.min(m, axis=(1, 2), keepdims=True)
   return m / jnp.max(m, axis=(1, 2), keepdims=True)
 
