@@ -2,7 +2,9 @@
 # Creates .venv (Python >= 3.11) in the repository root with the pinned runtime and development
 # requirements (requirements-dev.txt, which includes requirements.txt) and simsoft
 # installed in editable mode, and (as root, where apt-get exists) Debian's
-# dataset-fashion-mnist package with the real Fashion-MNIST IDX files.
+# dataset-fashion-mnist package with the real Fashion-MNIST IDX files and,
+# for the development set, ImageMagick's libmagickwand-6.q16-6 (wand loads it:
+# the reference of the motion blur and snow tests).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r "$REQUIREMENTS" -e .
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-if [ ! -f "$FMNIST" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+APT=()
+[ -f "$FMNIST" ] || APT+=(dataset-fashion-mnist)
+if [ "$REQUIREMENTS" = requirements-dev.txt ] && ! dpkg -s libmagickwand-6.q16-6 >/dev/null 2>&1; then
+  APT+=(libmagickwand-6.q16-6)
+fi
+if [ ${#APT[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT[@]}" >/dev/null
 fi

@@ -26,6 +26,13 @@ defined for 32x32 images. Other sizes (8x8 digits, 28x28 Fashion-MNIST):
   smallest zooms round to the identity (severity 1 changes nothing there).
 - ``saturate``: RGB only (one-channel images have no saturation: unchanged).
   Neither is in ``DEFAULT_SUITE``, which the configs run.
+- ``motion_blur`` and ``snow``'s streaks (ImageMagick's motion blur): radius
+  and sigma stay in pixels, as gaussian_blur's sigma; snow's flake zoom is
+  relative, each axis zoomed on its own length.
+- ``fog``: the diamond-square fractal is drawn on the smallest power-of-two
+  square covering the image (8 for 8x8, 32 for 28x28) and cropped, as the
+  script crops its 32x32 map: its coarsest level spans the image at every
+  size. None of these three is in ``DEFAULT_SUITE``.
 - ``occlusion`` (not in the script): a square of side ``round(f * min(H, W))``,
   f = 0.1 ... 0.5, at a uniformly random centre, clipped at the border,
   filled with middle grey 0.5 (Cutout, DeVries and Taylor 2017, in pixel space).
@@ -58,6 +65,8 @@ from simsoft.corruptions.blur import pixelate_matrix
 from simsoft.corruptions.blur import ZOOM_BLUR_STOPS
 from simsoft.corruptions.blur import zoom_blur
 from simsoft.corruptions.blur import zoom_blur_tables
+from simsoft.corruptions.motion import MOTION_BLUR_RADIUS_SIGMA
+from simsoft.corruptions.motion import motion_blur
 from simsoft.corruptions.noise import GAUSSIAN_NOISE_SCALE
 from simsoft.corruptions.noise import gaussian_noise
 from simsoft.corruptions.noise import IMPULSE_NOISE_AMOUNT
@@ -75,6 +84,10 @@ from simsoft.corruptions.photometric import CONTRAST_FACTOR
 from simsoft.corruptions.photometric import contrast
 from simsoft.corruptions.photometric import SATURATE_SCALE_SHIFT
 from simsoft.corruptions.photometric import saturate
+from simsoft.corruptions.weather import FOG_PARAMS
+from simsoft.corruptions.weather import fog
+from simsoft.corruptions.weather import SNOW_PARAMS
+from simsoft.corruptions.weather import snow
 
 # (images [B, H, W, C], severity, key) -> images. The severity is an int in
 # 1..5, or a scalar int jax.Array for the names in TRACEABLE_SEVERITY.
@@ -94,6 +107,9 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
         "occlusion": occlusion,
         "zoom_blur": zoom_blur,
         "saturate": saturate,
+        "motion_blur": motion_blur,
+        "snow": snow,
+        "fog": fog,
     }
 )
 # The suite the configs run by default: the corruptions of before zoom_blur
