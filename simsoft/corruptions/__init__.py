@@ -65,6 +65,12 @@ from simsoft.corruptions.blur import pixelate_matrix
 from simsoft.corruptions.blur import ZOOM_BLUR_STOPS
 from simsoft.corruptions.blur import zoom_blur
 from simsoft.corruptions.blur import zoom_blur_tables
+from simsoft.corruptions.digital import ELASTIC_ALPHA_SIGMA_AFFINE
+from simsoft.corruptions.digital import elastic_transform
+from simsoft.corruptions.digital import JPEG_QUALITY
+from simsoft.corruptions.digital import jpeg_compression
+from simsoft.corruptions.glass import glass_blur
+from simsoft.corruptions.glass import GLASS_BLUR_SIGMA_DELTA_ITERATIONS
 from simsoft.corruptions.motion import MOTION_BLUR_RADIUS_SIGMA
 from simsoft.corruptions.motion import motion_blur
 from simsoft.corruptions.noise import GAUSSIAN_NOISE_SCALE
@@ -84,6 +90,8 @@ from simsoft.corruptions.photometric import CONTRAST_FACTOR
 from simsoft.corruptions.photometric import contrast
 from simsoft.corruptions.photometric import SATURATE_SCALE_SHIFT
 from simsoft.corruptions.photometric import saturate
+from simsoft.corruptions.spatter import spatter
+from simsoft.corruptions.spatter import SPATTER_PARAMS
 from simsoft.corruptions.weather import FOG_PARAMS
 from simsoft.corruptions.weather import fog
 from simsoft.corruptions.weather import SNOW_PARAMS
@@ -110,6 +118,10 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
         "motion_blur": motion_blur,
         "snow": snow,
         "fog": fog,
+        "glass_blur": glass_blur,
+        "elastic_transform": elastic_transform,
+        "jpeg_compression": jpeg_compression,
+        "spatter": spatter,
     }
 )
 # The suite the configs run by default: the corruptions of before zoom_blur
