@@ -36,6 +36,12 @@ defined for 32x32 images. Other sizes (8x8 digits, 28x28 Fashion-MNIST):
 - ``occlusion`` (not in the script): a square of side ``round(f * min(H, W))``,
   f = 0.1 ... 0.5, at a uniformly random centre, clipped at the border,
   filled with middle grey 0.5 (Cutout, DeVries and Taylor 2017, in pixel space).
+- ``glass_blur`` and ``spatter``: sigmas, the one-pixel swaps, Canny
+  thresholds and the distance cap (20 px) stay in pixels (drops keep their
+  pixel size); ``elastic_transform``: the script's lengths are fractions of
+  its IMSIZE = 32, here of ``min(H, W)``; ``jpeg_compression``: 8x8 blocks at
+  any size, edge-padded as libjpeg pads. Not in ``DEFAULT_SUITE`` (module
+  docstrings: glass.py, digital.py, spatter.py).
 
 Noise is drawn per element (per pixel and channel), as in the script.
 """

@@ -72,13 +72,13 @@ def _blur(p: jax.Array, taps: jax.Array) -> jax.Array:
   return _filter1d(_filter1d(p, taps, 1, "edge"), taps, 2, "edge")[..., 0]
 
 
-def _shift(p: jax.Array, dy: int, dx: int, fill) -> jax.Array:
-  """``out[i, j] = p[i + dy, j + dx]``, ``fill`` outside. [B, H, W]."""
+def _neighbours(p: jax.Array, r: int, fill):
+  """``at(dy, dx)[i, j] = p[i + dy, j + dx]`` for |dy|, |dx| <= r, ``fill``
+  outside. [B, H, W]."""
   b, h, w = p.shape
-  pad = max(abs(dy), abs(dx))
-  big = jnp.full((b, h + 2 * pad, w + 2 * pad), fill, p.dtype)
-  big = jax.lax.dynamic_update_slice(big, p, (0, pad, pad))
-  return big[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+  big = jnp.full((b, h + 2 * r, w + 2 * r), fill, p.dtype)
+  big = jax.lax.dynamic_update_slice(big, p, (0, r, r))
+  return lambda dy, dx: big[:, r + dy : r + dy + h, r + dx : r + dx + w]
 
 
 def _box3(p: jax.Array) -> jax.Array:
@@ -105,7 +105,7 @@ def canny(u8: jax.Array, low: int = 50, high: int = 150) -> jax.Array:
       - at(-1, 1)
   )
   mag = jnp.abs(dx) + jnp.abs(dy)
-  nb = lambda i, j: _shift(mag, i, j, 0)
+  nb = _neighbours(mag, 1, 0)
   ax, ay = jnp.abs(dx), jnp.abs(dy) << 15
   tg22x = ax * 13573  # tan(22.5 deg) in 15-bit fixed point
   tg67x = tg22x + (ax << 16)
@@ -125,10 +125,11 @@ def canny(u8: jax.Array, low: int = 50, high: int = 150) -> jax.Array:
 
   def grow(state):
     edges, _ = state
+    at = _neighbours(edges, 1, False)
     near = edges
     for i in (-1, 0, 1):
       for j in (-1, 0, 1):
-        near = near | _shift(edges, i, j, False)
+        near = near | at(i, j)
     new = edges | (weak & near)
     return new, jnp.any(new != edges)
 
@@ -150,8 +151,9 @@ def chamfer_distance(zero: jax.Array) -> jax.Array:
   ]
 
   def relax(_, d):
+    at = _neighbours(d, 2, big)
     for i, j, cost in steps:
-      d = jnp.minimum(d, _shift(d, i, j, big) + cost)
+      d = jnp.minimum(d, at(i, j) + cost)
     return d
 
   return jnp.minimum(jax.lax.fori_loop(0, _TRUNC, relax, d), _TRUNC)
