@@ -42,7 +42,7 @@ def _jit(fn):
   return jax.jit(fn, compiler_options=_FAST)
 
 
-def _uint8_images(shape, n=3, seed=0):
+def _uint8_images(shape, n=4, seed=0):
   """Smooth random images plus fine texture, as uint8 (what the script reads)."""
   rng = np.random.default_rng(seed)
   h, w, c = shape
@@ -251,8 +251,9 @@ def test_elastic_transform_matches_the_script_at_every_severity():
   u8 = _uint8_images((32, 32, 3))
   x = jnp.asarray(u8 / 255.0, jnp.float32)
   key = jax.random.key(0)
+  draws = _jit(lambda k, s: digital.elastic_draws(k, *u8.shape[:3], s))
   for severity in C.SEVERITIES:
-    moves, fields = digital.elastic_draws(key, *u8.shape[:3], severity)
+    moves, fields = draws(key, jnp.int32(severity))
     ours = _run("elastic_transform", x, severity, key)
     ref = np.stack(
         [
@@ -355,3 +356,18 @@ def test_spatter_static_severity_takes_the_scripts_branch():
   np.testing.assert_allclose(
       np.asarray(static(x, key)), _run("spatter", x, 4, key), atol=1e-6
   )
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_batch_sharded_on_an_explicit_mesh(name):
+  # The evaluators shard batches over a mesh: no reshape or gather may
+  # need the batch axis whole. The same images as unsharded.
+  mesh = jax.make_mesh((4,), ("data",), (jax.sharding.AxisType.Explicit,))
+  shape = (12, 20, 3 if name == "jpeg_compression" else 1)  # JPEG: chroma too
+  x = jnp.asarray(_uint8_images(shape) / 255.0, jnp.float32)
+  key = jax.random.key(0)
+  sharded = jax.device_put(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  )
+  y = _run(name, sharded, 3, key)
+  np.testing.assert_allclose(y, _run(name, x, 3, key), atol=1e-6)

@@ -245,13 +245,26 @@ def _descale(v: jax.Array, n: int) -> jax.Array:
   return (v + (1 << (n - 1))) >> n
 
 
+def _lanes(d: jax.Array, axis: int) -> list[jax.Array]:
+  """The k-th samples of every 8-sample block along ``axis``, k = 0..7
+  (strided slices: no reshape of a batch-sharded array)."""
+  return [jax.lax.slice_in_dim(d, k, None, 8, axis) for k in range(8)]
+
+
+def _interleave(vals: list[jax.Array], axis: int) -> jax.Array:
+  """Inverse of :func:`_lanes`."""
+  shape = list(vals[0].shape)
+  shape[axis] *= 8
+  return jnp.stack(vals, axis=axis + 1).reshape(shape)
+
+
 def _fdct_1d(d, shift_even, shift_odd, axis):
   """One pass of libjpeg's jpeg_fdct_islow along ``axis`` (size 8) of int32 ``d``.
 
   ``shift_even`` is applied to outputs 0 and 4 (a left shift if negative),
   ``shift_odd`` descales the others.
   """
-  s = [jnp.take(d, i, axis=axis) for i in range(8)]
+  s = _lanes(d, axis)
   tmp0, tmp7 = s[0] + s[7], s[0] - s[7]
   tmp1, tmp6 = s[1] + s[6], s[1] - s[6]
   tmp2, tmp5 = s[2] + s[5], s[2] - s[5]
@@ -279,12 +292,12 @@ def _fdct_1d(d, shift_even, shift_odd, axis):
   out[5] = _descale(tmp5 + z2 + z4, shift_odd)
   out[3] = _descale(tmp6 + z2 + z3, shift_odd)
   out[1] = _descale(tmp7 + z1 + z4, shift_odd)
-  return jnp.stack(out, axis=axis)
+  return _interleave(out, axis)
 
 
 def _idct_1d(d, shift, axis):
   """One pass of libjpeg's jpeg_idct_islow along ``axis`` (size 8), descaled by ``shift``."""
-  s = [jnp.take(d, i, axis=axis) for i in range(8)]
+  s = _lanes(d, axis)
   z1 = (s[2] + s[6]) * _C["0_541"]
   tmp2 = z1 - s[6] * _C["1_847"]
   tmp3 = z1 + s[2] * _C["0_765"]
@@ -314,41 +327,22 @@ def _idct_1d(d, shift, axis):
       tmp11 - tmp2,
       tmp10 - tmp3,
   ]
-  return jnp.stack([_descale(v, shift) for v in out], axis=axis)
+  return _interleave([_descale(v, shift) for v in out], axis)
 
 
-def _blocks(p: jax.Array) -> jax.Array:
-  """[B, H, W] -> [B, H/8 W/8, 8, 8], blocks in raster order."""
-  b, h, w = p.shape
-  return (
-      p.reshape(b, h // 8, 8, w // 8, 8)
-      .transpose(0, 1, 3, 2, 4)
-      .reshape(b, -1, 8, 8)
-  )
-
-
-def _unblocks(p: jax.Array, h: int, w: int) -> jax.Array:
-  b = p.shape[0]
-  return (
-      p.reshape(b, h // 8, w // 8, 8, 8)
-      .transpose(0, 1, 3, 2, 4)
-      .reshape(b, h, w)
-  )
-
-
-def _codec_blocks(blk: jax.Array, tables: jax.Array) -> jax.Array:
-  """8-bit blocks [B, N, 8, 8] through the islow DCT, quantization by
-  ``tables`` [N, 8, 8], dequantization and the islow IDCT (one program for
-  every plane's blocks)."""
-  blk = blk - 128
+def _codec(p: jax.Array, tables: jax.Array) -> jax.Array:
+  """8-bit planes [B, R, W] (R, W multiples of 8) through the islow DCT of
+  each 8x8 block, quantization by ``tables`` [R, W] (each block's table),
+  dequantization and the islow IDCT."""
+  p = p - 128
   # Forward: rows then columns; the result is 8 times the DCT.
-  coef = _fdct_1d(blk, -_PASS1_BITS, _CONST_BITS - _PASS1_BITS, axis=3)
-  coef = _fdct_1d(coef, _PASS1_BITS, _CONST_BITS + _PASS1_BITS, axis=2)
+  coef = _fdct_1d(p, -_PASS1_BITS, _CONST_BITS - _PASS1_BITS, axis=2)
+  coef = _fdct_1d(coef, _PASS1_BITS, _CONST_BITS + _PASS1_BITS, axis=1)
   div = tables << 3
   q = jnp.sign(coef) * ((jnp.abs(coef) + (div >> 1)) // div)
   # Inverse: columns then rows, + 128, clamped to 8 bits.
-  ws = _idct_1d(q * tables, _CONST_BITS - _PASS1_BITS, axis=2)
-  out = _idct_1d(ws, _CONST_BITS + _PASS1_BITS + 3, axis=3)
+  ws = _idct_1d(q * tables, _CONST_BITS - _PASS1_BITS, axis=1)
+  out = _idct_1d(ws, _CONST_BITS + _PASS1_BITS + 3, axis=2)
   return jnp.clip(out + 128, 0, 255)
 
 
@@ -356,22 +350,26 @@ def _pad_edge(p: jax.Array, rows: int, cols: int) -> jax.Array:
   """[B, H, W] padded at the bottom and right by edge replication to multiples
   of ``rows`` and ``cols``."""
   _, h, w = p.shape
-  r = jnp.minimum(jnp.arange(-(-h // rows) * rows), h - 1)
-  c = jnp.minimum(jnp.arange(-(-w // cols) * cols), w - 1)
-  return p[:, r][:, :, c]
+  if h % rows:
+    last = jnp.repeat(p[:, -1:], rows - h % rows, axis=1)
+    p = jnp.concatenate([p, last], axis=1)
+  if w % cols:
+    last = jnp.repeat(p[:, :, -1:], cols - w % cols, axis=2)
+    p = jnp.concatenate([p, last], axis=2)
+  return p
 
 
 def _fancy_upsample(p: jax.Array) -> jax.Array:
   """libjpeg's h2v2_fancy_upsample: [B, h, w] -> [B, 2h, 2w] (triangular
   weights 3/4, 1/4 per axis, edges replicated)."""
+  b, h, w = p.shape
   up = jnp.concatenate([p[:, :1], p[:, :-1]], axis=1)
   down = jnp.concatenate([p[:, 1:], p[:, -1:]], axis=1)
   # Column sums of the upper and lower output row of each input row.
-  sums = jnp.stack([3 * p + up, 3 * p + down], axis=2)  # [B, h, 2, w]
+  sums = jnp.stack([3 * p + up, 3 * p + down], axis=2).reshape(b, 2 * h, w)
   left = jnp.concatenate([sums[..., :1], sums[..., :-1]], axis=-1)
   right = jnp.concatenate([sums[..., 1:], sums[..., -1:]], axis=-1)
   out = jnp.stack([(3 * sums + left + 8) >> 4, (3 * sums + right + 7) >> 4], -1)
-  b, h, _, w, _ = out.shape
   return out.reshape(b, 2 * h, 2 * w)
 
 
@@ -394,10 +392,10 @@ def jpeg_compression(
   luma = jnp.asarray(luma_tables, jnp.int32)[severity - 1]
   chroma = jnp.asarray(chroma_tables, jnp.int32)[severity - 1]
   v = jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.int32)
+  tile = lambda t, p: jnp.tile(t, (p.shape[1] // 8, p.shape[2] // 8))
   if c == 1:
     y = _pad_edge(v[..., 0], 8, 8)
-    out = _codec_blocks(_blocks(y), jnp.broadcast_to(luma, (1, 8, 8)))
-    out = _unblocks(out, *y.shape[1:])[:, :h, :w, None]
+    out = _codec(y, tile(luma, y))[:, :h, :w, None]
     return out.astype(jnp.float32) / 255.0
   # libjpeg pads the right edge before the 2x2 averaging, the bottom after it.
   r, g, bl = (_pad_edge(v[..., i], 2, 16) for i in range(3))
@@ -417,23 +415,17 @@ def jpeg_compression(
     bias = 1 + (jnp.arange(s.shape[-1]) % 2)
     return _pad_edge((s + bias) >> 2, 8, 8)
 
-  y, cb, cr = _pad_edge(y, 8, 8), down(cb), down(cr)
-  ny, nc = y.shape[1] * y.shape[2] // 64, cb.shape[1] * cb.shape[2] // 64
-  tables = jnp.concatenate(
-      [
-          jnp.broadcast_to(luma, (ny, 8, 8)),
-          jnp.broadcast_to(chroma, (2 * nc, 8, 8)),
-      ]
-  )
-  out = _codec_blocks(
-      jnp.concatenate([_blocks(y), _blocks(cb), _blocks(cr)], axis=1), tables
-  )
-  y = _unblocks(out[:, :ny], *y.shape[1:])[:, :h, :w]
+  # One program for all planes: Y above Cb | Cr (each half as wide as Y).
+  y, cbcr = _pad_edge(y, 8, 8), jnp.concatenate([down(cb), down(cr)], axis=2)
+  tables = jnp.concatenate([tile(luma, y), tile(chroma, cbcr)], axis=0)
+  out = _codec(jnp.concatenate([y, cbcr], axis=1), tables)
+  ny, half_w = y.shape[1], y.shape[2] // 2
   ch, cw = -(-h // 2), -(-w // 2)
   cb, cr = (
-      _fancy_upsample(_unblocks(out[:, k : k + nc], *cb.shape[1:])[:, :ch, :cw])
-      for k in (ny, ny + nc)
+      _fancy_upsample(out[:, ny:, k : k + half_w][:, :ch, :cw])
+      for k in (0, half_w)
   )
+  y = out[:, :ny][:, :h, :w]
   cb, cr = cb[:, :h, :w] - 128, cr[:, :h, :w] - 128
   half_fix = lambda v, k: (_fix(k) * v + half) >> 16
   rgb = jnp.stack(
