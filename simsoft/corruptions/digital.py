@@ -9,11 +9,13 @@ bilinear, reflect-101 border), then a displacement of ``alpha`` times two
 fields of uniform(-1, 1) noise smoothed by a Gaussian of sigma ``s`` px
 (truncated at 3 sigma, symmetric border), sampled bilinearly
 (``scipy.ndimage.map_coordinates(order=1, mode='reflect')``). The script's
-(alpha, s, a) are fractions of IMSIZE = 32; here of ``min(H, W)``, so the
-warp has the same shape relative to the image at every size (the control
-points are the script's, at the centre +- ``min(H, W) // 3``).
+(alpha, s, a) are fractions of its IMSIZE = 32; here of ``min(H, W)`` (the
+control points, at the centre +- ``min(H, W) // 3``, as the script's). So the
+affine part and the fields' smoothness scale with the image; the fields'
+amplitude relative to the image does not quite (smoothed noise shrinks as
+1/s), as with the script's own IMSIZE.
 
-``jpeg_compression``: the image as 8-bit, through baseline JPEG at the
+``jpeg_compression``: the image rounded to 8 bits, through baseline JPEG at the
 script's quality (PIL's ``save(..., 'JPEG', quality=q)``: libjpeg(-turbo),
 4:2:0 chroma subsampling for RGB, one component for grey) and decoded again,
 in integer arithmetic as libjpeg does it: RGB -> YCbCr (16-bit fixed point),

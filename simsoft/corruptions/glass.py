@@ -15,9 +15,10 @@ again. The swap is a tuple assignment of numpy views of the [H, W, 3] array,
 this (for every C). The copies are sequential (a pixel copied up a row is
 copied again when that row is visited), so they run in order in a
 ``lax.fori_loop``; as they move pixels without reading them, they are
-composed into one index map of the pixel positions, applied by one gather. Sigma, d and the number of
-iterations stay in pixels for every size (the swaps move pixels by one
-pixel; the blurs are those of ``gaussian_blur``).
+composed into one index map of the pixel positions, applied by one gather.
+The script's loops bound both axes by 32; here by H and W. Sigma, d and the
+number of iterations stay in pixels for every size (the copies move pixels
+by one pixel; the blurs are like ``gaussian_blur``'s).
 """
 
 from __future__ import annotations
