@@ -37,9 +37,18 @@ def images(request):
   return _images(request.param)
 
 
-# Checked in tests/test_corruptions_weather.py (against the script at
-# 32x32x3, and at one small shape): each compiles for seconds per shape.
-ELSEWHERE = {"motion_blur", "snow", "fog"}
+# Checked in tests/test_corruptions_weather.py and
+# tests/test_corruptions_digital.py (against the script at 32x32x3, and at one
+# small shape): each compiles for seconds per shape.
+ELSEWHERE = {
+    "motion_blur",
+    "snow",
+    "fog",
+    "glass_blur",
+    "elastic_transform",
+    "jpeg_compression",
+    "spatter",
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(C.CORRUPTIONS) - ELSEWHERE))

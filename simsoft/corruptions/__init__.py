@@ -36,6 +36,12 @@ defined for 32x32 images. Other sizes (8x8 digits, 28x28 Fashion-MNIST):
 - ``occlusion`` (not in the script): a square of side ``round(f * min(H, W))``,
   f = 0.1 ... 0.5, at a uniformly random centre, clipped at the border,
   filled with middle grey 0.5 (Cutout, DeVries and Taylor 2017, in pixel space).
+- ``glass_blur`` and ``spatter``: sigmas, the one-pixel swaps, Canny
+  thresholds and the distance cap (20 px) stay in pixels (drops keep their
+  pixel size); ``elastic_transform``: the script's lengths are fractions of
+  its IMSIZE = 32, here of ``min(H, W)``; ``jpeg_compression``: 8x8 blocks at
+  any size, edge-padded as libjpeg pads. Not in ``DEFAULT_SUITE`` (module
+  docstrings: glass.py, digital.py, spatter.py).
 
 Noise is drawn per element (per pixel and channel), as in the script.
 """
@@ -65,6 +71,12 @@ from simsoft.corruptions.blur import pixelate_matrix
 from simsoft.corruptions.blur import ZOOM_BLUR_STOPS
 from simsoft.corruptions.blur import zoom_blur
 from simsoft.corruptions.blur import zoom_blur_tables
+from simsoft.corruptions.digital import ELASTIC_ALPHA_SIGMA_AFFINE
+from simsoft.corruptions.digital import elastic_transform
+from simsoft.corruptions.digital import JPEG_QUALITY
+from simsoft.corruptions.digital import jpeg_compression
+from simsoft.corruptions.glass import glass_blur
+from simsoft.corruptions.glass import GLASS_BLUR_SIGMA_DELTA_ITERATIONS
 from simsoft.corruptions.motion import MOTION_BLUR_RADIUS_SIGMA
 from simsoft.corruptions.motion import motion_blur
 from simsoft.corruptions.noise import GAUSSIAN_NOISE_SCALE
@@ -84,6 +96,8 @@ from simsoft.corruptions.photometric import CONTRAST_FACTOR
 from simsoft.corruptions.photometric import contrast
 from simsoft.corruptions.photometric import SATURATE_SCALE_SHIFT
 from simsoft.corruptions.photometric import saturate
+from simsoft.corruptions.spatter import spatter
+from simsoft.corruptions.spatter import SPATTER_PARAMS
 from simsoft.corruptions.weather import FOG_PARAMS
 from simsoft.corruptions.weather import fog
 from simsoft.corruptions.weather import SNOW_PARAMS
@@ -110,6 +124,10 @@ CORRUPTIONS: types.MappingProxyType[str, Corruption] = types.MappingProxyType(
         "motion_blur": motion_blur,
         "snow": snow,
         "fog": fog,
+        "glass_blur": glass_blur,
+        "elastic_transform": elastic_transform,
+        "jpeg_compression": jpeg_compression,
+        "spatter": spatter,
     }
 )
 # The suite the configs run by default: the corruptions of before zoom_blur
