@@ -313,6 +313,23 @@ def test_report_draws_model_bs_final_online_s(seeded_run):
     assert np.abs(np.asarray(other) - final).max() > 1e-3  # the check can tell
 
 
+def test_rebuilt_report_draws_the_same_s(seeded_run, tmp_path, monkeypatch):
+  """`python -m simsoft.report WORKDIR` draws the S the run's own report drew:
+  B's final online S (here shuffled), not estimate/similarity.npy's S^0."""
+  drawn = []
+  monkeypatch.setattr(
+      report_lib,
+      "plot_similarity",
+      lambda path, similarity, class_names=None: drawn.append(
+          np.array(similarity, np.float64)
+      )
+      or path,
+  )
+  assert report_lib.main([seeded_run.workdir, "--out", str(tmp_path)]) == 0
+  assert len(drawn) == 1
+  np.testing.assert_allclose(drawn[0], seeded_run.drawn[0], rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # Split and sample count of each source family, from one model A
 # ----------------------------------------------------------------------------
