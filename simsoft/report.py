@@ -2,10 +2,11 @@
 
   python -m simsoft.report WORKDIR [--out DIR]
 
-rebuilds the report of a finished run from WORKDIR/results.json (and the
-estimated S in WORKDIR/estimate/similarity.npy, drawn unless the run
-shuffled it) into DIR (default WORKDIR); it reads nothing else and writes
-only report.md and its figures.
+rebuilds the report of a finished run from WORKDIR/results.json (and the S
+model B trained with last, drawn as the run's own report drew it: the final
+per-epoch S in WORKDIR/retrain/online_similarity.npy, else the estimated S in
+WORKDIR/estimate/similarity.npy) into DIR (default WORKDIR); it reads nothing
+else and writes only report.md and its figures.
 
 Input layout: ``{'config': {...}, 'models': {'A': suite, 'B': suite},
 'comparison': optional}`` where each suite is the output of
@@ -831,13 +832,21 @@ def _load_results(workdir: str) -> dict:
   return results
 
 
-def _similarity_to_draw(workdir: str, results: Mapping) -> np.ndarray | None:
-  """The estimated S (estimate/similarity.npy), unless the run shuffled it."""
-  config = results.get("config") or {}
-  if (config.get("similarity") or {}).get("shuffle"):
-    return None
-  path = os.path.join(workdir, "estimate", "similarity.npy")
-  return np.load(path, allow_pickle=False) if os.path.isfile(path) else None
+def _similarity_to_draw(workdir: str) -> np.ndarray | None:
+  """The S model B trained with last, as simsoft.phases.run_evaluate draws it.
+
+  A per-epoch source's final S (retrain/online_similarity.npy; its
+  estimate/similarity.npy holds only S^0), else the estimated S
+  (estimate/similarity.npy, saved already permuted for the shuffled control).
+  """
+  for phase, name in (
+      ("retrain", "online_similarity.npy"),
+      ("estimate", "similarity.npy"),
+  ):
+    path = os.path.join(workdir, phase, name)
+    if os.path.isfile(path):
+      return np.load(path, allow_pickle=False)
+  return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -864,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise errors.OSFailure(f"--out {out} exists and is not a directory")
     try:
       path = write_report(
-          out, results, similarity=_similarity_to_draw(args.workdir, results)
+          out, results, similarity=_similarity_to_draw(args.workdir)
       )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
       raise errors.DamagedFileError(

@@ -62,6 +62,11 @@ def test_paired_interval_matches_the_large_sample_normal_one():
         # Fagerland, Lydersen and Laake (2014, Stat Med 33:2850-2875), airway
         # hyper-responsiveness (Bentur et al.): 1, 1, 7, 12 -> -0.507 to -0.026.
         (1, 1, 7, 12, (-0.507, -0.026), 3),
+        # Fagerland, Lydersen and Laake (2017, Statistical Analysis of
+        # Contingency Tables, ch. 8; their R package contingencytables, test
+        # of chapter 8), complete response before and after consolidation
+        # therapy (Cavo et al.): 59, 6, 16, 80 -> -0.0621, -0.1186 to -0.0046.
+        (59, 6, 16, 80, (-0.1186, -0.0046), 4),
     ],
 )
 def test_paired_interval_published_asymmetric_examples(
@@ -73,7 +78,9 @@ def test_paired_interval_published_asymmetric_examples(
   assert d["difference"] == pytest.approx((only_b - only_a) / d["n"])
   assert [round(x, decimals) for x in d["ci"]] == list(expected)
   lower, upper = d["difference"] - d["ci"][0], d["ci"][1] - d["difference"]
-  assert abs(lower - upper) > 0.01  # asymmetric: a swap would move both ends
+  swapped = (d["difference"] - upper, d["difference"] + lower)
+  # asymmetric: swapped half-widths would move both published ends
+  assert all(round(x, decimals) != e for x, e in zip(swapped, expected))
 
 
 def test_paired_interval_properties():

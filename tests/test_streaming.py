@@ -178,6 +178,30 @@ def test_host_transforms():
     image_ops.train_transform("zoom", image, rng, 0)
 
 
+def test_streamed_run_reads_its_seeds_batches(folder, datasets, tmp_path):
+  """The loop's stream (loop._stream_input) follows config.seed: with seed 5 its
+  batches are default_rng([5, epoch])'s, the in-memory order, not seed 0's."""
+  from simsoft import loop, sharding
+  from simsoft.run import Run
+
+  memory, stream = datasets
+  c = stream_config(*folder)
+  c.seed = 5
+  run = Run(
+      config=c, workdir=str(tmp_path), mesh=sharding.make_mesh(), dataset=stream
+  )
+  feeder = loop._stream_input(run, lambda *a: a, 7, None)
+  try:
+    got = [image_id(next(feeder._grain)["image"]) for _ in range(7)]
+  finally:
+    feeder.close()
+  train = memory.split("train")
+  for seed, same in ((5, True), (0, False)):
+    want = data_lib.train_batches(train, global_batch_size=8, seed=seed)
+    ids = [image_id(next(want)["image"]) for _ in range(7)]
+    assert all(np.array_equal(g, w) for g, w in zip(got, ids)) == same, seed
+
+
 def test_worker_processes_and_iterator_state(datasets):
   """Batches do not depend on the number of grain workers; a restored state resumes."""
   stream = datasets[1].split("train")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from simsoft import input_pipeline
 from simsoft import loop
 from simsoft import models as models_lib
 from simsoft import report as report_lib
@@ -75,7 +76,7 @@ def seeded_run(tmp_path_factory):
   c.retrain.epochs = 2  # B trains twice as long as A
   c.log_every_steps = 1
   workdir = str(tmp_path_factory.mktemp("seeded_run"))
-  logged, drawn = [], []
+  logged, drawn, keys = [], [], []
 
   class Recording(loop.Progress):
 
@@ -89,9 +90,23 @@ def seeded_run(tmp_path_factory):
     drawn.append(np.array(similarity, np.float64))
     return plot(path, similarity, class_names)
 
+  make_input = input_pipeline.make_input
+
+  def recording_input(*args, **kwargs):
+    feeder = make_input(*args, **kwargs)
+    step = feeder.run
+
+    def run(state, key, num_steps):
+      keys.append(np.asarray(jax.random.key_data(key)))
+      return step(state, key, num_steps)
+
+    feeder.run = run
+    return feeder
+
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(loop, "Progress", Recording)
     mp.setattr(report_lib, "plot_similarity", recording_plot)
+    mp.setattr(input_pipeline, "make_input", recording_input)
     train.train_and_evaluate(c, workdir)
   ds = ref._digits(c)
   split = ds.split("train")
@@ -103,6 +118,7 @@ def seeded_run(tmp_path_factory):
       steps=len(split) // c.batch_size,  # 3 per epoch
       logged={(p, s): v for p, s, v in logged},
       drawn=drawn,
+      keys=keys,
   )
 
 
@@ -159,6 +175,17 @@ def test_seed_reaches_batch_order_and_initial_parameters(seeded_run):
   idx = _batch(n, c.batch_size, SEED, 0)
   seed0 = _step_loss(run, "estimate", 1, _fresh_params(run.ds, 0), idx)
   assert abs(seed0 - run.logged[("estimate", 1)]["loss"]) > 1e-4
+
+
+def test_step_key_is_the_runs_seed(seeded_run):
+  """Every dispatch of A and B gets jax.random.key(3) (the step folds its number in),
+  not key(0): with augmentation on, seed 0's crops would be drawn otherwise."""
+  run = seeded_run
+  assert len(run.keys) == 3 * run.steps  # A's 3 steps, B's 6, one per dispatch
+  want = np.asarray(jax.random.key_data(jax.random.key(SEED)))
+  assert not np.array_equal(want, jax.random.key_data(jax.random.key(0)))
+  for key in run.keys:
+    np.testing.assert_array_equal(key, want)
 
 
 def test_model_b_starts_from_a_fresh_seeded_init_not_from_a(seeded_run):
@@ -311,6 +338,23 @@ def test_report_draws_model_bs_final_online_s(seeded_run):
       np.load(os.path.join(run.workdir, "estimate", "similarity.npy")),
   ):
     assert np.abs(np.asarray(other) - final).max() > 1e-3  # the check can tell
+
+
+def test_rebuilt_report_draws_the_same_s(seeded_run, tmp_path, monkeypatch):
+  """`python -m simsoft.report WORKDIR` draws the S the run's own report drew:
+  B's final online S (here shuffled), not estimate/similarity.npy's S^0."""
+  drawn = []
+  monkeypatch.setattr(
+      report_lib,
+      "plot_similarity",
+      lambda path, similarity, class_names=None: drawn.append(
+          np.array(similarity, np.float64)
+      )
+      or path,
+  )
+  assert report_lib.main([seeded_run.workdir, "--out", str(tmp_path)]) == 0
+  assert len(drawn) == 1
+  np.testing.assert_allclose(drawn[0], seeded_run.drawn[0], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------
