@@ -160,7 +160,7 @@ def test_run_suite_drop_remainder_sharded_and_errors():
   with pytest.raises(ValueError, match="multiple of the mesh size"):
     _suite(fn, batch_size=6, mesh=mesh)
   with pytest.raises(ValueError, match="known"):
-    _suite(fn, suite=("fog",))
+    _suite(fn, suite=("snowstorm",))
   with pytest.raises(ValueError, match="severity"):
     _suite(fn, severities=(0,))
   with pytest.raises(ValueError, match="<name>_<severity>"):
