@@ -39,6 +39,12 @@ a checkout (the launchers are not in the wheel):
   line, the runs that use its base are skipped and the sweep exits 1. Run the
   same command again: unfinished runs are handed to up again with the same
   workdir, and simsoft resumes each from its last checkpoint in the bucket.
+- Ctrl-C stops the ups (their jobs keep running, their slices are kept, as
+  tpu_pod.sh up does); the next pass finds those slices and reuses them (the
+  job restarts from its last checkpoint) but, not having created them, leaves
+  them up: `tpu_pod.sh delete` them.
+- wall_time.json of a run is the time of its up (slice creation, setup and
+  re-queues included).
 """
 
 from __future__ import annotations

@@ -355,6 +355,9 @@ class Pod:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell cannot trap a signal ignored when it starts (as SIGINT is
+        # under pytest started in the background): Ctrl-C as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
   def calls(self, worker=False):

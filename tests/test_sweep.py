@@ -499,7 +499,7 @@ def test_summary_pairs_settings_by_seed_when_a_run_is_missing(tmp_path):
 
 
 def test_a_sweep_through_tpu_pods_matches_the_local_pool(
-    tmp_path, two_worker_pool, monkeypatch, capsys
+    tmp_path, two_worker_pool, monkeypatch, capsys, request
 ):
   """--executor=tpu_pod: each run is `tpu_pod.sh up` against the stub gcloud,
   whose worker really runs simsoft (tests/helpers/fake_pod_simsoft.py). The
@@ -512,6 +512,7 @@ def test_a_sweep_through_tpu_pods_matches_the_local_pool(
   pool, pool_out = two_worker_pool
   assert pool_out.returncode == 0, pool_out.stderr[-3000:]
   pod = Pod(tmp_path, python="fake_pod_simsoft.sh")
+  request.addfinalizer(pod.stop_jobs)
   env = pod.env | {
       "ACCELERATOR_TYPE": "v4-8",  # one worker
       "FAKE_REAL_PYTHON": sys.executable,
