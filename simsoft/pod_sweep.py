@@ -68,9 +68,10 @@ LAUNCHER = os.path.join(
     "tpu_pod.sh",
 )
 SETTINGS = ("TPU_NAME", "ZONE", "ACCELERATOR_TYPE", "BUCKET")
-# A finished run's records copied back from the bucket; the first of each
-# kind marks the run finished (copied last).
+# The record that marks a run finished: copied back last, so that a copy cut
+# short is not taken for a finished run.
 MARKER = {"base": "estimate/done.json", "run": "results.json"}
+# A finished run's records copied back from the bucket (those it has).
 RECORDS = (
     "config.json",
     "report.md",
@@ -120,16 +121,20 @@ def settings(
   }
 
 
+def sweep_name(root: str, name: str = "") -> str:
+  """SWEEP: `name`, else the root's last component."""
+  return name or os.path.basename(os.path.normpath(os.path.abspath(root)))
+
+
 def remote_root(root: str, bucket: str, name: str = "") -> str:
   """BUCKET/simsoft/SWEEP: where the sweep's runs live in the bucket."""
-  name = name or os.path.basename(os.path.normpath(os.path.abspath(root)))
-  return f"{bucket.rstrip('/')}/simsoft/{name}"
+  return f"{bucket.rstrip('/')}/simsoft/{sweep_name(root, name)}"
 
 
-def run_name(workdir: str, root: str, remote: str) -> str:
+def run_name(workdir: str, root: str, name: str = "") -> str:
   """SWEEP/<experiment>/seed<s>/<setting>: tpu_pod.sh's RUN_NAME of a run."""
   rel = os.path.relpath(workdir, root).replace(os.sep, "/")
-  return f"{remote.split('/simsoft/', 1)[1]}/{rel}"
+  return f"{sweep_name(root, name)}/{rel}"
 
 
 def pod_fields(
@@ -311,7 +316,7 @@ class PodExecutor:
     del fn  # the run goes to a pod: simsoft.main runs there
     from simsoft import sweep  # pylint: disable=g-import-not-at-top
 
-    name = run_name(workdir, root, self.remote)
+    name = run_name(workdir, root, self.settings["name"])
     lock = sweep._claim(root, workdir)  # pylint: disable=protected-access
     if lock is None:
       return PodJob(name, outcome="held")

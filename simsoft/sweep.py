@@ -1107,9 +1107,8 @@ def _main_with_extras() -> None:
 def _main():
   pod = None
   if FLAGS.worker_index < 0:
-    if (
-        FLAGS.executor == "tpu_pod"
-    ):  # its settings checked before anything is written
+    # The pods' settings are checked before anything is written.
+    if FLAGS.executor == "tpu_pod":
       pod = pod_sweep.PodExecutor(
           FLAGS.root, FLAGS.workers, _executor_params(FLAGS.executor_params)
       )

@@ -31,6 +31,7 @@ SCRIPTS = [
     "benchmarks/gpu_session.sh",
     "benchmarks/c10j_gpu_session.sh",
     "tests/helpers/fake_pod_python.sh",
+    "tests/helpers/fake_pod_simsoft.sh",
 ]
 POD = {
     "TPU_NAME": "simsoft-test",

@@ -589,7 +589,8 @@ def test_tpu_pod_settings_are_checked_before_anything_is_written(tmp_path):
   # A base in the bucket; a local file a field names, as tpu_pod.sh stages it.
   config = _tiny_sweep_seed0()
   root = str(tmp_path / "sw")
-  _, run = sweep.plan(config, root)[1]
+  workdir, run = sweep.plan(config, root)[1]
+  assert pod_sweep.run_name(workdir, root) == f"sw/digits_tiny/seed0/{LS}"
   run.hierarchy_path = "/somewhere/tree.json"
   remote = pod_sweep.remote_root(root, "gs://b")
   assert remote == "gs://b/simsoft/sw"
