@@ -18,10 +18,10 @@
 #   ATTEMPT exited RC EPOCH          the job ended with exit code RC
 #   ATTEMPT terminated RC EPOCH      the job was stopped by a signal (tpu_pod.sh stop,
 #                                    or the VM shutting down: a spot preemption)
+# so tpu_pod.sh wait / status / logs read the bucket, not each worker.
 # The last line is written when the job ends, however it ends: `stop` sends
 # SIGTERM, waits SIMSOFT_STOP_SECONDS (60) for the job to save and exit, then
 # kills the job only (RC 137), so the wrapper still publishes.
-# so tpu_pod.sh wait / status / logs read the bucket, not each worker.
 # Workers never download data (SIMSOFT_TFDS_DOWNLOAD=0): a dataset missing from
 # DATA_DIR fails at once with the `tfds build` command that prepares it.
 set -euo pipefail

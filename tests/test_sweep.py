@@ -566,6 +566,13 @@ def test_a_sweep_through_tpu_pods_matches_the_local_pool(
     _same(rows(pool)[label], row, label)
   # Each up deleted the slice it created.
   assert json.loads((pod.state / "state.json").read_text())["qrs"] == {}
+  # --summary_only elsewhere: the runs finished in the bucket are copied first.
+  other = tmp_path / "elsewhere" / "pods"
+  runs = sweep.plan(config, str(other))
+  assert pod_sweep.PodExecutor(str(other), 1).fetch_all(runs) == 2
+  sweep.check_root(config, str(other), summary_only=True)
+  sweep.summarize(config, str(other))
+  _same(rows(root), rows(other), "summary elsewhere")
 
 
 def test_tpu_pod_settings_are_checked_before_anything_is_written(tmp_path):
