@@ -22,8 +22,11 @@
 #   wait                        watch the job through the bucket until it ends
 #   logs [WORKER [LINES]]       the last lines of each worker's log (or one worker's), from the bucket
 #   status                      slice state and, per worker, the job's state, from the bucket
-#   stop                        stop the job on every worker (ssh)
+#   stop                        stop the job on every worker (ssh): SIGTERM (simsoft
+#                               saves a checkpoint and exits 75), SIGKILL after
+#                               STOP_SECONDS (60); the final state reaches the bucket
 #   delete                      delete the slice (and its queued resource)
+#   wheel                       build the wheel setup copies (unless WHEEL is set); print its path
 # `tpu_pod.sh CONFIG RUN_NAME` (a .py config first, no subcommand) means `up`.
 #
 # Accelerators (checked before any gcloud call) and runtimes (RUNTIME_VERSION
@@ -64,6 +67,7 @@ POLL_SECONDS="${POLL_SECONDS:-60}"
 MAX_POLL_SECONDS="${MAX_POLL_SECONDS:-600}"
 SYNC_SECONDS="${SYNC_SECONDS:-60}"
 STALE_SECONDS="${STALE_SECONDS:-600}"
+STOP_SECONDS="${STOP_SECONDS:-60}"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
@@ -214,13 +218,20 @@ wheel() {
   echo "$ROOT/dist/simsoft-$version-py3-none-any.whl"
 }
 
+# Builds the wheel (unless WHEEL names one) with the project's environment, as
+# the tests build it; `tpu_pod.sh wheel` prints its path (simsoft.pod_sweep
+# builds it once for all the runs of a sweep).
+build_wheel() {
+  if [ -z "${WHEEL:-}" ]; then
+    run "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$ROOT/dist" "$ROOT"
+  fi
+}
+
 setup() {
   need TPU_NAME ZONE
   local whl jax_version
   whl="$(wheel)"
-  if [ -z "${WHEEL:-}" ]; then  # with the project's environment, as the tests build it
-    run "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$ROOT/dist" "$ROOT"
-  fi
+  build_wheel
   jax_version="$(sed -n 's/^jax==//p' "$ROOT/requirements.txt")"
   gc compute tpus tpu-vm scp "$whl" "$ROOT/requirements.txt" "$ROOT/launch/tpu_worker.sh" \
     "$TPU_NAME:" --zone "$ZONE" --worker=all
@@ -454,7 +465,7 @@ logs() {
 
 stop() {
   need TPU_NAME ZONE
-  on_workers all "$(worker_cmd stop)"
+  on_workers all "SIMSOFT_STOP_SECONDS=$STOP_SECONDS $(worker_cmd stop)"
 }
 
 delete() {
@@ -569,7 +580,8 @@ case "$command" in
     "$command" "$@"
     ;;
   wait) shift; wait_job "$@" ;;
+  wheel) build_wheel >&2; wheel ;;
   "" | -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
   *.py | *.py:*) up "$@" ;;
-  *) die "unknown subcommand '$command' (up, create, setup, prepare, start, wait, status, logs, stop, delete; or CONFIG.py RUN_NAME)" ;;
+  *) die "unknown subcommand '$command' (up, create, setup, prepare, start, wait, status, logs, stop, delete, wheel; or CONFIG.py RUN_NAME)" ;;
 esac

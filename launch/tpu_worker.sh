@@ -19,6 +19,9 @@
 #   ATTEMPT terminated RC EPOCH      the job was stopped by a signal (tpu_pod.sh stop,
 #                                    or the VM shutting down: a spot preemption)
 # so tpu_pod.sh wait / status / logs read the bucket, not each worker.
+# The last line is written when the job ends, however it ends: `stop` sends
+# SIGTERM, waits SIMSOFT_STOP_SECONDS (60) for the job to save and exit, then
+# kills the job only (RC 137), so the wrapper still publishes.
 # Workers never download data (SIMSOFT_TFDS_DOWNLOAD=0): a dataset missing from
 # DATA_DIR fails at once with the `tfds build` command that prepares it.
 set -euo pipefail
@@ -27,7 +30,9 @@ VENV="$HOME_DIR/.venv"
 LOG="$HOME_DIR/logs/job.log"
 PIDFILE="$HOME_DIR/job.pid"
 EXITFILE="$HOME_DIR/logs/exit_code"
+CHILDFILE="$HOME_DIR/job.child"
 SYNC_SECONDS="${SIMSOFT_SYNC_SECONDS:-60}"
+STOP_SECONDS="${SIMSOFT_STOP_SECONDS:-60}"
 
 worker_id() {
   if [ -n "${SIMSOFT_WORKER_ID:-}" ]; then echo "$SIMSOFT_WORKER_ID"; return; fi
@@ -66,14 +71,30 @@ prepare() {
 }
 
 stop_job() {
-  local pid
+  # SIGTERM to the job's process group (the _run wrapper and simsoft, which
+  # saves a checkpoint and exits 75); after STOP_SECONDS, SIGKILL to simsoft
+  # only, so the wrapper still publishes the final state; then to the group.
+  local pid child
   pid="$(job_pid)"
   if [ -n "$pid" ]; then
     kill -- "-$pid" 2>/dev/null || kill "$pid"
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    kill -9 -- "-$pid" 2>/dev/null || true
+    wait_gone "$pid" "$STOP_SECONDS"
+    if kill -0 "$pid" 2>/dev/null; then
+      child="$(cat "$CHILDFILE" 2>/dev/null || true)"
+      if [ -n "$child" ]; then kill -9 "$child" 2>/dev/null || true; fi
+      wait_gone "$pid" 30
+      kill -9 -- "-$pid" 2>/dev/null || true
+    fi
     echo "worker $(worker_id): stopped job $pid"
   fi
+}
+
+wait_gone() {  # PID SECONDS
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.2
+  done
 }
 
 clear_tpu() {
@@ -119,7 +140,12 @@ publish() {  # WORKER WORKDIR LINE
   return 0
 }
 
+# The job's wrapper: runs simsoft, publishes its state while it runs and once
+# more when it ends. No errexit here: a SIGTERM (a stop, the VM shutting down)
+# also kills the wrapper's `sleep` and `date`, whose failure must not skip the
+# last publish (it did: the bucket kept 'running' after a stop).
 _run() {
+  set +e
   local worker="$1" workdir="$2" data_dir="$3" attempt="$4" config="$5"
   shift 5
   local rc=0 job last=0 now terminated=0
@@ -127,8 +153,9 @@ _run() {
   SIMSOFT_TFDS_DOWNLOAD=0 "$VENV/bin/python" -m simsoft.main --distributed --config "$config" \
     --workdir "$workdir" --config.dataset.data_dir="$data_dir" "$@" >"$LOG" 2>&1 &
   job=$!
+  echo "$job" >"$CHILDFILE"
   # A stop or the VM's shutdown (spot preemption): pass SIGTERM on, say so.
-  trap 'terminated=1; kill -TERM "$job" 2>/dev/null || true' TERM INT
+  trap 'terminated=1; kill -TERM "$job" 2>/dev/null' TERM INT
   while kill -0 "$job" 2>/dev/null; do
     now="$(date +%s)"
     if [ $((now - last)) -ge "$SYNC_SECONDS" ]; then
@@ -137,7 +164,13 @@ _run() {
     fi
     sleep 1
   done
-  wait "$job" || rc=$?
+  wait "$job"
+  rc=$?
+  # wait returns early (>128) when a trapped signal arrives during it.
+  while kill -0 "$job" 2>/dev/null; do
+    wait "$job"
+    rc=$?
+  done
   echo "$rc" >"$EXITFILE"
   if [ "$terminated" = 1 ]; then
     publish "$worker" "$workdir" "$attempt terminated $rc $(date +%s)"

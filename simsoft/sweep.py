@@ -30,6 +30,9 @@ its base has finished), --executor_params sets the executor's parameters
 DIR/.submitit/. Runs, resume and summary are the same as with local workers:
 the same run directories, finished runs skipped, the same DIR/.locks/ claim
 (a run another process holds is left to it). `pip install 'simsoft[slurm]'`.
+`tpu_pod` hands each run to launch/tpu_pod.sh (one pod job per run, --workers
+slices at a time; simsoft.pod_sweep): the runs live in the bucket and each
+finished run's records are copied back to DIR.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from simsoft import config as config_lib
-from simsoft import cli_flags, config_files, errors, extras
+from simsoft import cli_flags, config_files, errors, extras, pod_sweep
 from simsoft import results as results_lib
 
 FLAGS = flags.FLAGS
@@ -90,15 +93,17 @@ def define_flags(
       "executor",
       "local",
       EXECUTORS,
-      "Who runs each run: local worker processes, or one submitit job per "
-      "run (slurm; submitit_local: local processes, for tests).",
+      "Who runs each run: local worker processes, one submitit job per "
+      "run (slurm; submitit_local: local processes, for tests), or one pod "
+      "job per run (tpu_pod: launch/tpu_pod.sh up; simsoft.pod_sweep).",
       flag_values=fv,
   )
   flags.DEFINE_list(
       "executor_params",
       [],
       "KEY=VALUE parameters of the submitit executor "
-      "(slurm_partition=gpu,gpus_per_node=1,timeout_min=240).",
+      "(slurm_partition=gpu,gpus_per_node=1,timeout_min=240); of tpu_pod: "
+      "name=SWEEP (the runs' folder BUCKET/simsoft/SWEEP).",
       flag_values=fv,
   )
   flags.DEFINE_integer(
@@ -109,7 +114,7 @@ def define_flags(
   )
 
 
-EXECUTORS = ("local", "submitit_local", "slurm")
+EXECUTORS = ("local", "submitit_local", "slurm", "tpu_pod")
 REQUIRED = (("config", "configs/sweep.py:digits"), ("root", "/tmp/sweep"))
 
 
@@ -406,9 +411,10 @@ def run_with_executor(
         outcome = job.result()
       except Exception as e:  # pylint: disable=broad-except
         failed[workdir] = str(e).strip().splitlines()[:1] or [type(e).__name__]
+        logs = getattr(executor, "logs", os.path.join(root, ".submitit"))
         errors.warn(
             f"run {workdir} failed (job {job.job_id}): {failed[workdir][0]}; "
-            f"its log is in {root}/.submitit"
+            f"its log is in {logs}"
         )
         continue
       _log(f"=== sweep run {outcome}: {workdir} (job {job.job_id})")
@@ -1040,7 +1046,7 @@ def check_root(
     saved = ckpt.read_json(os.path.join(workdir, "config.json"))
     if saved is None:
       continue
-    current = json.loads(config.to_json())
+    current = json.loads(pod_sweep.as_run(config, workdir).to_json())
     diffs = [
         field
         for field in ckpt.config_differences(saved, current)
@@ -1099,14 +1105,26 @@ def _main_with_extras() -> None:
 
 
 def _main():
+  pod = None
   if FLAGS.worker_index < 0:
+    # The pods' settings are checked before anything is written.
+    if FLAGS.executor == "tpu_pod":
+      pod = pod_sweep.PodExecutor(
+          FLAGS.root, FLAGS.workers, _executor_params(FLAGS.executor_params)
+      )
+      if FLAGS.summary_only:  # runs finished in the bucket, copied here first
+        os.makedirs(FLAGS.root, exist_ok=True)
+        pod.fetch_all(plan(FLAGS.config, FLAGS.root))
     check_flags(FLAGS)
   os.makedirs(FLAGS.root, exist_ok=True)
   if FLAGS.worker_index >= 0:
     run_all(FLAGS.config, FLAGS.root)
     return
   if not FLAGS.summary_only:
-    if FLAGS.executor != "local":
+    if pod is not None:
+      if run_with_executor(FLAGS.config, FLAGS.root, pod, FLAGS.workers):
+        sys.exit(1)
+    elif FLAGS.executor != "local":
       folder = os.path.join(FLAGS.root, ".submitit")
       executor = make_executor(
           FLAGS.executor, folder, _executor_params(FLAGS.executor_params)

@@ -31,6 +31,7 @@ SCRIPTS = [
     "benchmarks/gpu_session.sh",
     "benchmarks/c10j_gpu_session.sh",
     "tests/helpers/fake_pod_python.sh",
+    "tests/helpers/fake_pod_simsoft.sh",
 ]
 POD = {
     "TPU_NAME": "simsoft-test",
@@ -308,7 +309,7 @@ def test_unknown_subcommands_are_refused(pod):
 class Pod:
   """The stub gcloud's folder, its calls and the environment that runs tpu_pod.sh against it."""
 
-  def __init__(self, tmp):
+  def __init__(self, tmp, python="fake_pod_python.sh"):
     self.state = tmp / "gcloud"
     (self.state / "worker_bin").mkdir(parents=True)
     bin_dir = tmp / "bin"
@@ -316,7 +317,7 @@ class Pod:
     fake = os.path.join(ROOT, "tests", "helpers", "fake_gcloud.py")
     self._script(bin_dir / "gcloud", f'exec {sys.executable} {fake} "$@"')
     self._script(self.state / "worker_bin" / "sudo", "exit 0")
-    python = os.path.join(ROOT, "tests", "helpers", "fake_pod_python.sh")
+    python = os.path.join(ROOT, "tests", "helpers", python)
     self._script(
         self.state / "worker_bin" / "uv",
         'if [ "$1" = venv ]; then mkdir -p "${!#}/bin"; '
@@ -355,6 +356,9 @@ class Pod:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell cannot trap a signal ignored when it starts (as SIGINT is
+        # under pytest started in the background): Ctrl-C as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
   def calls(self, worker=False):
@@ -449,6 +453,43 @@ def test_a_job_failing_on_one_worker_ends_the_watch(pod):
   stops = _index(calls, lambda c: "tpu_worker.sh stop" in " ".join(c))
   (delete,) = _deletes(calls)
   assert stops and stops[0] < delete
+
+
+def test_a_stopped_job_leaves_its_final_state_in_the_bucket(pod, tmp_path):
+  """`stop`'s SIGTERM also kills the wrapper's `sleep`; the wrapper must still
+  publish 'terminated' (under errexit it died and the bucket kept 'running').
+  Worker 1's job is slower to save than STOP_SECONDS: it is killed, and that
+  is published too."""
+  config = tmp_path / "c.py"  # loads without jax: a fast `start`
+  config.write_text(
+      "import ml_collections\n"
+      "def get_config(arg=None):\n"
+      "  return ml_collections.ConfigDict({'evaluate': {'evaluators': {}}})\n"
+  )
+  for step in (["create"], ["setup"], ["start", str(config), "r"]):
+    out = pod.run(
+        *step,
+        SYNC_SECONDS="1000",
+        FAKE_JOB_STEPS="100",
+        FAKE_SLOW_STOP_WORKER="1",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+  # SYNC_SECONDS=1000: one 'running' line at the start, then only the last one.
+  status = lambda i: pod.bucket(f"simsoft/r/status/worker-{i}").split()
+  paths = [
+      pod.state / f"gcs/bucket/simsoft/r/status/worker-{i}" for i in (0, 1)
+  ]
+  deadline = time.time() + 30
+  while not all(p.exists() for p in paths):
+    assert time.time() < deadline
+    time.sleep(0.2)
+  time.sleep(0.5)  # the wrappers are in their `sleep 1` loop
+  assert status(0)[1] == status(1)[1] == "running"
+  began = time.time()
+  out = pod.run("stop", STOP_SECONDS="1")
+  assert out.returncode == 0 and time.time() - began < 20, out.stderr
+  assert status(0)[1:3] == ["terminated", "143"], status(0)
+  assert status(1)[1:3] == ["terminated", "137"], status(1)
 
 
 def test_spot_preemption_requeues_and_resumes_from_the_bucket(pod):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -495,3 +496,113 @@ def test_summary_pairs_settings_by_seed_when_a_run_is_missing(tmp_path):
   # Complete settings still pair all three seeds.
   ls = comparisons["vs cross-entropy"]["clean accuracy"][LS]["deltas"]
   assert ls == pytest.approx({str(s): b[LS][s] - a[s] for s in (0, 1, 2)})
+
+
+def test_a_sweep_through_tpu_pods_matches_the_local_pool(
+    tmp_path, two_worker_pool, monkeypatch, capsys, request
+):
+  """--executor=tpu_pod: each run is `tpu_pod.sh up` against the stub gcloud,
+  whose worker really runs simsoft (tests/helpers/fake_pod_simsoft.py). The
+  base and label smoothing of seed 0 (the stub plays one slice at a time, so
+  one after the other): a failed run is reported and the next pass runs only
+  it; the records copied back hold the pool's results and summary rows."""
+  from simsoft import pod_sweep
+  from tests.test_launch import Pod
+
+  pool, pool_out = two_worker_pool
+  assert pool_out.returncode == 0, pool_out.stderr[-3000:]
+  pod = Pod(tmp_path, python="fake_pod_simsoft.sh")
+  request.addfinalizer(pod.stop_jobs)
+  env = pod.env | {
+      "ACCELERATOR_TYPE": "v4-8",  # one worker
+      "FAKE_REAL_PYTHON": sys.executable,
+      "PYTHON": sys.executable,
+      "PYTHONPATH": ROOT,
+      "XLA_FLAGS": "",  # as the pool's processes
+      "FAKE_FAIL_RUN": LS,
+  }
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  config = _tiny_sweep_seed0()
+  config.sources, config.shuffled = (), False
+  root = tmp_path / "pods"
+  executor = pod_sweep.PodExecutor(str(root), slots=2)
+  assert sweep.run_with_executor(config, str(root), executor, 2, 0.2) == 1
+  err = capsys.readouterr().err
+  assert (
+      f"run {root}/digits_tiny/seed0/{LS} failed (job pods/digits_tiny/seed0/{LS})"
+      in err
+  )
+  assert "tpu_pod.sh up exited 1" in err, err
+  base = root / "digits_tiny" / "seed0" / "base"
+  assert (base / "estimate" / "done.json").exists()
+  assert json.loads((base / "pod.json").read_text())["workdir"] == (
+      "gs://bucket/simsoft/pods/digits_tiny/seed0/base"
+  )
+  starts = lambda: [
+      c for c in pod.calls() if "tpu_worker.sh start" in " ".join(c)
+  ]
+  assert len(starts()) == 2
+  monkeypatch.delenv("FAKE_FAIL_RUN")
+  assert sweep.run_with_executor(config, str(root), executor, 2, 0.2) == 0
+  assert len(starts()) == 3 and f"seed0/{LS} " in " ".join(starts()[-1])
+  # The copied config.json are the plan's as run on the pod (base in the bucket).
+  sweep.check_root(config, str(root))
+  saved = json.loads(
+      (root / "digits_tiny/seed0" / LS / "config.json").read_text()
+  )
+  assert saved["estimate"]["model_from"] == (
+      "gs://bucket/simsoft/pods/digits_tiny/seed0/base"
+  )
+  a = json.loads((pool / "digits_tiny/seed0" / LS / "results.json").read_text())
+  b = json.loads((root / "digits_tiny/seed0" / LS / "results.json").read_text())
+  _same(a["models"], b["models"], LS)
+  sweep.summarize(config, str(root))
+  rows = lambda d: json.loads((d / "summary.json").read_text())["digits_tiny"][
+      "rows"
+  ]
+  assert list(rows(root)) == ["cross-entropy (A)", LS]
+  for label, row in rows(root).items():
+    _same(rows(pool)[label], row, label)
+  # Each up deleted the slice it created.
+  assert json.loads((pod.state / "state.json").read_text())["qrs"] == {}
+  # --summary_only elsewhere: the runs finished in the bucket are copied first.
+  other = tmp_path / "elsewhere" / "pods"
+  runs = sweep.plan(config, str(other))
+  assert pod_sweep.PodExecutor(str(other), 1).fetch_all(runs) == 2
+  sweep.check_root(config, str(other), summary_only=True)
+  sweep.summarize(config, str(other))
+  _same(rows(root), rows(other), "summary elsewhere")
+
+
+def test_tpu_pod_settings_are_checked_before_anything_is_written(tmp_path):
+  from simsoft import errors, pod_sweep
+
+  env = {
+      "TPU_NAME": "s",
+      "ZONE": "z",
+      "ACCELERATOR_TYPE": "v4-8",
+      "BUCKET": "gs://b",
+  }
+  assert pod_sweep.settings({}, env)["BUCKET"] == "gs://b"
+  for params, environ, needle in [
+      ({}, {**env, "ZONE": ""}, "set ZONE"),
+      ({}, {**env, "BUCKET": "/tmp/b"}, "BUCKET='/tmp/b' must be a gs:// URL"),
+      ({"slices": 2}, env, "--executor_params=slices: not a parameter"),
+  ]:
+    with pytest.raises(errors.ConfigError, match=re.escape(needle)):
+      pod_sweep.settings(params, environ)
+  assert list(tmp_path.iterdir()) == []
+  # A base in the bucket; a local file a field names, as tpu_pod.sh stages it.
+  config = _tiny_sweep_seed0()
+  root = str(tmp_path / "sw")
+  workdir, run = sweep.plan(config, root)[1]
+  assert pod_sweep.run_name(workdir, root) == f"sw/digits_tiny/seed0/{LS}"
+  run.hierarchy_path = "/somewhere/tree.json"
+  remote = pod_sweep.remote_root(root, "gs://b")
+  assert remote == "gs://b/simsoft/sw"
+  assert pod_sweep.pod_fields(run, root, remote, "gs://b") == {
+      "dataset.data_dir": "gs://b/tensorflow_datasets",
+      "estimate.model_from": "gs://b/simsoft/sw/digits_tiny/seed0/base",
+      "hierarchy_path": "inputs/hierarchy_path/tree.json",
+  }

@@ -12,8 +12,8 @@ lives in $FAKE_GCLOUD_STATE:
   gcs/BUCKET/...  the buckets (gs://BUCKET/... maps here)
   workers/N/      each worker's $HOME
 
-`compute tpus tpu-vm ssh --command CMD` runs CMD with bash once per worker
-(HOME set to that worker's folder, SIMSOFT_WORKER_ID to its index), so the
+`compute tpus tpu-vm ssh --command CMD` runs CMD with bash on every worker at
+once (HOME set to that worker's folder, SIMSOFT_WORKER_ID to its index), so the
 real tpu_worker.sh runs; a worker's PATH has this gcloud, and stubs of sudo
 and uv whose `uv venv` installs tests/helpers/fake_pod_python.sh as the
 venv's python.
@@ -233,8 +233,9 @@ def tpus(argv):
           data["counters"]["ssh_fail"] = seen + 1
           print("ssh: connect to host: Connection timed out", file=sys.stderr)
           return 255
-  # ssh: run outside the lock (the workers call gcloud storage themselves).
-  rc = 0
+  # ssh: run outside the lock (the workers call gcloud storage themselves),
+  # on every worker at once as gcloud does.
+  procs = []
   for i in targets:
     env = dict(
         os.environ,
@@ -244,13 +245,16 @@ def tpus(argv):
         + os.pathsep
         + os.environ["PATH"],
     )
-    out = subprocess.run(["bash", "-c", command], env=env, cwd=worker_home(i))
-    rc = rc or out.returncode
-  return rc
+    procs.append(
+        subprocess.Popen(["bash", "-c", command], env=env, cwd=worker_home(i))
+    )
+  codes = [p.wait() for p in procs]
+  return next((c for c in codes if c), 0)
 
 
 def storage(argv):
   verb = argv[1]
+  worker = os.environ.get("SIMSOFT_WORKER_ID")
   pos = _positional(argv[2:])
   if verb == "cat":
     rule = script().get("cat_fail", 0)
@@ -284,6 +288,13 @@ def storage(argv):
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       tmp = dst + ".tmp"
       shutil.copy(src, tmp)
+      if pos[0].startswith("gs://") and src.endswith(".json") and not worker:
+        # A worker that really runs simsoft (fake_pod_simsoft.py) wrote its
+        # bucket paths as local ones: out of the bucket they read gs:// again.
+        with open(tmp) as f:
+          text = f.read().replace(os.path.join(STATE, "gcs") + os.sep, "gs://")
+        with open(tmp, "w") as f:
+          f.write(text)
       os.replace(tmp, dst)
     return 0
   print(f"fake gcloud: storage {verb} not played", file=sys.stderr)

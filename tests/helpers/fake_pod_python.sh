@@ -2,8 +2,10 @@
 # The venv python of a fake pod worker (tests/helpers/fake_gcloud.py): plays
 # `python -m simsoft.main --workdir gs://...` as a job of FAKE_JOB_STEPS steps
 # of FAKE_STEP_SECONDS, checkpointing after each step into the bucket and
-# resuming from there; worker FAKE_FAIL_WORKER fails at once.
+# resuming from there; worker FAKE_FAIL_WORKER fails at once; on worker
+# FAKE_SLOW_STOP_WORKER a SIGTERM takes a minute to "save" before exit 75.
 set -euo pipefail
+if [ "${FAKE_SLOW_STOP_WORKER:-}" = "$SIMSOFT_WORKER_ID" ]; then trap 'sleep 60; exit 75' TERM; fi
 if [ "${1:-}" = -c ]; then echo "worker $SIMSOFT_WORKER_ID ready: fake simsoft"; exit 0; fi
 echo "fake simsoft.main $*"
 workdir="" config=""
