@@ -502,10 +502,12 @@ def test_a_sweep_through_tpu_pods_matches_the_local_pool(
     tmp_path, two_worker_pool, monkeypatch, capsys, request
 ):
   """--executor=tpu_pod: each run is `tpu_pod.sh up` against the stub gcloud,
-  whose worker really runs simsoft (tests/helpers/fake_pod_simsoft.py). The
-  base and label smoothing of seed 0 (the stub plays one slice at a time, so
-  one after the other): a failed run is reported and the next pass runs only
-  it; the records copied back hold the pool's results and summary rows."""
+  whose worker checks that it was handed the pool's config of that run and
+  replays the pool's finished run (tests/helpers/fake_pod_simsoft.py; no
+  training). The base and label smoothing of seed 0 (the stub plays one slice
+  at a time, so one after the other): a failed run is reported and the next
+  pass runs only it; the records copied back hold the pool's results and
+  summary rows."""
   from simsoft import pod_sweep
   from tests.test_launch import Pod
 
@@ -520,6 +522,7 @@ def test_a_sweep_through_tpu_pods_matches_the_local_pool(
       "PYTHONPATH": ROOT,
       "XLA_FLAGS": "",  # as the pool's processes
       "FAKE_FAIL_RUN": LS,
+      "FAKE_REPLAY_ROOT": str(pool),
   }
   for key, value in env.items():
     monkeypatch.setenv(key, value)

@@ -4,9 +4,17 @@ tests/helpers/fake_gcloud.py keeps gs://BUCKET/... in $FAKE_GCLOUD_STATE/gcs/BUC
 this maps every gs:// path of the command line and of the loaded config
 there, then runs simsoft.main in this process (one host: no
 --distributed). A run whose workdir contains $FAKE_FAIL_RUN fails at once.
+
+With $FAKE_REPLAY_ROOT (a local sweep root holding the same runs, finished)
+the worker does not train: it checks that the config it was handed is that
+run's config.json there, except the fields a pod changes (the bucket's
+dataset.data_dir and estimate.model_from), and copies that run's directory to
+its workdir, so a test of the executor's plumbing costs no training.
 """
 
+import json
 import os
+import shutil
 import sys
 
 import ml_collections
@@ -51,8 +59,34 @@ def main(argv):
   fv = flags.FlagValues()
   simsoft_main.define_flags(fv, sys_argv=argv)
   simsoft_main.parse_flags(argv, fv)
+  replay = os.environ.get("FAKE_REPLAY_ROOT")
+  if replay:
+    return replay_run(fv.config, workdir, replay)
   localize(fv.config)
   return simsoft_main.main(argv, fv)
+
+
+POD_FIELDS = (("dataset", "data_dir"), ("estimate", "model_from"))
+
+
+def replay_run(config: ml_collections.ConfigDict, workdir: str, root: str):
+  """Copies root/<the run> to `workdir` if `config` is its config.json (up to
+  POD_FIELDS); the copy's config.json is `config`, as a pod run's would be."""
+  # workdir: .../gcs/BUCKET/simsoft/SWEEP/<experiment>/seed<s>/<setting>
+  run = os.path.join(*workdir.rstrip("/").split(os.sep)[-3:])
+  source = os.path.join(root, run)
+  handed = json.loads(config.to_json())
+  with open(os.path.join(source, "config.json")) as f:
+    expected = json.load(f)
+  for section, field in POD_FIELDS:
+    handed[section].pop(field), expected[section].pop(field)
+  if handed != expected:
+    print(f"replay: the config handed to {run} is not {source}'s", flush=True)
+    return 1
+  shutil.copytree(source, workdir, dirs_exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2))
+  return 0
 
 
 if __name__ == "__main__":
