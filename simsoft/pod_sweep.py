@@ -60,7 +60,7 @@ from typing import Any
 
 import ml_collections
 
-from simsoft import errors, staging
+from simsoft import errors, staging, sweep_runs
 
 LAUNCHER = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -314,10 +314,8 @@ class PodExecutor:
 
   def submit(self, fn, config, workdir: str, root: str) -> PodJob:
     del fn  # the run goes to a pod: simsoft.main runs there
-    from simsoft import sweep  # pylint: disable=g-import-not-at-top
-
     name = run_name(workdir, root, self.settings["name"])
-    lock = sweep._claim(root, workdir)  # pylint: disable=protected-access
+    lock = sweep_runs.claim(root, workdir)
     if lock is None:
       return PodJob(name, outcome="held")
     self.build_wheel()
@@ -393,10 +391,8 @@ class PodExecutor:
 
   def fetch_all(self, runs) -> int:
     """Copies every run finished in the bucket but not here; their number."""
-    from simsoft import sweep  # pylint: disable=g-import-not-at-top
-
     return sum(
         self.fetch_finished(w, c)
         for w, c in runs
-        if not sweep._finished(w, c.phases)  # pylint: disable=protected-access
+        if not sweep_runs.finished(w, c.phases)
     )

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
 import glob
 import json
 import os
@@ -56,6 +55,7 @@ from ml_collections import config_flags
 
 from simsoft import config as config_lib
 from simsoft import cli_flags, config_files, errors, extras, pod_sweep
+from simsoft import sweep_runs
 from simsoft import results as results_lib
 
 FLAGS = flags.FLAGS
@@ -274,23 +274,8 @@ def plan(
   return bases + runs
 
 
-def _finished(workdir: str, phases: tuple[str, ...]) -> bool:
-  if phases == ("estimate",):
-    return os.path.exists(os.path.join(workdir, "estimate", "done.json"))
-  return os.path.exists(os.path.join(workdir, "results.json"))
-
-
-def _claim(root: str, workdir: str):
-  """An exclusive flock on DIR/.locks/<run>.lock (an open file), or None if another holds it."""
-  os.makedirs(os.path.join(root, ".locks"), exist_ok=True)
-  name = os.path.relpath(workdir, root).replace(os.sep, "__")
-  lock = open(os.path.join(root, ".locks", name + ".lock"), "w")
-  try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    lock.close()
-    return None
-  return lock
+_finished = sweep_runs.finished
+_claim = sweep_runs.claim
 
 
 def run_all(
