@@ -11,7 +11,16 @@ json, to the precision it is printed at:
 * a column named by a comparison and a metric ("vs label smoothing, clean",
   "lenet vs shuffled S, corrupted"): cells "mean [lo, hi] (Holm p)", the
   paired difference in points, or a bare signed number, its one-sided 95 %
-  upper bound mean + t_{0.95, n-1} sd / sqrt(n) (docs/results/upper_bounds.py).
+  upper bound mean + t_{0.95, n-1} sd / sqrt(n) (docs/results/upper_bounds.py);
+* a column named by a comparison and a corruption family ("vs shuffled S,
+  noise"): the same cells, from the summary's "comparisons by corruption
+  family" (Holm over settings and families);
+* with a class-structure json (docs/results/class_structure.py): a column
+  "a->b" (Q[a, b] averaged over seeds), "<class> recall" (mean ± std, in %)
+  and "<comparison>, <class> recall" ("mean [lo, hi] (p)", unadjusted p).
+
+Row labels name a setting: "confusion m0.3", "confusion m0.3 shuffled",
+"oracle m0.3" (the positive control's file S), "cross-entropy (A)".
 
 A table, column or row label the test cannot read fails the test, so a new
 table in a listed section is checked or flagged. To check another section
@@ -36,6 +45,7 @@ class Section:
   summary: str  # file in docs/results/
   experiments: dict[str, str]  # column prefix ("" = none) -> experiment
   mass: float | None = None  # mass of row labels that name none
+  class_structure: str | None = None  # docs/results/class_structure.py's json
 
 
 SECTIONS = (
@@ -49,6 +59,13 @@ SECTIONS = (
         "## Digits, 5 seeds (CPU)",
         "digits_summary.json",
         {"mlp": "digits_mlp", "lenet": "digits_lenet"},
+    ),
+    Section(
+        "## CIFAR-10 (JPEG q75 copy), lenet, 45,000 images, 8 epochs, 5 seeds"
+        " (CPU)",
+        "c10j_summary.json",
+        {"": "c10j_lenet", "positive control": "c10j_lenet_pairflip"},
+        class_structure="c10j_class_structure.json",
     ),
 )
 
@@ -64,7 +81,16 @@ COMPARISONS = {
     "vs label smoothing": "vs label smoothing, same mass",
     "vs shuffled s": "vs shuffled S",
 }
-SOURCES = ("label smoothing", "confusion", "softmax", "centroid", "online")
+FAMILIES = ("noise", "blur", "photometric", "occlusion")
+SOURCES = (
+    "label smoothing",
+    "confusion",
+    "softmax",
+    "centroid",
+    "online",
+    "oracle",
+)
+SOURCE_KEYS = {"oracle": "file"}  # label -> sweep setting's source name
 NUMBER = r"[+-]?\d+(?:\.\d+)?"
 PAIRED = re.compile(
     rf"^({NUMBER}) \[({NUMBER}), ({NUMBER})\] \(({NUMBER}(?:e-?\d+)?)\)$"
@@ -116,7 +142,8 @@ def setting_key(label: str, mass: float | None) -> str:
     raise ValueError(f"unreadable setting label {label!r}")
   source, log_sum, m_, shuffled = m.groups()
   form = "log_sum" if log_sum else "soft_target"
-  key = f"{source.replace(' ', '_')}-{form}-m{m_ or mass}"
+  source = SOURCE_KEYS.get(source, source).replace(" ", "_")
+  key = f"{source}-{form}-m{m_ or mass}"
   return key + ("-shuffled" if shuffled else "")
 
 
@@ -137,6 +164,12 @@ def column(header: str, section: Section) -> tuple[str, str | None, str]:
   comparison, _, metric = text.rpartition(", ")
   if comparison in COMPARISONS and metric in METRICS:
     return experiment, COMPARISONS[comparison], METRICS[metric]
+  if comparison in COMPARISONS and metric in FAMILIES:
+    return experiment, COMPARISONS[comparison], "family " + metric
+  if re.fullmatch(r"[a-z]+->[a-z]+", text):
+    return experiment, None, "q " + text
+  if text.endswith(" recall"):
+    return experiment, COMPARISONS.get(comparison), "recall"
   raise ValueError(f"unreadable column {header!r}")
 
 
@@ -146,6 +179,31 @@ def assert_printed(printed: str, value: float, what: str) -> None:
   assert (
       abs(float(printed) - value) <= 0.5 * 10**-decimals + 1e-9
   ), f"{what}: RESULTS.md says {printed}, the summary {value!r}"
+
+
+def check_class_cell(cell, classes, experiment, comparison, metric, key):
+  """A cell of Q or of one class's recall, against class_structure.py's json."""
+  what = f"{experiment} / {key} / {comparison or 'rows'} / {metric}"
+  if metric.startswith("q "):
+    value = classes[experiment]["q"][key][metric.removeprefix("q ")]
+    assert_printed(cell, value, what)
+    return
+  recall = classes[experiment]["recall"]
+  if comparison is None:
+    mean, std = recall["rows"][key]
+    parts = cell.split(" ± ")
+    assert_printed(parts[0], 100 * mean, what + " (mean)")
+    if len(parts) == 2:
+      assert_printed(parts[1], 100 * std, what + " (std)")
+    return
+  row = recall["comparisons"][comparison][key]
+  paired = PAIRED.match(cell)
+  assert paired, f"{what}: unreadable cell {cell!r}"
+  mean, lo, hi, p = paired.groups()
+  assert_printed(mean, 100 * row["mean"], what + " (mean)")
+  assert_printed(lo, 100 * row["ci"][0], what + " (ci low)")
+  assert_printed(hi, 100 * row["ci"][1], what + " (ci high)")
+  assert_printed(p, row["p"], what + " (p)")
 
 
 def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
@@ -158,7 +216,12 @@ def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
     if len(parts) == 2:
       assert_printed(parts[1], scale * std, what + " (std)")
     return
-  row = summary[experiment]["comparisons"][comparison][metric][key]
+  if metric.startswith("family "):
+    by_family = summary[experiment]["comparisons by corruption family"]
+    row = by_family[comparison][metric.removeprefix("family ")][key]
+    scale = 100.0
+  else:
+    row = summary[experiment]["comparisons"][comparison][metric][key]
   paired = PAIRED.match(cell.replace("**", ""))
   if paired:
     mean, lo, hi, p = paired.groups()
@@ -179,6 +242,10 @@ def check_section(text: str, section: Section) -> int:
   """Checks every table of the section; returns how many numbers were checked."""
   with open(os.path.join(RESULTS, section.summary)) as f:
     summary = json.load(f)
+  classes = None
+  if section.class_structure:
+    with open(os.path.join(RESULTS, section.class_structure)) as f:
+      classes = json.load(f)
   bounds = _upper_bounds()
   checked = 0
   body = section_text(text, section.heading)
@@ -195,7 +262,11 @@ def check_section(text: str, section: Section) -> int:
       assert len(row) == len(header), f"ragged row {row}"
       key = setting_key(row[0].replace("**", ""), mass)
       for cell, (experiment, comparison, metric) in zip(row[1:], columns):
-        check_cell(cell, summary, experiment, comparison, metric, key, bounds)
+        if metric == "recall" or metric.startswith("q "):
+          assert classes, f"{section.heading}: no class-structure json"
+          check_class_cell(cell, classes, experiment, comparison, metric, key)
+        else:
+          check_cell(cell, summary, experiment, comparison, metric, key, bounds)
         checked += 1
   return checked
 
@@ -237,3 +308,47 @@ def test_labels_and_columns_are_read_as_meant():
   )
   with pytest.raises(ValueError):
     column("resnet clean", digits)
+
+
+def test_cifar_labels_families_and_class_columns_are_read_as_meant():
+  cifar = SECTIONS[2]
+  assert setting_key("oracle m0.3 shuffled", None) == (
+      "file-soft_target-m0.3-shuffled"
+  )
+  assert column("vs shuffled S, blur", cifar) == (
+      "c10j_lenet",
+      "vs shuffled S",
+      "family blur",
+  )
+  assert column("positive control vs label smoothing, cat recall", cifar) == (
+      "c10j_lenet_pairflip",
+      "vs label smoothing, same mass",
+      "recall",
+  )
+  assert column("cat->dog", cifar) == ("c10j_lenet", None, "q cat->dog")
+  with pytest.raises(ValueError):
+    column("vs shuffled S, weather", cifar)
+
+
+@pytest.mark.parametrize(
+    "good, bad, message",
+    [
+        ("| confusion | 0.41 | 0.46 |", "| confusion | 0.41 | 0.47 |", "0.47"),
+        (
+            "| confusion | 53.64 ± 1.49 | +2.26 [+0.42, +4.10] (0.027) |",
+            "| confusion | 53.64 ± 1.49 | +2.26 [+0.42, +4.10] (0.018) |",
+            "0.018",
+        ),
+        (
+            "| confusion m0.3 | -0.18 [-0.92, +0.56] (0.93) |",
+            "| confusion m0.3 | -0.18 [-0.92, +0.65] (0.93) |",
+            "0.65",
+        ),
+    ],
+    ids=["q", "cat recall", "family"],
+)
+def test_a_wrong_cifar_figure_fails(good, bad, message):
+  text = _results_md()
+  assert good in text
+  with pytest.raises(AssertionError, match=f"says [+]?{message}"):
+    check_section(text.replace(good, bad), SECTIONS[2])
