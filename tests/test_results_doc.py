@@ -17,7 +17,9 @@ json, to the precision it is printed at:
   family" (Holm over settings and families);
 * with a class-structure json (docs/results/class_structure.py): a column
   "a->b" (Q[a, b] averaged over seeds), "<class> recall" (mean ± std, in %)
-  and "<comparison>, <class> recall" ("mean [lo, hi] (p)", unadjusted p).
+  and "<comparison>, <class> recall" ("mean [lo, hi] (p)", unadjusted p),
+  "mistake severity" or "super-class accuracy" and "<comparison>, <that>"
+  ("mean [lo, hi] (Holm p)", bold iff Holm p <= 0.05).
 
 Row labels name a setting: "confusion m0.3", "confusion m0.3 shuffled",
 "oracle m0.3" (the positive control's file S), "cross-entropy (A)".
@@ -81,6 +83,7 @@ COMPARISONS = {
     "vs label smoothing": "vs label smoothing, same mass",
     "vs shuffled s": "vs shuffled S",
 }
+SECONDARY = ("mistake severity", "super-class accuracy")
 FAMILIES = ("noise", "blur", "photometric", "occlusion")
 SOURCES = (
     "label smoothing",
@@ -170,6 +173,8 @@ def column(header: str, section: Section) -> tuple[str, str | None, str]:
     return experiment, None, "q " + text
   if text.endswith(" recall"):
     return experiment, COMPARISONS.get(comparison), "recall"
+  if (metric or text) in SECONDARY:
+    return experiment, COMPARISONS.get(comparison), "metric " + (metric or text)
   raise ValueError(f"unreadable column {header!r}")
 
 
@@ -182,28 +187,40 @@ def assert_printed(printed: str, value: float, what: str) -> None:
 
 
 def check_class_cell(cell, classes, experiment, comparison, metric, key):
-  """A cell of Q or of one class's recall, against class_structure.py's json."""
+  """A cell of Q, of one class's recall or of a secondary metric, against
+  class_structure.py's json (recall: unadjusted p; metrics: Holm p)."""
   what = f"{experiment} / {key} / {comparison or 'rows'} / {metric}"
   if metric.startswith("q "):
     value = classes[experiment]["q"][key][metric.removeprefix("q ")]
     assert_printed(cell, value, what)
     return
-  recall = classes[experiment]["recall"]
+  if metric == "recall":
+    figure, scale, p_key = classes[experiment]["recall"], 100.0, "p"
+  else:
+    name = metric.removeprefix("metric ")
+    figure, p_key = classes[experiment]["metrics"][name], "p_holm"
+    scale = 100.0 if "accuracy" in name else 1.0
   if comparison is None:
-    mean, std = recall["rows"][key]
+    mean, std = figure["rows"][key]
     parts = cell.split(" ± ")
-    assert_printed(parts[0], 100 * mean, what + " (mean)")
+    assert_printed(parts[0], scale * mean, what + " (mean)")
     if len(parts) == 2:
-      assert_printed(parts[1], 100 * std, what + " (std)")
+      assert_printed(parts[1], scale * std, what + " (std)")
     return
-  row = recall["comparisons"][comparison][key]
-  paired = PAIRED.match(cell)
+  if not cell:  # a baseline's own row
+    assert key not in figure["comparisons"][comparison], f"{what}: left blank"
+    return
+  row = figure["comparisons"][comparison][key]
+  paired = PAIRED.match(cell.replace("**", ""))
   assert paired, f"{what}: unreadable cell {cell!r}"
   mean, lo, hi, p = paired.groups()
-  assert_printed(mean, 100 * row["mean"], what + " (mean)")
-  assert_printed(lo, 100 * row["ci"][0], what + " (ci low)")
-  assert_printed(hi, 100 * row["ci"][1], what + " (ci high)")
-  assert_printed(p, row["p"], what + " (p)")
+  assert_printed(mean, scale * row["mean"], what + " (mean)")
+  assert_printed(lo, scale * row["ci"][0], what + " (ci low)")
+  assert_printed(hi, scale * row["ci"][1], what + " (ci high)")
+  assert_printed(p, row[p_key], what + f" ({p_key})")
+  if p_key == "p_holm":
+    bold = cell.startswith("**")
+    assert bold == (row["p_holm"] <= 0.05), f"{what}: bold iff Holm p <= 0.05"
 
 
 def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
@@ -262,7 +279,7 @@ def check_section(text: str, section: Section) -> int:
       assert len(row) == len(header), f"ragged row {row}"
       key = setting_key(row[0].replace("**", ""), mass)
       for cell, (experiment, comparison, metric) in zip(row[1:], columns):
-        if metric == "recall" or metric.startswith("q "):
+        if metric == "recall" or metric.startswith(("q ", "metric ")):
           assert classes, f"{section.heading}: no class-structure json"
           check_class_cell(cell, classes, experiment, comparison, metric, key)
         else:
@@ -326,6 +343,11 @@ def test_cifar_labels_families_and_class_columns_are_read_as_meant():
       "recall",
   )
   assert column("cat->dog", cifar) == ("c10j_lenet", None, "q cat->dog")
+  assert column("vs shuffled S, mistake severity", cifar) == (
+      "c10j_lenet",
+      "vs shuffled S",
+      "metric mistake severity",
+  )
   with pytest.raises(ValueError):
     column("vs shuffled S, weather", cifar)
 
@@ -344,8 +366,13 @@ def test_cifar_labels_families_and_class_columns_are_read_as_meant():
             "| confusion m0.3 | -0.18 [-0.92, +0.65] (0.93) |",
             "0.65",
         ),
+        (
+            "| **-0.021 [-0.028, -0.014] (0.0092)** |",
+            "| **-0.021 [-0.028, -0.014] (0.0097)** |",
+            "0.0097",
+        ),
     ],
-    ids=["q", "cat recall", "family"],
+    ids=["q", "cat recall", "family", "mistake severity"],
 )
 def test_a_wrong_cifar_figure_fails(good, bad, message):
   text = _results_md()

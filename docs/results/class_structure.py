@@ -1,29 +1,39 @@
-"""Per-class figures of a sweep summary: where Q puts its mass, and one class's recall.
+"""Class-level figures of a sweep summary: where Q puts its mass, and what it changes.
 
-Two questions a summary's tables do not answer directly:
+Three questions a summary's tables do not answer directly:
 
 * Does the estimated Q find the data's known neighbours? For each source
   setting, Q averaged over seeds (summary.json rows' "Q, mean over seeds",
   Q = S without its diagonal, rows normalized) is read at the named pairs
   (``Q[a, b]``, the share of class a's off-target mass that goes to b; a
   uniform row gives 1 / (C - 1)), and each row's largest entry is listed.
-* Does a setting change one class's recall? The per-seed per-class
-  accuracies (rows' "per seed" / "per-class accuracy") give paired
-  differences setting - baseline within each seed, summarized as in the
-  sweep (simsoft.significance: mean, 95 % interval, paired t-test p), no
-  multiplicity correction (a secondary figure).
+* Does a setting change one class's recall? (``--recall cat``: the rows'
+  per-seed per-class accuracies.)
+* Does it change other per-seed metrics of the rows? (``--metrics``, e.g.
+  "mistake severity,super-class accuracy".)
 
-  python docs/results/class_structure.py SUMMARY.json OUT.json \
-      --experiments c10j_lenet,c10j_lenet_pairflip \
-      [--pairs cat:dog,automobile:truck,deer:horse] [--recall cat] \
+Each per-seed quantity is summarized as mean ± sample std over seeds, and
+compared for every (setting, baseline) pair of the summary's comparisons by
+the paired differences setting - baseline within each seed
+(simsoft.significance: mean, 95 % interval, paired t-test p). These are
+secondary figures, not fixed before a run: recall comes without a
+multiplicity correction; the --metrics' structure comparisons (vs label
+smoothing at the same mass, vs shuffled S) get Holm's correction over all
+of them in one experiment ("p_holm").
+
+  python docs/results/class_structure.py SUMMARY.json OUT.json \\
+      --experiments c10j_lenet,c10j_lenet_pairflip \\
+      [--pairs cat:dog,automobile:truck,deer:horse] [--recall cat] \\
+      [--metrics "mistake severity,super-class accuracy"] \\
       [--class_names airplane,automobile,...]
 
-Writes OUT.json ({experiment: {"q": ..., "recall": ...}}) and prints it as
-markdown.
+Writes OUT.json ({experiment: {"q": ..., "recall": ..., "metrics": ...}})
+and prints it as markdown.
 """
 
 import argparse
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,36 +66,47 @@ def q_pairs(
   return out
 
 
-def recall(rows: dict, names: list[str], name: str, comparisons: dict) -> dict:
-  """Recall of class `name`: per-setting mean ± std and paired differences.
+def paired(
+    rows: dict, comparisons: dict, per_seed: Callable[[str], dict]
+) -> dict:
+  """Mean ± std of per_seed(setting) ({seed: value}) and its paired differences.
 
   `comparisons` is the summary's {comparison: {metric: {setting: {...,
-  "baseline": b}}}}: every (setting, baseline) pair found there is compared
-  on this class's recall.
+  "baseline": b}}}}; every (setting, baseline) pair found under its clean
+  accuracy is compared.
   """
-  k = names.index(name)
-
-  def per_seed(setting):
-    by_seed = rows[setting]["per seed"]["per-class accuracy"]
-    return {seed: acc[k] for seed, acc in by_seed.items()}
-
   out = {"rows": {}, "comparisons": {}}
-  for setting, row in rows.items():
+  for setting in rows:
     values = list(per_seed(setting).values())
     out["rows"][setting] = [
         float(np.mean(values)),
         float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
     ]
   for comparison, by_metric in comparisons.items():
-    pairs = {s: c["baseline"] for s, c in by_metric["clean accuracy"].items()}
     out["comparisons"][comparison] = {}
-    for setting, baseline in pairs.items():
-      a, b = per_seed(baseline), per_seed(setting)
+    for setting, c in by_metric["clean accuracy"].items():
+      a, b = per_seed(c["baseline"]), per_seed(setting)
       deltas = [b[s] - a[s] for s in b if s in a]
       out["comparisons"][comparison][setting] = significance.paired_difference(
           deltas
-      ) | {"baseline": baseline}
+      ) | {"baseline": c["baseline"]}
   return out
+
+
+STRUCTURE = ("vs label smoothing, same mass", "vs shuffled S")
+
+
+def add_holm(metrics: dict) -> None:
+  """Adds "p_holm" to every structure comparison of `metrics`, one family."""
+  entries = [
+      c
+      for figure in metrics.values()
+      for comparison in STRUCTURE
+      for c in figure["comparisons"].get(comparison, {}).values()
+  ]
+  adjusted, _ = significance.holm([c["p"] for c in entries])
+  for c, p in zip(entries, adjusted):
+    c["p_holm"] = p
 
 
 def _markdown(result: dict) -> str:
@@ -93,15 +114,17 @@ def _markdown(result: dict) -> str:
   for setting, entry in result["q"].items():
     pairs = ", ".join(f"{k} {v:.2f}" for k, v in entry.items() if "->" in k)
     lines.append(f"- {setting}: {pairs} (uniform {entry['uniform']:.2f})")
+  figures = dict(result.get("metrics", {}))
   if "recall" in result:
-    name = result["recall"]["class"]
-    for comparison, by in result["recall"]["comparisons"].items():
+    figures[result["recall"]["class"] + " recall"] = result["recall"]
+  for label, figure in figures.items():
+    for comparison, by in figure["comparisons"].items():
       for setting, c in by.items():
         ci = c["ci"] or [float("nan")] * 2
         lines.append(
-            f"- {name} recall, {setting} {comparison} ({c['baseline']}):"
-            f" {100 * c['mean']:+.2f} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
-            f" points, p = {c['p']}"
+            f"- {label}, {setting} {comparison} ({c['baseline']}):"
+            f" {c['mean']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}], p = {c['p']}"
+            f" (Holm {c.get('p_holm', '-')})"
         )
   return "\n".join(lines)
 
@@ -113,6 +136,7 @@ def main() -> None:
   parser.add_argument("--experiments", required=True)
   parser.add_argument("--pairs", default="cat:dog,automobile:truck,deer:horse")
   parser.add_argument("--recall", default=None)
+  parser.add_argument("--metrics", default="")
   parser.add_argument("--class_names", default=",".join(CIFAR10))
   args = parser.parse_args()
   with open(args.summary) as f:
@@ -124,12 +148,27 @@ def main() -> None:
     pairs += [(a, b), (b, a)]
   out = {}
   for name in args.experiments.split(","):
-    experiment = summary[name]
-    result = {"q": q_pairs(experiment["rows"], names, pairs)}
+    rows, comparisons = summary[name]["rows"], summary[name]["comparisons"]
+    result = {"q": q_pairs(rows, names, pairs)}
     if args.recall:
-      result["recall"] = {"class": args.recall} | recall(
-          experiment["rows"], names, args.recall, experiment["comparisons"]
+      k = names.index(args.recall)
+      result["recall"] = {"class": args.recall} | paired(
+          rows,
+          comparisons,
+          lambda s, k=k, rows=rows: {
+              seed: acc[k]
+              for seed, acc in rows[s]["per seed"]["per-class accuracy"].items()
+          },
       )
+    result["metrics"] = {
+        metric: paired(
+            rows,
+            comparisons,
+            lambda s, m=metric, rows=rows: rows[s]["per seed"][m],
+        )
+        for metric in filter(None, args.metrics.split(","))
+    }
+    add_holm(result["metrics"])
     out[name] = result
     print(f"### {name}\n{_markdown(result)}")
   with open(args.out, "w") as f:
