@@ -379,3 +379,33 @@ def test_a_wrong_cifar_figure_fails(good, bad, message):
   assert good in text
   with pytest.raises(AssertionError, match=f"says [+]?{message}"):
     check_section(text.replace(good, bad), SECTIONS[2])
+
+
+def test_class_structure_json_is_recomputed_from_the_summary():
+  spec = importlib.util.spec_from_file_location(
+      "class_structure", os.path.join(RESULTS, "class_structure.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  with open(os.path.join(RESULTS, "c10j_summary.json")) as f:
+    summary = json.load(f)["c10j_lenet"]
+  with open(os.path.join(RESULTS, "c10j_class_structure.json")) as f:
+    saved = json.load(f)["c10j_lenet"]
+  rows, comparisons = summary["rows"], summary["comparisons"]
+  names = module.CIFAR10
+  q = module.q_pairs(rows, names, [("cat", "dog")])
+  confusion = "confusion-soft_target-m0.3"
+  assert q[confusion]["cat->dog"] == rows[confusion]["Q, mean over seeds"][3][5]
+  assert q[confusion]["cat->dog"] == saved["q"][confusion]["cat->dog"]
+  metrics = {
+      m: module.paired(rows, comparisons, lambda s, m=m: rows[s]["per seed"][m])
+      for m in ("mistake severity", "super-class accuracy")
+  }
+  module.add_holm(metrics)
+  assert metrics == saved["metrics"]
+  # By hand: confusion m0.3 - shuffled, seed by seed, then the mean.
+  per_seed = rows[confusion]["per seed"]["mistake severity"]
+  shuffled = rows[confusion + "-shuffled"]["per seed"]["mistake severity"]
+  mean = sum(per_seed[s] - shuffled[s] for s in per_seed) / len(per_seed)
+  got = metrics["mistake severity"]["comparisons"]["vs shuffled S"][confusion]
+  assert abs(got["mean"] - mean) < 1e-12
