@@ -274,10 +274,6 @@ def plan(
   return bases + runs
 
 
-_finished = sweep_runs.finished
-_claim = sweep_runs.claim
-
-
 def run_all(
     sweep: ml_collections.ConfigDict, root: str, poll_seconds: float = 5.0
 ) -> None:
@@ -293,21 +289,21 @@ def run_all(
     pending = [
         (i, w, c)
         for i, (w, c) in enumerate(runs, 1)
-        if not _finished(w, c.phases)
+        if not sweep_runs.finished(w, c.phases)
     ]
     if not pending:
       return
     claimed = waiting = False
     for i, workdir, config in pending:
       base = config.estimate.model_from
-      if base and not _finished(base, ("estimate",)):
+      if base and not sweep_runs.finished(base, ("estimate",)):
         waiting = True
         continue
-      lock = _claim(root, workdir)
+      lock = sweep_runs.claim(root, workdir)
       if lock is None:
         continue
       with lock:
-        if _finished(
+        if sweep_runs.finished(
             workdir, config.phases
         ):  # another worker finished it meanwhile
           continue
@@ -330,11 +326,11 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, root: str) -> str:
   workers do."""
   from simsoft import train  # imports TensorFlow (data)
 
-  lock = _claim(root, workdir)
+  lock = sweep_runs.claim(root, workdir)
   if lock is None:
     return "held"
   with lock:
-    if _finished(workdir, config.phases):
+    if sweep_runs.finished(workdir, config.phases):
       return "done"
     start = time.time()
     _log(f"=== sweep run: {workdir}")
@@ -385,7 +381,7 @@ def run_with_executor(
   job.done(), job.result()), at most `parallel` at a time, each once its base
   has finished; returns the number of runs that failed (0: all finished)."""
   runs = plan(sweep, root)
-  pending = [(w, c) for w, c in runs if not _finished(w, c.phases)]
+  pending = [(w, c) for w, c in runs if not sweep_runs.finished(w, c.phases)]
   running, failed = {}, {}
   while pending or running:
     for workdir, job in list(running.items()):
@@ -412,7 +408,7 @@ def run_with_executor(
         pending.remove((workdir, config))
         failed[workdir] = ["its base failed"]
         continue
-      if base and not _finished(base, ("estimate",)):
+      if base and not sweep_runs.finished(base, ("estimate",)):
         continue
       job = executor.submit(run_one, config, workdir, root)
       running[workdir] = job

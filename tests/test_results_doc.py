@@ -186,6 +186,23 @@ def assert_printed(printed: str, value: float, what: str) -> None:
   ), f"{what}: RESULTS.md says {printed}, the summary {value!r}"
 
 
+def check_mean_std(cell, mean, std, scale, what):
+  """A "mean ± std" or "mean" cell."""
+  parts = cell.split(" ± ")
+  assert_printed(parts[0], scale * mean, what + " (mean)")
+  if len(parts) == 2:
+    assert_printed(parts[1], scale * std, what + " (std)")
+
+
+def check_paired(paired, row, scale, what, p_key="p_holm"):
+  """The groups of a "mean [lo, hi] (p)" cell against a paired comparison."""
+  mean, lo, hi, p = paired.groups()
+  assert_printed(mean, scale * row["mean"], what + " (mean)")
+  assert_printed(lo, scale * row["ci"][0], what + " (ci low)")
+  assert_printed(hi, scale * row["ci"][1], what + " (ci high)")
+  assert_printed(p, row[p_key], what + f" ({p_key})")
+
+
 def check_class_cell(cell, classes, experiment, comparison, metric, key):
   """A cell of Q, of one class's recall or of a secondary metric, against
   class_structure.py's json (recall: unadjusted p; metrics: Holm p)."""
@@ -201,11 +218,7 @@ def check_class_cell(cell, classes, experiment, comparison, metric, key):
     figure, p_key = classes[experiment]["metrics"][name], "p_holm"
     scale = 100.0 if "accuracy" in name else 1.0
   if comparison is None:
-    mean, std = figure["rows"][key]
-    parts = cell.split(" ± ")
-    assert_printed(parts[0], scale * mean, what + " (mean)")
-    if len(parts) == 2:
-      assert_printed(parts[1], scale * std, what + " (std)")
+    check_mean_std(cell, *figure["rows"][key], scale, what)
     return
   if not cell:  # a baseline's own row
     assert key not in figure["comparisons"][comparison], f"{what}: left blank"
@@ -213,11 +226,7 @@ def check_class_cell(cell, classes, experiment, comparison, metric, key):
   row = figure["comparisons"][comparison][key]
   paired = PAIRED.match(cell.replace("**", ""))
   assert paired, f"{what}: unreadable cell {cell!r}"
-  mean, lo, hi, p = paired.groups()
-  assert_printed(mean, scale * row["mean"], what + " (mean)")
-  assert_printed(lo, scale * row["ci"][0], what + " (ci low)")
-  assert_printed(hi, scale * row["ci"][1], what + " (ci high)")
-  assert_printed(p, row[p_key], what + f" ({p_key})")
+  check_paired(paired, row, scale, what, p_key)
   if p_key == "p_holm":
     bold = cell.startswith("**")
     assert bold == (row["p_holm"] <= 0.05), f"{what}: bold iff Holm p <= 0.05"
@@ -227,11 +236,7 @@ def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
   what = f"{experiment} / {key} / {comparison or 'rows'} / {metric}"
   scale = 100.0 if "accuracy" in metric else 1.0
   if comparison is None:
-    mean, std = summary[experiment]["rows"][key][metric]
-    parts = cell.split(" ± ")
-    assert_printed(parts[0], scale * mean, what + " (mean)")
-    if len(parts) == 2:
-      assert_printed(parts[1], scale * std, what + " (std)")
+    check_mean_std(cell, *summary[experiment]["rows"][key][metric], scale, what)
     return
   if metric.startswith("family "):
     by_family = summary[experiment]["comparisons by corruption family"]
@@ -241,11 +246,7 @@ def check_cell(cell, summary, experiment, comparison, metric, key, bounds):
     row = summary[experiment]["comparisons"][comparison][metric][key]
   paired = PAIRED.match(cell.replace("**", ""))
   if paired:
-    mean, lo, hi, p = paired.groups()
-    assert_printed(mean, scale * row["mean"], what + " (mean)")
-    assert_printed(lo, scale * row["ci"][0], what + " (ci low)")
-    assert_printed(hi, scale * row["ci"][1], what + " (ci high)")
-    assert_printed(p, row["p_holm"], what + " (Holm p)")
+    check_paired(paired, row, scale, what)
     bold = cell.startswith("**")
     assert bold == row["significant_holm"], f"{what}: bold iff significant"
   elif re.fullmatch(NUMBER, cell):

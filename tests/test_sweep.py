@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simsoft import sweep
+from simsoft import sweep, sweep_runs
 from tests.helpers import tiny_sweep as tiny_sweep_config
 from tests.helpers.tiny import ROOT
 
@@ -254,8 +254,8 @@ def test_a_run_another_worker_holds_is_left_to_it(tmp_path, monkeypatch):
   config = tiny_sweep()
   config.seeds = (0,)
   held = str(tmp_path / "digits_tiny" / "seed0" / LS)
-  lock = sweep._claim(str(tmp_path), held)  # as another worker would
-  assert lock is not None and sweep._claim(str(tmp_path), held) is None
+  lock = sweep_runs.claim(str(tmp_path), held)  # as another worker would
+  assert lock is not None and sweep_runs.claim(str(tmp_path), held) is None
   sweep.run_all(config, str(tmp_path), poll_seconds=0.1)
   assert (tmp_path / "digits_tiny" / "seed0" / CONF / "results.json").exists()
   assert not os.path.exists(os.path.join(held, "results.json"))
@@ -317,7 +317,7 @@ def test_two_workers_share_the_runs(two_worker_pool):
   config = _tiny_sweep_seed0()
   planned = sweep.plan(config, str(root))
   for workdir, run_config in planned:
-    assert sweep._finished(workdir, run_config.phases), workdir
+    assert sweep_runs.finished(workdir, run_config.phases), workdir
   logs = [(root / f"worker{i}.log").read_text() for i in (0, 1)]
   started = [log.count("=== sweep run") for log in logs]
   assert sum(started) == len(planned) == 4 and min(started) > 0, started
